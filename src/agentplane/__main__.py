@@ -1,0 +1,3 @@
+from agentplane.cli import main
+
+main()

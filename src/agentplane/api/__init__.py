@@ -1,0 +1,1 @@
+"""HTTP API: the app factory, errors, middleware and one router per package."""

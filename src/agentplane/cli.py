@@ -1,0 +1,149 @@
+"""The `agentplane` command: a thin layer over the Python API.
+
+Domain errors become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentplane import __version__
+from agentplane.config import Settings, get_settings
+from agentplane.errors import AgentplaneError
+
+app = typer.Typer(
+    name="agentplane",
+    help="A PostgreSQL-native control plane for multi-agent LLM systems.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"agentplane {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """agentplane command line."""
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded database (or use AGENTPLANE_DATABASE_URL), migrate, serve the API."""
+    from agentplane.server import up as serve
+
+    conf = settings()
+
+    def announce(endpoints, address) -> None:  # noqa: ANN001
+        where = f"embedded in {conf.home}" if endpoints.server else endpoints.where
+        err.print(f"[bold]agentplane {__version__}[/] API on http://{address[0]}:{address[1]}"
+                  f"  ·  PostgreSQL {where}", soft_wrap=True)
+
+    serve(conf, on_ready=announce)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the installation: database, version, extensions, migrations, RLS."""
+    from agentplane.doctor import run_checks
+
+    checks = run_checks(settings())
+    table = Table("check", "status", "detail")
+    colors = {"pass": "green", "warn": "yellow", "fail": "red"}
+    for check in checks:
+        table.add_row(check.name, f"[{colors[check.status]}]{check.status}[/]", check.detail)
+    out.print(table)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings, secrets masked."""
+    table = Table("setting", "value")
+    for key, value in settings().masked().items():
+        table.add_row(f"AGENTPLANE_{key.upper()}", str(value))
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(target: Annotated[str, typer.Argument(help="Revision to reach.")] = "head") -> None:
+    """Apply migrations up to TARGET (default: head)."""
+    from agentplane.server import database
+
+    conf = settings()
+    with database(conf) as endpoints:
+        from agentplane.db.migrate import Migrator
+
+        migrator = Migrator(endpoints.owner, conf.app_role)
+        migrator.upgrade(target)
+        out.print(f"database at {migrator.current()}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(target: Annotated[str, typer.Argument(help="Revision to reach, or 'base'.")]) \
+        -> None:
+    """Revert migrations down to TARGET."""
+    from agentplane.db.migrate import Migrator
+    from agentplane.server import database
+
+    conf = settings()
+    with database(conf) as endpoints:
+        migrator = Migrator(endpoints.owner, conf.app_role)
+        migrator.downgrade(target)
+        out.print(f"database at {migrator.current() or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's migration."""
+    from agentplane.db.migrate import Migrator, head
+    from agentplane.server import database
+
+    conf = settings()
+    with database(conf) as endpoints:
+        current = Migrator(endpoints.owner, conf.app_role).check_not_ahead()
+    mark = " (head)" if current == head() else f" (head is {head()})"
+    out.print(f"{current or 'base'}{mark}")
+
+
+@db_app.command("history")
+def db_history() -> None:
+    """List the migrations this agentplane ships."""
+    from agentplane.db.migrate import history
+
+    table = Table("revision", "revises", "description")
+    for rev, down, doc in history():
+        table.add_row(rev, down or "-", doc.splitlines()[0] if doc else "")
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except AgentplaneError as exc:
+        err.print(f"[red]error:[/] {exc.detail}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,98 @@
+"""The one place where driver errors become agentplane errors."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import errors as pg
+from psycopg_pool import PoolTimeout
+
+from agentplane.errors import (
+    AgentplaneError,
+    Conflict,
+    DatabaseUnavailable,
+    NotFound,
+    ValidationFailed,
+)
+
+# Functions raise these SQLSTATEs (RAISE ... USING ERRCODE) to pick the HTTP status.
+APP_ERRCODES: dict[str, type[AgentplaneError]] = {
+    "AP404": NotFound,
+    "AP409": Conflict,
+    "AP422": ValidationFailed,
+}
+
+
+def describe_connect_error(exc: Exception, where: str) -> str:
+    """One line naming the problem and what to do about it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = str(exc).lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        user = re.search(r'user "([^"]+)"', str(exc))
+        who = f" for user {user.group(1)}" if user else ""
+        return f"PostgreSQL at {where} rejected the password{who}; fix the password in {_url_var()}"
+    if "does not exist" in low and "database" in low:
+        return f"{text} at {where}; create it or fix the database name in {_url_var()}"
+    if "connection refused" in low or "could not connect" in low or "timeout" in low \
+            or "no such file" in low or "name or service not known" in low:
+        return (
+            f"cannot reach PostgreSQL at {where} ({_reason(low)}); "
+            f"check {_url_var()} and that the server is running"
+        )
+    return f"cannot connect to PostgreSQL at {where}: {text}"
+
+
+def _reason(low: str) -> str:
+    for needle in ("connection refused", "timeout", "no such file or directory",
+                   "name or service not known"):
+        if needle in low:
+            return needle
+    return "unreachable"
+
+
+def _url_var() -> str:
+    return "AGENTPLANE_DATABASE_URL"
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except AgentplaneError:
+        raise
+    except pg.UniqueViolation as exc:
+        raise Conflict(_constraint_detail(exc, "already exists")) from None
+    except pg.ForeignKeyViolation as exc:
+        raise ValidationFailed(_constraint_detail(exc, "refers to something that does not exist")) \
+            from None
+    except (pg.CheckViolation, pg.NotNullViolation, pg.DataException) as exc:
+        raise ValidationFailed(_constraint_detail(exc, "is invalid")) from None
+    except pg.InsufficientPrivilege as exc:
+        # Row-level security: a row of another tenant is, for this caller, a row that is not there.
+        raise NotFound("not found") from exc
+    except psycopg.Error as exc:
+        code = getattr(exc, "sqlstate", None)
+        if code in APP_ERRCODES:
+            raise APP_ERRCODES[code](exc.diag.message_primary or str(exc)) from None
+        if isinstance(exc, psycopg.OperationalError):
+            raise DatabaseUnavailable(f"database error: {str(exc).strip()[:300]}") from None
+        raise
+    except PoolTimeout:
+        raise DatabaseUnavailable("no database connection available in time") from None
+
+
+def _constraint_detail(exc: psycopg.Error, what: str) -> str:
+    diag = exc.diag
+    detail = diag.message_detail or ""
+    # "Key (slug)=(acme) already exists." -> name the field, never other rows' data.
+    match = re.match(r"Key \(([^)]+)\)", detail)
+    if match:
+        return f"{match.group(1)} {what}"
+    if diag.column_name:
+        return f"{diag.column_name} {what}"
+    if diag.constraint_name:
+        return f"{diag.constraint_name}: {what}"
+    return diag.message_primary or what

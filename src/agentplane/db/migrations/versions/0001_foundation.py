@@ -1,0 +1,72 @@
+"""Foundation: extensions, privileges of the application role, shared functions.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-24
+"""
+
+import logging
+
+from alembic import op
+
+from agentplane.db.migrations import sql
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+# pgcrypto, pg_trgm and btree_gin are wanted but optional: the schema relies only on
+# core PostgreSQL (gen_random_uuid, sha256), so a server without them still works.
+EXTENSIONS = ("pgcrypto", "pg_trgm", "btree_gin", "vector")
+log = logging.getLogger("agentplane.migrations")
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    available = {
+        row[0]
+        for row in bind.exec_driver_sql(
+            "SELECT name FROM pg_available_extensions WHERE name = ANY(%(names)s)",
+            {"names": list(EXTENSIONS)},
+        )
+    }
+    for name in EXTENSIONS:
+        if name in available:
+            op.execute(f'CREATE EXTENSION IF NOT EXISTS "{name}"')
+        else:
+            log.warning(
+                "extension %s is not available on this server; features that need it are off",
+                name,
+            )
+    sql("""
+    GRANT USAGE ON SCHEMA public TO {app};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO {app};
+
+    -- The tenant of the current transaction, NULL when none is set.
+    CREATE FUNCTION app_current_tenant() RETURNS uuid
+        LANGUAGE sql STABLE PARALLEL SAFE
+        AS $$ SELECT nullif(current_setting('app.tenant_id', true), '')::uuid $$;
+
+    -- Keeps updated_at true on every UPDATE.
+    CREATE FUNCTION set_updated_at() RETURNS trigger
+        LANGUAGE plpgsql
+        AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$;
+    """)
+
+
+def downgrade() -> None:
+    sql("""
+    DROP FUNCTION set_updated_at();
+    DROP FUNCTION app_current_tenant();
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE EXECUTE ON FUNCTIONS FROM {app};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE USAGE, SELECT ON SEQUENCES FROM {app};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public
+        REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM {app};
+    REVOKE USAGE ON SCHEMA public FROM {app};
+    """)
+    for name in reversed(EXTENSIONS):
+        op.execute(f'DROP EXTENSION IF EXISTS "{name}"')

@@ -1,0 +1,85 @@
+"""Async connection pools and the scoped connections built on them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from agentplane.config import Settings
+from agentplane.db import endpoints as ep
+from agentplane.db.errors import describe_connect_error, translate_errors
+from agentplane.errors import DatabaseUnavailable
+
+Connection = psycopg.AsyncConnection[dict]
+
+
+class Database:
+    """The process's pools: one for the application role, a small one for the owner."""
+
+    def __init__(self, settings: Settings, endpoints: ep.Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.app_pool = AsyncConnectionPool(
+            endpoints.app,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            kwargs={"row_factory": dict_row},
+            open=False,
+            name="app",
+        )
+        self.owner_pool = AsyncConnectionPool(
+            endpoints.owner,
+            min_size=0,
+            max_size=4,
+            kwargs={"row_factory": dict_row},
+            open=False,
+            name="owner",
+        )
+
+    async def open(self) -> None:
+        await self._probe()
+        await self.app_pool.open(wait=False)
+        await self.owner_pool.open(wait=False)
+
+    async def _probe(self) -> None:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.endpoints.app)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                describe_connect_error(exc, ep.describe_target(self.endpoints.app))
+            ) from None
+        async with conn:
+            ep.check_version(conn.info.server_version, ep.describe_target(self.endpoints.app))
+
+    async def close(self) -> None:
+        await self.app_pool.close()
+        await self.owner_pool.close()
+
+    @contextlib.asynccontextmanager
+    async def tenant_connection(self, tenant_id: UUID | str) -> AsyncIterator[Connection]:
+        """A transaction on the application role that sees one tenant's rows only."""
+        with translate_errors():
+            async with self.app_pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)]
+                )
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def app_connection(self) -> AsyncIterator[Connection]:
+        """A transaction on the application role with no tenant: sees no tenant rows."""
+        with translate_errors():
+            async with self.app_pool.connection() as conn, conn.transaction():
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def admin_connection(self) -> AsyncIterator[Connection]:
+        """A transaction as the owner: not subject to row-level security. Admin paths only."""
+        with translate_errors():
+            async with self.owner_pool.connection() as conn, conn.transaction():
+                yield conn

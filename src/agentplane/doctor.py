@@ -1,0 +1,92 @@
+"""`agentplane doctor`: is this installation healthy? One row per check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from agentplane.config import Settings
+from agentplane.db import endpoints as ep
+from agentplane.db.migrate import Migrator, head
+from agentplane.errors import AgentplaneError
+
+WANTED_EXTENSIONS = ("pgcrypto", "pg_trgm", "btree_gin", "vector")
+
+Status = Literal["pass", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks: list[Check] = [Check("settings", "pass",
+                                 "embedded server in " + str(settings.home) if settings.embedded
+                                 else "external server")]
+    try:
+        endpoints = ep.resolve(settings)
+    except AgentplaneError as exc:
+        return [*checks, Check("database reachable", "fail", exc.detail)]
+    try:
+        ep.bootstrap(settings, endpoints)
+        checks += _database_checks(settings, endpoints)
+    except AgentplaneError as exc:
+        checks.append(Check("database reachable", "fail", exc.detail))
+    finally:
+        if endpoints.server is not None:
+            endpoints.server.release()
+    return checks
+
+
+def _database_checks(settings: Settings, endpoints: ep.Endpoints) -> list[Check]:
+    checks = []
+    with ep.connect(endpoints.owner) as conn:
+        checks.append(Check("database reachable", "pass", endpoints.where))
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        checks.append(Check("server version", "pass", f"PostgreSQL {version} (>= 14)"))
+        installed = {
+            r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()
+        }
+    missing = [e for e in WANTED_EXTENSIONS if e not in installed]
+    checks.append(Check(
+        "extensions",
+        "warn" if missing else "pass",
+        ", ".join(e for e in WANTED_EXTENSIONS if e in installed)
+        + (f"; not available: {', '.join(missing)}" if missing else ""),
+    ))
+    migrator = Migrator(endpoints.owner, settings.app_role)
+    try:
+        current = migrator.check_not_ahead()
+    except AgentplaneError as exc:
+        checks.append(Check("migrations", "fail", exc.detail))
+    else:
+        expected = head()
+        if current == expected:
+            checks.append(Check("migrations", "pass", f"at head {expected}"))
+        else:
+            checks.append(Check("migrations", "fail",
+                                f"at {current or 'nothing'}, head is {expected}: "
+                                "run `agentplane db upgrade`"))
+    checks.append(_app_role_check(endpoints))
+    return checks
+
+
+def _app_role_check(endpoints: ep.Endpoints) -> Check:
+    try:
+        with ep.connect(endpoints.app) as conn:
+            row = conn.execute(
+                "SELECT current_user, rolsuper, rolbypassrls, current_setting('row_security')"
+                " FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+    except AgentplaneError as exc:
+        return Check("application role", "fail", exc.detail)
+    assert row is not None
+    user, superuser, bypass, row_security = row
+    if superuser or bypass or row_security != "on":
+        return Check("application role", "fail",
+                     f"{user} can bypass row-level security (superuser={superuser}, "
+                     f"bypassrls={bypass}, row_security={row_security})")
+    return Check("application role", "pass", f"{user} cannot bypass row-level security")

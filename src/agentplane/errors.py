@@ -1,0 +1,89 @@
+"""One root error for the whole project.
+
+Every error carries its HTTP status and a stable problem type (RFC 9457), so the
+API renders any of them the same way and the CLI turns any of them into one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_BASE = "https://agentplane.dev/problems/"
+
+
+class AgentplaneError(Exception):
+    status: int = 500
+    type: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(
+        self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        self.detail = detail or self.title
+        self.headers = headers
+        self.extra = extra
+        super().__init__(self.detail)
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.type
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(AgentplaneError):
+    status, type, title = 400, "bad-request", "Bad request"
+
+
+class ValidationFailed(AgentplaneError):
+    status, type, title = 422, "validation-failed", "Validation failed"
+
+
+class Unauthorized(AgentplaneError):
+    status, type, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(AgentplaneError):
+    status, type, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(AgentplaneError):
+    status, type, title = 404, "not-found", "Not found"
+
+
+class Conflict(AgentplaneError):
+    status, type, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(AgentplaneError):
+    status, type, title = 413, "payload-too-large", "Payload too large"
+
+
+class RateLimited(AgentplaneError):
+    status, type, title = 429, "rate-limited", "Too many requests"
+
+
+class ConfigError(AgentplaneError):
+    """The settings or the machine are wrong; the operator must act."""
+
+    status, type, title = 500, "config-error", "Configuration error"
+
+
+class DatabaseUnavailable(AgentplaneError):
+    status, type, title = 503, "database-unavailable", "Database unavailable"
+
+
+class SchemaMismatch(AgentplaneError):
+    """The database schema is not the one this code expects."""
+
+    status, type, title = 503, "schema-mismatch", "Database schema mismatch"

@@ -1,0 +1,69 @@
+"""`agentplane up`: the embedded database, migrations and the API in one process."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from agentplane import logs
+from agentplane.api.app import create_app
+from agentplane.config import Settings
+from agentplane.db import endpoints as ep
+from agentplane.db.migrate import Migrator
+from agentplane.errors import ConfigError
+
+log = logging.getLogger("agentplane.server")
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, migrate: bool = False) -> Iterator[ep.Endpoints]:
+    """Endpoints of a ready database; the embedded server is released on exit."""
+    endpoints = ep.resolve(settings)
+    try:
+        ep.bootstrap(settings, endpoints)
+        migrator = Migrator(endpoints.owner, settings.app_role)
+        if migrate:
+            migrator.upgrade()
+        yield endpoints
+    finally:
+        if endpoints.server is not None:
+            endpoints.server.release()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use; stop the process using it "
+                "or choose another with AGENTPLANE_PORT"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: ignore[valid-type]
+    logs.configure(settings.log_level, settings.log_format)
+    sock = bind(settings.host, settings.port)
+    with database(settings, migrate=True) as endpoints:
+        app = create_app(settings, endpoints=endpoints)
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="on",
+            timeout_graceful_shutdown=30,
+        )
+        server = uvicorn.Server(config)
+        if on_ready is not None:
+            on_ready(endpoints, sock.getsockname())
+        server.run(sockets=[sock])
