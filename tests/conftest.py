@@ -55,16 +55,23 @@ def pg_port() -> int:
 
 @pytest.fixture(scope="session")
 def pg_server(pg_home: Path, pg_port: int) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(pg_home, listen="127.0.0.1", port=pg_port,
-                            settings=TEST_SERVER_SETTINGS)
+    server = EmbeddedServer(
+        pg_home, listen="127.0.0.1", port=pg_port, settings=TEST_SERVER_SETTINGS
+    )
     server.acquire()
     yield server
     server.stop()
 
 
 def make_settings(home: Path, port: int, database: str, **overrides: object) -> Settings:
-    return Settings(home=home, embedded_listen="127.0.0.1", embedded_port=port,
-                    database_name=database, env="test", **overrides)
+    return Settings(
+        home=home,
+        embedded_listen="127.0.0.1",
+        embedded_port=port,
+        database_name=database,
+        env="test",
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +89,9 @@ def superuser_conn(server: EmbeddedServer) -> psycopg.Connection:
 
 def create_database(server: EmbeddedServer, name: str, template: str | None = TEMPLATE) -> None:
     with superuser_conn(server) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
             stmt += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
@@ -92,13 +100,15 @@ def create_database(server: EmbeddedServer, name: str, template: str | None = TE
 
 def drop_database(server: EmbeddedServer, name: str) -> None:
     with superuser_conn(server) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="module")
-def database_name(pg_server: EmbeddedServer, template_db: str,
-                  request: pytest.FixtureRequest) -> Iterator[str]:
+def database_name(
+    pg_server: EmbeddedServer, template_db: str, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A migrated database of this test module's own, cloned from the template."""
     name = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])[:50]
     create_database(pg_server, name, template_db)
@@ -125,12 +135,12 @@ async def db(settings: Settings, endpoints: ep.Endpoints) -> AsyncIterator[Datab
 
 
 @pytest.fixture(scope="module")
-def app(settings: Settings, db: Database):  # noqa: ANN201
+def app(settings: Settings, db: Database):
     return create_app(settings, db=db)
 
 
 @pytest.fixture
-async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
@@ -138,33 +148,42 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
-    env.update({
-        "AGENTPLANE_HOME": str(settings.home),
-        "AGENTPLANE_DATABASE_NAME": settings.database_name,
-        "AGENTPLANE_EMBEDDED_LISTEN": settings.embedded_listen,
-        "AGENTPLANE_EMBEDDED_PORT": str(settings.embedded_port),
-        "AGENTPLANE_ENV": "test",
-        "COLUMNS": "200",
-    })
+    env.update(
+        {
+            "AGENTPLANE_HOME": str(settings.home),
+            "AGENTPLANE_DATABASE_NAME": settings.database_name,
+            "AGENTPLANE_EMBEDDED_LISTEN": settings.embedded_listen,
+            "AGENTPLANE_EMBEDDED_PORT": str(settings.embedded_port),
+            "AGENTPLANE_ENV": "test",
+            "COLUMNS": "200",
+        }
+    )
     env.update(extra)
     return env
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real `agentplane` command, as a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "agentplane", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, input=input, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def cli(settings: Settings):  # noqa: ANN201
+def cli(settings: Settings):
     env = cli_env(settings)
 
-    def run(*args: str, timeout: float = 60, input: str | None = None,
-            **extra_env: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 60, input: str | None = None, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env={**env, **extra_env}, timeout=timeout, input=input)
 
     return run

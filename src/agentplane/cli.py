@@ -42,8 +42,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """agentplane command line."""
 
@@ -55,10 +59,13 @@ def up() -> None:
 
     conf = settings()
 
-    def announce(endpoints, address) -> None:  # noqa: ANN001
+    def announce(endpoints, address) -> None:
         where = f"embedded in {conf.home}" if endpoints.server else endpoints.where
-        err.print(f"[bold]agentplane {__version__}[/] API on http://{address[0]}:{address[1]}"
-                  f"  ·  PostgreSQL {where}", soft_wrap=True)
+        err.print(
+            f"[bold]agentplane {__version__}[/] API on http://{address[0]}:{address[1]}"
+            f"  ·  PostgreSQL {where}",
+            soft_wrap=True,
+        )
 
     serve(conf, on_ready=announce)
 
@@ -102,8 +109,9 @@ def db_upgrade(target: Annotated[str, typer.Argument(help="Revision to reach.")]
 
 
 @db_app.command("downgrade")
-def db_downgrade(target: Annotated[str, typer.Argument(help="Revision to reach, or 'base'.")]) \
-        -> None:
+def db_downgrade(
+    target: Annotated[str, typer.Argument(help="Revision to reach, or 'base'.")],
+) -> None:
     """Revert migrations down to TARGET."""
     from agentplane.db.migrate import Migrator
     from agentplane.server import database

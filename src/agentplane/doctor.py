@@ -23,9 +23,13 @@ class Check:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    checks: list[Check] = [Check("settings", "pass",
-                                 "embedded server in " + str(settings.home) if settings.embedded
-                                 else "external server")]
+    checks: list[Check] = [
+        Check(
+            "settings",
+            "pass",
+            "embedded server in " + str(settings.home) if settings.embedded else "external server",
+        )
+    ]
     try:
         endpoints = ep.resolve(settings)
     except AgentplaneError as exc:
@@ -47,16 +51,16 @@ def _database_checks(settings: Settings, endpoints: ep.Endpoints) -> list[Check]
         checks.append(Check("database reachable", "pass", endpoints.where))
         version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         checks.append(Check("server version", "pass", f"PostgreSQL {version} (>= 14)"))
-        installed = {
-            r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()
-        }
+        installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()}
     missing = [e for e in WANTED_EXTENSIONS if e not in installed]
-    checks.append(Check(
-        "extensions",
-        "warn" if missing else "pass",
-        ", ".join(e for e in WANTED_EXTENSIONS if e in installed)
-        + (f"; not available: {', '.join(missing)}" if missing else ""),
-    ))
+    checks.append(
+        Check(
+            "extensions",
+            "warn" if missing else "pass",
+            ", ".join(e for e in WANTED_EXTENSIONS if e in installed)
+            + (f"; not available: {', '.join(missing)}" if missing else ""),
+        )
+    )
     migrator = Migrator(endpoints.owner, settings.app_role)
     try:
         current = migrator.check_not_ahead()
@@ -67,9 +71,13 @@ def _database_checks(settings: Settings, endpoints: ep.Endpoints) -> list[Check]
         if current == expected:
             checks.append(Check("migrations", "pass", f"at head {expected}"))
         else:
-            checks.append(Check("migrations", "fail",
-                                f"at {current or 'nothing'}, head is {expected}: "
-                                "run `agentplane db upgrade`"))
+            checks.append(
+                Check(
+                    "migrations",
+                    "fail",
+                    f"at {current or 'nothing'}, head is {expected}: run `agentplane db upgrade`",
+                )
+            )
     checks.append(_app_role_check(endpoints))
     return checks
 
@@ -86,7 +94,10 @@ def _app_role_check(endpoints: ep.Endpoints) -> Check:
     assert row is not None
     user, superuser, bypass, row_security = row
     if superuser or bypass or row_security != "on":
-        return Check("application role", "fail",
-                     f"{user} can bypass row-level security (superuser={superuser}, "
-                     f"bypassrls={bypass}, row_security={row_security})")
+        return Check(
+            "application role",
+            "fail",
+            f"{user} can bypass row-level security (superuser={superuser}, "
+            f"bypassrls={bypass}, row_security={row_security})",
+        )
     return Check("application role", "pass", f"{user} cannot bypass row-level security")

@@ -30,7 +30,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(
-            f"{k}={v}" for k, v in vars(record).items()
+            f"{k}={v}"
+            for k, v in vars(record).items()
             if k not in _STANDARD and not k.startswith("_")
         )
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"

@@ -60,7 +60,10 @@ def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: i
     with database(settings, migrate=True) as endpoints:
         app = create_app(settings, endpoints=endpoints)
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on",
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
             timeout_graceful_shutdown=30,
         )
         server = uvicorn.Server(config)

@@ -31,6 +31,9 @@ async def ready(request: Request) -> dict[str, str]:
     current = row["version_num"] if row else None
     expected = head()
     if current != expected:
-        raise SchemaMismatch(f"database is at migration {current}, expected {expected}",
-                             current=current, expected=expected)
+        raise SchemaMismatch(
+            f"database is at migration {current}, expected {expected}",
+            current=current,
+            expected=expected,
+        )
     return {"status": "ready", "migration": current}

@@ -43,7 +43,10 @@ class RequestIdMiddleware:
         finally:
             if log.isEnabledFor(logging.INFO):
                 log.info(
-                    "%s %s %s", scope["method"], scope["path"], status,
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status,
                     extra=_fields(request_id, status, started),
                 )
 

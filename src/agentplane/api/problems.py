@@ -33,10 +33,23 @@ class ProblemResponse(JSONResponse):
     media_type = "application/problem+json"
 
 
-def problem(status: int, type_: str, title: str, detail: str, request: Request,
-            headers: dict[str, str] | None = None, **extra: Any) -> ProblemResponse:
-    body = {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail,
-            "instance": request.url.path, **extra}
+def problem(
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    request: Request,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    body = {
+        "type": PROBLEM_BASE + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
@@ -52,28 +65,41 @@ async def _agentplane_error(request: Request, exc: Exception) -> ProblemResponse
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
-         "message": err.get("msg", "invalid")}
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
+            "message": err.get("msg", "invalid"),
+        }
         for err in exc.errors()
     ]
     fields = ", ".join(e["field"] for e in errors)
-    return problem(422, "validation-failed", "Validation failed", f"invalid {fields}",
-                   request, errors=errors)
+    return problem(
+        422, "validation-failed", "Validation failed", f"invalid {fields}", request, errors=errors
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(exc.status_code, "http-error")
     title = type_.replace("-", " ").capitalize()
-    return problem(exc.status_code, type_, title, str(exc.detail), request,
-                   headers=getattr(exc, "headers", None))
+    return problem(
+        exc.status_code,
+        type_,
+        title,
+        str(exc.detail),
+        request,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
     log.exception("unhandled error", exc_info=exc)
-    return problem(500, "internal-error", "Internal error",
-                   "an unexpected error occurred; the request id identifies it in the logs",
-                   request)
+    return problem(
+        500,
+        "internal-error",
+        "Internal error",
+        "an unexpected error occurred; the request id identifies it in the logs",
+        request,
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -160,8 +160,10 @@ class EmbeddedServer:
             self._grant_postgres_user()
         self._run(
             pg_binary("initdb"),
-            "-D", str(self.pgdata),
-            "-U", SUPERUSER,
+            "-D",
+            str(self.pgdata),
+            "-U",
+            SUPERUSER,
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
             "--encoding=UTF8",
@@ -251,8 +253,9 @@ def _ensure_system_user(name: str):  # -> pwd.struct_passwd
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", name], check=True, capture_output=True
+        )
         return pwd.getpwnam(name)
 
 

@@ -66,8 +66,9 @@ def resolve(settings: Settings, *, start: bool = True) -> Endpoints:
     try:
         owner = make_conninfo(settings.database_url.get_secret_value(), **timeout)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"AGENTPLANE_DATABASE_URL is not a valid connection string: {exc}") \
-            from None
+        raise ConfigError(
+            f"AGENTPLANE_DATABASE_URL is not a valid connection string: {exc}"
+        ) from None
     if settings.app_database_url is not None:
         app = make_conninfo(settings.app_database_url.get_secret_value(), **timeout)
     else:
@@ -80,8 +81,7 @@ def connect(conninfo: str, **kwargs: object) -> psycopg.Connection:
     try:
         conn = psycopg.connect(conninfo, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(describe_connect_error(exc, describe_target(conninfo))) \
-            from None
+        raise DatabaseUnavailable(describe_connect_error(exc, describe_target(conninfo))) from None
     check_version(conn.info.server_version, describe_target(conninfo))
     return conn
 
@@ -104,8 +104,9 @@ def bootstrap(settings: Settings, endpoints: Endpoints) -> None:
                 "SELECT 1 FROM pg_database WHERE datname = %s", [settings.database_name]
             ).fetchone()
             if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(
-                    sql.Identifier(settings.database_name)))
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.database_name))
+                )
             ensure_app_role(conn, settings.app_role, login=True)
         return
     with connect(endpoints.owner, autocommit=True) as conn:
@@ -118,9 +119,11 @@ def ensure_app_role(conn: psycopg.Connection, role: str, *, login: bool) -> None
     ).fetchone()
     if row is None:
         try:
-            conn.execute(sql.SQL(
-                "CREATE ROLE {} {} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
-            ).format(sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN")))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} {} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE").format(
+                    sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN")
+                )
+            )
         except psycopg.errors.InsufficientPrivilege:
             raise ConfigError(
                 f"cannot create the application role {role}: the owner role lacks CREATEROLE; "
@@ -136,8 +139,6 @@ def ensure_app_role(conn: psycopg.Connection, role: str, *, login: bool) -> None
         )
     if not login:
         # Let the owner switch to the role at connection start (SET ROLE).
-        member = conn.execute(
-            "SELECT pg_has_role(current_user, %s, 'MEMBER')", [role]
-        ).fetchone()
+        member = conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", [role]).fetchone()
         if member and not member[0]:
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))

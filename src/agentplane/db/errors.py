@@ -36,8 +36,13 @@ def describe_connect_error(exc: Exception, where: str) -> str:
         return f"PostgreSQL at {where} rejected the password{who}; fix the password in {_url_var()}"
     if "does not exist" in low and "database" in low:
         return f"{text} at {where}; create it or fix the database name in {_url_var()}"
-    if "connection refused" in low or "could not connect" in low or "timeout" in low \
-            or "no such file" in low or "name or service not known" in low:
+    if (
+        "connection refused" in low
+        or "could not connect" in low
+        or "timeout" in low
+        or "no such file" in low
+        or "name or service not known" in low
+    ):
         return (
             f"cannot reach PostgreSQL at {where} ({_reason(low)}); "
             f"check {_url_var()} and that the server is running"
@@ -46,8 +51,12 @@ def describe_connect_error(exc: Exception, where: str) -> str:
 
 
 def _reason(low: str) -> str:
-    for needle in ("connection refused", "timeout", "no such file or directory",
-                   "name or service not known"):
+    for needle in (
+        "connection refused",
+        "timeout",
+        "no such file or directory",
+        "name or service not known",
+    ):
         if needle in low:
             return needle
     return "unreachable"
@@ -66,8 +75,9 @@ def translate_errors() -> Iterator[None]:
     except pg.UniqueViolation as exc:
         raise Conflict(_constraint_detail(exc, "already exists")) from None
     except pg.ForeignKeyViolation as exc:
-        raise ValidationFailed(_constraint_detail(exc, "refers to something that does not exist")) \
-            from None
+        raise ValidationFailed(
+            _constraint_detail(exc, "refers to something that does not exist")
+        ) from None
     except (pg.CheckViolation, pg.NotNullViolation, pg.DataException) as exc:
         raise ValidationFailed(_constraint_detail(exc, "is invalid")) from None
     except pg.InsufficientPrivilege as exc:

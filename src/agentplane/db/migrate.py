@@ -43,7 +43,7 @@ class Migrator:
     owner: str
     app_role: str
 
-    def _engine(self):  # noqa: ANN202 - a SQLAlchemy engine, used only here
+    def _engine(self):
         conninfo = self.owner
         # The check before handing over keeps error messages ours, not SQLAlchemy's.
         connect(conninfo).close()
@@ -53,7 +53,7 @@ class Migrator:
             poolclass=NullPool,
         )
 
-    def _run(self, fn, *args) -> None:  # noqa: ANN001
+    def _run(self, fn, *args) -> None:
         engine = self._engine()
         try:
             with engine.begin() as connection:
@@ -99,7 +99,7 @@ class Migrator:
         return self.current() == head()
 
     @staticmethod
-    def _guard(fn) -> None:  # noqa: ANN001
+    def _guard(fn) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             fn()
@@ -120,4 +120,3 @@ def history() -> list[tuple[str, str | None, str]]:
         (r.revision, r.down_revision if isinstance(r.down_revision, str) else None, r.doc or "")
         for r in reversed(revs)
     ]
-

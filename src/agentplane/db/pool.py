@@ -65,9 +65,7 @@ class Database:
         """A transaction on the application role that sees one tenant's rows only."""
         with translate_errors():
             async with self.app_pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)]
-                )
+                await conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
                 yield conn
 
     @contextlib.asynccontextmanager

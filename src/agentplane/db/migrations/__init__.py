@@ -27,9 +27,9 @@ def tenant_rls(table: str) -> str:
     CREATE POLICY tenant_isolation ON {table}
         USING (tenant_id = app_current_tenant())
         WITH CHECK (tenant_id = app_current_tenant());
-    CREATE POLICY owner_access ON {table} TO {_owner()} USING (true) WITH CHECK (true);
+    CREATE POLICY owner_access ON {table} TO {owner_role()} USING (true) WITH CHECK (true);
     """
 
 
-def _owner() -> str:
+def owner_role() -> str:
     return f'"{op.get_context().config.attributes["owner_role"]}"'
