@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -54,6 +55,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after shutting down, which would kill the process
+    before the embedded server is released; we exit normally instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
 def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: ignore[valid-type]
     logs.configure(settings.log_level, settings.log_format)
     sock = bind(settings.host, settings.port)
@@ -66,7 +82,7 @@ def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: i
             lifespan="on",
             timeout_graceful_shutdown=30,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         if on_ready is not None:
             on_ready(endpoints, sock.getsockname())
         server.run(sockets=[sock])

@@ -16,6 +16,10 @@ from sqlalchemy.pool import NullPool
 from agentplane.db.endpoints import connect
 from agentplane.errors import AgentplaneError, SchemaMismatch, ValidationFailed
 
+
+class MigrationFailed(AgentplaneError):
+    status, type, title = 500, "migration-failed", "Migration failed"
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -107,9 +111,13 @@ class Migrator:
             raise
         except Exception as exc:
             from alembic.util import CommandError
+            from sqlalchemy.exc import DBAPIError
 
             if isinstance(exc, CommandError):
                 raise ValidationFailed(str(exc)) from None
+            if isinstance(exc, DBAPIError):
+                first = str(exc.orig).strip().splitlines()[0]
+                raise MigrationFailed(f"migration failed and was rolled back: {first}") from None
             raise
 
 

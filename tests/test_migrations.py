@@ -1,0 +1,89 @@
+"""Every revision is reversible: upgrade -> downgrade to base -> upgrade gives the same schema."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+
+import psycopg
+import pytest
+
+from agentplane.db import endpoints as ep
+from agentplane.db.embedded import EmbeddedServer, pg_binary
+from agentplane.db.migrate import Migrator, head, history
+from tests.conftest import create_database, drop_database, make_settings
+
+FRESH = "t_migrations_fresh"
+
+
+@pytest.fixture(scope="module")
+def fresh(pg_server: EmbeddedServer, pg_home, pg_port):
+    create_database(pg_server, FRESH, template=None)
+    settings = make_settings(pg_home, pg_port, FRESH)
+    endpoints = ep.resolve(settings, start=False)
+    ep.bootstrap(settings, endpoints)
+    yield Migrator(endpoints.owner, settings.app_role), endpoints
+    drop_database(pg_server, FRESH)
+
+
+def schema_dump(conninfo: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    out = subprocess.run(
+        [pg_binary("pg_dump"), "--schema-only", "--no-owner", "--exclude-table=alembic_version",
+         "-h", str(params["host"]), "-p", str(params["port"]), "-U", str(params["user"]),
+         str(params["dbname"])],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith("-- Dumped"))
+
+
+def user_objects(conninfo: str) -> list[tuple[str, str]]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            """
+            SELECT c.relkind::text, c.relname FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relname <> 'alembic_version'
+              AND c.relname NOT LIKE 'alembic_version%'
+            UNION ALL
+            SELECT 'function', p.proname FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public'
+            ORDER BY 1, 2
+            """
+        ).fetchall()
+
+
+def test_up_down_up_gives_identical_schema(fresh) -> None:
+    migrator, endpoints = fresh
+    migrator.upgrade()
+    assert migrator.current() == head()
+    first = schema_dump(endpoints.owner)
+    assert "CREATE TABLE public.tenants" in first
+
+    migrator.downgrade("base")
+    assert migrator.current() is None
+    assert user_objects(endpoints.owner) == []
+
+    migrator.upgrade()
+    second = schema_dump(endpoints.owner)
+    assert second == first
+
+
+def test_each_revision_steps_down_and_up(fresh) -> None:
+    migrator, _ = fresh
+    migrator.upgrade()
+    revisions = [rev for rev, _, _ in history()]
+    for rev in reversed(revisions[:-1]):
+        migrator.downgrade(rev)
+        assert migrator.current() == rev
+    migrator.upgrade()
+    assert migrator.current() == revisions[-1] == head()
+
+
+def test_history_is_one_linear_chain() -> None:
+    revisions = history()
+    assert revisions[0][1] is None
+    for (prev, _, _), (_rev, down, doc) in itertools.pairwise(revisions):
+        assert down == prev
+        assert doc.strip(), "every revision says what it does"
