@@ -12,6 +12,7 @@ from psycopg_pool import PoolTimeout
 
 from agentplane.errors import (
     AgentplaneError,
+    BudgetExceeded,
     Conflict,
     DatabaseUnavailable,
     NotFound,
@@ -20,6 +21,7 @@ from agentplane.errors import (
 
 # Functions raise these SQLSTATEs (RAISE ... USING ERRCODE) to pick the HTTP status.
 APP_ERRCODES: dict[str, type[AgentplaneError]] = {
+    "AP402": BudgetExceeded,
     "AP404": NotFound,
     "AP409": Conflict,
     "AP422": ValidationFailed,
@@ -78,7 +80,7 @@ def translate_errors() -> Iterator[None]:
         raise ValidationFailed(
             _constraint_detail(exc, "refers to something that does not exist")
         ) from None
-    except (pg.CheckViolation, pg.NotNullViolation, pg.DataException) as exc:
+    except (pg.CheckViolation, pg.NotNullViolation, psycopg.DataError) as exc:
         raise ValidationFailed(_constraint_detail(exc, "is invalid")) from None
     except pg.InsufficientPrivilege as exc:
         # Row-level security: a row of another tenant is, for this caller, a row that is not there.
