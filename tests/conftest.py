@@ -3,11 +3,13 @@ database, a clone of it per test module, the ASGI app, and the real CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -187,3 +189,65 @@ def cli(settings: Settings):
         return run_cli(*args, env={**env, **extra_env}, timeout=timeout, input=input)
 
     return run
+
+
+# --- tenants for tests -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TenantContext:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    api_key: str
+    """The plaintext API key (its owner is user_id)."""
+    headers: dict[str, str]
+    """{"Authorization": "Bearer <api_key>"}"""
+    slug: str
+    api_key_id: uuid.UUID
+    role: str
+
+
+async def make_tenant(
+    db: Database,
+    *,
+    role: str = "owner",
+    scopes: list[str] | set[str] | None = None,
+    slug: str | None = None,
+) -> TenantContext:
+    """A fresh tenant, a user with `role` in it and an API key of that user, made
+    through the service layer. `scopes` defaults to everything the role grants; rate
+    limits are set high enough not to get in a test's way."""
+    from agentplane.auth import scopes as sc
+    from agentplane.auth import service as auth_service
+    from agentplane.auth.models import ApiKeyIn
+    from agentplane.tenancy import service as tenancy
+    from agentplane.tenancy.service import NewUser
+
+    slug = slug or f"t-{uuid.uuid4().hex[:12]}"
+    tenant, user_id = await tenancy.create_tenant(
+        db,
+        name=slug,
+        slug=slug,
+        owner=NewUser(email=f"owner@{slug}.test"),
+        rate_limit_per_hour=1_000_000,
+    )
+    if role != "owner":
+        user_id, _ = await tenancy.add_member(
+            db, tenant["id"], NewUser(email=f"{role}@{slug}.test"), role
+        )
+    wanted = sorted(scopes) if scopes is not None else sorted(sc.granted(role))
+    row, key = await auth_service.create_key(
+        db,
+        tenant["id"],
+        ApiKeyIn(name="test key", scopes=wanted, rate_limit_per_hour=1_000_000, user_id=user_id),
+        actor=None,
+    )
+    return TenantContext(
+        tenant_id=tenant["id"],
+        user_id=user_id,
+        api_key=key,
+        headers={"Authorization": f"Bearer {key}"},
+        slug=slug,
+        api_key_id=row["id"],
+        role=role,
+    )

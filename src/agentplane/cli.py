@@ -26,6 +26,21 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
+from agentplane.auth.cli import key_app  # noqa: E402
+from agentplane.tenancy.cli import tenant_app, user_app  # noqa: E402
+
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(user_app, name="user")
+app.add_typer(key_app, name="key")
+
+from agentplane.llm.cli import providers_app  # noqa: E402
+
+app.add_typer(providers_app, name="providers")
+
+from agentplane.events.cli import events as events_command  # noqa: E402
+
+app.command("events")(events_command)
+
 out = Console()
 err = Console(stderr=True)
 
@@ -66,6 +81,11 @@ def up() -> None:
             f"  ·  PostgreSQL {where}",
             soft_wrap=True,
         )
+        from agentplane.tenancy.cli import first_run_hint
+
+        hint = first_run_hint(endpoints.owner)
+        if hint:
+            err.print(hint, highlight=False, soft_wrap=True, markup=False)
 
     serve(conf, on_ready=announce)
 
@@ -145,6 +165,15 @@ def db_history() -> None:
     for rev, down, doc in history():
         table.add_row(rev, down or "-", doc.splitlines()[0] if doc else "")
     out.print(table)
+
+
+def _register_packages() -> None:
+    from agentplane.queue.cli import register as register_queue
+
+    register_queue(app)
+
+
+_register_packages()
 
 
 def main() -> None:

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     port: int = Field(default=8400, ge=0, le=65535)
     secret_key: SecretStr | None = None
     """Signs tokens; generated into <home>/keys on first use when unset."""
+    encryption_key: SecretStr | None = None
+    """Encrypts secrets at rest (base64url, 32 bytes); generated into <home>/keys when unset."""
+    budget_fail_closed: bool = True
+    """Refuse LLM calls when their budgets cannot be verified (database busy or down)."""
+    budget_lock_timeout_ms: int = Field(default=2000, ge=1)
+    budget_reservation_ttl_s: int = Field(default=900, ge=1)
+    """A reservation not settled by then (its caller died) is released by the sweeper."""
+    llm_default_max_tokens: int = Field(default=1024, ge=1)
+    events_persist_llm_delta: bool = False
+    """Store llm.delta events (replayable) or only stream them live (the default)."""
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    """Comment lines sent on quiet event streams, so proxies keep them open."""
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
     embedded_settings: dict[str, str] = Field(default_factory=dict)

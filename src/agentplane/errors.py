@@ -73,6 +73,19 @@ class RateLimited(AgentplaneError):
     status, type, title = 429, "rate-limited", "Too many requests"
 
 
+class BudgetExceeded(AgentplaneError):
+    """A token budget would be exceeded; `budget` names which (session, api_key, tenant)."""
+
+    status, type, title = 402, "budget-exceeded", "Budget exceeded"
+
+    def __init__(
+        self, detail: str | None = None, *, budget: str | None = None, **extra: Any
+    ) -> None:
+        if budget is None and detail:
+            budget = detail.split(" ", 1)[0]  # the database names it first: "session token ..."
+        super().__init__(detail, budget=budget, **extra)
+
+
 class ConfigError(AgentplaneError):
     """The settings or the machine are wrong; the operator must act."""
 

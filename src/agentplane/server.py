@@ -75,6 +75,9 @@ def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: i
     sock = bind(settings.host, settings.port)
     with database(settings, migrate=True) as endpoints:
         app = create_app(settings, endpoints=endpoints)
+        from agentplane.queue.worker import embed
+
+        embed(app, endpoints.app)  # the queue's worker runs in this process too
         config = uvicorn.Config(
             app,
             log_config=None,

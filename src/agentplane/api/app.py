@@ -8,11 +8,21 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from agentplane import __version__
+from agentplane.agents import api as agents_api
 from agentplane.api import health, problems
-from agentplane.api.middleware import RequestIdMiddleware
+from agentplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from agentplane.auth import api as auth_api
 from agentplane.config import Settings, get_settings
 from agentplane.db import endpoints as ep
 from agentplane.db.pool import Database
+from agentplane.events import api as events_api
+from agentplane.events.stream import close_hub
+from agentplane.llm import api as llm_api
+from agentplane.queue import api as queue_api
+from agentplane.sessions import api as sessions_api
+from agentplane.tenancy import api as tenancy_api
+from agentplane.usage import api as usage_api
+from agentplane.workflows import api as workflows_api
 
 
 def create_app(
@@ -34,6 +44,7 @@ def create_app(
             app.state.db = own
             yield
         finally:
+            await close_hub(own)
             await own.close()
             if endpoints is None and own.endpoints.server is not None:
                 own.endpoints.server.release()
@@ -47,6 +58,16 @@ def create_app(
     if db is not None:
         app.state.db = db
     problems.install(app)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(auth_api.router)
+    app.include_router(tenancy_api.router)
+    app.include_router(events_api.router)
+    app.include_router(llm_api.router)
+    app.include_router(sessions_api.router)
+    app.include_router(usage_api.router)
+    app.include_router(queue_api.router)
+    app.include_router(agents_api.router)
+    app.include_router(workflows_api.router)
     return app

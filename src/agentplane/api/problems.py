@@ -66,7 +66,10 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
-            "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
+            # A JSON syntax error's loc is a character offset, not a field.
+            "field": "body"
+            if err.get("type") == "json_invalid"
+            else ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
             "message": err.get("msg", "invalid"),
         }
         for err in exc.errors()

@@ -1,0 +1,290 @@
+"""Event log benchmark: batched append vs raw COPY vs one-row INSERTs; SSE fan-out.
+
+    python benchmarks/events.py [--events 100000] [--batch 500] [--subscribers 500]
+                                [--runs 500] [--rate 2000] [--seconds 10]
+
+One embedded PostgreSQL. Append: the same rows (type, agent, message, small JSON
+payload) written by agentplane's `append` (one transaction per batch, sequence
+numbers, RLS, NOTIFY), by raw COPY into a bare unindexed table (the practical
+limit), and one INSERT per event in autocommit (one row at a time). Fan-out: an
+API server in its own process, N SSE subscribers (httpx) following runs, events
+appended at RATE/s in small per-run transactions; latency is from just before the
+appending transaction commits to the subscriber parsing the event.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and benchmarks/queue.py
+# would shadow the standard library's `queue` (which psycopg imports).
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+
+import httpx
+import psycopg
+
+from agentplane.config import Settings
+from agentplane.db import endpoints as ep
+from agentplane.db.embedded import EmbeddedServer
+from agentplane.db.migrate import Migrator
+from agentplane.db.pool import Database
+from agentplane.events import NewEvent, append
+from agentplane.events import types as t
+
+SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+          "max_connections": "300", "shared_buffers": "256MB"}
+DB_NAME = "bench_events"
+
+
+def settings(home: Path, port: int) -> Settings:
+    return Settings(home=home, embedded_listen="127.0.0.1", embedded_port=port,
+                    database_name=DB_NAME, env="test", pool_max_size=40,
+                    log_level="WARNING")
+
+
+def event(i: int) -> NewEvent:
+    return NewEvent(type=t.AGENT_THINKING, agent="researcher",
+                    message=f"considering source {i} of the literature review",
+                    payload={"step": i, "tokens": 42, "tool": "search"})
+
+
+async def setup(conf: Settings) -> tuple[Database, uuid.UUID, str]:
+    from agentplane.auth import service as auth_service
+    from agentplane.auth.models import ApiKeyIn
+    from agentplane.tenancy import service as tenancy
+    from agentplane.tenancy.service import NewUser
+
+    endpoints = ep.resolve(conf, start=False)
+    ep.bootstrap(conf, endpoints)
+    Migrator(endpoints.owner, conf.app_role).upgrade()
+    db = Database(conf, endpoints)
+    await db.open()
+    slug = f"bench-{uuid.uuid4().hex[:8]}"
+    tenant, user_id = await tenancy.create_tenant(
+        db, name=slug, slug=slug, owner=NewUser(email=f"o@{slug}.test"),
+        rate_limit_per_hour=10_000_000)
+    _, key = await auth_service.create_key(
+        db, tenant["id"], ApiKeyIn(name="bench", scopes=["events:read"],
+                                   rate_limit_per_hour=10_000_000, user_id=user_id),
+        actor=None)
+    return db, tenant["id"], key
+
+
+async def make_runs(db: Database, tenant_id: uuid.UUID, n: int) -> list[uuid.UUID]:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO runs (tenant_id, kind) SELECT %s, 'query' FROM generate_series(1, %s)"
+            " RETURNING id", [tenant_id, n])
+        return [r["id"] for r in await cur.fetchall()]
+
+
+# -- append -----------------------------------------------------------------------------
+
+
+async def bench_agentplane(db: Database, tenant_id, runs, n: int, batch: int) -> float:
+    events = [event(i) for i in range(batch)]
+    start = time.perf_counter()
+    for i in range(n // batch):
+        async with db.tenant_connection(tenant_id) as conn:
+            await append(conn, tenant_id=tenant_id, run_id=runs[i % len(runs)], events=events)
+    return (n // batch) * batch / (time.perf_counter() - start)
+
+
+RAW = """CREATE TABLE IF NOT EXISTS events_raw (
+    tenant_id uuid, run_id uuid, seq bigint, task_id uuid, type text, agent text,
+    message text, payload jsonb, created_at timestamptz DEFAULT now())"""
+
+
+async def bench_copy(owner: str, tenant_id, runs, n: int, batch: int) -> float:
+    rows = [(tenant_id, None, i + 1, None, e.type, e.agent, e.message,
+             json.dumps(e.payload)) for i, e in enumerate(event(i) for i in range(batch))]
+    async with await psycopg.AsyncConnection.connect(owner) as conn:
+        await conn.execute(RAW)
+        await conn.execute("TRUNCATE events_raw")
+        await conn.commit()
+        start = time.perf_counter()
+        for i in range(n // batch):
+            run = runs[i % len(runs)]
+            async with conn.cursor() as cur, cur.copy(
+                "COPY events_raw (tenant_id, run_id, seq, task_id, type, agent, message,"
+                " payload) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    await copy.write_row((row[0], run, *row[2:]))
+            await conn.commit()
+        return (n // batch) * batch / (time.perf_counter() - start)
+
+
+async def bench_one_row(owner: str, tenant_id, runs, n: int) -> float:
+    async with await psycopg.AsyncConnection.connect(owner, autocommit=True) as conn:
+        await conn.execute(RAW)
+        await conn.execute("TRUNCATE events_raw")
+        start = time.perf_counter()
+        for i in range(n):
+            e = event(i)
+            await conn.execute(
+                "INSERT INTO events_raw (tenant_id, run_id, seq, type, agent, message, payload)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [tenant_id, runs[i % len(runs)], i + 1, e.type, e.agent, e.message,
+                 json.dumps(e.payload)])
+        return n / (time.perf_counter() - start)
+
+
+# -- fan-out ----------------------------------------------------------------------------
+
+
+def serve(home: str, pg_port: int, port: int) -> None:
+    """The API in its own process (run as `events.py --serve ...`)."""
+    import uvicorn
+
+    from agentplane.api.app import create_app
+
+    conf = settings(Path(home), pg_port)
+    uvicorn.run(create_app(conf), host="127.0.0.1", port=port, log_config=None,
+                access_log=False, ws="none", lifespan="on")
+
+
+async def subscriber(client: httpx.AsyncClient, run: uuid.UUID, latencies: list[float],
+                     ready: list[int]) -> None:
+    async with client.stream("GET", f"/v1/runs/{run}/events/stream") as response:
+        response.raise_for_status()
+        ready.append(1)
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                now = time.time()
+                body = json.loads(line[6:])
+                sent = body["payload"].get("t")
+                if sent is not None:
+                    latencies.append(now - sent)
+
+
+async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) -> dict:
+    latencies: list[float] = []
+    ready: list[int] = []
+    limits = httpx.Limits(max_connections=args.subscribers + 10)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                                 timeout=httpx.Timeout(30.0), limits=limits) as client:
+        subs = [asyncio.create_task(subscriber(client, runs[i % len(runs)], latencies, ready))
+                for i in range(args.subscribers)]
+        async with asyncio.timeout(60):
+            while len(ready) < args.subscribers:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        per_tx = 4
+        tick = 0.01
+        tx_per_tick = max(1, round(args.rate * tick / per_tx))
+        rng = random.Random(1)
+        sent = 0
+        start = time.perf_counter()
+        deadline = start + args.seconds
+        next_tick = start
+        while time.perf_counter() < deadline:
+            for _ in range(tx_per_tick):
+                run = rng.choice(runs)
+                async with db.tenant_connection(tenant_id) as conn:
+                    events = [NewEvent(type=t.AGENT_THINKING, payload={"i": sent + k,
+                                                                        "t": time.time()})
+                              for k in range(per_tx)]
+                    await append(conn, tenant_id=tenant_id, run_id=run, events=events)
+                sent += per_tx
+            next_tick += tick
+            await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+        elapsed = time.perf_counter() - start
+        await asyncio.sleep(2.0)  # let the tail arrive
+        for task in subs:
+            task.cancel()
+        await asyncio.gather(*subs, return_exceptions=True)
+    expected = sent * args.subscribers / len(runs) if args.subscribers >= len(runs) else None
+    lat = sorted(latencies)
+    return {
+        "rate": sent / elapsed,
+        "delivered": len(lat),
+        "expected": expected,
+        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99": lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan"),
+        "max": lat[-1] * 1000 if lat else float("nan"),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="ap-events-bench-"))
+    pg_port = 55000 + (uuid.uuid4().int % 4000)
+    server = EmbeddedServer(home, listen="127.0.0.1", port=pg_port, settings=SERVER)
+    server.acquire()
+    api = None
+    try:
+        conf = settings(home, pg_port)
+        db, tenant_id, key = await setup(conf)
+        runs = await make_runs(db, tenant_id, max(args.runs, 10))
+        owner = db.endpoints.owner
+        # Warm up each path once (caches, prepared statements), then measure.
+        await bench_agentplane(db, tenant_id, runs, args.batch * 4, args.batch)
+        await bench_copy(owner, tenant_id, runs, args.batch * 4, args.batch)
+        ap = statistics.median([await bench_agentplane(db, tenant_id, runs, args.events,
+                                                       args.batch) for _ in range(3)])
+        cp = statistics.median([await bench_copy(owner, tenant_id, runs, args.events,
+                                                 args.batch) for _ in range(3)])
+        one = await bench_one_row(owner, tenant_id, runs, min(args.events, 20_000))
+        print(f"\nappend throughput ({args.events} events, batches of {args.batch}, "
+              "median of 3; one-row: 1 run of up to 20000)")
+        print(f"{'method':<44}{'events/s':>12}{'ratio':>10}")
+        print(f"{'agentplane append (batched, numbered, RLS)':<44}{ap:>12,.0f}{'1.00':>10}")
+        print(f"{'raw COPY into a bare table':<44}{cp:>12,.0f}{cp / ap:>10.2f}")
+        print(f"{'one INSERT per event (autocommit)':<44}{one:>12,.0f}{one / ap:>10.2f}")
+        print(f"agentplane / COPY = {ap / cp:.0%} (goal >= 50%); "
+              f"agentplane / one-row = {ap / one:.1f}x")
+
+        port = 56000 + (uuid.uuid4().int % 4000)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
+        api = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", str(home), str(pg_port), str(port), env=env)
+        url = f"http://127.0.0.1:{port}"
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    async with httpx.AsyncClient() as c:
+                        if (await c.get(url + "/ready")).status_code == 200:
+                            break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        fan = await bench_fanout(db, tenant_id, key, runs[: args.runs], args, url)
+        print(f"\nfan-out: {args.subscribers} SSE subscribers on {args.runs} runs, "
+              f"target {args.rate}/s for {args.seconds}s (4 events per transaction)")
+        print(f"{'appended/s':>12}{'delivered':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
+        print(f"{fan['rate']:>12,.0f}{fan['delivered']:>12,}{fan['p50']:>10.1f}"
+              f"{fan['p99']:>10.1f}{fan['max']:>10.1f}")
+        if fan["expected"]:
+            print(f"deliveries expected {fan['expected']:,.0f}; goal p99 < 100 ms")
+        await db.close()
+    finally:
+        if api is not None:
+            api.terminate()
+            await api.wait()
+        server.stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--subscribers", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=10)
+    asyncio.run(main(parser.parse_args()))

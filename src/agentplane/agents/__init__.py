@@ -1,0 +1,1 @@
+"""Agents (definitions: role, model, instructions, tools) and agent instances."""

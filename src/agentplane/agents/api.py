@@ -1,0 +1,73 @@
+"""HTTP: agents CRUD and agent instances with their status history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Response
+
+from agentplane.agents import service
+from agentplane.agents.models import (
+    Agent,
+    AgentIn,
+    AgentPatch,
+    AgentStatus,
+    Instance,
+    InstanceIn,
+    InstanceStatusIn,
+)
+from agentplane.api.deps import tenant_connection_for
+from agentplane.db.pool import Connection
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+Read = Annotated[Connection, Depends(tenant_connection_for("agents:read"), scope="function")]
+Write = Annotated[Connection, Depends(tenant_connection_for("agents:write"), scope="function")]
+
+
+@router.post("", status_code=201)
+async def create_agent(body: AgentIn, conn: Write) -> Agent:
+    return await service.create(conn, body)
+
+
+@router.get("")
+async def list_agents(conn: Read, status: AgentStatus | None = None) -> list[Agent]:
+    return await service.list_(conn, status)
+
+
+@router.get("/{slug}")
+async def get_agent(slug: str, conn: Read) -> Agent:
+    return await service.get(conn, slug)
+
+
+@router.patch("/{slug}")
+async def update_agent(slug: str, body: AgentPatch, conn: Write) -> Agent:
+    return await service.update(conn, slug, body)
+
+
+@router.delete("/{slug}", status_code=204)
+async def delete_agent(slug: str, conn: Write) -> Response:
+    await service.delete(conn, slug)
+    return Response(status_code=204)
+
+
+@router.post("/{slug}/instances", status_code=201)
+async def start_instance(slug: str, body: InstanceIn, conn: Write) -> Instance:
+    return await service.start_instance(conn, slug, body)
+
+
+@router.get("/{slug}/instances")
+async def list_instances(slug: str, conn: Read) -> list[Instance]:
+    return await service.list_instances(conn, slug)
+
+
+@router.post("/{slug}/instances/{instance_id}/status")
+async def set_instance_status(
+    slug: str, instance_id: UUID, body: InstanceStatusIn, conn: Write
+) -> Instance:
+    return await service.set_instance_status(conn, slug, instance_id, body)
+
+
+@router.post("/{slug}/instances/{instance_id}/heartbeat")
+async def heartbeat(slug: str, instance_id: UUID, conn: Write) -> Instance:
+    return await service.heartbeat(conn, slug, instance_id)

@@ -1,0 +1,150 @@
+"""Dependencies every router uses: the database, the authenticated principal, scopes.
+
+Usage::
+
+    from agentplane.api.deps import DB, Principal, requires, tenant_connection_for
+
+    @router.get("/v1/runs/{run_id}")
+    async def get_run(
+        run_id: UUID,
+        principal: Annotated[Principal, Depends(requires("runs:read"))],
+        db: DB,
+    ): ...
+
+    @router.post("/v1/runs")
+    async def start_run(
+        conn: Annotated[Connection, Depends(tenant_connection_for("runs:write"),
+                                            scope="function")],
+    ): ...
+
+- `requires(*scopes, roles=None)` is a dependency returning the `Principal`: 401 problem
+  when the request carries no valid credential, 403 when a scope or the role is
+  missing, 429 when the key's or the tenant's rate limit is spent. Credentials:
+  `Authorization: Bearer <JWT access token>`, `Authorization: Bearer <API key>`
+  (keys start with `ap_`) or `X-API-Key: <API key>`. Authentication is cached for the
+  request, so several `requires` in one request cost one database round trip.
+- `tenant_connection_for(*scopes, roles=None)` is a dependency yielding a transaction
+  on `db.tenant_connection(principal.tenant_id)` (RLS scoped to the caller's tenant):
+  committed when the route returns, rolled back when it raises. Declare it with
+  `scope="function"` so the commit happens before the response is sent.
+- `identity(request)` gives the whole `Identity` (email, tenant slug, rate-limit state)
+  of an authenticated request, e.g. for `/me`.
+
+The scope names are listed in `agentplane.auth.scopes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+
+from agentplane.auth import scopes as sc
+from agentplane.auth.audit import Origin
+from agentplane.auth.models import Identity, Principal
+from agentplane.auth.secrets import API_KEY_PREFIX, BEARER
+from agentplane.auth.service import Credential, authenticate, rate_limit_headers
+from agentplane.db.pool import Connection, Database
+from agentplane.errors import Forbidden, Unauthorized
+
+__all__ = [
+    "DB",
+    "Identity",
+    "Principal",
+    "get_db",
+    "identity",
+    "origin",
+    "requires",
+    "tenant_connection_for",
+]
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+DB = Annotated[Database, Depends(get_db)]
+
+
+def _credential(request: Request) -> Credential | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            raise Unauthorized("use Authorization: Bearer <token or API key>", headers=BEARER)
+        kind = "api_key" if value.startswith(API_KEY_PREFIX) else "jwt"
+        return Credential(kind, value)
+    key = request.headers.get("x-api-key")
+    if key:
+        return Credential("api_key", key.strip())
+    return None
+
+
+async def authenticated(request: Request, response: Response, db: DB) -> Identity:
+    """The request's identity, authenticated once per request."""
+    cached = getattr(request.state, "identity", None)
+    if cached is not None:
+        return cached
+    credential = _credential(request)
+    if credential is None:
+        raise Unauthorized("authentication required", headers=BEARER)
+    found = await authenticate(db, credential)
+    request.state.identity = found
+    response.headers.update(rate_limit_headers(found))
+    return found
+
+
+def identity(request: Request) -> Identity:
+    found = getattr(request.state, "identity", None)
+    if found is None:
+        raise Unauthorized("authentication required", headers=BEARER)
+    return found
+
+
+def origin(request: Request) -> Origin:
+    """The client's address and user agent, for the audit log."""
+    return Origin(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+def requires(
+    *scopes: str, roles: frozenset[str] | set[str] | None = None
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency returning the Principal once it holds every scope (and a role in roles)."""
+    unknown = sc.unknown(scopes)
+    if unknown:  # a typo in a route's declaration should fail at import, not at request
+        raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+    wanted = frozenset(scopes)
+    allowed_roles = frozenset(roles) if roles is not None else None
+
+    async def dependency(found: Annotated[Identity, Depends(authenticated)]) -> Principal:
+        principal = found.principal
+        if allowed_roles is not None and principal.role not in allowed_roles:
+            raise Forbidden(f"requires the role {' or '.join(sorted(allowed_roles))}")
+        missing = wanted - principal.scopes
+        if missing:
+            raise Forbidden(
+                f"missing scope {', '.join(sorted(missing))}", missing_scopes=sorted(missing)
+            )
+        return principal
+
+    return dependency
+
+
+def tenant_connection_for(
+    *scopes: str, roles: frozenset[str] | set[str] | None = None
+) -> Callable[..., AsyncIterator[Connection]]:
+    """A dependency yielding a transaction scoped (RLS) to the authorized caller's tenant."""
+    check = requires(*scopes, roles=roles)
+
+    async def dependency(
+        principal: Annotated[Principal, Depends(check)], db: DB
+    ) -> AsyncIterator[Connection]:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            yield conn
+
+    return dependency

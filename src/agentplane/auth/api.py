@@ -1,0 +1,135 @@
+"""HTTP routes of the auth package: sign-in, /me, API keys, the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from agentplane.api.deps import DB, authenticated, origin, requires
+from agentplane.auth import service
+from agentplane.auth.models import (
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyOut,
+    AuditEntry,
+    AuditPage,
+    Identity,
+    LoginIn,
+    MeOut,
+    Principal,
+    RefreshIn,
+    RegisterIn,
+    TokensOut,
+)
+
+router = APIRouter(tags=["auth"])
+KeysManager = Annotated[Principal, Depends(requires("keys:manage", roles={"owner", "admin"}))]
+Me = Annotated[Identity, Depends(authenticated)]
+
+
+@router.post("/v1/auth/register", status_code=201)
+async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
+    """Create a tenant with the caller as its owner, or join one with an invitation."""
+    return await service.register(db, body, origin(request))
+
+
+@router.post("/v1/auth/login")
+async def login(body: LoginIn, request: Request, db: DB) -> TokensOut:
+    """Sign in: a short-lived access token (JWT) and a refresh token."""
+    return await service.login(db, body.email, body.password, body.tenant, origin(request))
+
+
+@router.post("/v1/auth/refresh")
+async def refresh(body: RefreshIn, request: Request, db: DB) -> TokensOut:
+    """Exchange a refresh token for new tokens; the presented one is spent."""
+    return await service.refresh(db, body.refresh_token, origin(request))
+
+
+@router.post("/v1/auth/logout", status_code=204)
+async def logout(me: Me, request: Request, db: DB) -> Response:
+    """End the current login session (its refresh tokens and access tokens)."""
+    await service.logout(db, me, origin(request))
+    return Response(status_code=204)
+
+
+@router.post("/v1/auth/logout-all")
+async def logout_all(me: Me, request: Request, db: DB) -> dict[str, int]:
+    """End every login session of the caller, on every device and in every tenant."""
+    return {"revoked": await service.logout_everywhere(db, me.principal, origin(request))}
+
+
+@router.get("/me")
+async def me(found: Me) -> MeOut:
+    """Who the credential is: user, tenant, role and effective scopes."""
+    p = found.principal
+    return MeOut(
+        user_id=p.user_id,
+        email=found.email,
+        tenant_id=p.tenant_id,
+        tenant_slug=found.tenant_slug,
+        role=p.role,
+        scopes=sorted(p.scopes),
+        api_key_id=p.api_key_id,
+    )
+
+
+@router.post("/v1/api-keys", status_code=201)
+async def create_key(
+    body: ApiKeyIn, principal: KeysManager, request: Request, db: DB
+) -> ApiKeyCreated:
+    """Create an API key. The secret is in this response only."""
+    row, key = await service.create_key(db, principal.tenant_id, body, principal, origin(request))
+    return ApiKeyCreated(**row, key=key)
+
+
+@router.get("/v1/api-keys")
+async def list_keys(
+    principal: KeysManager, db: DB, include_revoked: bool = False
+) -> list[ApiKeyOut]:
+    return [
+        ApiKeyOut(**r) for r in await service.list_keys(db, principal.tenant_id, include_revoked)
+    ]
+
+
+@router.get("/v1/api-keys/{key_id}")
+async def get_key(key_id: UUID, principal: KeysManager, db: DB) -> ApiKeyOut:
+    return ApiKeyOut(**await service.get_key(db, principal.tenant_id, key_id))
+
+
+@router.delete("/v1/api-keys/{key_id}")
+async def revoke_key(key_id: UUID, principal: KeysManager, request: Request, db: DB) -> ApiKeyOut:
+    """Revoke a key: it stops authenticating at once."""
+    row = await service.revoke_key(db, principal.tenant_id, key_id, principal, origin(request))
+    return ApiKeyOut(**row)
+
+
+@router.get("/v1/audit-log")
+async def audit_log(
+    principal: Annotated[Principal, Depends(requires("audit:read"))],
+    db: DB,
+    event_type: Annotated[str | None, Query(max_length=64)] = None,
+    user_id: UUID | None = None,
+    resource_type: Annotated[str | None, Query(max_length=64)] = None,
+    resource_id: Annotated[str | None, Query(max_length=200)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditPage:
+    """The tenant's audit log, newest first; pass `next_cursor` back for the next page."""
+    rows, next_cursor = await service.query_audit(
+        db,
+        principal,
+        limit=limit,
+        cursor=cursor,
+        event_type=event_type,
+        user_id=user_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        since=since,
+        until=until,
+    )
+    return AuditPage(items=[AuditEntry(**r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,466 @@
+"""Rules of the auth package: authenticate requests, sign in and out, rotate refresh
+tokens, manage API keys, read the audit log."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets as stdlib_secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from agentplane.auth import audit, passwords, secrets, store
+from agentplane.auth import scopes as sc
+from agentplane.auth.audit import NOWHERE, Origin
+from agentplane.auth.models import ApiKeyIn, Identity, Principal, RegisterIn, TokensOut
+from agentplane.config import Settings
+from agentplane.db.pool import Connection, Database
+from agentplane.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from agentplane.tenancy import service as tenancy
+from agentplane.tenancy import store as tenancy_store
+from agentplane.tenancy.service import NewUser, email_digest
+
+LOCKOUT_MAX_FAILURES = 5
+LOCKOUT_WINDOW_SECONDS = 15 * 60
+LOCKOUT_COOLDOWN_SECONDS = 15 * 60
+BAD_LOGIN = "invalid email or password"
+
+
+@dataclass(frozen=True)
+class Credential:
+    kind: Literal["api_key", "jwt"]
+    value: str
+
+
+# --- authenticating a request ------------------------------------------------------------
+
+
+async def authenticate(db: Database, credential: Credential) -> Identity:
+    """One database round trip: the credential, the principal and the rate limits."""
+    if credential.kind == "api_key":
+        row = await store.api_key_principal(db, secrets.digest(credential.value))
+        if row is None:
+            raise Unauthorized("invalid, revoked or expired API key", headers=secrets.BEARER)
+        # The key's scopes, cut down to what its owner's membership grants right now.
+        scopes = frozenset(row["scopes"]) & sc.granted(row["role"], row["permissions"])
+        principal = Principal(
+            row["tenant_id"], row["user_id"], row["role"], scopes, row["api_key_id"]
+        )
+        limits = [(row["key_limit"], row["key_hits"]), (row["tenant_limit"], row["tenant_hits"])]
+        session_id = None
+    else:
+        claims = secrets.read_access_token(db.settings, credential.value)
+        row = await store.login_session_principal(
+            db, claims.session_id, claims.user_id, claims.tenant_id
+        )
+        if row is None:
+            raise Unauthorized("the login session has ended", headers=secrets.BEARER)
+        principal = Principal(
+            claims.tenant_id,
+            claims.user_id,
+            row["role"],
+            sc.granted(row["role"], row["permissions"]),
+            None,
+        )
+        limits = [(row["tenant_limit"], row["tenant_hits"])]
+        session_id = claims.session_id
+    limit, hits = min(limits, key=lambda lh: lh[0] - lh[1])
+    identity = Identity(
+        principal,
+        row["email"],
+        row["tenant_slug"],
+        limit,
+        max(0, limit - hits),
+        row["reset_seconds"],
+        session_id,
+    )
+    if hits > limit:
+        raise RateLimited(
+            "rate limit exceeded; retry after the window resets",
+            headers={"Retry-After": str(identity.reset_seconds), **rate_limit_headers(identity)},
+        )
+    return identity
+
+
+def rate_limit_headers(identity: Identity) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(identity.limit),
+        "RateLimit-Remaining": str(identity.remaining),
+        "RateLimit-Reset": str(identity.reset_seconds),
+    }
+
+
+# --- signing in ----------------------------------------------------------------------------
+
+
+async def _start_session(
+    settings: Settings,
+    conn: Connection,
+    tenant_id: UUID,
+    user_id: UUID,
+    origin: Origin,
+    family_id: UUID | None = None,
+) -> TokensOut:
+    family = family_id or uuid.uuid4()
+    refresh, refresh_hash = secrets.new_token(secrets.REFRESH_PREFIX)
+    await store.insert_login_session(
+        conn,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        family_id=family,
+        token_hash=refresh_hash,
+        ttl_seconds=secrets.REFRESH_TTL_SECONDS,
+        ip=origin.ip,
+        user_agent=origin.user_agent,
+    )
+    access = secrets.issue_access_token(settings, secrets.AccessClaims(user_id, tenant_id, family))
+    return TokensOut(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=secrets.ACCESS_TTL_SECONDS,
+        tenant_id=tenant_id,
+        user_id=user_id,
+    )
+
+
+def _locked(until: datetime) -> RateLimited:
+    wait = max(1, int((until - datetime.now(UTC)).total_seconds()) + 1)
+    return RateLimited(
+        "too many failed sign-ins for this account; try again later",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+async def _check_password(db: Database, email: str, password: str, origin: Origin) -> UUID:
+    """The account's id if the password is right; counts failures and locks out."""
+    email_hash = email_digest(email)
+    async with db.app_connection() as conn:
+        found = await store.login_lookup(conn, email, email_hash)
+    if found["locked_until"] is not None:
+        raise _locked(found["locked_until"])
+    # An unknown account is verified against a dummy hash: same time, same answer.
+    if not await passwords.verify_password(found["password_hash"], password):
+        async with db.app_connection() as conn:
+            await store.login_failed(
+                conn,
+                email_hash,
+                found["user_id"],
+                origin.ip,
+                origin.user_agent,
+                LOCKOUT_MAX_FAILURES,
+                LOCKOUT_WINDOW_SECONDS,
+                LOCKOUT_COOLDOWN_SECONDS,
+            )
+        raise Unauthorized(BAD_LOGIN)
+    async with db.app_connection() as conn:
+        await store.login_succeeded(conn, email_hash)
+    return found["user_id"]
+
+
+async def login(
+    db: Database, email: str, password: str, tenant: str | None, origin: Origin = NOWHERE
+) -> TokensOut:
+    user_id = await _check_password(db, email, password, origin)
+    async with db.app_connection() as conn:
+        tenants = await store.user_tenants(conn, user_id)
+    if tenant is not None:
+        tenants = [t for t in tenants if t["slug"] == tenant]
+        if not tenants:
+            raise Forbidden("you are not a member of this tenant")
+    if not tenants:
+        raise Forbidden("this account belongs to no active tenant")
+    if len(tenants) > 1:
+        slugs = ", ".join(t["slug"] for t in tenants)
+        raise ValidationFailed(
+            f"tenant is required: this account belongs to {slugs}",
+            errors=[{"field": "tenant", "message": "required"}],
+        )
+    tenant_id = tenants[0]["tenant_id"]
+    async with db.tenant_connection(tenant_id) as conn:
+        tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
+        await store.touch_last_login(conn, user_id)
+        await audit.record(
+            conn,
+            tenant_id,
+            "login",
+            user_id=user_id,
+            resource_type="user",
+            resource_id=user_id,
+            origin=origin,
+        )
+    return tokens
+
+
+def _slugify(text: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "tenant"
+    return f"{base}-{stdlib_secrets.token_hex(3)}"
+
+
+async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> TokensOut:
+    """A new tenant with the caller as owner, or (with an invitation) joining a tenant."""
+    user = NewUser(body.email, body.password, body.full_name, body.username)
+    passwords.check_policy(body.password, email=body.email, username=body.username or "")
+    if body.invitation is not None:
+        return await _join(db, body.invitation, user, origin)
+    name = body.tenant_name or body.email.split("@")[0]
+    slug = body.tenant_slug or _slugify(name)
+    tenant_id = uuid.uuid4()
+    async with db.tenant_connection(tenant_id) as conn:
+        _, user_id = await tenancy.create_tenant_in(
+            conn, tenant_id, name=name, slug=slug, owner=user, origin=origin
+        )
+        tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
+        await audit.record(
+            conn,
+            tenant_id,
+            "login",
+            user_id=user_id,
+            resource_type="user",
+            resource_id=user_id,
+            origin=origin,
+        )
+    return tokens
+
+
+async def _join(db: Database, token: str, user: NewUser, origin: Origin) -> TokensOut:
+    async with db.app_connection() as conn:
+        tenant_id = await store.invitation_tenant(conn, secrets.digest(token))
+        existing = await tenancy.find_user_id(conn, user.email)
+    if tenant_id is None:
+        raise NotFound("invitation not found, expired or already used")
+    if existing is not None:
+        # An existing account joins by proving it is theirs.
+        assert user.password is not None
+        await _check_password(db, user.email, user.password, origin)
+    async with db.tenant_connection(tenant_id) as conn:
+        user_id, _ = await tenancy.accept_invitation(conn, token, existing, user, origin)
+        tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
+    return tokens
+
+
+async def refresh(db: Database, token: str, origin: Origin = NOWHERE) -> TokensOut:
+    """Rotate: the presented token is spent and a new one of the same family issued.
+
+    A token presented after it was rotated means two parties hold it: the whole
+    family (the login session) is revoked and the reuse audited.
+    """
+    token_hash = secrets.digest(token)
+    async with db.app_connection() as conn:
+        tenant_id = await store.refresh_tenant(conn, token_hash)
+    if tenant_id is None:
+        raise Unauthorized("invalid refresh token")
+    reused = False
+    async with db.tenant_connection(tenant_id) as conn:
+        session = await store.login_session_for_update(conn, token_hash)
+        if session is None or session["revoked_at"] is not None or session["expired"]:
+            raise Unauthorized("invalid refresh token")
+        if session["rotated_at"] is not None:
+            reused = True
+            await store.revoke_family(conn, session["family_id"], "reuse_detected")
+            await audit.record(
+                conn,
+                tenant_id,
+                "token_reuse_detected",
+                user_id=session["user_id"],
+                resource_type="login_session",
+                resource_id=session["family_id"],
+                origin=origin,
+            )
+        else:
+            await store.mark_rotated(conn, session["id"])
+            tokens = await _start_session(
+                db.settings, conn, tenant_id, session["user_id"], origin, session["family_id"]
+            )
+            await audit.record(
+                conn,
+                tenant_id,
+                "token_refreshed",
+                user_id=session["user_id"],
+                resource_type="login_session",
+                resource_id=session["family_id"],
+                origin=origin,
+            )
+    if reused:  # raised after the commit, so the revocation sticks
+        raise Unauthorized("refresh token already used; the login session has been revoked")
+    return tokens
+
+
+async def logout(db: Database, identity: Identity, origin: Origin = NOWHERE) -> None:
+    principal = identity.principal
+    if identity.session_id is None:
+        raise BadRequest("logout ends a login session; API keys are revoked instead")
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        await store.revoke_family(conn, identity.session_id, "logout")
+        await audit.record(
+            conn,
+            principal.tenant_id,
+            "logout",
+            actor=principal,
+            resource_type="login_session",
+            resource_id=identity.session_id,
+            origin=origin,
+        )
+
+
+async def logout_everywhere(db: Database, principal: Principal, origin: Origin = NOWHERE) -> int:
+    if principal.user_id is None:
+        raise BadRequest("no user to log out")
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        count = await store.revoke_user_sessions(conn, principal.user_id)
+        await audit.record(
+            conn,
+            principal.tenant_id,
+            "logout_all",
+            actor=principal,
+            resource_type="user",
+            resource_id=principal.user_id,
+            details={"sessions": count},
+            origin=origin,
+        )
+    return count
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+async def create_key(
+    db: Database,
+    tenant_id: UUID,
+    body: ApiKeyIn,
+    actor: Principal | None,
+    origin: Origin = NOWHERE,
+) -> tuple[dict[str, Any], str]:
+    """(the key's row, the plaintext key). `actor` None: an administrator at the CLI."""
+    owner_id = body.user_id or (actor.user_id if actor else None)
+    if owner_id is None:
+        raise ValidationFailed("user_id is required", errors=[{"field": "user_id"}])
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise ValidationFailed(
+            "expires_at must be in the future",
+            errors=[{"field": "expires_at", "message": "in the past"}],
+        )
+    requested = set(body.scopes)
+    if actor is not None and not requested <= actor.scopes:
+        extra = ", ".join(sorted(requested - actor.scopes))
+        raise Forbidden(f"cannot create a key with scopes you do not have: {extra}")
+    key, prefix, key_hash = secrets.new_api_key()
+    async with db.tenant_connection(tenant_id) as conn:
+        member = await tenancy_store.get_member(conn, owner_id)
+        if member is None:
+            raise NotFound("member not found")
+        lacking = requested - sc.granted(member["role"], member["permissions"])
+        if lacking:
+            raise Forbidden(
+                f"a key cannot grant more than its owner has: {', '.join(sorted(lacking))}"
+            )
+        row = await store.insert_api_key(
+            conn,
+            tenant_id=tenant_id,
+            user_id=owner_id,
+            key_hash=key_hash,
+            key_prefix=prefix,
+            name=body.name,
+            description=body.description,
+            scopes=sorted(requested),
+            rate_limit_per_hour=body.rate_limit_per_hour,
+            expires_at=body.expires_at,
+            created_by=actor.user_id if actor else None,
+        )
+        await audit.record(
+            conn,
+            tenant_id,
+            "api_key_created",
+            actor=actor,
+            resource_type="api_key",
+            resource_id=row["id"],
+            new={
+                "name": body.name,
+                "prefix": prefix,
+                "scopes": sorted(requested),
+                "user_id": str(owner_id),
+            },
+            origin=origin,
+        )
+    return row, key
+
+
+async def list_keys(
+    db: Database, tenant_id: UUID, include_revoked: bool = False
+) -> list[dict[str, Any]]:
+    async with db.tenant_connection(tenant_id) as conn:
+        return await store.list_api_keys(conn, include_revoked=include_revoked)
+
+
+async def get_key(db: Database, tenant_id: UUID, key_id: UUID) -> dict[str, Any]:
+    async with db.tenant_connection(tenant_id) as conn:
+        row = await store.get_api_key(conn, key_id)
+    if row is None:
+        raise NotFound("API key not found")
+    return row
+
+
+async def revoke_key(
+    db: Database,
+    tenant_id: UUID,
+    key_id: UUID,
+    actor: Principal | None,
+    origin: Origin = NOWHERE,
+) -> dict[str, Any]:
+    async with db.tenant_connection(tenant_id) as conn:
+        row = await store.revoke_api_key(conn, key_id)
+        if row is None:
+            existing = await store.get_api_key(conn, key_id)
+            if existing is None:
+                raise NotFound("API key not found")
+            return existing  # already revoked: revoking again changes nothing
+        await audit.record(
+            conn,
+            tenant_id,
+            "api_key_revoked",
+            actor=actor,
+            resource_type="api_key",
+            resource_id=key_id,
+            old={"is_active": True},
+            new={"is_active": False},
+            origin=origin,
+        )
+    return row
+
+
+# --- audit log --------------------------------------------------------------------------
+
+
+def encode_cursor(created_at: datetime, row_id: UUID) -> str:
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, row_id = raw.split("|")
+        return datetime.fromisoformat(ts), UUID(row_id)
+    except ValueError:
+        raise ValidationFailed("cursor is not valid", errors=[{"field": "cursor"}]) from None
+
+
+async def query_audit(
+    db: Database, principal: Principal, *, limit: int, cursor: str | None, **filters: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    after = decode_cursor(cursor) if cursor else None
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        rows = await store.query_audit(conn, after=after, limit=limit + 1, **filters)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return rows, next_cursor

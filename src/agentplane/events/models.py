@@ -1,0 +1,58 @@
+"""Types of the event log: what a writer appends and what a reader gets."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+class NewEvent(BaseModel):
+    """An event to append; the log assigns its run's next sequence number and the time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str = Field(max_length=100)
+    task_id: UUID | None = None
+    agent: str | None = Field(default=None, max_length=255)
+    message: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not TYPE_PATTERN.match(value):
+            raise ValueError("an event type is lower-case dotted words, e.g. task.started")
+        return value
+
+
+class Event(BaseModel):
+    """A stored event. `seq` is None only for a streamed, unstored llm.delta."""
+
+    run_id: UUID
+    seq: int | None
+    type: str
+    task_id: UUID | None = None
+    agent: str | None = None
+    message: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+    @property
+    def terminal(self) -> bool:
+        from agentplane.events.types import TERMINAL
+
+        return self.type in TERMINAL
+
+
+class EventPage(BaseModel):
+    """A page of a run's history; pass `next_after` as `after` for the next page."""
+
+    events: list[Event]
+    next_after: int | None
+    """The last sequence number of this page, None when the page is empty."""

@@ -1,0 +1,234 @@
+"""The event log's rules: append in the caller's transaction, read, follow live."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+from psycopg import AsyncConnection
+
+from agentplane.db.errors import translate_errors
+from agentplane.db.pool import Database
+from agentplane.errors import NotFound, ValidationFailed
+from agentplane.events import store
+from agentplane.events import types as t
+from agentplane.events.models import Event, EventPage, NewEvent
+from agentplane.events.stream import EventHub
+
+__all__ = ["KEEPALIVE", "Event", "NewEvent", "append", "follow", "follow_tenant", "history"]
+
+KEEPALIVE: Final = "keep-alive"
+"""Yielded by followers when nothing happened for `keepalive` seconds."""
+
+MAX_BATCH: Final = 10_000
+READ_BATCH: Final = 500
+# A NOTIFY payload is limited to 8000 bytes; bigger unstored deltas are stored instead.
+MAX_NOTIFY: Final = 7900
+
+
+def _persist_deltas_default() -> bool:
+    from agentplane.config import get_settings
+
+    return get_settings().events_persist_llm_delta
+
+
+async def append(
+    conn: AsyncConnection[Any],
+    *,
+    tenant_id: UUID,
+    run_id: UUID,
+    events: Sequence[NewEvent],
+    persist_llm_delta: bool | None = None,
+) -> list[int]:
+    """Append events to a run on the caller's transaction; return their sequence numbers.
+
+    Nothing is committed here: the events become visible, and followers are woken,
+    when the caller's transaction commits, and vanish with it if it rolls back.
+    Writers of one run are serialised on its counter row until they commit, so keep
+    the transaction short. `llm.delta` events are stored only when
+    `persist_llm_delta` (default: the `events_persist_llm_delta` setting); otherwise
+    they are streamed to live followers only, get no sequence number, and are left
+    out of the returned list (which follows the order of the stored events).
+    Raises NotFound if the run is not this tenant's.
+    """
+    if not events:
+        return []
+    if len(events) > MAX_BATCH:
+        raise ValidationFailed(f"at most {MAX_BATCH} events per append")
+    if persist_llm_delta is None:
+        persist_llm_delta = _persist_deltas_default()
+    stored: list[NewEvent] = []
+    live: list[str] = []
+    for event in events:
+        if event.type == t.LLM_DELTA and not persist_llm_delta:
+            note = _delta_note(tenant_id, run_id, event)
+            if len(note.encode()) <= MAX_NOTIFY:
+                live.append(note)
+                continue
+        stored.append(event)
+    seqs: list[int] = []
+    with translate_errors():
+        if stored:
+            last = await store.append(
+                conn,
+                tenant_id=tenant_id,
+                run_id=run_id,
+                task_ids=[e.task_id for e in stored],
+                types=[e.type for e in stored],
+                agents=[e.agent for e in stored],
+                messages=[e.message for e in stored],
+                payloads=[json.dumps(e.payload, separators=(",", ":")) for e in stored],
+            )
+            if last is None:
+                raise NotFound(f"run {run_id} not found")
+            seqs = list(range(last - len(stored) + 1, last + 1))
+        if live:
+            await store.notify(conn, live)
+    return seqs
+
+
+def _delta_note(tenant_id: UUID, run_id: UUID, event: NewEvent) -> str:
+    body = {
+        "tenant_id": str(tenant_id),
+        "run_id": str(run_id),
+        "seq": None,
+        "type": event.type,
+        "task_id": str(event.task_id) if event.task_id else None,
+        "agent": event.agent,
+        "message": event.message,
+        "payload": event.payload,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    return "D " + json.dumps(body, separators=(",", ":"))
+
+
+def type_patterns(types: Sequence[str] | None) -> list[str] | None:
+    """`task.started` matches itself, `task.*` every task event; as LIKE patterns."""
+    if not types:
+        return None
+    out = []
+    for name in types:
+        prefix = name[:-2] if name.endswith(".*") else name
+        if not prefix or not all(part.isidentifier() for part in prefix.split(".")):
+            raise ValidationFailed(f"not an event type or type.*: {name!r}")
+        escaped = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+        out.append(escaped + ".%" if name.endswith(".*") else escaped)
+    return out
+
+
+async def history(
+    db: Database,
+    *,
+    tenant_id: UUID,
+    run_id: UUID,
+    after: int = 0,
+    limit: int = 100,
+    types: Sequence[str] | None = None,
+) -> EventPage:
+    """A page of a run's stored events after sequence number `after`."""
+    patterns = type_patterns(types)
+    async with db.tenant_connection(tenant_id) as conn:
+        if await store.run_tenant(conn, run_id) is None:
+            raise NotFound(f"run {run_id} not found")
+        rows = await store.read(
+            conn, tenant_id=tenant_id, run_id=run_id, after=after, limit=limit, patterns=patterns
+        )
+    events = [Event(**row) for row in rows]
+    return EventPage(events=events, next_after=events[-1].seq if events else None)
+
+
+async def run_tenant(db: Database, run_id: UUID) -> UUID:
+    """The tenant of a run, looked up as the owner (operator paths such as the CLI)."""
+    async with db.admin_connection() as conn:
+        tenant_id = await store.run_tenant(conn, run_id)
+    if tenant_id is None:
+        raise NotFound(f"run {run_id} not found")
+    return tenant_id
+
+
+async def check_run(db: Database, *, tenant_id: UUID, run_id: UUID) -> None:
+    async with db.tenant_connection(tenant_id) as conn:
+        if await store.run_tenant(conn, run_id) is None:
+            raise NotFound(f"run {run_id} not found")
+
+
+async def follow(
+    db: Database,
+    hub: EventHub,
+    *,
+    tenant_id: UUID,
+    run_id: UUID,
+    after: int = 0,
+    keepalive: float = 15.0,
+) -> AsyncIterator[Event | str]:
+    """The run's events after `after`, then live ones, until the run's terminal event.
+
+    Yields KEEPALIVE after `keepalive` quiet seconds (and re-reads the table then, in
+    case a wake-up was lost). Unstored llm.delta events arrive with seq None.
+    """
+    # Subscribe before the first read: an append committed in between still wakes us.
+    async with hub.subscribe_run(tenant_id, run_id) as sub:
+        async with db.tenant_connection(tenant_id) as conn:
+            if await store.run_tenant(conn, run_id) is None:
+                raise NotFound(f"run {run_id} not found")
+            if after > 0 and await store.ended_by(
+                conn, tenant_id=tenant_id, run_id=run_id, seq=after, terminal=sorted(t.TERMINAL)
+            ):
+                return
+        last = after
+        while True:
+            sub.wake.clear()
+            async with db.tenant_connection(tenant_id) as conn:
+                rows = await store.read(
+                    conn, tenant_id=tenant_id, run_id=run_id, after=last, limit=READ_BATCH
+                )
+            for row in rows:
+                event = Event(**row)
+                yield event
+                last = row["seq"]
+                if event.terminal:
+                    return
+            if len(rows) == READ_BATCH:
+                continue
+            while sub.deltas:
+                yield Event(**sub.deltas.popleft())
+            if not await sub.wait(keepalive):
+                yield KEEPALIVE
+
+
+async def follow_tenant(
+    db: Database, hub: EventHub, *, tenant_id: UUID, keepalive: float = 15.0
+) -> AsyncIterator[Event | str]:
+    """Run-level events (run.*) of every run of the tenant, live from now on.
+
+    Not replayable as one stream: a dashboard that reconnects reads each run's
+    history for what it missed.
+    """
+    seen: dict[UUID, int] = {}
+    async with hub.subscribe_tenant(tenant_id) as sub:
+        while True:
+            if not await sub.wait(keepalive):
+                yield KEEPALIVE
+                continue
+            sub.wake.clear()
+            spans: dict[UUID, tuple[int, int]] = {}
+            while sub.notes:
+                run_id, first, last = sub.notes.popleft()
+                lo, hi = spans.get(run_id, (first, last))
+                spans[run_id] = (min(lo, first), max(hi, last))
+            for run_id, (first, last) in spans.items():
+                after = seen.get(run_id, first - 1)
+                async with db.tenant_connection(tenant_id) as conn:
+                    rows = await store.read(
+                        conn, tenant_id=tenant_id, run_id=run_id, after=after, upto=last,
+                        limit=READ_BATCH, patterns=[t.RUN_LEVEL_PREFIX + "%"],
+                    )
+                seen[run_id] = max(seen.get(run_id, 0), last)
+                for row in rows:
+                    yield Event(**row)
+            if len(seen) > 10_000:  # forget the oldest runs; their notes carry spans
+                for key in list(seen)[: len(seen) - 10_000]:
+                    del seen[key]

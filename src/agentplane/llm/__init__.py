@@ -1,0 +1,1 @@
+"""LLM providers, models and prices, adapters, and the call path with budgets."""

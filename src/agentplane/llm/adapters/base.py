@@ -1,0 +1,214 @@
+"""The adapter interface, the normalised request and result, and the HTTP plumbing
+(timeouts, retries honouring Retry-After, error mapping with the key redacted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from agentplane.llm.errors import ProviderError, ProviderTimeout
+
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
+MAX_RETRY_AFTER = 30.0
+
+
+@dataclass
+class ChatRequest:
+    """OpenAI-style messages and tools: the lingua franca; adapters translate."""
+
+    messages: list[dict[str, Any]]
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    stop: list[str] | None = None
+
+    def params(self) -> dict[str, Any]:
+        out = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "tool_choice": self.tool_choice,
+            "stop": self.stop,
+        }
+        if self.tools:
+            out["tools"] = self.tools
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class ChatResult:
+    content: str
+    model: str
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: Decimal | None = None
+    """Cost reported by the provider (e.g. OpenRouter); it wins over our price table."""
+    ttft_ms: int | None = None
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class AdapterConfig:
+    type: str
+    name: str
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 2
+    backoff: float = 0.5
+    headers: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the key
+        return f"AdapterConfig(type={self.type!r}, name={self.name!r}, base_url={self.base_url!r})"
+
+
+class Adapter:
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        raise NotImplementedError
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResult]:
+        """Text deltas as they come, then the final result (same content and usage)."""
+        raise NotImplementedError
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        key = self.config.api_key
+        if key:
+            text = text.replace(key, "****")
+            if len(key) > 12:  # vendors echo a truncated key: "sk-abc...wxyz"
+                text = text.replace(key[:8], "****").replace(key[-4:], "****")
+        return text
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.config.base_url or "",
+            timeout=httpx.Timeout(self.config.timeout, connect=min(10.0, self.config.timeout)),
+            headers=self.config.headers,
+        )
+
+    async def send(self, client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
+        """Send (streaming the body), retrying 429/5xx and connection errors with backoff."""
+        attempt = 0
+        while True:
+            try:
+                resp = await client.send(req, stream=True)
+            except httpx.TimeoutException:
+                if attempt >= self.config.max_retries:
+                    raise ProviderTimeout(
+                        f"provider {self.config.name} did not answer within "
+                        f"{self.config.timeout:g}s",
+                        provider=self.config.name,
+                    ) from None
+                delay = None
+            except httpx.TransportError as exc:
+                if attempt >= self.config.max_retries:
+                    raise ProviderError(
+                        f"cannot reach provider {self.config.name}: "
+                        f"{self.redact(str(exc)) or type(exc).__name__}",
+                        provider=self.config.name,
+                    ) from None
+                delay = None
+            else:
+                if resp.status_code < 400:
+                    return resp
+                await resp.aread()
+                if resp.status_code not in RETRY_STATUSES or attempt >= self.config.max_retries:
+                    raise self.http_error(resp)
+                delay = _retry_after(resp)
+            attempt += 1
+            if delay is None:
+                delay = self.config.backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)
+            await asyncio.sleep(min(delay, MAX_RETRY_AFTER))
+
+    def http_error(self, resp: httpx.Response) -> ProviderError:
+        message = _vendor_message(resp)
+        detail = f"provider {self.config.name} answered {resp.status_code}: {message}"
+        return ProviderError(
+            self.redact(detail)[:500], provider=self.config.name, upstream_status=resp.status_code
+        )
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _vendor_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return resp.text[:300] or resp.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return json.dumps(body)[:300]
+
+
+async def sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
+    """(event name, data) of a text/event-stream response."""
+    event: str | None = None
+    data: list[str] = []
+    async for line in resp.aiter_lines():
+        if line == "":
+            if data:
+                yield event, "\n".join(data)
+            event, data = None, []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+    if data:
+        yield event, "\n".join(data)
+
+
+def elapsed_ms(start: float) -> int:
+    return round((time.perf_counter() - start) * 1000)

@@ -1,0 +1,143 @@
+"""OpenAI-compatible chat completions (OpenAI, vLLM, Ollama, LM Studio, llama.cpp server)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+from agentplane.llm.adapters.base import (
+    Adapter,
+    ChatRequest,
+    ChatResult,
+    TextDelta,
+    ToolCall,
+    elapsed_ms,
+    sse_events,
+)
+from agentplane.llm.errors import ProviderError
+from agentplane.llm.tokens import count_tokens, estimate_prompt
+
+
+class OpenAIAdapter(Adapter):
+    def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model or self.config.model,
+            "messages": request.messages,
+            **request.params(),
+        }
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        start = time.perf_counter()
+        async with self.client() as client:
+            req = client.build_request(
+                "POST", "chat/completions", json=self._body(request, False), headers=self._headers()
+            )
+            resp = await self.send(client, req)
+            await resp.aread()
+        try:
+            body = resp.json()
+            choice = body["choices"][0]
+            message = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ProviderError(
+                f"provider {self.config.name} sent an answer that is not a chat completion",
+                provider=self.config.name,
+            ) from None
+        calls = [
+            _tool_call(c.get("id"), c.get("function", {})) for c in message.get("tool_calls") or []
+        ]
+        result = ChatResult(
+            content=message.get("content") or "",
+            model=body.get("model") or request.model or "",
+            finish_reason=choice.get("finish_reason"),
+            tool_calls=calls,
+            ttft_ms=elapsed_ms(start),
+        )
+        _usage(result, body.get("usage"), request)
+        return result
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResult]:
+        start = time.perf_counter()
+        parts: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        result = ChatResult(content="", model=request.model or self.config.model or "")
+        usage = None
+        async with self.client() as client:
+            req = client.build_request(
+                "POST", "chat/completions", json=self._body(request, True), headers=self._headers()
+            )
+            resp = await self.send(client, req)
+            try:
+                async for _, data in sse_events(resp):
+                    if data.strip() == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if chunk.get("error"):
+                        raise self.stream_error(chunk["error"])
+                    result.model = chunk.get("model") or result.model
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            if result.ttft_ms is None:
+                                result.ttft_ms = elapsed_ms(start)
+                            parts.append(delta["content"])
+                            yield TextDelta(delta["content"])
+                        for tc in delta.get("tool_calls") or []:
+                            slot = calls.setdefault(
+                                tc.get("index", 0), {"id": None, "name": "", "args": ""}
+                            )
+                            slot["id"] = tc.get("id") or slot["id"]
+                            fn = tc.get("function") or {}
+                            slot["name"] += fn.get("name") or ""
+                            slot["args"] += fn.get("arguments") or ""
+                        if choice.get("finish_reason"):
+                            result.finish_reason = choice["finish_reason"]
+            finally:
+                await resp.aclose()
+        result.content = "".join(parts)
+        result.tool_calls = [
+            _tool_call(c["id"], {"name": c["name"], "arguments": c["args"]})
+            for _, c in sorted(calls.items())
+        ]
+        _usage(result, usage, request)
+        yield result
+
+    def stream_error(self, error: Any) -> ProviderError:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return ProviderError(
+            self.redact(f"provider {self.config.name} failed mid-stream: {message}")[:500],
+            provider=self.config.name,
+        )
+
+
+def _tool_call(call_id: str | None, fn: dict[str, Any]) -> ToolCall:
+    raw = fn.get("arguments") or "{}"
+    try:
+        args = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except ValueError:
+        args = {"_raw": raw}  # models do emit broken JSON; keep it for the caller to see
+    return ToolCall(id=call_id or "", name=fn.get("name") or "", arguments=args)
+
+
+def _usage(result: ChatResult, usage: dict[str, Any] | None, request: ChatRequest) -> None:
+    if usage:
+        result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        result.completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        result.cached_tokens = int(details.get("cached_tokens") or 0)
+        if usage.get("cost") is not None:
+            result.cost = Decimal(str(usage["cost"]))
+    else:  # servers that report no usage: count it ourselves rather than record zero
+        result.prompt_tokens = estimate_prompt(request.messages, request.tools)
+        result.completion_tokens = count_tokens(result.content)

@@ -1,0 +1,207 @@
+"""Providers (keys encrypted, write-only), models and prices with history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentplane import crypto
+from agentplane.config import Settings
+from agentplane.db.pool import Connection
+from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.llm import store
+from agentplane.llm.adapters import AdapterConfig
+from agentplane.llm.models import (
+    Model,
+    ModelCreate,
+    Price,
+    PriceSet,
+    Provider,
+    ProviderCreate,
+    ProviderUpdate,
+)
+
+DEFAULT_BASE_URLS = {
+    "openai_compatible": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+class ProviderOptions(BaseModel):
+    """The known keys of a provider's config; anything else is a typo, refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float = Field(default=60.0, gt=0, le=600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    backoff: float = Field(default=0.5, ge=0, le=60)
+    fallback: str | None = None
+    """Another provider's name, used while this one is unhealthy."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    latency_ms: float = Field(default=0, ge=0, le=60000)
+    """Offline provider only: simulated model latency."""
+
+
+def options(config: dict[str, Any]) -> ProviderOptions:
+    try:
+        return ProviderOptions.model_validate(config)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "config" for e in exc.errors())
+        raise ValidationFailed(f"invalid provider config: {fields}") from None
+
+
+def _context(provider_id: UUID) -> str:
+    return f"llm_providers:{provider_id}"
+
+
+async def create_provider(conn: Connection, settings: Settings, body: ProviderCreate) -> Provider:
+    options(body.config)
+    base_url = body.base_url
+    if body.type == "offline":
+        if base_url or body.api_key:
+            raise ValidationFailed("an offline provider takes no base_url or api_key")
+    else:
+        base_url = base_url or DEFAULT_BASE_URLS[body.type]
+    provider_id = uuid.uuid4()
+    key = body.api_key.get_secret_value() if body.api_key else None
+    row = await store.insert_provider(
+        conn,
+        {
+            "id": provider_id,
+            "name": body.name,
+            "type": body.type,
+            "base_url": base_url,
+            "ciphertext": crypto.encrypt(settings, key, _context(provider_id)) if key else None,
+            "model": body.model,
+            "weight": body.weight,
+            "enabled": body.enabled,
+            "config": body.config,
+        },
+    )
+    return Provider.model_validate(row)
+
+
+async def list_providers(conn: Connection) -> list[Provider]:
+    return [Provider.model_validate(r) for r in await store.list_providers(conn)]
+
+
+async def get_provider(conn: Connection, ref: str) -> Provider:
+    row = await store.get_provider(conn, ref)
+    if row is None:
+        raise NotFound(f"provider {ref} not found")
+    return Provider.model_validate(row)
+
+
+async def update_provider(
+    conn: Connection, settings: Settings, ref: str, body: ProviderUpdate
+) -> Provider:
+    current = await get_provider(conn, ref)
+    if current.builtin:
+        raise Conflict(f"provider {current.name} is built in; add a provider of your own instead")
+    values = body.model_dump(exclude_unset=True, exclude={"api_key"})
+    if "config" in values:
+        options(values["config"])
+    if body.api_key is not None:
+        secret = body.api_key.get_secret_value()
+        values["api_key_ciphertext"] = (
+            crypto.encrypt(settings, secret, _context(current.id)) if secret else None
+        )
+    if not values:
+        return current
+    row = await store.update_provider(conn, current.id, values)
+    return Provider.model_validate(row)
+
+
+async def delete_provider(conn: Connection, ref: str) -> None:
+    current = await get_provider(conn, ref)
+    if current.builtin or not await store.delete_provider(conn, current.id):
+        raise Conflict(f"provider {current.name} is built in and cannot be deleted")
+
+
+async def resolve(
+    conn: Connection, settings: Settings, ref: str | None
+) -> tuple[dict[str, Any], AdapterConfig]:
+    """The provider a call goes to: named, else the tenant's default; an unhealthy one
+    gives way to its fallback when one is configured."""
+    row = await (store.get_provider(conn, ref) if ref else store.default_provider(conn))
+    if row is None:
+        raise NotFound(f"provider {ref} not found" if ref else "no enabled provider")
+    opts = options(row["config"])
+    if row["health_status"] == "unhealthy" and opts.fallback:
+        fallback = await store.get_provider(conn, opts.fallback)
+        if fallback is not None and fallback["enabled"]:
+            row, opts = fallback, options(fallback["config"])
+    if not row["enabled"]:
+        raise Conflict(f"provider {row['name']} is disabled")
+    key = row.get("api_key_ciphertext")
+    config = AdapterConfig(
+        type=row["type"],
+        name=row["name"],
+        base_url=row["base_url"],
+        api_key=crypto.decrypt(settings, bytes(key), _context(row["id"])) if key else None,
+        model=row["model"],
+        timeout=opts.timeout,
+        max_retries=opts.max_retries,
+        backoff=opts.backoff,
+        headers=opts.headers,
+        options={"latency_ms": opts.latency_ms},
+    )
+    return row, config
+
+
+# -- models and prices ---------------------------------------------------------------------
+
+
+def _model(row: dict[str, Any]) -> Model:
+    return Model.model_validate(row)
+
+
+async def list_models(conn: Connection, provider: str | None = None) -> list[Model]:
+    return [_model(r) for r in await store.list_models(conn, provider)]
+
+
+async def create_model(conn: Connection, body: ModelCreate) -> Model:
+    row = await store.insert_model(conn, body.provider, body.name, body.context_window)
+    model = _model(row)
+    if body.price is not None:
+        model.prices = [await set_price(conn, model.id, body.price)]
+    return model
+
+
+async def set_price(conn: Connection, model_id: UUID, body: PriceSet) -> Price:
+    """A new price from `valid_from` (default now); the open one ends there. History is
+    never rewritten: a price may not start before the current one did."""
+    model = await store.get_model(conn, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} not found")
+    if model["builtin"]:
+        raise Conflict(
+            "built-in prices are shared; add the model for your tenant (same provider and "
+            "name) and price that: it takes precedence"
+        )
+    start = body.valid_from or datetime.now(UTC)
+    if start.tzinfo is None:
+        raise ValidationFailed("valid_from needs a time zone")
+    current = await store.open_price(conn, model_id)
+    if current is not None:
+        if current["valid_from"] >= start:
+            raise Conflict(
+                "a price cannot start before the current one; past costs stay as they were"
+            )
+        await store.close_open_price(conn, model_id, start)
+    row = await store.insert_price(
+        conn, model_id, {**body.model_dump(exclude={"valid_from"}), "valid_from": start}
+    )
+    return Price.model_validate(row)
+
+
+async def delete_model(conn: Connection, model_id: UUID) -> None:
+    model = await store.get_model(conn, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} not found")
+    if model["builtin"] or not await store.delete_model(conn, model_id):
+        raise Conflict("built-in models cannot be deleted")

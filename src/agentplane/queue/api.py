@@ -1,0 +1,92 @@
+"""HTTP: a tenant's own jobs and dead letters (owners and admins), cursor-paginated."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict
+
+from agentplane.api.deps import DB, Principal, requires
+from agentplane.queue.models import DeadLetter, Job, Page, Priority
+from agentplane.queue.service import JobQueue
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+ADMINS = {"owner", "admin"}
+Reader = Annotated[Principal, Depends(requires("jobs:read", roles=ADMINS))]
+Writer = Annotated[Principal, Depends(requires("jobs:write", roles=ADMINS))]
+
+
+class EnqueueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    payload: Any = None
+    queue: str = "default"
+    priority: Priority = Priority.normal
+    delay: float = 0
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    allow_unknown: bool = False
+
+
+class Enqueued(BaseModel):
+    id: UUID
+
+
+@router.post("/jobs", status_code=201)
+async def enqueue(body: EnqueueIn, principal: Writer, db: DB) -> Enqueued:
+    options = body.model_dump(exclude={"type", "payload", "allow_unknown"})
+    job_id = await JobQueue(db).enqueue(body.type, body.payload, tenant_id=principal.tenant_id,
+                                        allow_unknown=body.allow_unknown, **options)
+    return Enqueued(id=job_id)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    principal: Reader,
+    db: DB,
+    status: str | None = None,
+    type: str | None = None,
+    queue: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> Page[Job]:
+    return await JobQueue(db).list(tenant_id=principal.tenant_id, status=status, type_=type,
+                                   queue=queue, limit=limit, cursor=cursor)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: UUID, principal: Reader, db: DB) -> Job:
+    return await JobQueue(db).get(job_id, tenant_id=principal.tenant_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: UUID, principal: Writer, db: DB) -> Job:
+    return await JobQueue(db).cancel(job_id, tenant_id=principal.tenant_id)
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_job(job_id: UUID, principal: Writer, db: DB) -> Job:
+    return await JobQueue(db).retry(job_id, tenant_id=principal.tenant_id)
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(
+    principal: Reader,
+    db: DB,
+    type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> Page[DeadLetter]:
+    return await JobQueue(db).dead_letters(tenant_id=principal.tenant_id, type_=type,
+                                           limit=limit, cursor=cursor)
+
+
+@router.post("/dead-letters/{dead_letter_id}/requeue", status_code=201)
+async def requeue(dead_letter_id: UUID, principal: Writer, db: DB) -> Enqueued:
+    job_id = await JobQueue(db).requeue(dead_letter_id, tenant_id=principal.tenant_id)
+    return Enqueued(id=job_id)
+
+

@@ -1,0 +1,216 @@
+"""`agentplane worker`, `agentplane jobs ...`, `agentplane dlq ...`: thin over the Python API.
+
+Handler modules for `worker` come from `--import module` (repeatable) or the
+comma-separated AGENTPLANE_WORKER_IMPORTS; each registers its handlers with
+`@agentplane.queue.handler("type")` when imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentplane.queue.models import Job
+
+jobs_app = typer.Typer(help="Inspect and manage jobs on the queue.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: jobs that failed for good.", no_args_is_help=True)
+out = Console()
+
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant's (id).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(dlq_app, name="dlq")
+
+
+def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run fn(queue) with the database open (the embedded server is started if needed)."""
+    from agentplane.config import get_settings
+    from agentplane.db.pool import Database
+    from agentplane.queue.service import JobQueue
+    from agentplane.server import database
+
+    conf = get_settings()
+
+    async def main(endpoints) -> Any:
+        db = Database(conf, endpoints)
+        await db.open()
+        try:
+            return await fn(JobQueue(db))
+        finally:
+            await db.close()
+
+    with database(conf) as endpoints:
+        return asyncio.run(main(endpoints))
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs run at once.")] = 10,
+    queue: Annotated[list[str] | None, typer.Option("--queue", "-q",
+                                                    help="Queue to take jobs from (repeatable).")]
+    = None,
+    imports: Annotated[list[str] | None, typer.Option(
+        "--import", envvar="AGENTPLANE_WORKER_IMPORTS",
+        help="Module with handlers to import (repeatable; env: comma-separated).")] = None,
+    lease: Annotated[float, typer.Option(min=0.5, help="Seconds a claim lasts unrenewed.")] = 30.0,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls.")] = 1.0,
+    shutdown_grace: Annotated[float, typer.Option(
+        min=0, help="Seconds in-flight jobs get to finish on SIGTERM.")] = 30.0,
+    schedules: Annotated[bool, typer.Option(help="Fire due schedules.")] = True,
+) -> None:
+    """Run a worker until SIGTERM or SIGINT: finishes in-flight jobs, hands back the rest."""
+    from agentplane import logs
+    from agentplane.config import get_settings
+    from agentplane.queue.registry import import_modules
+    from agentplane.queue.worker import Worker, WorkerOptions
+    from agentplane.server import database
+
+    conf = get_settings()
+    logs.configure(conf.log_level, conf.log_format)
+    names = [n for item in (imports or []) for n in item.split(",")]
+    import_modules(names)
+    options = WorkerOptions(
+        queues=tuple(queue or ["default"]), concurrency=concurrency, lease=lease,
+        poll_interval=poll_interval, shutdown_grace=shutdown_grace, schedules=schedules,
+    )
+
+    async def main(conninfo: str) -> None:
+        w = Worker(conninfo, options)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        await w.run()
+
+    with database(conf) as endpoints:
+        asyncio.run(main(endpoints.app))
+
+
+# -- jobs ----------------------------------------------------------------------------
+
+
+def _jobs_table(jobs: list[Job]) -> Table:
+    table = Table("id", "tenant", "type", "queue", "status", "priority", "attempts", "created")
+    for j in jobs:
+        table.add_row(str(j.id), str(j.tenant_id)[:8], j.type, j.queue, j.status.value,
+                      j.priority.value, f"{j.attempts}/{j.max_attempts}",
+                      j.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    return table
+
+
+def _print(value: Any, as_json: bool, table: Callable[[], Table]) -> None:
+    if as_json:
+        out.print_json(json.dumps(value, default=str))
+    else:
+        out.print(table())
+
+
+@jobs_app.command("list")
+def jobs_list(
+    tenant: TenantOpt = None,
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only jobs of this queue.")] = None,
+    limit: Annotated[int, typer.Option(help="Jobs per page (1-1000).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Next page: the cursor printed.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    page = _run(lambda q: q.list(tenant_id=tenant, status=status, type_=type_, queue=queue,
+                                 limit=limit, cursor=cursor))
+    _print(page.model_dump(mode="json"), as_json, lambda: _jobs_table(page.items))
+    if page.next_cursor and not as_json:
+        out.print(f"next page: --cursor {page.next_cursor}", soft_wrap=True)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: JsonOpt = False) -> None:
+    """One job with its result, errors and attempts."""
+    job = _run(lambda q: q.get(job_id))
+    data = job.model_dump(mode="json")
+
+    def table() -> Table:
+        t = Table("field", "value")
+        for key, value in data.items():
+            t.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+        return t
+
+    _print(data, as_json, table)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a waiting job, or ask a running one to stop."""
+    job = _run(lambda q: q.cancel(job_id))
+    what = "cancel requested" if job.status == "running" else "cancelled"
+    out.print(f"job {job.id} {what}")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: str) -> None:
+    """Queue a dead-lettered or cancelled job again with a fresh set of attempts."""
+    job = _run(lambda q: q.retry(job_id))
+    out.print(f"job {job.id} queued again (attempt {job.attempts + 1} of {job.max_attempts})")
+
+
+@jobs_app.command("pause")
+def jobs_pause(
+    queue: Annotated[str, typer.Option(help="Queue to pause.")] = "default",
+    type_: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+) -> None:
+    """Pause a queue, or one type in it: its waiting jobs are not claimed until resumed."""
+    n = _run(lambda q: q.pause(queue, type_))
+    out.print(f"paused {queue}{'/' + type_ if type_ else ''}: {n} waiting jobs held")
+
+
+@jobs_app.command("resume")
+def jobs_resume(
+    queue: Annotated[str, typer.Option(help="Queue to resume.")] = "default",
+    type_: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+) -> None:
+    """Resume a paused queue or type."""
+    n = _run(lambda q: q.resume(queue, type_))
+    out.print(f"resumed {queue}{'/' + type_ if type_ else ''}: {n} jobs released")
+
+
+# -- dead letters ------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    tenant: TenantOpt = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only this job type.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows per page (1-1000).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Next page: the cursor printed.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters, newest first."""
+    page = _run(lambda q: q.dead_letters(tenant_id=tenant, type_=type_, limit=limit,
+                                         cursor=cursor))
+
+    def table() -> Table:
+        t = Table("id", "job", "type", "attempts", "error", "moved", "requeued as")
+        for d in page.items:
+            t.add_row(str(d.id), str(d.job_id), d.type, str(d.attempts), d.error[:80],
+                      d.moved_at.strftime("%Y-%m-%d %H:%M:%S"), str(d.requeued_job_id or ""))
+        return t
+
+    _print(page.model_dump(mode="json"), as_json, table)
+    if page.next_cursor and not as_json:
+        out.print(f"next page: --cursor {page.next_cursor}", soft_wrap=True)
+
+
+@dlq_app.command("requeue")
+def dlq_requeue(dead_letter_id: str) -> None:
+    """Enqueue a fresh job from a dead letter."""
+    job_id = _run(lambda q: q.requeue(dead_letter_id))
+    out.print(f"requeued as job {job_id}")

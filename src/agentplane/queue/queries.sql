@@ -1,0 +1,166 @@
+-- Named queries of the queue, loaded once by store.py. Tenant-side queries run
+-- on a tenant connection (RLS) or, for the CLI, on the owner connection with an
+-- optional tenant filter; worker queries call the SECURITY DEFINER functions.
+
+-- name: enqueue
+-- Bulk insert from arrays; duplicates of a live idempotency key are skipped.
+WITH ins AS (
+    INSERT INTO jobs (tenant_id, id, queue, type, payload, priority, scheduled_at,
+                      max_attempts, backoff_base, backoff_max, timeout_seconds,
+                      idempotency_key, concurrency_key, status)
+    SELECT coalesce(%(tenant_id)s::uuid, app_current_tenant()), u.id, u.queue, u.type,
+           u.payload, u.priority, now() + make_interval(secs => u.delay), u.max_attempts,
+           u.backoff_base, u.backoff_max, u.timeout, u.idempotency_key, u.concurrency_key,
+           CASE WHEN EXISTS (SELECT 1 FROM queue_pauses p
+                             WHERE p.queue = u.queue AND p.type IN ('*', u.type))
+                THEN 'paused'::job_status ELSE 'pending'::job_status END
+    FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
+                %(priorities)s::job_priority[], %(delays)s::float8[], %(max_attempts)s::int[],
+                %(backoff_bases)s::real[], %(backoff_maxes)s::real[], %(timeouts)s::real[],
+                %(idempotency_keys)s::text[], %(concurrency_keys)s::text[])
+         AS u (id, queue, type, payload, priority, delay, max_attempts, backoff_base,
+               backoff_max, timeout, idempotency_key, concurrency_key)
+    ON CONFLICT (tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL
+          AND status NOT IN ('completed', 'cancelled', 'dead_letter')
+        DO NOTHING
+    RETURNING id, queue, scheduled_at
+), woken AS (
+    SELECT pg_notify('agentplane_jobs', q.queue)
+    FROM (SELECT DISTINCT queue FROM ins WHERE scheduled_at <= now()) q
+)
+SELECT id, (SELECT count(*) FROM woken) AS notified FROM ins;
+
+-- name: live_by_idempotency_key
+SELECT idempotency_key, id FROM jobs
+WHERE tenant_id = coalesce(%(tenant_id)s::uuid, app_current_tenant())
+  AND idempotency_key = ANY(%(keys)s::text[])
+  AND status NOT IN ('completed', 'cancelled', 'dead_letter');
+
+-- name: current_tenant
+SELECT app_current_tenant() AS tenant_id;
+
+-- name: known_types
+SELECT name FROM job_types;
+
+-- name: register_types
+INSERT INTO job_types (name) SELECT unnest(%(names)s::text[])
+ON CONFLICT (name) DO UPDATE SET last_seen_at = now();
+
+-- name: get_job
+SELECT * FROM jobs
+WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s);
+
+-- name: get_jobs
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::uuid[])
+  AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s);
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+  AND (%(status)s::job_status IS NULL OR status = %(status)s)
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(before_at)s::timestamptz IS NULL OR (created_at, id) < (%(before_at)s, %(before_id)s))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: cancel_job
+-- Waiting jobs are cancelled at once; a running one is asked to stop (its handler
+-- sees the flag at the next heartbeat). Finished jobs are not touched.
+UPDATE jobs SET
+    status = CASE WHEN status = 'running' THEN status ELSE 'cancelled'::job_status END,
+    cancel_requested = (status = 'running'),
+    finished_at = CASE WHEN status = 'running' THEN NULL ELSE now() END
+WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+  AND status NOT IN ('completed', 'cancelled', 'dead_letter')
+RETURNING *;
+
+-- name: retry_job
+-- A finished-unsuccessfully job gets a fresh set of attempts. The attempt counter
+-- keeps counting, so a stale handler of an earlier attempt stays fenced out.
+UPDATE jobs SET status = 'queued', scheduled_at = now(), finished_at = NULL,
+    max_attempts = least(attempts + max_attempts, 1000), cancel_requested = false
+WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+  AND status IN ('dead_letter', 'cancelled', 'failed', 'stuck')
+RETURNING *;
+
+-- name: notify
+SELECT pg_notify('agentplane_jobs', %(queue)s);
+
+-- name: list_dead_letters
+SELECT * FROM dead_letters
+WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(before_at)s::timestamptz IS NULL OR (moved_at, id) < (%(before_at)s, %(before_id)s))
+ORDER BY moved_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: lock_dead_letter
+SELECT * FROM dead_letters
+WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+FOR UPDATE;
+
+-- name: mark_requeued
+UPDATE dead_letters SET requeued_job_id = %(job_id)s, requeued_at = now()
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
+
+-- name: claim
+SELECT * FROM queue_claim(%(worker)s, %(queues)s::text[], %(limit)s::int, %(lease)s::float8,
+                          %(start)s::uuid, %(share)s::int, %(tenants)s::int);
+
+-- name: complete
+SELECT * FROM queue_complete(%(worker)s, %(tenants)s::uuid[], %(ids)s::uuid[],
+                             %(attempts)s::int[], %(results)s::jsonb[]) AS id;
+
+-- name: finish
+SELECT queue_finish(%(worker)s, %(tenant_id)s::uuid, %(id)s::uuid, %(attempt)s::int,
+                    %(outcome)s, %(error)s, %(stack)s) AS status;
+
+-- name: heartbeat
+SELECT * FROM queue_heartbeat(%(worker)s, %(tenants)s::uuid[], %(ids)s::uuid[],
+                              %(attempts)s::int[], %(lease)s::float8);
+
+-- name: recover
+SELECT queue_recover(%(limit)s::int) AS recovered;
+
+-- name: pause
+SELECT queue_pause(%(queue)s, %(type)s) AS jobs;
+
+-- name: resume
+SELECT queue_resume(%(queue)s, %(type)s) AS jobs;
+
+-- name: set_limit
+INSERT INTO job_limits (key, max_running, rate_per_second, burst, tokens, running)
+VALUES (%(key)s, %(max_running)s, %(rate_per_second)s, %(burst)s, %(burst)s,
+        (SELECT count(*) FROM jobs WHERE status = 'running' AND concurrency_key = %(key)s))
+ON CONFLICT (key) DO UPDATE SET max_running = excluded.max_running,
+    rate_per_second = excluded.rate_per_second, burst = excluded.burst;
+
+-- name: delete_limit
+DELETE FROM job_limits WHERE key = %(key)s;
+
+-- name: create_schedule
+INSERT INTO schedules (tenant_id, name, cron, timezone, queue, type, payload, priority,
+                       max_attempts, next_run_at)
+VALUES (coalesce(%(tenant_id)s::uuid, app_current_tenant()), %(name)s, %(cron)s,
+        %(timezone)s, %(queue)s, %(type)s, %(payload)s, %(priority)s, %(max_attempts)s,
+        %(next_run_at)s)
+RETURNING *;
+
+-- name: list_schedules
+SELECT * FROM schedules
+WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+ORDER BY name;
+
+-- name: delete_schedule
+DELETE FROM schedules
+WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+RETURNING id;
+
+-- name: due_schedules
+SELECT * FROM queue_due_schedules(%(limit)s::int);
+
+-- name: fire_schedule
+SELECT queue_fire_schedule(%(tenant_id)s::uuid, %(id)s::uuid, %(tick)s::timestamptz,
+                           %(next)s::timestamptz, %(job_id)s::uuid) AS job_id;

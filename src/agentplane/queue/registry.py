@@ -1,0 +1,96 @@
+"""Handlers by job type, the context a handler receives, and how it reports errors.
+
+A handler is `async def handler(ctx: JobContext) -> result` (JSON-serialisable).
+Raise `PermanentError` for a failure no retry can fix (straight to dead letters);
+any other exception is retryable. `ctx.idempotency_key` (job id and attempt)
+lets side effects be made exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from agentplane.errors import ValidationFailed
+
+
+class PermanentError(Exception):
+    """The job cannot succeed: do not retry it."""
+
+
+class JobCancelled(Exception):
+    """Raised by `ctx.raise_if_cancelled()`: the job was cancelled while running."""
+
+
+@dataclass
+class JobContext:
+    tenant_id: UUID
+    job_id: UUID
+    attempt: int
+    type: str
+    queue: str
+    payload: Any
+    worker_id: str
+    _cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.job_id}:{self.attempt}"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled or this worker lost its lease."""
+        return self._cancelled.is_set()
+
+    async def wait_cancelled(self) -> None:
+        await self._cancelled.wait()
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+Handler = Callable[[JobContext], Awaitable[Any]]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def handler(self, type_: str) -> Callable[[Handler], Handler]:
+        """Decorator: `@registry.handler("email.send")`."""
+
+        def register(fn: Handler) -> Handler:
+            if not asyncio.iscoroutinefunction(fn):
+                raise TypeError(f"handler for {type_!r} must be an async function")
+            self.handlers[type_] = fn
+            return fn
+
+        return register
+
+    def get(self, type_: str) -> Handler | None:
+        return self.handlers.get(type_)
+
+    def types(self) -> list[str]:
+        return sorted(self.handlers)
+
+
+registry = Registry()
+"""The default registry: modules imported by `agentplane worker --import` add to it."""
+handler = registry.handler
+
+
+def import_modules(names: Iterable[str]) -> None:
+    """Import handler modules (`--import` / AGENTPLANE_WORKER_IMPORTS)."""
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValidationFailed(f"cannot import handler module {name!r}: {exc}") from None

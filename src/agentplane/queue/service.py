@@ -1,0 +1,342 @@
+"""The queue's Python API: enqueue, get, list, cancel, retry, wait, pause, limits, dead letters.
+
+Calls with a `tenant_id` run on that tenant's connection (row-level security);
+calls without one run on the owner connection (CLI and admin paths). `enqueue`
+also takes the caller's own connection, so a job is enqueued in the caller's
+transaction and rolled back with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from agentplane.db.errors import translate_errors
+from agentplane.db.pool import Connection, Database
+from agentplane.errors import AgentplaneError, Conflict, NotFound, ValidationFailed
+from agentplane.queue import store
+from agentplane.queue.models import (
+    FINISHED,
+    DeadLetter,
+    Job,
+    JobSpec,
+    Limit,
+    Page,
+    Status,
+)
+from agentplane.queue.registry import Registry, registry as default_registry
+
+
+class JobTimeout(AgentplaneError):
+    status, type, title = 504, "job-timeout", "The job did not finish in time"
+
+
+def uuid7() -> UUID:
+    """Time-ordered ids keep the primary key's inserts at the right edge of the index."""
+    ms = time.time_ns() // 1_000_000
+    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    return UUID(bytes=bytes(raw))
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        parts.append(f"{where}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def make_spec(type_: str, payload: Any = None, **options: Any) -> JobSpec:
+    try:
+        return JobSpec(type=type_, payload={} if payload is None else payload, **options)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_message(exc)) from None
+
+
+def encode_cursor(at: datetime, id_: UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{id_}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime | None, UUID | None]:
+    if not cursor:
+        return None, None
+    try:
+        at, id_ = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at), UUID(id_)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not one this API returned") from None
+
+
+class JobQueue:
+    def __init__(self, db: Database, registry: Registry | None = None) -> None:
+        self.db = db
+        self.registry = registry or default_registry
+        self._known_types: set[str] = set()
+
+    @contextlib.asynccontextmanager
+    async def _conn(
+        self, tenant_id: UUID | str | None, conn: Connection | None = None
+    ) -> AsyncIterator[Connection]:
+        if conn is not None:
+            with translate_errors():
+                yield conn
+        elif tenant_id is not None:
+            async with self.db.tenant_connection(tenant_id) as c:
+                yield c
+        else:
+            async with self.db.admin_connection() as c:
+                yield c
+
+    # -- enqueue ---------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        type_: str,
+        payload: Any = None,
+        *,
+        tenant_id: UUID | str | None = None,
+        conn: Connection | None = None,
+        allow_unknown: bool = False,
+        **options: Any,
+    ) -> UUID:
+        """Enqueue one job; returns its id (the live job's id for a known idempotency key)."""
+        spec = make_spec(type_, payload, **options)
+        ids = await self.enqueue_many(
+            [spec], tenant_id=tenant_id, conn=conn, allow_unknown=allow_unknown
+        )
+        return ids[0]
+
+    async def enqueue_many(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        tenant_id: UUID | str | None = None,
+        conn: Connection | None = None,
+        allow_unknown: bool = False,
+    ) -> list[UUID]:
+        """Enqueue jobs in one statement; ids in the order of `specs`."""
+        if not specs:
+            return []
+        if tenant_id is None and conn is None:
+            raise ValidationFailed("enqueue needs a tenant_id or a tenant connection")
+        async with self._conn(tenant_id, conn) as c:
+            if not allow_unknown:
+                await self._check_types(c, {s.type for s in specs})
+            if tenant_id is None:
+                row = await store.fetch_one(c, "current_tenant")
+                if row is None or row["tenant_id"] is None:
+                    raise ValidationFailed("the connection has no tenant (app.tenant_id)")
+            ids = [uuid7() for _ in specs]
+            rows = await store.fetch_all(c, "enqueue", tenant_id=tenant_id, **_columns(ids, specs))
+            inserted = {r["id"] for r in rows}
+            missing = [s.idempotency_key for i, s in zip(ids, specs, strict=True)
+                       if i not in inserted]
+            if missing:
+                live = await store.fetch_all(
+                    c, "live_by_idempotency_key", tenant_id=tenant_id, keys=missing
+                )
+                existing = {r["idempotency_key"]: r["id"] for r in live}
+                ids = [i if i in inserted else existing.get(s.idempotency_key, i)
+                       for i, s in zip(ids, specs, strict=True)]
+            return ids
+
+    async def _check_types(self, conn: Connection, types: set[str]) -> None:
+        unknown = types - set(self.registry.types()) - self._known_types
+        if unknown:
+            rows = await store.fetch_all(conn, "known_types")
+            self._known_types = {r["name"] for r in rows}
+            unknown -= self._known_types
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise ValidationFailed(
+                f"unknown job type {names}: no worker has a handler for it "
+                "(pass allow_unknown to enqueue it anyway)"
+            )
+
+    # -- reading -----------------------------------------------------------------
+
+    async def get(self, job_id: UUID | str, *, tenant_id: UUID | str | None = None) -> Job:
+        job_id = _uuid(job_id, "job id")
+        async with self._conn(tenant_id) as c:
+            row = await store.fetch_one(c, "get_job", id=job_id, tenant_id=tenant_id)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job.model_validate(row)
+
+    async def list(
+        self,
+        *,
+        tenant_id: UUID | str | None = None,
+        status: Status | str | None = None,
+        type_: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        if not 1 <= limit <= 1000:
+            raise ValidationFailed("limit must be between 1 and 1000")
+        if status is not None and status not in Status.__members__:
+            raise ValidationFailed(f"unknown status {status!r}; one of: {', '.join(Status)}")
+        before_at, before_id = decode_cursor(cursor)
+        async with self._conn(tenant_id) as c:
+            rows = await store.fetch_all(
+                c, "list_jobs", tenant_id=tenant_id, status=status, type=type_, queue=queue,
+                before_at=before_at, before_id=before_id, limit=limit + 1,
+            )
+        items = [Job.model_validate(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page[Job](
+            items=items,
+            next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+        )
+
+    async def wait_for_result(
+        self, job_id: UUID | str, *, tenant_id: UUID | str | None = None, timeout: float = 30
+    ) -> Job:
+        """The job once finished (completed, cancelled or dead letter)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            job = await self.get(job_id, tenant_id=tenant_id)
+            if job.status in FINISHED:
+                return job
+            if time.monotonic() >= deadline:
+                raise JobTimeout(f"job {job_id} is still {job.status} after {timeout}s")
+            await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, 0.25)
+
+    # -- changing ------------------------------------------------------------------
+
+    async def cancel(self, job_id: UUID | str, *, tenant_id: UUID | str | None = None) -> Job:
+        """Cancel a waiting job, or ask a running one to stop. A finished job: 409."""
+        job_id = _uuid(job_id, "job id")
+        async with self._conn(tenant_id) as c:
+            row = await store.fetch_one(c, "cancel_job", id=job_id, tenant_id=tenant_id)
+            if row is None:
+                current = await store.fetch_one(c, "get_job", id=job_id, tenant_id=tenant_id)
+                if current is None:
+                    raise NotFound(f"job {job_id} not found")
+                raise Conflict(f"job {job_id} is already {current['status']}; nothing to cancel")
+        return Job.model_validate(row)
+
+    async def retry(self, job_id: UUID | str, *, tenant_id: UUID | str | None = None) -> Job:
+        """Queue a dead-lettered or cancelled job again, with a fresh set of attempts."""
+        job_id = _uuid(job_id, "job id")
+        async with self._conn(tenant_id) as c:
+            row = await store.fetch_one(c, "retry_job", id=job_id, tenant_id=tenant_id)
+            if row is None:
+                current = await store.fetch_one(c, "get_job", id=job_id, tenant_id=tenant_id)
+                if current is None:
+                    raise NotFound(f"job {job_id} not found")
+                raise Conflict(f"job {job_id} is {current['status']}; only dead-lettered or "
+                               "cancelled jobs can be retried")
+            await store.execute(c, "notify", queue=row["queue"])
+        return Job.model_validate(row)
+
+    async def pause(self, queue: str, type_: str | None = None) -> int:
+        """Pause a queue (or one type in it) for every tenant; returns jobs held."""
+        make_spec(type_ or "-", queue=queue)
+        async with self.db.admin_connection() as c:
+            row = await store.fetch_one(c, "pause", queue=queue, type=type_)
+        return int(row["jobs"]) if row else 0
+
+    async def resume(self, queue: str, type_: str | None = None) -> int:
+        async with self.db.admin_connection() as c:
+            row = await store.fetch_one(c, "resume", queue=queue, type=type_)
+            await store.execute(c, "notify", queue=queue)
+        return int(row["jobs"]) if row else 0
+
+    async def set_limit(self, limit: Limit) -> None:
+        """Global limits of a concurrency key: max running jobs and/or jobs per second."""
+        async with self.db.admin_connection() as c:
+            await store.execute(c, "set_limit", **limit.model_dump())
+
+    async def delete_limit(self, key: str) -> None:
+        async with self.db.admin_connection() as c:
+            await store.execute(c, "delete_limit", key=key)
+
+    # -- dead letters --------------------------------------------------------------
+
+    async def dead_letters(
+        self,
+        *,
+        tenant_id: UUID | str | None = None,
+        type_: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[DeadLetter]:
+        if not 1 <= limit <= 1000:
+            raise ValidationFailed("limit must be between 1 and 1000")
+        before_at, before_id = decode_cursor(cursor)
+        async with self._conn(tenant_id) as c:
+            rows = await store.fetch_all(
+                c, "list_dead_letters", tenant_id=tenant_id, type=type_,
+                before_at=before_at, before_id=before_id, limit=limit + 1,
+            )
+        items = [DeadLetter.model_validate(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page[DeadLetter](
+            items=items,
+            next_cursor=encode_cursor(items[-1].moved_at, items[-1].id) if more else None,
+        )
+
+    async def requeue(
+        self, dead_letter_id: UUID | str, *, tenant_id: UUID | str | None = None
+    ) -> UUID:
+        """A fresh job from a dead letter (same type, payload, queue and priority)."""
+        dead_letter_id = _uuid(dead_letter_id, "dead letter id")
+        async with self._conn(tenant_id) as c:
+            dl = await store.fetch_one(c, "lock_dead_letter", id=dead_letter_id,
+                                       tenant_id=tenant_id)
+            if dl is None:
+                raise NotFound(f"dead letter {dead_letter_id} not found")
+            if dl["requeued_job_id"] is not None:
+                raise Conflict(f"dead letter {dead_letter_id} was already requeued as job "
+                               f"{dl['requeued_job_id']}")
+            spec = make_spec(dl["type"], dl["payload"], queue=dl["queue"],
+                             priority=dl["priority"])
+            [job_id] = await self.enqueue_many(
+                [spec], tenant_id=dl["tenant_id"], conn=c, allow_unknown=True
+            )
+            await store.execute(c, "mark_requeued", tenant_id=dl["tenant_id"],
+                                id=dead_letter_id, job_id=job_id)
+        return job_id
+
+
+def _uuid(value: UUID | str, what: str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ValidationFailed(f"{what} {value!r} is not a UUID") from None
+
+
+def _columns(ids: list[UUID], specs: Sequence[JobSpec]) -> dict[str, list[Any]]:
+    return {
+        "ids": ids,
+        "queues": [s.queue for s in specs],
+        "types": [s.type for s in specs],
+        "payloads": [json.dumps(s.payload, allow_nan=False) for s in specs],
+        "priorities": [s.priority.value for s in specs],
+        "delays": [s.delay for s in specs],
+        "max_attempts": [s.max_attempts for s in specs],
+        "backoff_bases": [s.backoff_base for s in specs],
+        "backoff_maxes": [max(s.backoff_max, s.backoff_base) for s in specs],
+        "timeouts": [s.timeout for s in specs],
+        "idempotency_keys": [s.idempotency_key for s in specs],
+        "concurrency_keys": [s.concurrency_key for s in specs],
+    }

@@ -1,0 +1,1 @@
+"""Executes a task: the agent state machine, prompt building, LLM and tool calls."""

@@ -1,0 +1,686 @@
+"""Runs one task: the agent's state machine, its LLM calls (through the LLM layer, so
+every call is recorded with usage and checked against budgets) and tool calls.
+
+Transactions per task: one to start (task running, agent execution opened), one per
+stateful tool call, and one to finish (output, trace, dependants released and queued,
+run counters, agent totals, events) — so a task's effects commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from agentplane.config import Settings
+from agentplane.db.pool import Connection, Database
+from agentplane.errors import AgentplaneError
+from agentplane.llm.adapters.base import ChatRequest
+from agentplane.llm.calls import LLM, CallContext
+from agentplane.runtime import prompt, tools
+from agentplane.runtime import store as rt
+from agentplane.runtime.emit import emit, event
+from agentplane.runtime.fsm import Machine
+from agentplane.runtime.jobs import enqueue_tasks
+from agentplane.workflows import store as wf
+from agentplane.workflows.models import TERMINAL
+
+log = logging.getLogger("agentplane.runtime")
+MAX_TURNS = 6
+RESULT_CHARS = 20_000
+
+
+class Suspended(Exception):
+    """The agent asked a person; the task waits for the answer."""
+
+
+@dataclass
+class Turn:
+    """One agent execution in memory: what is written when the task finishes."""
+
+    tenant_id: UUID
+    run: dict[str, Any]
+    task: dict[str, Any]
+    agent: dict[str, Any]
+    execution_id: UUID
+    machine: Machine
+    messages: list[dict[str, Any]]
+    started: float = field(default_factory=time.perf_counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    llm_calls: int = 0
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    model_used: str | None = None
+    retrieved: str = ""
+
+    @property
+    def run_id(self) -> UUID:
+        return UUID(self.run["id"])
+
+    @property
+    def task_id(self) -> UUID:
+        return UUID(self.task["id"])
+
+    @property
+    def agent_id(self) -> UUID:
+        return UUID(self.agent["id"])
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt_tokens,
+            "completion": self.completion_tokens,
+            "cost": self.cost,
+        }
+
+    def to(self, state: str, note: str | None = None) -> None:
+        old = self.machine.state
+        self.machine.to(state, note)
+        self.events.append(
+            event(
+                "agent.state_changed",
+                task_id=self.task_id,
+                agent=self.agent["slug"],
+                message=f"{old} -> {state}",
+                **{"from": old, "to": state},
+            )
+        )
+
+
+def split_model(model: str) -> tuple[str | None, str]:
+    provider, _, name = model.partition("/")
+    return (provider, name) if name else (None, model)
+
+
+class Executor:
+    def __init__(self, db: Database, settings: Settings, llm: LLM | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.llm = llm or LLM(db, settings)
+
+    async def run_task(self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int) -> str:
+        """Returns what happened: completed, failed, retrying, waiting, or skipped (stale job,
+        cancelled or paused run)."""
+        turn = await self._start(tenant_id, run_id, task_id, dispatch)
+        if isinstance(turn, str):
+            return turn
+        deadline = float(turn.task.get("timeout_s") or 300)
+        try:
+            output = await asyncio.wait_for(self._machine(turn), timeout=deadline)
+        except Suspended:
+            return "waiting"
+        except TimeoutError:
+            return await self._fail(
+                turn, f"timeout: the task exceeded its deadline of {deadline:g}s"
+            )
+        except AgentplaneError as exc:
+            return await self._fail(turn, f"{exc.title}: {exc.detail}")
+        except Exception as exc:  # a bug must fail the task, never leave the run hanging
+            log.exception("task %s failed unexpectedly", task_id)
+            return await self._fail(turn, f"internal error: {type(exc).__name__}: {exc}")
+        return await self._complete(turn, output)
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def _start(
+        self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int
+    ) -> Turn | str:
+        async with self.db.tenant_connection(tenant_id) as conn:
+            run, task = await rt.lock_run_and_task(conn, run_id, task_id)
+            if run is None or task is None or task["dispatch"] != dispatch:
+                return "skipped"  # a stale job: the task was dispatched again since
+            if run["status"] in TERMINAL:
+                if task["status"] in ("queued", "running"):
+                    await wf.cancel_open_tasks(
+                        conn, run_id, f"run {run['status']}", ("queued", "running")
+                    )
+                return "skipped"
+            if run["status"] == "paused" and run["metadata"].get("paused_by") == "user":
+                return "skipped"  # stays queued; resume dispatches it again
+            if task["status"] not in ("queued", "running"):
+                return "skipped"
+            ctx = await rt.start_context(
+                conn, task_id, _uuid(task["parent_task_id"]), UUID(task["agent_id"]), run_id
+            )
+            agent = ctx["agent"]
+            events: list[dict[str, Any]] = []
+            if run["status"] == "pending":
+                await rt.mark_run_started(conn, run_id)
+                events.append(
+                    event("run.started", kind=run["kind"], workflow_version=run["workflow_version"])
+                )
+            await rt.mark_task_running(conn, task_id)
+            events.append(
+                event(
+                    "task.started",
+                    task_id=task_id,
+                    agent=agent["slug"],
+                    message=task["node"],
+                    attempt=task["retry_count"] + 1,
+                )
+            )
+            open_exec = ctx["open_execution"]
+            resumable = (
+                open_exec is not None
+                and task["status"] == "queued"
+                and open_exec["metadata"].get("waiting_call_id")
+            )
+            if open_exec is not None and not resumable:
+                await rt.fail_open_executions(conn, task_id, "abandoned: its worker stopped")
+            if resumable:
+                turn = self._resume(tenant_id, run, task, agent, open_exec, ctx["answers"])
+            else:
+                turn = self._fresh(tenant_id, run, task, agent, ctx)
+                await rt.insert_execution(
+                    conn,
+                    {
+                        "id": turn.execution_id,
+                        "run_id": run_id,
+                        "task_id": task_id,
+                        "agent_id": turn.agent_id,
+                        "attempt": task["retry_count"] + 1,
+                        "state": "IDLE",
+                        "strategy": "react" if agent["tools"] else "direct",
+                        "model": agent["model"],
+                        "input": turn.messages[-1]["content"],
+                    },
+                )
+            turn.events[:0] = events
+            await self._flush(conn, turn)
+            return turn
+
+    def _fresh(self, tenant_id: UUID, run: dict, task: dict, agent: dict, ctx: dict) -> Turn:
+        user = prompt.user_prompt(
+            task["instruction"],
+            run["inputs"],
+            ctx["upstream"],
+            ctx["run_data"],
+            ctx["session_context"],
+        )
+        messages = [
+            {"role": "system", "content": prompt.system_prompt(agent)},
+            {"role": "user", "content": user},
+        ]
+        turn = Turn(tenant_id, run, task, agent, uuid.uuid4(), Machine(), messages)
+        turn.retrieved = (
+            f"{len(ctx['upstream'])} upstream outputs, {len(ctx['run_data'])} run data keys"
+        )
+        turn.to("ANALYZING", "prompt built")
+        return turn
+
+    def _resume(
+        self,
+        tenant_id: UUID,
+        run: dict,
+        task: dict,
+        agent: dict,
+        execution: dict,
+        answers: list[dict],
+    ) -> Turn:
+        """Continue the conversation where the agent asked: its answer is the tool result."""
+        meta = execution["metadata"]
+        turn = Turn(
+            tenant_id,
+            run,
+            task,
+            agent,
+            UUID(execution["id"]),
+            Machine("EXECUTING", meta.get("seq", 0)),
+            list(execution["messages"]),
+        )
+        turn.prompt_tokens = execution["prompt_tokens"]
+        turn.completion_tokens = execution["completion_tokens"]
+        turn.cost = Decimal(str(execution["cost_usd"]))
+        turn.llm_calls = execution["llm_calls"]
+        answer = next((a for a in answers if a["call_id"] == meta["waiting_call_id"]), None)
+        turn.messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": meta["waiting_call_id"],
+                "content": json.dumps({"answer": answer and answer["response"]}),
+            }
+        )
+        return turn
+
+    # -- the state machine ---------------------------------------------------------------
+
+    async def _machine(self, turn: Turn) -> dict[str, Any]:
+        if turn.machine.state == "ANALYZING":
+            turn.to("PLANNING", f"{len(turn.agent['tools'])} tools available")
+            turn.to("RETRIEVING", turn.retrieved)
+            turn.to("EXECUTING")
+        text = await self._converse(turn)
+        turn.to("VALIDATING")
+        if not text.strip():
+            raise AgentplaneError("the model gave an empty answer")
+        turn.to("SYNTHESIZING")
+        return {
+            "text": text,
+            "agent": turn.agent["slug"],
+            "model": turn.model_used,
+            "tools": [t["tool_name"] for t in turn.tools],
+        }
+
+    async def _converse(self, turn: Turn) -> str:
+        provider, model = split_model(turn.agent["model"])
+        offered = await self._tool_specs(turn)
+        ctx = CallContext(
+            tenant_id=turn.tenant_id,
+            user_id=_uuid(turn.run.get("user_id")),
+            api_key_id=_uuid(turn.run.get("api_key_id")),
+            session_id=_uuid(turn.run.get("session_id")),
+            run_id=turn.run_id,
+            task_id=turn.task_id,
+            agent_execution_id=turn.execution_id,
+            agent_id=turn.agent_id,
+        )
+        max_tokens = (turn.agent.get("metadata") or {}).get("max_tokens")
+        for number in range(MAX_TURNS):
+            last = number == MAX_TURNS - 1
+            request = ChatRequest(
+                messages=turn.messages,
+                model=model,
+                max_tokens=max_tokens,
+                tools=None if last or not offered else offered,
+            )
+            outcome = await self.llm.complete(ctx, request, provider=provider)
+            result = outcome.result
+            turn.llm_calls += 1
+            turn.prompt_tokens += result.prompt_tokens
+            turn.completion_tokens += result.completion_tokens
+            turn.cost += outcome.cost_usd or Decimal(0)
+            turn.model_used = f"{outcome.provider}/{result.model}"
+            turn.events.append(
+                event(
+                    "llm.call_completed",
+                    task_id=turn.task_id,
+                    agent=turn.agent["slug"],
+                    call_id=outcome.call_id,
+                    model=turn.model_used,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    cost_usd=outcome.cost_usd,
+                    latency_ms=outcome.latency_ms,
+                    finish_reason=result.finish_reason,
+                )
+            )
+            if not result.tool_calls:
+                return result.content
+            turn.messages.append(
+                {
+                    "role": "assistant",
+                    "content": result.content or "",
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        }
+                        for c in result.tool_calls
+                    ],
+                }
+            )
+            for call in result.tool_calls:
+                content = await self._tool(turn, call.id, call.name, call.arguments, offered)
+                turn.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        return turn.messages[-1].get("content") or ""
+
+    async def _tool_specs(self, turn: Turn) -> list[dict[str, Any]]:
+        names = turn.agent["tools"]
+        if not names:
+            return []
+        async with self.db.tenant_connection(turn.tenant_id) as conn:
+            team = await rt.team(conn, turn.agent_id)
+            from agentplane.agents.store import denied_tools
+
+            denied = set(await denied_tools(conn))
+        return [
+            tools.BUILTINS[n].spec(team) for n in names if n in tools.BUILTINS and n not in denied
+        ]
+
+    # -- tools -----------------------------------------------------------------------------
+
+    async def _tool(
+        self,
+        turn: Turn,
+        call_id: str,
+        name: str,
+        args: dict[str, Any],
+        offered: list[dict[str, Any]],
+    ) -> str:
+        started, t0 = datetime.now(UTC), time.perf_counter()
+        row = {
+            "id": uuid.uuid4(),
+            "run_id": turn.run_id,
+            "task_id": turn.task_id,
+            "agent_execution_id": turn.execution_id,
+            "agent_id": turn.agent_id,
+            "tool_name": name[:255],
+            "call_id": call_id,
+            "input_params": args,
+            "created_at": started,
+            "success": True,
+            "error": None,
+            "output": None,
+        }
+        turn.events.append(
+            event(
+                "tool.called",
+                task_id=turn.task_id,
+                agent=turn.agent["slug"],
+                message=name,
+                tool=name,
+                arguments=args,
+            )
+        )
+        tool = tools.get(name)
+        try:
+            if tool is None or name not in {o["function"]["name"] for o in offered}:
+                raise tools.ToolFailed(f"tool {name} is not available to this agent")
+            tool.check(args)
+            if tool.fn is not None:
+                result = tool.fn(args)
+            else:
+                result = await self._stateful(turn, tool.name, call_id, args, row)
+        except tools.ToolFailed as exc:
+            row.update(success=False, error=str(exc))
+            result = {"error": str(exc)}
+        except AgentplaneError as exc:
+            row.update(success=False, error=exc.detail)
+            result = {"error": exc.detail}
+        text = json.dumps(result, default=str)
+        row.update(output=text[:RESULT_CHARS], duration_ms=round((time.perf_counter() - t0) * 1000))
+        turn.tools.append(row)  # written with the task's next transaction
+        turn.events.append(
+            event(
+                "tool.completed",
+                task_id=turn.task_id,
+                agent=turn.agent["slug"],
+                message=name,
+                tool=name,
+                success=row["success"],
+                error=row["error"],
+            )
+        )
+        return text
+
+    async def _stateful(
+        self, turn: Turn, name: str, call_id: str, args: dict[str, Any], row: dict[str, Any]
+    ) -> Any:
+        """Tools that change the run commit their effect at once (others see it)."""
+        async with self.db.tenant_connection(turn.tenant_id) as conn:
+            run = await wf.get_run(conn, turn.run_id, lock=True)
+            if run["status"] in TERMINAL:
+                raise tools.ToolFailed(f"the run is {run['status']}")
+            if name == "ask_human":
+                await self._ask(conn, turn, call_id, args, row)
+                result = None
+            else:
+                result = await self._effect(conn, turn, name, call_id, args)
+        if name == "ask_human":
+            raise Suspended  # after the commit: the request and the waiting task are saved
+        return result
+
+    async def _effect(
+        self, conn: Connection, turn: Turn, name: str, call_id: str, args: dict[str, Any]
+    ) -> Any:
+        if name == "run_data_get":
+            found = await wf.get_run_data(conn, turn.run_id, args["key"])
+            return {
+                "key": args["key"],
+                "value": found[0]["value"] if found else None,
+                "found": bool(found),
+            }
+        if name == "run_data_put":
+            saved = await wf.put_run_data(
+                conn,
+                {
+                    "run_id": turn.run_id,
+                    "key": args["key"],
+                    "value": args["value"],
+                    "data_type": "json",
+                    "tags": args.get("tags") or [],
+                    "task_id": turn.task_id,
+                    "agent": turn.agent_id,
+                },
+            )
+            return {"stored": saved["key"]}
+        target = await rt.agent_by_slug(conn, args["agent"])
+        if target is None or target["status"] != "active":
+            raise tools.ToolFailed(f"no active agent {args['agent']}")
+        if name == "handoff":
+            kind = args["type"]
+            instruction = f"{turn.agent['name']} hands you this work ({kind}): {args['message']}"
+            await wf.insert_interaction(
+                conn,
+                {
+                    "run_id": turn.run_id,
+                    "task_id": turn.task_id,
+                    "from_agent": turn.agent_id,
+                    "to_agent": target["id"],
+                    "type": kind,
+                    "message": args["message"],
+                    "payload": {"call_id": call_id},
+                },
+            )
+        else:
+            kind, instruction = "subtask", args["instruction"]
+        sub = await rt.insert_subtask(
+            conn,
+            {
+                "run_id": turn.run_id,
+                "node": turn.task["node"],
+                "agent_id": target["id"],
+                "parent": turn.task_id,
+                "instruction": instruction,
+                "timeout_s": turn.task.get("timeout_s"),
+            },
+        )
+        await rt.add_to_run(
+            conn, turn.run_id, tasks=1, usage={"prompt": 0, "completion": 0, "cost": Decimal(0)}
+        )
+        await enqueue_tasks(conn, self.db, turn.tenant_id, [sub])
+        await emit(
+            conn,
+            turn.tenant_id,
+            turn.run_id,
+            [
+                event(
+                    "message.sent",
+                    task_id=turn.task_id,
+                    agent=turn.agent["slug"],
+                    message=f"{kind} to {args['agent']}",
+                    to=args["agent"],
+                    kind=kind,
+                    subtask=sub["id"],
+                )
+            ],
+        )
+        return {"subtask": str(sub["id"]), "node": sub["node"], "agent": args["agent"]}
+
+    async def _ask(
+        self, conn: Connection, turn: Turn, call_id: str, args: dict[str, Any], row: dict[str, Any]
+    ) -> None:
+        schema = args.get("schema") or (turn.agent.get("metadata") or {}).get("input_schema") or {}
+        request = await wf.insert_input_request(
+            conn,
+            {
+                "run_id": turn.run_id,
+                "task_id": turn.task_id,
+                "agent_execution_id": turn.execution_id,
+                "request_type": "json" if schema else "text",
+                "prompt": args["prompt"],
+                "schema": schema,
+                "call_id": call_id,
+            },
+        )
+        row.update(output=json.dumps({"input_request": str(request["id"])}), duration_ms=0)
+        turn.tools.append(row)
+        await rt.suspend_task(conn, turn.task_id)
+        turn.events.append(
+            event(
+                "input.requested",
+                task_id=turn.task_id,
+                agent=turn.agent["slug"],
+                message=args["prompt"],
+                request_id=request["id"],
+            )
+        )
+        if turn.run["status"] in ("pending", "running"):
+            await wf.set_run_status(conn, turn.run_id, "paused", paused_by="input")
+            turn.events.append(event("run.paused", message="waiting for input"))
+        turn.run["status"] = "paused"
+        await self._flush(conn, turn, metadata={"waiting_call_id": call_id})
+
+    # -- finish ------------------------------------------------------------------------------
+
+    async def _flush(
+        self,
+        conn: Connection,
+        turn: Turn,
+        output: str | None = None,
+        error: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the agent execution, its new transitions, tool executions and events."""
+        await rt.save_execution(
+            conn,
+            {
+                "id": turn.execution_id,
+                "state": turn.machine.state,
+                "output": output,
+                "messages": turn.messages,
+                "prompt_tokens": turn.prompt_tokens,
+                "completion_tokens": turn.completion_tokens,
+                "cost": turn.cost,
+                "llm_calls": turn.llm_calls,
+                "error": error,
+                "duration_ms": round((time.perf_counter() - turn.started) * 1000),
+                "metadata": {
+                    "seq": turn.machine.seq,
+                    "waiting_call_id": None,
+                    "model_used": turn.model_used,
+                    **(metadata or {}),
+                },
+            },
+        )
+        await rt.insert_transitions(conn, turn.execution_id, turn.machine.take())
+        await rt.insert_tool_executions(conn, turn.tools)
+        turn.tools = []
+        await emit(conn, turn.tenant_id, turn.run_id, turn.events)
+        turn.events = []
+
+    async def _complete(self, turn: Turn, output: dict[str, Any]) -> str:
+        async with self.db.tenant_connection(turn.tenant_id) as conn:
+            run, task = await rt.lock_run_and_task(conn, turn.run_id, turn.task_id)
+            if (
+                task is None
+                or task["status"] != "running"
+                or task["dispatch"] != turn.task["dispatch"]
+            ):
+                turn.to("FAILED", "the task was cancelled or taken over")
+                await self._flush(conn, turn, error="the task was cancelled while it ran")
+                return "skipped"
+            turn.to("COMPLETED")
+            tool_count = len(turn.tools)
+            await self._flush(conn, turn, output=output["text"][:RESULT_CHARS])
+            await rt.complete_task(conn, turn.task_id, output, turn.usage())
+            ready = await wf.release_dependants(conn, turn.task_id)
+            ready = [r for r in ready if r["status"] == "queued"]
+            await enqueue_tasks(conn, self.db, turn.tenant_id, ready)
+            counts = await rt.add_to_run(
+                conn, turn.run_id, completed=1, tools=tool_count, usage=turn.usage()
+            )
+            await self._agent_totals(conn, turn, ok=True)
+            events = [
+                event(
+                    "task.completed",
+                    task_id=turn.task_id,
+                    agent=turn.agent["slug"],
+                    message=turn.task["node"],
+                    tokens=turn.prompt_tokens + turn.completion_tokens,
+                    cost_usd=turn.cost,
+                )
+            ]
+            if (
+                counts["status"] not in TERMINAL
+                and counts["completed_tasks"] == counts["total_tasks"]
+            ):
+                sinks = await wf.sink_outputs(conn, turn.run_id)
+                result = "\n\n".join(prompt.output_text(s["output"]) for s in sinks)
+                response = {
+                    r["node"]: prompt.output_text(r["output"])
+                    for r in await wf.all_outputs(conn, turn.run_id)
+                }
+                await rt.finish_run(conn, turn.run_id, result[:RESULT_CHARS], response)
+                events.append(event("run.completed", tasks=counts["total_tasks"]))
+            await emit(conn, turn.tenant_id, turn.run_id, events)
+        return "completed"
+
+    async def _fail(self, turn: Turn, error: str) -> str:
+        error = error[:2000]
+        async with self.db.tenant_connection(turn.tenant_id) as conn:
+            run, task = await rt.lock_run_and_task(conn, turn.run_id, turn.task_id)
+            if turn.machine.state != "FAILED":
+                turn.to("FAILED", error[:200])
+            await self._flush(conn, turn, error=error)
+            if (
+                task is None
+                or task["status"] != "running"
+                or task["dispatch"] != turn.task["dispatch"]
+            ):
+                return "skipped"
+            retry = task["retry_count"] < task["max_retries"] and run["status"] not in TERMINAL
+            updated = await rt.fail_task(conn, turn.task_id, error, turn.usage(), retry)
+            events = []
+            if retry:
+                delay = float(updated["retry_delay_s"]) * 2 ** (updated["retry_count"] - 1)
+                await enqueue_tasks(conn, self.db, turn.tenant_id, [updated], delay=delay)
+                await rt.add_to_run(conn, turn.run_id, usage=turn.usage())
+                events.append(
+                    event(
+                        "task.retrying",
+                        task_id=turn.task_id,
+                        agent=turn.agent["slug"],
+                        message=error,
+                        attempt=updated["retry_count"] + 1,
+                        delay_s=delay,
+                    )
+                )
+            else:
+                counts = await rt.add_to_run(conn, turn.run_id, failed=1, usage=turn.usage())
+                events.append(
+                    event(
+                        "task.failed", task_id=turn.task_id, agent=turn.agent["slug"], message=error
+                    )
+                )
+                if counts["status"] not in TERMINAL:
+                    reason = f"task {task['node']} failed"
+                    await wf.cancel_open_tasks(conn, turn.run_id, reason, ("pending", "queued"))
+                    await rt.fail_run(conn, turn.run_id, f"{reason}: {error}")
+                    events.append(event("run.failed", message=f"{reason}: {error}"))
+            await self._agent_totals(conn, turn, ok=False)
+            await emit(conn, turn.tenant_id, turn.run_id, events)
+        return "retrying" if retry else "failed"
+
+    async def _agent_totals(self, conn: Connection, turn: Turn, *, ok: bool) -> None:
+        await rt.add_to_agent(
+            conn,
+            turn.agent_id,
+            ok=ok,
+            tokens=turn.prompt_tokens + turn.completion_tokens,
+            cost=turn.cost,
+            latency_ms=round((time.perf_counter() - turn.started) * 1000),
+        )
+
+
+def _uuid(value: Any) -> UUID | None:
+    return None if value is None else UUID(str(value))

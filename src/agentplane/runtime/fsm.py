@@ -1,0 +1,58 @@
+"""The agent state machine (Shannon's FSM). Every transition is kept with its time and
+written with the transaction that follows it, so the trace is complete yet costs no
+extra round trips."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from agentplane.errors import Conflict
+
+STATES = (
+    "IDLE",
+    "ANALYZING",
+    "PLANNING",
+    "RETRIEVING",
+    "EXECUTING",
+    "VALIDATING",
+    "SYNTHESIZING",
+    "COMPLETED",
+    "FAILED",
+)
+FINAL = frozenset({"COMPLETED", "FAILED"})
+NEXT: dict[str, frozenset[str]] = {
+    "IDLE": frozenset({"ANALYZING"}),
+    "ANALYZING": frozenset({"PLANNING"}),
+    "PLANNING": frozenset({"RETRIEVING", "EXECUTING"}),
+    "RETRIEVING": frozenset({"EXECUTING"}),
+    "EXECUTING": frozenset({"VALIDATING"}),
+    "VALIDATING": frozenset({"SYNTHESIZING", "EXECUTING"}),
+    "SYNTHESIZING": frozenset({"COMPLETED"}),
+}
+
+
+class Machine:
+    def __init__(self, state: str = "IDLE", seq: int = 0) -> None:
+        self.state = state
+        self.seq = seq
+        self.pending: list[tuple[int, str | None, str, str | None, datetime]] = []
+        if seq == 0:
+            self._record(None, state, None)
+
+    def _record(self, old: str | None, new: str, note: str | None) -> None:
+        self.seq += 1
+        self.pending.append((self.seq, old, new, note, datetime.now(UTC)))
+
+    def to(self, new: str, note: str | None = None) -> None:
+        """Move on; any state may fail, others only along NEXT."""
+        if self.state in FINAL:
+            raise Conflict(f"agent execution already {self.state}")
+        if new != "FAILED" and new not in NEXT.get(self.state, ()):
+            raise Conflict(f"no transition {self.state} -> {new}")
+        old, self.state = self.state, new
+        self._record(old, new, note)
+
+    def take(self) -> list[tuple[int, str | None, str, str | None, datetime]]:
+        """The transitions not yet written; the caller writes them in its transaction."""
+        out, self.pending = self.pending, []
+        return out

@@ -1,0 +1,40 @@
+"""Ready tasks become queue jobs, enqueued on the caller's transaction so a job exists
+exactly when the state that made its task ready commits."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from agentplane.db.pool import Connection, Database
+
+JOB_TYPE = "runtime.task"
+QUEUE = "default"
+
+
+async def enqueue_tasks(
+    conn: Connection,
+    db: Database,
+    tenant_id: UUID,
+    tasks: list[dict[str, Any]],
+    *,
+    delay: float = 0,
+) -> None:
+    """One job per task; each carries the task's dispatch number (its fencing token)."""
+    if not tasks:
+        return
+    from agentplane.queue import JobQueue
+    from agentplane.queue.service import make_spec
+    from agentplane.runtime import handler  # registers JOB_TYPE, so enqueue knows it
+
+    specs = [
+        make_spec(
+            JOB_TYPE,
+            {"task_id": str(t["id"]), "run_id": str(t["run_id"]), "dispatch": t["dispatch"]},
+            queue=QUEUE,
+            delay=delay,
+            max_attempts=5,
+        )
+        for t in tasks
+    ]
+    await JobQueue(db, handler.registry).enqueue_many(specs, tenant_id=tenant_id, conn=conn)

@@ -1,0 +1,1 @@
+"""Sessions: conversation contexts with a token budget (not login sessions)."""

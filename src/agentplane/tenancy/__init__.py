@@ -1,0 +1,1 @@
+"""Tenants, users, memberships (with roles), invitations and projects."""

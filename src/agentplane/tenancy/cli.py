@@ -1,0 +1,146 @@
+"""`agentplane tenant ...` and `agentplane user ...`: administration without the API.
+
+These run as the operator on the database directly (no API key needed): that is how
+the first owner of a fresh install is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from agentplane.db.pool import Database
+from agentplane.errors import ValidationFailed
+from agentplane.tenancy import service
+from agentplane.tenancy.service import NewUser
+
+T = TypeVar("T")
+
+tenant_app = typer.Typer(help="Tenants (administration without the API).", no_args_is_help=True)
+user_app = typer.Typer(help="Users and their roles (administration).", no_args_is_help=True)
+
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the user's password from stdin (never from the command line). "
+        "Without it the user signs in with API keys only.",
+    ),
+]
+
+
+def with_database(fn: Callable[[Database], Awaitable[T]]) -> T:
+    """Run fn on an open Database (the embedded server is started if need be)."""
+    from agentplane.config import get_settings
+    from agentplane.server import database
+
+    conf = get_settings()
+
+    async def main(endpoints) -> T:
+        db = Database(conf.model_copy(update={"pool_min_size": 0}), endpoints)
+        await db.open()
+        try:
+            return await fn(db)
+        finally:
+            await db.close()
+
+    with database(conf) as endpoints:
+        return asyncio.run(main(endpoints))
+
+
+def read_password(enabled: bool) -> str | None:
+    if not enabled:
+        return None
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ValidationFailed("password: nothing was read from stdin")
+    return password
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="The tenant's display name.")],
+    slug: Annotated[str, typer.Option(help="URL-safe unique name, e.g. acme.")],
+    owner_email: Annotated[str, typer.Option(help="Email of the first owner.")],
+    plan: Annotated[str, typer.Option(help="free, pro or enterprise.")] = "free",
+    rate_limit_per_hour: Annotated[int, typer.Option(min=0)] = 1000,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a tenant and its first owner (a new user, or an existing one by email)."""
+    from agentplane.auth.models import _email
+
+    try:
+        email = _email(owner_email)
+    except ValueError:
+        raise ValidationFailed("owner-email is not a valid email address") from None
+    password = read_password(password_stdin)
+
+    async def run(db: Database):
+        async with db.app_connection() as conn:
+            existing = await service.find_user_id(conn, email)
+        owner = existing or NewUser(email=email, password=password)
+        return await service.create_tenant(
+            db,
+            name=name,
+            slug=slug,
+            owner=owner,
+            plan=plan,
+            rate_limit_per_hour=rate_limit_per_hour,
+        )
+
+    tenant, user_id = with_database(run)
+    typer.echo(f"tenant {tenant['slug']} created: {tenant['id']}")
+    typer.echo(f"owner {email}: {user_id}")
+    typer.echo(
+        f"next: agentplane key create --tenant {tenant['slug']} --email {email} --name admin"
+    )
+
+
+@user_app.command("create")
+def user_create(
+    tenant: Annotated[str, typer.Option(help="The tenant's slug.")],
+    email: Annotated[str, typer.Option(help="The user's email.")],
+    role: Annotated[str, typer.Option(help="owner, admin, developer or viewer.")] = "developer",
+    full_name: Annotated[str | None, typer.Option(help="The user's full name.")] = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Add a user to a tenant with a role (creating the user if the email is new)."""
+    from agentplane.auth.models import _email
+
+    try:
+        email = _email(email)
+    except ValueError:
+        raise ValidationFailed("email is not a valid email address") from None
+    password = read_password(password_stdin)
+
+    async def run(db: Database):
+        tenant_id = await service.tenant_id_by_slug_admin(db, tenant)
+        return await service.add_member(
+            db, tenant_id, NewUser(email=email, password=password, full_name=full_name), role
+        )
+
+    user_id, created = with_database(run)
+    typer.echo(
+        f"user {email} {'created and ' if created else ''}added to {tenant} as {role}: {user_id}"
+    )
+
+
+FIRST_RUN = (
+    "no tenant yet. Create the first owner and an API key:\n"
+    "  agentplane tenant create 'My org' --slug my-org --owner-email you@example.com"
+    " --password-stdin\n"
+    "  agentplane key create --tenant my-org --email you@example.com --name admin --scope all"
+)
+
+
+def first_run_hint(owner_conninfo: str) -> str | None:
+    """What `agentplane up` prints when there is no tenant yet; None otherwise."""
+    from agentplane.db.endpoints import connect
+    from agentplane.tenancy.store import has_tenants_sync
+
+    with connect(owner_conninfo) as conn:
+        return None if has_tenants_sync(conn) else FIRST_RUN

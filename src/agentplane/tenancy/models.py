@@ -1,0 +1,112 @@
+"""Request and response bodies of the tenancy package."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from agentplane.auth.models import Body, Email, Role, Scopes, Slug
+
+Plan = Literal["free", "pro", "enterprise"]
+
+
+class TenantOut(BaseModel):
+    id: UUID
+    name: str
+    slug: str
+    plan: str
+    token_limit: int
+    monthly_token_usage: int
+    rate_limit_per_hour: int
+    settings: dict[str, Any]
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TenantPatch(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    plan: Plan | None = None
+    token_limit: int | None = Field(default=None, ge=0)
+    rate_limit_per_hour: int | None = Field(default=None, ge=0, le=100_000_000)
+    settings: dict[str, Any] | None = None
+
+
+class MemberOut(BaseModel):
+    tenant_id: UUID
+    user_id: UUID
+    email: str
+    username: str
+    full_name: str | None
+    role: str
+    permissions: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberPatch(Body):
+    role: Role | None = None
+    permissions: Scopes | None = None
+
+
+class InvitationIn(Body):
+    email: Email
+    role: Literal["admin", "developer", "viewer"] = "developer"
+
+
+class InvitationOut(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    email: str
+    role: str
+    expires_at: datetime
+    accepted_at: datetime | None
+    created_at: datetime
+
+
+class InvitationCreated(InvitationOut):
+    token: str
+    """Give it to the invitee, who registers with it. Shown once."""
+
+
+class ProjectIn(Body):
+    name: str = Field(min_length=1, max_length=255)
+    slug: Slug
+    description: str | None = Field(default=None, max_length=10000)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectPatch(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=10000)
+    settings: dict[str, Any] | None = None
+    archived: bool | None = None
+
+
+class ProjectOut(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    name: str
+    slug: str
+    description: str | None
+    settings: dict[str, Any]
+    archived: bool
+    archived_at: datetime | None
+    created_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectMemberIn(Body):
+    role: Literal["admin", "developer", "viewer"] = "developer"
+
+
+class ProjectMemberOut(BaseModel):
+    tenant_id: UUID
+    project_id: UUID
+    user_id: UUID
+    role: str
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""Token usage ledger and budgets."""

@@ -1,0 +1,77 @@
+"""Budgets: reserve the worst case before a call, settle to actual use after.
+
+All three budgets (session, API key, tenant month) are taken in one transaction by
+one database function, so any number of processes can share them: PostgreSQL's row
+locks and conditional updates are the only arbiter.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import UUID
+
+from agentplane.config import Settings
+from agentplane.db.pool import Connection, Database
+from agentplane.errors import DatabaseUnavailable, ValidationFailed
+from agentplane.llm.errors import BudgetUnavailable
+from agentplane.usage import store
+
+log = logging.getLogger("agentplane.usage")
+
+
+@dataclass
+class Reservation:
+    id: UUID | None
+    """None when nothing is held: budgets off, or fail-open after the database failed."""
+    tokens: int
+    session_id: UUID | None
+    api_key_id: UUID | None
+
+
+class Budgets:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def reserve(
+        self, tenant_id: UUID, tokens: int, *, session_id: UUID | None, api_key_id: UUID | None
+    ) -> Reservation:
+        """Hold `tokens` on every budget that applies, or raise BudgetExceeded naming one."""
+        if tokens < 0:
+            raise ValidationFailed("tokens to reserve must not be negative")
+        try:
+            async with self.db.tenant_connection(tenant_id) as conn:
+                rid = await store.reserve(
+                    conn,
+                    session_id,
+                    api_key_id,
+                    tokens,
+                    self.settings.budget_reservation_ttl_s,
+                    self.settings.budget_lock_timeout_ms,
+                )
+        except DatabaseUnavailable as exc:
+            if self.settings.budget_fail_closed:
+                raise BudgetUnavailable(
+                    "the budget cannot be verified now, so the call is refused "
+                    f"(AGENTPLANE_BUDGET_FAIL_CLOSED): {exc.detail}"
+                ) from None
+            log.warning("budget not verified, call allowed (fail-open): %s", exc.detail)
+            rid = None
+        return Reservation(rid, tokens, session_id, api_key_id)
+
+    @staticmethod
+    async def settle(conn: Connection, reservation: Reservation, used: int) -> None:
+        """Within the caller's transaction: turn the hold into `used` tokens (0 releases)."""
+        await store.settle(
+            conn, reservation.id, reservation.session_id, reservation.api_key_id, used
+        )
+
+    async def release(self, tenant_id: UUID, reservation: Reservation) -> None:
+        async with self.db.tenant_connection(tenant_id) as conn:
+            await self.settle(conn, reservation, 0)
+
+    async def release_expired(self) -> int:
+        """Give back the holds of callers that died mid-call (all tenants)."""
+        async with self.db.admin_connection() as conn:
+            return await store.release_expired(conn)

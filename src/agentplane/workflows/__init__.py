@@ -1,0 +1,1 @@
+"""Workflows (versioned DAGs), runs, tasks, dependencies, run data, input requests."""

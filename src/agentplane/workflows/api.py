@@ -1,0 +1,152 @@
+"""HTTP: workflows with versions, runs (create, list, get, tree, control), run data and
+input requests."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from agentplane.api.deps import DB, Principal, requires, tenant_connection_for
+from agentplane.db.pool import Connection
+from agentplane.workflows import service
+from agentplane.workflows.models import (
+    Answer,
+    InputRequest,
+    Run,
+    RunDataIn,
+    RunIn,
+    RunPage,
+    RunStatus,
+    RunTree,
+    Workflow,
+    WorkflowIn,
+    WorkflowVersion,
+)
+
+router = APIRouter(prefix="/v1", tags=["workflows", "runs"])
+WfRead = Annotated[Connection, Depends(tenant_connection_for("workflows:read"), scope="function")]
+WfWrite = Annotated[
+    Connection, Depends(tenant_connection_for("workflows:write"), scope="function")
+]
+RunRead = Annotated[Connection, Depends(tenant_connection_for("runs:read"), scope="function")]
+RunWrite = Annotated[Connection, Depends(tenant_connection_for("runs:write"), scope="function")]
+
+
+@router.post("/workflows", status_code=201)
+async def save_workflow(
+    body: WorkflowIn,
+    conn: WfWrite,
+    principal: Annotated[Principal, Depends(requires("workflows:write"))],
+) -> Workflow:
+    """Create a workflow, or a new version of it when the name exists."""
+    return await service.save_workflow(conn, body, principal.user_id)
+
+
+@router.get("/workflows")
+async def list_workflows(conn: WfRead) -> list[Workflow]:
+    return await service.list_workflows(conn)
+
+
+@router.get("/workflows/{ref}")
+async def get_workflow(ref: str, conn: WfRead, version: int | None = None) -> Workflow:
+    return await service.get_workflow(conn, ref, version)
+
+
+@router.get("/workflows/{ref}/versions")
+async def list_versions(ref: str, conn: WfRead) -> list[WorkflowVersion]:
+    return await service.list_versions(conn, ref)
+
+
+@router.delete("/workflows/{ref}", status_code=204)
+async def delete_workflow(ref: str, conn: WfWrite) -> Response:
+    await service.delete_workflow(conn, ref)
+    return Response(status_code=204)
+
+
+@router.post("/runs", status_code=201)
+async def create_run(
+    body: RunIn,
+    db: DB,
+    conn: RunWrite,
+    principal: Annotated[Principal, Depends(requires("runs:write", "agents:execute"))],
+) -> Run:
+    return await service.create_run(conn, db, principal, body)
+
+
+@router.get("/runs")
+async def list_runs(
+    conn: RunRead,
+    status: RunStatus | None = None,
+    workflow: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RunPage:
+    return await service.list_runs(
+        conn, status=status, workflow=workflow, cursor=cursor, limit=limit
+    )
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: UUID, conn: RunRead) -> Run:
+    return await service.get_run(conn, run_id)
+
+
+@router.get("/runs/{run_id}/tree")
+async def run_tree(run_id: UUID, conn: RunRead) -> RunTree:
+    """The run with its tasks, agent executions (with transitions), tool executions and
+    LLM calls, input requests, agent interactions and run data."""
+    return await service.run_tree(conn, run_id)
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel_run(run_id: UUID, conn: RunWrite) -> Run:
+    return await service.cancel_run(conn, run_id)
+
+
+@router.post("/runs/{run_id}/pause")
+async def pause_run(run_id: UUID, conn: RunWrite) -> Run:
+    return await service.pause_run(conn, run_id)
+
+
+@router.post("/runs/{run_id}/resume")
+async def resume_run(run_id: UUID, db: DB, conn: RunWrite) -> Run:
+    return await service.resume_run(conn, db, run_id)
+
+
+@router.post("/runs/{run_id}/tasks/{task_id}/retry")
+async def retry_task(run_id: UUID, task_id: UUID, db: DB, conn: RunWrite) -> Run:
+    return await service.retry_task(conn, db, run_id, task_id)
+
+
+@router.get("/runs/{run_id}/data")
+async def get_run_data(run_id: UUID, conn: RunRead) -> list[dict[str, Any]]:
+    return await service.get_run_data(conn, run_id)
+
+
+@router.post("/runs/{run_id}/data", status_code=201)
+async def put_run_data(run_id: UUID, body: RunDataIn, conn: RunWrite) -> dict[str, Any]:
+    """Run data is immutable: writing an existing key is a 409."""
+    return await service.put_run_data(conn, run_id, body)
+
+
+@router.get("/input-requests")
+async def list_input_requests(
+    conn: RunRead, run_id: UUID | None = None, status: str | None = None
+) -> list[InputRequest]:
+    return await service.list_input_requests(conn, run_id, status)
+
+
+@router.post("/input-requests/{request_id}/answer")
+async def answer_input_request(
+    request_id: UUID,
+    body: Answer,
+    db: DB,
+    conn: RunWrite,
+    principal: Annotated[Principal, Depends(requires("runs:write"))],
+) -> InputRequest:
+    """The answer is checked against the request's JSON schema; then the task resumes."""
+    return await service.answer_input_request(
+        conn, db, request_id, body.response, principal.user_id
+    )

@@ -1,0 +1,178 @@
+"""Pydantic types of workflows, runs, tasks, run data and input requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
+TaskStatus = Literal["pending", "queued", "running", "waiting", "completed", "failed", "cancelled"]
+Mode = Literal["SIMPLE", "STANDARD", "COMPLEX"]
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class WorkflowIn(BaseModel):
+    """A definition as YAML or JSON text (`source`), or as a JSON object (`definition`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$")
+    description: str | None = Field(default=None, max_length=10_000)
+    source: str | None = Field(default=None, max_length=1_000_000)
+    format: Literal["yaml", "json"] | None = None
+    definition: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WorkflowIn:
+        if (self.source is None) == (self.definition is None):
+            raise ValueError("give exactly one of source (YAML/JSON text) or definition")
+        return self
+
+
+class Workflow(BaseModel):
+    id: UUID
+    name: str
+    description: str | None
+    version: int
+    latest_version: int
+    format: str
+    definition: dict[str, Any]
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkflowVersion(BaseModel):
+    version: int
+    format: str
+    created_at: datetime
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str | None = Field(default=None, description="a workflow's name or id")
+    version: int | None = Field(default=None, ge=1)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    query: str | None = Field(default=None, min_length=1, max_length=100_000)
+    mode: Mode = "SIMPLE"
+    agent: str | None = Field(default=None, description="the agent of a query run")
+    session_id: UUID | None = None
+    parent_run_id: UUID | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RunIn:
+        if (self.workflow is None) == (self.query is None):
+            raise ValueError("give exactly one of workflow or query")
+        return self
+
+
+class Run(BaseModel):
+    id: UUID
+    kind: str
+    workflow_id: UUID | None
+    workflow_name: str | None = None
+    workflow_version: int | None
+    mode: str | None
+    query: str | None
+    inputs: dict[str, Any]
+    status: RunStatus
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    total_cost_usd: Decimal
+    duration_ms: int | None
+    agents_used: int
+    tools_invoked: int
+    cache_hits: int
+    complexity_score: Decimal | None
+    result: str | None
+    response: dict[str, Any]
+    error: str | None
+    parent_run_id: UUID | None
+    call_stack: list[str]
+    session_id: UUID | None
+    user_id: UUID | None
+    pending_input_requests: int = 0
+    metadata: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class RunPage(BaseModel):
+    items: list[Run]
+    next_cursor: str | None = None
+
+
+class Task(BaseModel):
+    id: UUID
+    node: str
+    agent: str
+    parent_task_id: UUID | None
+    status: TaskStatus
+    instruction: str
+    output: dict[str, Any] | None
+    error: str | None
+    retry_count: int
+    max_retries: int
+    timeout_s: float | None
+    deadline_at: datetime | None
+    depends_on: list[UUID] = Field(default_factory=list)
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_used: int
+    cost_usd: Decimal
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+
+
+class InputRequest(BaseModel):
+    id: UUID
+    run_id: UUID
+    task_id: UUID
+    request_type: str
+    prompt: str
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    status: str
+    response: Any = None
+    responded_by: UUID | None
+    requested_at: datetime
+    responded_at: datetime | None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response: Any
+
+
+class RunDataIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[A-Za-z0-9_.:/-]{1,255}$")
+    value: Any
+    data_type: str = Field(default="json", max_length=50)
+    tags: list[str] = Field(default_factory=list)
+
+
+class RunTree(BaseModel):
+    """A run and everything under it, as one response."""
+
+    run: Run
+    tasks: list[dict[str, Any]]
+    input_requests: list[dict[str, Any]]
+    interactions: list[dict[str, Any]]
+    run_data: list[dict[str, Any]]

@@ -1,0 +1,249 @@
+"""The queue's Python API: enqueue in the caller's transaction, bad input, cancel,
+pause/resume, limits, fairness, schedules, fencing. Workers run in-process here."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from agentplane.db.pool import Database
+from agentplane.errors import Conflict, ValidationFailed
+from agentplane.queue import JobQueue, Limit, Registry
+from agentplane.queue import schedules as sched
+from agentplane.queue.service import make_spec
+from agentplane.queue.worker import Worker, WorkerOptions
+from tests.queue.test_queue_reliability import new_tenant, scalar
+
+
+async def count_jobs(db: Database, tenant: uuid.UUID) -> int:
+    return await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s", tenant)
+
+
+async def test_enqueue_rolls_back_with_the_callers_transaction(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    with pytest.raises(RuntimeError):
+        async with db.tenant_connection(tenant) as conn:
+            await queue.enqueue("x", {}, conn=conn, allow_unknown=True)
+            raise RuntimeError("the caller's own work failed")
+    assert await count_jobs(db, tenant) == 0
+    async with db.tenant_connection(tenant) as conn:
+        job_id = await queue.enqueue("x", {"a": 1}, conn=conn, allow_unknown=True)
+    assert (await queue.get(job_id, tenant_id=tenant)).payload == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"type_": "nobody.handles.this"}, "unknown job type"),
+        ({"payload": {"x": object()}}, "not JSON-serialisable"),
+        ({"payload": {"x": float("nan")}}, "not JSON-serialisable"),
+        ({"priority": "urgent"}, "priority"),
+        ({"delay": -1}, "delay"),
+        ({"delay": 10**9}, "delay"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"queue": "no spaces allowed"}, "queue"),
+    ],
+)
+async def test_bad_enqueue_is_refused_and_writes_nothing(
+    db: Database, kwargs: dict, message: str
+) -> None:
+    tenant = await new_tenant(db)
+    args = {"type_": "known", "payload": {}, **kwargs}
+    allow = args["type_"] == "known"
+    with pytest.raises(ValidationFailed, match=message):
+        await JobQueue(db).enqueue(args.pop("type_"), args.pop("payload"), tenant_id=tenant,
+                                   allow_unknown=allow, **args)
+    assert await count_jobs(db, tenant) == 0
+
+
+async def test_cancel_waiting_then_finished_is_409(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    job_id = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True)
+    assert (await queue.cancel(job_id, tenant_id=tenant)).status == "cancelled"
+    with pytest.raises(Conflict, match="already cancelled"):
+        await queue.cancel(job_id, tenant_id=tenant)
+    other = await new_tenant(db)
+    with pytest.raises(Exception, match="not found"):  # RLS: another tenant's job is not there
+        await queue.cancel(job_id, tenant_id=other)
+
+
+async def test_idempotency_key_gives_the_live_job(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    a = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True, idempotency_key="k")
+    b = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True, idempotency_key="k")
+    assert a == b and await count_jobs(db, tenant) == 1
+
+
+def registry_with(log: list) -> Registry:
+    reg = Registry()
+
+    @reg.handler("rec")
+    async def rec(ctx) -> int:
+        log.append((ctx.tenant_id, ctx.payload.get("n")))
+        if ctx.payload.get("wait_cancel"):
+            await ctx.wait_cancelled()
+            ctx.raise_if_cancelled()
+        return ctx.attempt
+
+    return reg
+
+
+async def run_worker(db: Database, reg: Registry, until, **opts) -> None:
+    worker = Worker(db.endpoints.app, WorkerOptions(poll_interval=0.05, **opts), reg)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(until(), 30)
+    finally:
+        worker.stop()
+        await task
+
+
+async def test_fairness_small_tenant_is_not_starved(db: Database) -> None:
+    """Policy: each claim visits tenants with waiting jobs round-robin and gives each
+    an equal share of the batch; a 5,000-job backlog does not delay another tenant."""
+    big, small = await new_tenant(db), await new_tenant(db)
+    queue = JobQueue(db)
+    await queue.enqueue_many([make_spec("rec", {"n": i}) for i in range(5000)],
+                             tenant_id=big, allow_unknown=True)
+    await queue.enqueue_many([make_spec("rec", {"n": i}) for i in range(10)],
+                             tenant_id=small, allow_unknown=True)
+    log: list = []
+
+    async def small_done() -> None:
+        while sum(1 for t, _ in log if t == small) < 10:
+            await asyncio.sleep(0.005)
+
+    await run_worker(db, registry_with(log), small_done, concurrency=20)
+    position = max(i for i, (t, _) in enumerate(log) if t == small)
+    assert position < 100, f"the small tenant's last job ran {position}th"
+
+
+async def test_pause_resume_and_running_cancel(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"p{uuid.uuid4().hex[:6]}"
+    held = await queue.enqueue("rec", {"n": 1}, tenant_id=tenant, queue=q, allow_unknown=True)
+    assert await queue.pause(q) == 1
+    late = await queue.enqueue("rec", {"n": 2}, tenant_id=tenant, queue=q, allow_unknown=True)
+    assert (await queue.get(late, tenant_id=tenant)).status == "paused"
+    log: list = []
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=0.05, lease=1.5),
+                    registry_with(log))
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await queue.resume(q) == 2
+        for job in (held, late):
+            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=10)).status == \
+                "completed"
+        running = await queue.enqueue("rec", {"wait_cancel": True}, tenant_id=tenant, queue=q,
+                                      allow_unknown=True)
+        while (await queue.get(running, tenant_id=tenant)).status != "running":
+            await asyncio.sleep(0.01)
+        assert (await queue.cancel(running, tenant_id=tenant)).cancel_requested
+        done = await queue.wait_for_result(running, tenant_id=tenant, timeout=10)
+        assert done.status == "cancelled"
+    finally:
+        worker.stop()
+        await task
+
+
+async def test_concurrency_limit_holds_across_workers(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    key = f"provider-{uuid.uuid4().hex[:6]}"
+    await queue.set_limit(Limit(key=key, max_running=2))
+    q = f"l{uuid.uuid4().hex[:6]}"
+    reg = Registry()
+    now_running, peak = [0], [0]
+
+    @reg.handler("slow")
+    async def slow(ctx) -> None:
+        now_running[0] += 1
+        peak[0] = max(peak[0], now_running[0])
+        await asyncio.sleep(0.05)
+        now_running[0] -= 1
+
+    ids = await queue.enqueue_many(
+        [make_spec("slow", queue=q, concurrency_key=key) for _ in range(12)],
+        tenant_id=tenant, allow_unknown=True)
+    workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=10,
+                                                       poll_interval=0.05), reg)
+               for _ in range(2)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        for job in ids:
+            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=20)).status == \
+                "completed"
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+    assert peak[0] == 2
+    assert await scalar(db, "SELECT running FROM job_limits WHERE key = %s", key) == 0
+
+
+async def test_fencing_stale_attempt_cannot_write(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    job = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True, queue="fence")
+    async with db.app_connection() as conn:
+        cur = await conn.execute(
+            "SELECT * FROM queue_claim('w1', '{fence}', 1, 0.001, %s, 1, 16)", [uuid.uuid4()])
+        assert (await cur.fetchone())["attempts"] == 1
+    async with db.app_connection() as conn:  # the lease lapsed: w2 takes attempt 2
+        await conn.execute("SELECT pg_sleep(0.01)")
+    async with db.app_connection() as conn:
+        assert (await (await conn.execute("SELECT queue_recover(10) AS n")).fetchone())["n"] == 1
+    async with db.admin_connection() as conn:  # skip the retry backoff
+        await conn.execute("UPDATE jobs SET scheduled_at = now() WHERE id = %s", [job])
+    async with db.app_connection() as conn:
+        cur = await conn.execute(
+            "SELECT * FROM queue_claim('w2', '{fence}', 1, 30, %s, 1, 16)", [uuid.uuid4()])
+        assert (await cur.fetchone())["attempts"] == 2
+        cur = await conn.execute(
+            "SELECT * FROM queue_complete('w1', %s, %s, '{1}', %s::jsonb[])",
+            [[tenant], [job], ['"stale"']])
+        assert await cur.fetchall() == []
+        cur = await conn.execute(
+            "SELECT * FROM queue_complete('w2', %s, %s, '{2}', %s::jsonb[])",
+            [[tenant], [job], ['"fresh"']])
+        assert len(await cur.fetchall()) == 1
+    assert (await queue.get(job, tenant_id=tenant)).result == "fresh"
+
+
+def test_cron_ticks_in_a_time_zone() -> None:
+    after = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    # 09:00 in Paris is 08:00 UTC before the DST switch (March 29) and 07:00 after.
+    assert sched.next_tick("0 9 * * *", "Europe/Paris", after) == datetime(
+        2026, 3, 29, 7, 0, tzinfo=UTC)
+    with pytest.raises(ValidationFailed, match="invalid cron"):
+        sched.next_tick("61 * * * *", "UTC", after)
+    with pytest.raises(ValidationFailed, match="time zone"):
+        sched.next_tick("* * * * *", "Mars/Olympus", after)
+
+
+async def test_schedule_fires_once_per_tick_with_many_firers(db: Database) -> None:
+    tenant = await new_tenant(db)
+    with pytest.raises(ValidationFailed, match="invalid cron"):
+        await sched.create(db, {"name": "bad", "cron": "every minute", "type": "x"},
+                           tenant_id=tenant)
+    s = await sched.create(db, {"name": "tick", "cron": "* * * * *", "type": "sched.x",
+                                "queue": "sched"}, tenant_id=tenant)
+    async with db.admin_connection() as conn:  # make it due now
+        await conn.execute("UPDATE schedules SET next_run_at = now() - interval '1 second'"
+                           " WHERE id = %s", [s.id])
+
+    async def fire() -> int:
+        async with db.app_connection() as conn:
+            return await sched.fire_due(conn)
+
+    fired = await asyncio.gather(*[fire() for _ in range(6)])
+    assert sum(fired) == 1
+    assert await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s AND type = 'sched.x'",
+                        tenant) == 1
