@@ -39,16 +39,18 @@ def free_port() -> int:
 def cli(env: dict[str, str], *args: str) -> str:
     r = subprocess.run(
         [sys.executable, "-m", "agentplane", *args],
-        env=env, capture_output=True, text=True, check=False, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     if r.returncode != 0:
         raise SystemExit(f"agentplane {' '.join(args)} failed: {r.stderr.strip()}")
     return r.stdout
 
 
-async def one_client(
-    port: int, request: bytes, stop_at: float, latencies: list[float]
-) -> None:
+async def one_client(port: int, request: bytes, stop_at: float, latencies: list[float]) -> None:
     """A keep-alive HTTP/1.1 client kept minimal so that it measures the server."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -70,8 +72,9 @@ async def one_client(
         await writer.wait_closed()
 
 
-async def measure(port: int, path: str, headers: dict[str, str], clients: int,
-                  seconds: float) -> list[float]:
+async def measure(
+    port: int, path: str, headers: dict[str, str], clients: int, seconds: float
+) -> list[float]:
     lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -111,25 +114,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agentplane-bench-") as home:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
-        env.update({
-            "AGENTPLANE_HOME": str(Path(home)),
-            "AGENTPLANE_PORT": str(port),
-            "AGENTPLANE_LOG_LEVEL": "WARNING",  # measure auth, not the access log
-        })
-        proc = subprocess.Popen([sys.executable, "-m", "agentplane", "up"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env.update(
+            {
+                "AGENTPLANE_HOME": str(Path(home)),
+                "AGENTPLANE_PORT": str(port),
+                "AGENTPLANE_LOG_LEVEL": "WARNING",  # measure auth, not the access log
+            }
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentplane", "up"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_ready(port, proc)
-            cli(env, "tenant", "create", "Bench", "--slug", "bench", "--owner-email",
-                "bench@example.com", "--rate-limit-per-hour", "100000000")
-            key = cli(env, "key", "create", "--tenant", "bench", "--email", "bench@example.com",
-                      "--name", "bench", "--rate-limit-per-hour", "10000000").split()[-1]
+            cli(
+                env,
+                "tenant",
+                "create",
+                "Bench",
+                "--slug",
+                "bench",
+                "--owner-email",
+                "bench@example.com",
+                "--rate-limit-per-hour",
+                "100000000",
+            )
+            key = cli(
+                env,
+                "key",
+                "create",
+                "--tenant",
+                "bench",
+                "--email",
+                "bench@example.com",
+                "--name",
+                "bench",
+                "--rate-limit-per-hour",
+                "10000000",
+            ).split()[-1]
             targets = {
                 "GET /health": ("/health", {}),
                 "GET /me (API key)": ("/me", {"Authorization": f"Bearer {key}"}),
             }
             results: dict[str, list[float]] = {name: [] for name in targets}
-            for name, (path, headers) in targets.items():  # warm-up: pools, prepared plans
+            for path, headers in targets.values():  # warm-up: pools, prepared plans
                 asyncio.run(measure(port, path, headers, args.clients, 1.0))
             for _ in range(args.rounds):  # alternate, so drift hits both alike
                 for name, (path, headers) in targets.items():
@@ -142,15 +172,19 @@ def main() -> None:
 
     total = args.seconds * args.rounds
     rows = {name: summary(lat, total) for name, lat in results.items()}
-    print(f"\n{args.clients} concurrent keep-alive clients, {args.rounds} x {args.seconds:g} s"
-          f" per endpoint, {os.cpu_count()} CPUs (server, PostgreSQL and clients share them)\n")
+    print(
+        f"\n{args.clients} concurrent keep-alive clients, {args.rounds} x {args.seconds:g} s"
+        f" per endpoint, {os.cpu_count()} CPUs (server, PostgreSQL and clients share them)\n"
+    )
     print(f"{'endpoint':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rps, p50, p99) in rows.items():
         print(f"{name:<20} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f}")
     health, me = rows["GET /health"], rows["GET /me (API key)"]
     ratio = me[0] / health[0]
-    print(f"\n/me throughput = {ratio:.0%} of /health (goal >= 70%);"
-          f" /me p99 {me[2]:.1f} ms (goal < 20 ms)")
+    print(
+        f"\n/me throughput = {ratio:.0%} of /health (goal >= 70%);"
+        f" /me p99 {me[2]:.1f} ms (goal < 20 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ agentplane's ratio to each peer, enqueue-to-start latency at 500 jobs/s, and
 claim time with 1 and 10 million finished jobs in the table.
 """
 
-# ruff: noqa: E402
+# ruff: noqa: ASYNC110
 from __future__ import annotations
 
 import sys

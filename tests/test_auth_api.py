@@ -21,9 +21,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def register(client: httpx.AsyncClient, email: str, **extra: Any) -> dict[str, Any]:
-    r = await client.post(
-        "/v1/auth/register", json={"email": email, "password": PASSWORD, **extra}
-    )
+    r = await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD, **extra})
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -50,8 +48,9 @@ async def test_me_with_api_key(client: httpx.AsyncClient, db: Database) -> None:
 
 
 async def test_register_login_and_me_with_jwt(client: httpx.AsyncClient) -> None:
-    tokens = await register(client, "Alice@Example.com", tenant_name="Alice Org",
-                            tenant_slug="alice-org")
+    tokens = await register(
+        client, "Alice@Example.com", tenant_name="Alice Org", tenant_slug="alice-org"
+    )
     r = await client.get("/me", headers=bearer(tokens["access_token"]))
     assert r.status_code == 200, r.text
     me = r.json()
@@ -59,16 +58,18 @@ async def test_register_login_and_me_with_jwt(client: httpx.AsyncClient) -> None
     assert me["tenant_slug"] == "alice-org" and me["role"] == "owner"
     assert me["api_key_id"] is None
 
-    r = await client.post("/v1/auth/login", json={"email": "alice@example.com",
-                                                   "password": PASSWORD})
+    r = await client.post(
+        "/v1/auth/login", json={"email": "alice@example.com", "password": PASSWORD}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["tenant_id"] == tokens["tenant_id"]
     events = await audit_events(client, bearer(r.json()["access_token"]))
     kinds = [e["event_type"] for e in events["items"]]
     assert kinds.count("login") == 2 and "tenant_created" in kinds
 
-    r = await client.post("/v1/auth/login", json={"email": "alice@example.com",
-                                                   "password": "wrong password!!"})
+    r = await client.post(
+        "/v1/auth/login", json={"email": "alice@example.com", "password": "wrong password!!"}
+    )
     assert r.status_code == 401
     assert r.json()["detail"] == "invalid email or password"
 
@@ -88,17 +89,18 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncC
     assert r.status_code == 401
     assert (await client.get("/me", headers=bearer(second["access_token"]))).status_code == 401
 
-    login = await client.post("/v1/auth/login", json={"email": "rot@example.com",
-                                                       "password": PASSWORD})
-    events = await audit_events(client, bearer(login.json()["access_token"]),
-                                event_type="token_reuse_detected")
+    login = await client.post(
+        "/v1/auth/login", json={"email": "rot@example.com", "password": PASSWORD}
+    )
+    events = await audit_events(
+        client, bearer(login.json()["access_token"]), event_type="token_reuse_detected"
+    )
     assert len(events["items"]) == 1
 
 
 async def test_logout_and_logout_everywhere(client: httpx.AsyncClient) -> None:
     one = await register(client, "bye@example.com")
-    r = await client.post("/v1/auth/login", json={"email": "bye@example.com",
-                                                   "password": PASSWORD})
+    r = await client.post("/v1/auth/login", json={"email": "bye@example.com", "password": PASSWORD})
     two = r.json()
     r = await client.post("/v1/auth/logout", headers=bearer(one["access_token"]))
     assert r.status_code == 204
@@ -157,8 +159,9 @@ async def test_roles_and_scopes_are_enforced(client: httpx.AsyncClient, db: Data
     assert r.status_code == 403
     r = await client.get("/v1/members", headers=dev.headers)
     assert r.status_code == 200
-    r = await client.patch(f"/v1/members/{dev.user_id}", headers=dev.headers,
-                           json={"role": "admin"})
+    r = await client.patch(
+        f"/v1/members/{dev.user_id}", headers=dev.headers, json={"role": "admin"}
+    )
     assert r.status_code == 403
 
     # A key with fewer scopes than its owner can do less.
@@ -171,31 +174,40 @@ async def test_a_key_never_grants_more_than_its_owner(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     owner = await make_tenant(db)
-    r = await client.post("/v1/invitations", headers=owner.headers,
-                          json={"email": "dev@keys.test", "role": "developer"})
+    r = await client.post(
+        "/v1/invitations",
+        headers=owner.headers,
+        json={"email": "dev@keys.test", "role": "developer"},
+    )
     invitation = r.json()["token"]
     joined = await register(client, "dev@keys.test", invitation=invitation)
     assert joined["tenant_id"] == str(owner.tenant_id)
     dev_id = joined["user_id"]
 
-    r = await client.post("/v1/api-keys", headers=owner.headers,
-                          json={"name": "dev", "user_id": dev_id, "scopes": ["keys:manage"]})
+    r = await client.post(
+        "/v1/api-keys",
+        headers=owner.headers,
+        json={"name": "dev", "user_id": dev_id, "scopes": ["keys:manage"]},
+    )
     assert r.status_code == 403
-    r = await client.post("/v1/api-keys", headers=owner.headers,
-                          json={"name": "dev", "user_id": dev_id,
-                                "scopes": ["projects:read", "projects:write"]})
+    r = await client.post(
+        "/v1/api-keys",
+        headers=owner.headers,
+        json={"name": "dev", "user_id": dev_id, "scopes": ["projects:read", "projects:write"]},
+    )
     assert r.status_code == 201, r.text
     dev_key = bearer(r.json()["key"])
-    assert (await client.post("/v1/projects", headers=dev_key,
-                              json={"name": "A", "slug": "a"})).status_code == 201
+    assert (
+        await client.post("/v1/projects", headers=dev_key, json={"name": "A", "slug": "a"})
+    ).status_code == 201
 
-    r = await client.patch(f"/v1/members/{dev_id}", headers=owner.headers,
-                           json={"role": "viewer"})
+    r = await client.patch(f"/v1/members/{dev_id}", headers=owner.headers, json={"role": "viewer"})
     assert r.status_code == 200 and r.json()["role"] == "viewer"
     me = (await client.get("/me", headers=dev_key)).json()
     assert me["scopes"] == ["projects:read"] and me["role"] == "viewer"
-    assert (await client.post("/v1/projects", headers=dev_key,
-                              json={"name": "B", "slug": "b"})).status_code == 403
+    assert (
+        await client.post("/v1/projects", headers=dev_key, json={"name": "B", "slug": "b"})
+    ).status_code == 403
     events = await audit_events(client, owner.headers, event_type="permission_changed")
     assert events["items"][0]["old_values"]["role"] == "developer"
     assert events["items"][0]["new_values"]["role"] == "viewer"
@@ -207,8 +219,9 @@ async def test_a_key_never_grants_more_than_its_owner(
 
 async def test_owners_rules(client: httpx.AsyncClient, db: Database) -> None:
     owner = await make_tenant(db)
-    r = await client.patch(f"/v1/members/{owner.user_id}", headers=owner.headers,
-                           json={"role": "admin"})
+    r = await client.patch(
+        f"/v1/members/{owner.user_id}", headers=owner.headers, json={"role": "admin"}
+    )
     assert r.status_code == 409  # the last owner stays
     r = await client.delete(f"/v1/members/{owner.user_id}", headers=owner.headers)
     assert r.status_code == 409
@@ -219,30 +232,41 @@ async def test_owners_rules(client: httpx.AsyncClient, db: Database) -> None:
             [admin.tenant_id],
         )
         owner_id = (await cur.fetchone())["user_id"]
-    r = await client.patch(f"/v1/members/{owner_id}", headers=admin.headers,
-                           json={"role": "viewer"})
+    r = await client.patch(
+        f"/v1/members/{owner_id}", headers=admin.headers, json={"role": "viewer"}
+    )
     assert r.status_code == 403
-    r = await client.patch(f"/v1/members/{admin.user_id}", headers=admin.headers,
-                           json={"role": "owner"})
+    r = await client.patch(
+        f"/v1/members/{admin.user_id}", headers=admin.headers, json={"role": "owner"}
+    )
     assert r.status_code == 403
 
 
 async def test_login_to_one_of_several_tenants(client: httpx.AsyncClient, db: Database) -> None:
     first = await register(client, "multi@example.com", tenant_slug="multi-one")
-    r = await client.post("/v1/invitations", headers=bearer(first["access_token"]),
-                          json={"email": "multi@example.com", "role": "viewer"})
+    r = await client.post(
+        "/v1/invitations",
+        headers=bearer(first["access_token"]),
+        json={"email": "multi@example.com", "role": "viewer"},
+    )
     assert r.status_code == 201
     # An existing account joins another tenant by proving its password.
     other = await make_tenant(db)
-    r = await client.post("/v1/invitations", headers=other.headers,
-                          json={"email": "multi@example.com", "role": "viewer"})
+    r = await client.post(
+        "/v1/invitations",
+        headers=other.headers,
+        json={"email": "multi@example.com", "role": "viewer"},
+    )
     joined = await register(client, "multi@example.com", invitation=r.json()["token"])
     assert joined["tenant_id"] == str(other.tenant_id)
-    r = await client.post("/v1/auth/login", json={"email": "multi@example.com",
-                                                   "password": PASSWORD})
+    r = await client.post(
+        "/v1/auth/login", json={"email": "multi@example.com", "password": PASSWORD}
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "tenant"
-    r = await client.post("/v1/auth/login", json={"email": "multi@example.com",
-                                                   "password": PASSWORD, "tenant": other.slug})
+    r = await client.post(
+        "/v1/auth/login",
+        json={"email": "multi@example.com", "password": PASSWORD, "tenant": other.slug},
+    )
     assert r.status_code == 200 and r.json()["tenant_id"] == str(other.tenant_id)
 
 
@@ -252,8 +276,9 @@ async def test_lockout_after_five_failures_reveals_nothing(
     tokens = await register(client, "locked@example.com")
     for email in ("locked@example.com", "nobody@example.com"):
         for _ in range(5):
-            r = await client.post("/v1/auth/login", json={"email": email,
-                                                           "password": "not the password"})
+            r = await client.post(
+                "/v1/auth/login", json={"email": email, "password": "not the password"}
+            )
             assert r.status_code == 401
         r = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert r.status_code == 429
@@ -268,8 +293,9 @@ async def test_lockout_after_five_failures_reveals_nothing(
         assert (await cur.fetchone())["n"] == 5
         # Cooling off ends: the right password works again.
         await conn.execute("UPDATE login_failures SET locked_until = now() - interval '1 s'")
-    r = await client.post("/v1/auth/login", json={"email": "locked@example.com",
-                                                   "password": PASSWORD})
+    r = await client.post(
+        "/v1/auth/login", json={"email": "locked@example.com", "password": PASSWORD}
+    )
     assert r.status_code == 200
 
 
@@ -277,8 +303,9 @@ async def test_rate_limits_per_key_and_per_tenant_across_processes(
     client: httpx.AsyncClient, db: Database, settings
 ) -> None:
     ctx = await make_tenant(db)
-    r = await client.post("/v1/api-keys", headers=ctx.headers,
-                          json={"name": "slow", "rate_limit_per_hour": 3})
+    r = await client.post(
+        "/v1/api-keys", headers=ctx.headers, json={"name": "slow", "rate_limit_per_hour": 3}
+    )
     slow = bearer(r.json()["key"])
     # A second app with its own pools stands for another server process.
     other_db = Database(settings, db.endpoints)
@@ -303,8 +330,9 @@ async def test_rate_limits_per_key_and_per_tenant_across_processes(
     # Other keys of the tenant are not affected by that key's limit...
     assert (await client.get("/me", headers=ctx.headers)).status_code == 200
     # ...but the tenant's own limit covers every key and login session.
-    r = await client.patch(f"/v1/tenants/{ctx.tenant_id}", headers=ctx.headers,
-                           json={"rate_limit_per_hour": 1})
+    r = await client.patch(
+        f"/v1/tenants/{ctx.tenant_id}", headers=ctx.headers, json={"rate_limit_per_hour": 1}
+    )
     assert r.status_code == 200
     r = await client.get("/me", headers=ctx.headers)
     assert r.status_code == 429 and r.headers["RateLimit-Limit"] == "1"
@@ -312,8 +340,11 @@ async def test_rate_limits_per_key_and_per_tenant_across_processes(
 
 async def test_projects_crud_and_members(client: httpx.AsyncClient, db: Database) -> None:
     ctx = await make_tenant(db)
-    r = await client.post("/v1/projects", headers=ctx.headers,
-                          json={"name": "Web", "slug": "web", "description": "site"})
+    r = await client.post(
+        "/v1/projects",
+        headers=ctx.headers,
+        json={"name": "Web", "slug": "web", "description": "site"},
+    )
     assert r.status_code == 201
     project = r.json()
     pid = project["id"]
@@ -322,8 +353,9 @@ async def test_projects_crud_and_members(client: httpx.AsyncClient, db: Database
     assert (await client.get("/v1/projects", headers=ctx.headers)).json() == []
     r = await client.get("/v1/projects", headers=ctx.headers, params={"include_archived": True})
     assert [p["id"] for p in r.json()] == [pid]
-    r = await client.put(f"/v1/projects/{pid}/members/{ctx.user_id}", headers=ctx.headers,
-                         json={"role": "admin"})
+    r = await client.put(
+        f"/v1/projects/{pid}/members/{ctx.user_id}", headers=ctx.headers, json={"role": "admin"}
+    )
     assert r.status_code == 200 and r.json()["role"] == "admin"
     r = await client.get(f"/v1/projects/{pid}/members", headers=ctx.headers)
     assert [m["user_id"] for m in r.json()] == [str(ctx.user_id)]
@@ -336,8 +368,9 @@ async def test_projects_crud_and_members(client: httpx.AsyncClient, db: Database
 async def test_audit_log_filters_and_cursor(client: httpx.AsyncClient, db: Database) -> None:
     ctx = await make_tenant(db)
     for i in range(5):
-        r = await client.post("/v1/projects", headers=ctx.headers,
-                              json={"name": f"P{i}", "slug": f"p{i}"})
+        r = await client.post(
+            "/v1/projects", headers=ctx.headers, json={"name": f"P{i}", "slug": f"p{i}"}
+        )
         assert r.status_code == 201
     seen: list[str] = []
     cursor = None

@@ -14,8 +14,16 @@ from agentplane.auth import secrets
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
 
-TABLES = ("tenants", "users", "memberships", "api_keys", "projects", "login_sessions",
-          "invitations", "audit_logs")
+TABLES = (
+    "tenants",
+    "users",
+    "memberships",
+    "api_keys",
+    "projects",
+    "login_sessions",
+    "invitations",
+    "audit_logs",
+)
 GOOD = "correct horse battery"
 
 
@@ -40,8 +48,10 @@ def problem(r: httpx.Response, status: int) -> dict[str, Any]:
 async def existing(db: Database, app) -> dict[str, Any]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        r = await c.post("/v1/auth/register", json={"email": "taken@example.com",
-                                                     "password": GOOD, "tenant_slug": "taken"})
+        r = await c.post(
+            "/v1/auth/register",
+            json={"email": "taken@example.com", "password": GOOD, "tenant_slug": "taken"},
+        )
         assert r.status_code == 201
     return r.json()
 
@@ -54,8 +64,11 @@ async def existing(db: Database, app) -> dict[str, Any]:
         ({"email": "new@example.com", "password": "short"}, 422, "password"),
         ({"email": "new@example.com", "password": "aaaaaaaaaaaaaaaa"}, 422, "password"),
         ({"email": "new@example.com", "password": "x" * 300}, 422, "password"),
-        ({"email": "new@example.com", "password": GOOD, "tenant_slug": "Bad Slug"}, 422,
-         "tenant_slug"),
+        (
+            {"email": "new@example.com", "password": GOOD, "tenant_slug": "Bad Slug"},
+            422,
+            "tenant_slug",
+        ),
         ({"email": "new@example.com", "password": GOOD, "role": "owner"}, 422, "role"),
         ({"email": "TAKEN@example.com", "password": GOOD}, 409, "email"),
         ({"email": "new@example.com", "password": GOOD, "tenant_slug": "taken"}, 409, "slug"),
@@ -63,8 +76,12 @@ async def existing(db: Database, app) -> dict[str, Any]:
     ],
 )
 async def test_register_rejects_bad_input(
-    client: httpx.AsyncClient, db: Database, existing: dict[str, Any],
-    body: dict[str, Any], status: int, field: str,
+    client: httpx.AsyncClient,
+    db: Database,
+    existing: dict[str, Any],
+    body: dict[str, Any],
+    status: int,
+    field: str,
 ) -> None:
     before = await counts(db)
     r = await client.post("/v1/auth/register", json=body)
@@ -81,8 +98,9 @@ async def test_malformed_and_oversized_json(client: httpx.AsyncClient, db: Datab
     r = await client.post("/v1/projects", headers=headers, content=b'{"name": "x", "slug": ')
     body = problem(r, 422)
     assert body["errors"][0]["field"] == "body"
-    r = await client.post("/v1/projects", headers=headers,
-                          content=b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    r = await client.post(
+        "/v1/projects", headers=headers, content=b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    )
     problem(r, 413)
 
     async def chunks():
@@ -93,8 +111,9 @@ async def test_malformed_and_oversized_json(client: httpx.AsyncClient, db: Datab
     problem(r, 413)
     r = await client.post("/v1/projects", headers=ctx.headers, json={"name": "x", "slug": "-x-"})
     assert "slug" in problem(r, 422)["detail"]
-    r = await client.post("/v1/projects", headers=ctx.headers,
-                          json={"name": "x", "slug": "ok", "extra": 1})
+    r = await client.post(
+        "/v1/projects", headers=ctx.headers, json={"name": "x", "slug": "ok", "extra": 1}
+    )
     assert "extra" in problem(r, 422)["detail"]
     assert await counts(db) == before
 
@@ -122,16 +141,29 @@ async def test_bad_credentials_are_401(
     }
     key = secrets._derive(settings, b"jwt")
     now = int(time.time())
-    claims = {"sub": existing["user_id"], "tid": existing["tenant_id"], "sid": str(uuid.uuid4()),
-              "aud": "agentplane", "typ": "access"}
-    cases["expired jwt"] = {"Authorization": "Bearer " + jwt.encode(
-        {**claims, "iat": now - 3600, "exp": now - 60}, key, algorithm="HS256")}
-    cases["jwt signed with another key"] = {"Authorization": "Bearer " + jwt.encode(
-        {**claims, "iat": now, "exp": now + 60}, b"k" * 32, algorithm="HS256")}
-    cases["jwt of unknown session"] = {"Authorization": "Bearer " + jwt.encode(
-        {**claims, "iat": now, "exp": now + 60}, key, algorithm="HS256")}
-    cases["alg none"] = {"Authorization": "Bearer " + jwt.encode(
-        {**claims, "iat": now, "exp": now + 60}, None, algorithm="none")}
+    claims = {
+        "sub": existing["user_id"],
+        "tid": existing["tenant_id"],
+        "sid": str(uuid.uuid4()),
+        "aud": "agentplane",
+        "typ": "access",
+    }
+    cases["expired jwt"] = {
+        "Authorization": "Bearer "
+        + jwt.encode({**claims, "iat": now - 3600, "exp": now - 60}, key, algorithm="HS256")
+    }
+    cases["jwt signed with another key"] = {
+        "Authorization": "Bearer "
+        + jwt.encode({**claims, "iat": now, "exp": now + 60}, b"k" * 32, algorithm="HS256")
+    }
+    cases["jwt of unknown session"] = {
+        "Authorization": "Bearer "
+        + jwt.encode({**claims, "iat": now, "exp": now + 60}, key, algorithm="HS256")
+    }
+    cases["alg none"] = {
+        "Authorization": "Bearer "
+        + jwt.encode({**claims, "iat": now, "exp": now + 60}, None, algorithm="none")
+    }
     for name, headers in cases.items():
         r = await client.get("/me", headers=headers)
         body = problem(r, 401)
@@ -145,8 +177,9 @@ async def test_bad_credentials_are_401(
     r = await client.post("/v1/api-keys", headers=ctx.headers, json={"name": "old"})
     old = r.json()
     async with db.admin_connection() as conn:
-        await conn.execute("UPDATE api_keys SET expires_at = now() - interval '1 s'"
-                           " WHERE id = %s", [old["id"]])
+        await conn.execute(
+            "UPDATE api_keys SET expires_at = now() - interval '1 s' WHERE id = %s", [old["id"]]
+        )
     problem(await client.get("/me", headers={"Authorization": f"Bearer {old['key']}"}), 401)
     await client.delete(f"/v1/api-keys/{ctx.api_key_id}", headers=ctx.headers)
     body = problem(await client.get("/me", headers=ctx.headers), 401)
@@ -159,17 +192,23 @@ async def test_forbidden_unknown_and_invalid_ids(client: httpx.AsyncClient, db: 
     before = await counts(db)
     r = await client.post("/v1/projects", headers=viewer.headers, json={"name": "x", "slug": "x"})
     assert "projects:write" in problem(r, 403)["detail"]
-    r = await client.post("/v1/invitations", headers=viewer.headers,
-                          json={"email": "x@example.com"})
+    r = await client.post(
+        "/v1/invitations", headers=viewer.headers, json={"email": "x@example.com"}
+    )
     assert "role" in problem(r, 403)["detail"]
-    r = await client.post("/v1/api-keys", headers=owner.headers,
-                          json={"name": "k", "scopes": ["nope:nothing"]})
+    r = await client.post(
+        "/v1/api-keys", headers=owner.headers, json={"name": "k", "scopes": ["nope:nothing"]}
+    )
     assert "scopes" in problem(r, 422)["detail"]
-    r = await client.post("/v1/api-keys", headers=owner.headers,
-                          json={"name": "k", "expires_at": "2000-01-01T00:00:00Z"})
+    r = await client.post(
+        "/v1/api-keys",
+        headers=owner.headers,
+        json={"name": "k", "expires_at": "2000-01-01T00:00:00Z"},
+    )
     assert "expires_at" in problem(r, 422)["detail"]
-    r = await client.post("/v1/api-keys", headers=owner.headers,
-                          json={"name": "k", "user_id": str(uuid.uuid4())})
+    r = await client.post(
+        "/v1/api-keys", headers=owner.headers, json={"name": "k", "user_id": str(uuid.uuid4())}
+    )
     problem(r, 404)
     for path in ("/v1/projects/{}", "/v1/members/{}", "/v1/api-keys/{}", "/v1/tenants/{}"):
         problem(await client.get(path.format(uuid.uuid4()), headers=owner.headers), 404)
@@ -179,8 +218,10 @@ async def test_forbidden_unknown_and_invalid_ids(client: httpx.AsyncClient, db: 
     assert "cursor" in problem(r, 422)["detail"]
     r = await client.get("/v1/audit-log", headers=owner.headers, params={"limit": 0})
     assert "limit" in problem(r, 422)["detail"]
-    r = await client.post("/v1/auth/register", json={"email": "inv@example.com",
-                                                      "password": GOOD, "invitation": "inv_x"})
+    r = await client.post(
+        "/v1/auth/register",
+        json={"email": "inv@example.com", "password": GOOD, "invitation": "inv_x"},
+    )
     problem(r, 404)
     r = await client.post("/v1/auth/refresh", json={"refresh_token": "rt_forged"})
     problem(r, 401)

@@ -24,19 +24,37 @@ async def _count(db: Database, table: str) -> int:
 
 
 async def test_first_owner_and_key_from_the_cli(cli, client: httpx.AsyncClient) -> None:
-    r = cli("tenant", "create", "Acme Inc", "--slug", "acme", "--owner-email",
-            "Boss@Acme.test", "--password-stdin", input=PASSWORD)
+    r = cli(
+        "tenant",
+        "create",
+        "Acme Inc",
+        "--slug",
+        "acme",
+        "--owner-email",
+        "Boss@Acme.test",
+        "--password-stdin",
+        input=PASSWORD,
+    )
     assert r.returncode == 0, r.stderr
     assert "tenant acme created" in r.stdout and "owner boss@acme.test" in r.stdout
     assert "agentplane key create --tenant acme" in r.stdout
 
-    r = cli("user", "create", "--tenant", "acme", "--email", "dev@acme.test", "--role",
-            "developer")
+    r = cli("user", "create", "--tenant", "acme", "--email", "dev@acme.test", "--role", "developer")
     assert r.returncode == 0, r.stderr
     assert "added to acme as developer" in r.stdout
 
-    r = cli("key", "create", "--tenant", "acme", "--email", "boss@acme.test", "--name", "admin",
-            "--scope", "all")
+    r = cli(
+        "key",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "boss@acme.test",
+        "--name",
+        "admin",
+        "--scope",
+        "all",
+    )
     assert r.returncode == 0, r.stderr
     key = r.stdout.strip().splitlines()[-1]
     assert key.startswith("ap_")
@@ -44,8 +62,9 @@ async def test_first_owner_and_key_from_the_cli(cli, client: httpx.AsyncClient) 
     assert me.status_code == 200 and me.json()["role"] == "owner"
     assert "keys:manage" in me.json()["scopes"]
     # The owner can sign in with the password read from stdin.
-    r2 = await client.post("/v1/auth/login", json={"email": "boss@acme.test",
-                                                    "password": PASSWORD.strip()})
+    r2 = await client.post(
+        "/v1/auth/login", json={"email": "boss@acme.test", "password": PASSWORD.strip()}
+    )
     assert r2.status_code == 200
 
     r = cli("key", "list", "--tenant", "acme")
@@ -64,21 +83,62 @@ async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db: Database) -
     cli("tenant", "create", "Taken", "--slug", "taken", "--owner-email", "t@taken.test")
     tenants, users = await _count(db, "tenants"), await _count(db, "users")
     cases = [
-        (("tenant", "create", "X", "--slug", "Bad Slug", "--owner-email", "x@x.test"), None,
-         "slug"),
-        (("tenant", "create", "X", "--slug", "taken", "--owner-email", "x@x.test"), None,
-         "slug already exists"),
-        (("tenant", "create", "X", "--slug", "fresh", "--owner-email", "nope"), None,
-         "owner-email"),
-        (("tenant", "create", "X", "--slug", "fresh", "--owner-email", "x@x.test",
-          "--password-stdin"), "short\n", "password must be at least 12"),
+        (
+            ("tenant", "create", "X", "--slug", "Bad Slug", "--owner-email", "x@x.test"),
+            None,
+            "slug",
+        ),
+        (
+            ("tenant", "create", "X", "--slug", "taken", "--owner-email", "x@x.test"),
+            None,
+            "slug already exists",
+        ),
+        (
+            ("tenant", "create", "X", "--slug", "fresh", "--owner-email", "nope"),
+            None,
+            "owner-email",
+        ),
+        (
+            (
+                "tenant",
+                "create",
+                "X",
+                "--slug",
+                "fresh",
+                "--owner-email",
+                "x@x.test",
+                "--password-stdin",
+            ),
+            "short\n",
+            "password must be at least 12",
+        ),
         (("user", "create", "--tenant", "nope", "--email", "x@x.test"), None, "no tenant"),
-        (("user", "create", "--tenant", "taken", "--email", "x@x.test", "--role", "god"), None,
-         "role"),
-        (("key", "create", "--tenant", "taken", "--email", "x@x.test", "--name", "k"), None,
-         "not a member"),
-        (("key", "create", "--tenant", "taken", "--email", "t@taken.test", "--name", "k",
-          "--scope", "bogus:scope"), None, "unknown scopes"),
+        (
+            ("user", "create", "--tenant", "taken", "--email", "x@x.test", "--role", "god"),
+            None,
+            "role",
+        ),
+        (
+            ("key", "create", "--tenant", "taken", "--email", "x@x.test", "--name", "k"),
+            None,
+            "not a member",
+        ),
+        (
+            (
+                "key",
+                "create",
+                "--tenant",
+                "taken",
+                "--email",
+                "t@taken.test",
+                "--name",
+                "k",
+                "--scope",
+                "bogus:scope",
+            ),
+            None,
+            "unknown scopes",
+        ),
     ]
     for args, stdin, expected in cases:
         r = cli(*args, input=stdin)
@@ -93,10 +153,19 @@ async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db: Database) -
 def test_up_prints_how_to_create_the_first_owner(pg_server, settings) -> None:
     name = "t_identity_up_fresh"
     create_database(pg_server, name)
-    env = cli_env(settings, AGENTPLANE_DATABASE_NAME=name, AGENTPLANE_PORT=str(free_port()),
-                  AGENTPLANE_LOG_FORMAT="text")
-    proc = subprocess.Popen([sys.executable, "-m", "agentplane", "up"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = cli_env(
+        settings,
+        AGENTPLANE_DATABASE_NAME=name,
+        AGENTPLANE_PORT=str(free_port()),
+        AGENTPLANE_LOG_FORMAT="text",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentplane", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)

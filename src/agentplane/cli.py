@@ -172,6 +172,12 @@ def _register_packages() -> None:
 
     register_queue(app)
 
+    from agentplane.runtime.demo import demo
+    from agentplane.workflows.cli import register as register_workflows
+
+    register_workflows(app)
+    app.command("demo")(demo)
+
 
 _register_packages()
 

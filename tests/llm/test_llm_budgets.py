@@ -299,3 +299,26 @@ async def test_expired_holds_of_dead_callers_are_released(db: Database, settings
     s = await row(db, "SELECT tokens_reserved FROM sessions WHERE id = %s", sid)
     assert s["tokens_reserved"] == 0
     await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
+
+
+async def test_a_journaled_hold_left_by_a_crash_settles_to_its_use(
+    db: Database, settings: Settings
+) -> None:
+    t = await tenant(db)
+    sid = await session(db, t.tenant_id, budget=1000)
+    budgets = Budgets(db, settings)
+    hold = await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
+    async with db.tenant_connection(t.tenant_id) as conn:
+        await Budgets.journal(conn, hold, 250)
+    # The caller dies here, before settling: the sweeper settles to the journaled 250.
+    async with db.admin_connection() as conn:
+        await conn.execute(
+            "UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = %s",
+            [hold.id],
+        )
+    assert await budgets.release_expired() >= 1
+    await budgets.settle(t.tenant_id, hold)  # a late settle finds nothing: applied once
+    s = await row(db, "SELECT tokens_used, tokens_reserved FROM sessions WHERE id = %s", sid)
+    assert s == {"tokens_used": 250, "tokens_reserved": 0}
+    used = await row(db, "SELECT monthly_token_usage FROM tenants WHERE id = %s", t.tenant_id)
+    assert used["monthly_token_usage"] == 250

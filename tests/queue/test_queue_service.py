@@ -80,12 +80,15 @@ async def test_idempotency_key_gives_the_live_job(db: Database) -> None:
     assert a == b and await count_jobs(db, tenant) == 1
 
 
-def registry_with(log: list) -> Registry:
+def registry_with(log: list, signal: tuple | None = None) -> Registry:
+    """`signal`: (event, predicate on the log) -- the event is set once the predicate holds."""
     reg = Registry()
 
     @reg.handler("rec")
     async def rec(ctx) -> int:
         log.append((ctx.tenant_id, ctx.payload.get("n")))
+        if signal is not None and signal[1](log, ctx):
+            signal[0].set()
         if ctx.payload.get("wait_cancel"):
             await ctx.wait_cancelled()
             ctx.raise_if_cancelled()
@@ -114,12 +117,9 @@ async def test_fairness_small_tenant_is_not_starved(db: Database) -> None:
     await queue.enqueue_many([make_spec("rec", {"n": i}) for i in range(10)],
                              tenant_id=small, allow_unknown=True)
     log: list = []
-
-    async def small_done() -> None:
-        while sum(1 for t, _ in log if t == small) < 10:
-            await asyncio.sleep(0.005)
-
-    await run_worker(db, registry_with(log), small_done, concurrency=20)
+    done = asyncio.Event()
+    reg = registry_with(log, (done, lambda lg, _: sum(1 for t, _ in lg if t == small) == 10))
+    await run_worker(db, reg, done.wait, concurrency=20)
     position = max(i for i, (t, _) in enumerate(log) if t == small)
     assert position < 100, f"the small tenant's last job ran {position}th"
 
@@ -133,8 +133,10 @@ async def test_pause_resume_and_running_cancel(db: Database) -> None:
     late = await queue.enqueue("rec", {"n": 2}, tenant_id=tenant, queue=q, allow_unknown=True)
     assert (await queue.get(late, tenant_id=tenant)).status == "paused"
     log: list = []
+    started = asyncio.Event()
+    reg = registry_with(log, (started, lambda _, ctx: bool(ctx.payload.get("wait_cancel"))))
     worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=0.05, lease=1.5),
-                    registry_with(log))
+                    reg)
     task = asyncio.create_task(worker.run())
     try:
         assert await queue.resume(q) == 2
@@ -143,8 +145,7 @@ async def test_pause_resume_and_running_cancel(db: Database) -> None:
                 "completed"
         running = await queue.enqueue("rec", {"wait_cancel": True}, tenant_id=tenant, queue=q,
                                       allow_unknown=True)
-        while (await queue.get(running, tenant_id=tenant)).status != "running":
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(started.wait(), 10)
         assert (await queue.cancel(running, tenant_id=tenant)).cancel_requested
         done = await queue.wait_for_result(running, tenant_id=tenant, timeout=10)
         assert done.status == "cancelled"

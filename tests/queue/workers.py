@@ -59,11 +59,11 @@ def stop(proc: subprocess.Popen[str], timeout: float = 30) -> str:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float, what: str, step: float = 0.05
+    check: Callable[[], Awaitable[bool]], within: float, what: str, step: float = 0.05
 ) -> None:
     """Poll a database condition (the state we wait for lives there) until true."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(step)

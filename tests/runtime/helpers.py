@@ -24,14 +24,20 @@ async def tenant(db: Database, **kw: Any) -> TenantContext:
     """A tenant with a monthly token limit that tests do not run into."""
     ctx = await make_tenant(db, **kw)
     async with db.admin_connection() as conn:
-        await conn.execute("UPDATE tenants SET token_limit = 100000000 WHERE id = %s",
-                           [ctx.tenant_id])
+        await conn.execute(
+            "UPDATE tenants SET token_limit = 100000000 WHERE id = %s", [ctx.tenant_id]
+        )
     return ctx
 
 
 def agent(slug: str, **kw: Any) -> dict[str, Any]:
-    return {"id": slug, "name": slug.title(), "role": kw.pop("role", "engineer"),
-            "max_tokens": 200, **kw}
+    return {
+        "id": slug,
+        "name": slug.title(),
+        "role": kw.pop("role", "engineer"),
+        "max_tokens": 200,
+        **kw,
+    }
 
 
 async def add_agents(client: httpx.AsyncClient, ctx: TenantContext, *agents: dict) -> None:
@@ -43,8 +49,11 @@ async def add_agents(client: httpx.AsyncClient, ctx: TenantContext, *agents: dic
 @contextlib.asynccontextmanager
 async def worker(db: Database, settings: Settings, concurrency: int = 8) -> AsyncIterator[Worker]:
     handler.use(db, settings)
-    w = Worker(db.endpoints.app, WorkerOptions(poll_interval=0.05, concurrency=concurrency,
-                                               schedules=False), registry)
+    w = Worker(
+        db.endpoints.app,
+        WorkerOptions(poll_interval=0.05, concurrency=concurrency, schedules=False),
+        registry,
+    )
     task = asyncio.create_task(w.run())
     try:
         yield w
@@ -53,8 +62,13 @@ async def worker(db: Database, settings: Settings, concurrency: int = 8) -> Asyn
         await asyncio.wait_for(task, 30)
 
 
-async def settle(client: httpx.AsyncClient, ctx: TenantContext, run_id: str,
-                 statuses: set[str] = TERMINAL, timeout: float = 20) -> dict[str, Any]:
+async def settle(
+    client: httpx.AsyncClient,
+    ctx: TenantContext,
+    run_id: str,
+    statuses: set[str] = TERMINAL,
+    timeout: float = 20,  # noqa: ASYNC109
+) -> dict[str, Any]:
     """Poll the run until its status is one of `statuses`."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -70,6 +84,7 @@ async def settle(client: httpx.AsyncClient, ctx: TenantContext, run_id: str,
 
 async def count(db: Database, table: str, tenant_id: Any) -> int:
     async with db.admin_connection() as conn:
-        cur = await conn.execute(f"SELECT count(*) AS n FROM {table} WHERE tenant_id = %s",
-                                 [tenant_id])
+        cur = await conn.execute(
+            f"SELECT count(*) AS n FROM {table} WHERE tenant_id = %s", [tenant_id]
+        )
         return (await cur.fetchone())["n"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
 from agentplane.agents import service
+from agentplane.agents.deps import conn_for
 from agentplane.agents.models import (
     Agent,
     AgentIn,
@@ -17,12 +17,10 @@ from agentplane.agents.models import (
     InstanceIn,
     InstanceStatusIn,
 )
-from agentplane.api.deps import tenant_connection_for
-from agentplane.db.pool import Connection
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
-Read = Annotated[Connection, Depends(tenant_connection_for("agents:read"), scope="function")]
-Write = Annotated[Connection, Depends(tenant_connection_for("agents:write"), scope="function")]
+Read = conn_for("agents:read")
+Write = conn_for("agents:write")
 
 
 @router.post("", status_code=201)

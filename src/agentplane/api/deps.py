@@ -60,7 +60,8 @@ __all__ = [
 ]
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
+    # async: FastAPI runs plain `def` dependencies in a thread pool, a costly hop here.
     return request.app.state.db
 
 

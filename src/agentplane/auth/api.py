@@ -7,6 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from agentplane.api.deps import DB, authenticated, origin, requires
 from agentplane.auth import service
@@ -24,6 +25,7 @@ from agentplane.auth.models import (
     RegisterIn,
     TokensOut,
 )
+from agentplane.auth.service import rate_limit_headers
 
 router = APIRouter(tags=["auth"])
 KeysManager = Annotated[Principal, Depends(requires("keys:manage", roles={"owner", "admin"}))]
@@ -61,19 +63,21 @@ async def logout_all(me: Me, request: Request, db: DB) -> dict[str, int]:
     return {"revoked": await service.logout_everywhere(db, me.principal, origin(request))}
 
 
-@router.get("/me")
-async def me(found: Me) -> MeOut:
+@router.get("/me", response_model=MeOut)
+async def me(found: Me) -> Response:
     """Who the credential is: user, tenant, role and effective scopes."""
     p = found.principal
-    return MeOut(
-        user_id=p.user_id,
-        email=found.email,
-        tenant_id=p.tenant_id,
-        tenant_slug=found.tenant_slug,
-        role=p.role,
-        scopes=sorted(p.scopes),
-        api_key_id=p.api_key_id,
-    )
+    # The hottest authenticated route: serialized directly, skipping response validation.
+    body = {
+        "user_id": str(p.user_id) if p.user_id else None,
+        "email": found.email,
+        "tenant_id": str(p.tenant_id),
+        "tenant_slug": found.tenant_slug,
+        "role": p.role,
+        "scopes": sorted(p.scopes),
+        "api_key_id": str(p.api_key_id) if p.api_key_id else None,
+    }
+    return JSONResponse(body, headers=rate_limit_headers(found))
 
 
 @router.post("/v1/api-keys", status_code=201)

@@ -9,7 +9,6 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection, Database
 
 KEY_COLUMNS = """id, tenant_id, user_id, name, description, key_prefix, scopes,
@@ -20,16 +19,10 @@ KEY_COLUMNS = """id, tenant_id, user_id, name, description, key_prefix, scopes,
 
 
 async def _call_once(db: Database, query: str, params: list[Any]) -> dict[str, Any] | None:
-    # Autocommit: the statement is its own transaction, so there is no BEGIN/COMMIT
-    # round trip; the pool gets the connection back in its usual (non-autocommit) mode.
-    with translate_errors():
-        async with db.app_pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                cur = await conn.execute(query, params)
-                return await cur.fetchone()
-            finally:
-                await conn.set_autocommit(False)
+    # Autocommit: the statement is its own transaction, one round trip in all.
+    async with db.autocommit_connection() as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchone()
 
 
 async def api_key_principal(db: Database, key_hash: bytes) -> dict[str, Any] | None:

@@ -32,6 +32,16 @@ class Database:
             open=False,
             name="app",
         )
+        # Application role in autocommit, for single statements that are their own
+        # transaction (per-request authentication): no BEGIN/COMMIT round trips.
+        self.autocommit_pool = AsyncConnectionPool(
+            endpoints.app,
+            min_size=min(settings.pool_min_size, 2),
+            max_size=settings.pool_max_size,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            open=False,
+            name="autocommit",
+        )
         self.owner_pool = AsyncConnectionPool(
             endpoints.owner,
             min_size=0,
@@ -44,6 +54,7 @@ class Database:
     async def open(self) -> None:
         await self._probe()
         await self.app_pool.open(wait=False)
+        await self.autocommit_pool.open(wait=False)
         await self.owner_pool.open(wait=False)
 
     async def _probe(self) -> None:
@@ -58,6 +69,7 @@ class Database:
 
     async def close(self) -> None:
         await self.app_pool.close()
+        await self.autocommit_pool.close()
         await self.owner_pool.close()
 
     @contextlib.asynccontextmanager
@@ -73,6 +85,13 @@ class Database:
         """A transaction on the application role with no tenant: sees no tenant rows."""
         with translate_errors():
             async with self.app_pool.connection() as conn, conn.transaction():
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def autocommit_connection(self) -> AsyncIterator[Connection]:
+        """The application role, no tenant, each statement its own transaction."""
+        with translate_errors():
+            async with self.autocommit_pool.connection() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager

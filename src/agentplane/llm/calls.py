@@ -1,7 +1,8 @@
 """The call path every agent turn takes: resolve the provider, reserve the budget,
-call the model, then in one transaction record the LLM call and its usage record
-and settle the reservation to actual use. A failed call is recorded and its hold
-released. Everything is tenant-scoped."""
+call the model, then in one durable transaction record the LLM call, its usage
+record and the tokens used on the hold (the journal), and finally settle the hold
+to that use. A failed call is recorded and its hold released. Everything is
+tenant-scoped."""
 
 from __future__ import annotations
 
@@ -217,9 +218,11 @@ class LLM:
                 await store.insert_call(conn, call)
                 await usage_store.insert_record(conn, _usage(ctx, call))
                 if reservation is not None:
-                    await Budgets.settle(conn, reservation, used)
+                    await Budgets.journal(conn, reservation, used)
                 if row["tenant_id"] is not None:
                     await store.record_health(conn, row["id"], True, call["latency_ms"], None)
+        if reservation is not None:
+            await self.budgets.settle(ctx.tenant_id, reservation)
         return CallOutcome(
             call_id=call["id"],
             provider=row["name"],
@@ -264,7 +267,7 @@ class LLM:
             async with self.db.tenant_connection(ctx.tenant_id) as conn, conn.pipeline():
                 await store.insert_call(conn, call)
                 if reservation is not None:
-                    await Budgets.settle(conn, reservation, 0)
+                    await Budgets.settle_in(conn, ctx.tenant_id, reservation)
                 if row["tenant_id"] is not None and call["error"] != "cancelled by the caller":
                     await store.record_health(
                         conn, row["id"], False, call["latency_ms"], call["error"]

@@ -35,7 +35,8 @@ from agentplane.queue.models import (
     Page,
     Status,
 )
-from agentplane.queue.registry import Registry, registry as default_registry
+from agentplane.queue.registry import Registry
+from agentplane.queue.registry import registry as default_registry
 
 
 class JobTimeout(AgentplaneError):
@@ -204,7 +205,11 @@ class JobQueue:
         )
 
     async def wait_for_result(
-        self, job_id: UUID | str, *, tenant_id: UUID | str | None = None, timeout: float = 30
+        self,
+        job_id: UUID | str,
+        *,
+        tenant_id: UUID | str | None = None,
+        timeout: float = 30,  # noqa: ASYNC109 -- seconds, the job's deadline, as in wait_for
     ) -> Job:
         """The job once finished (completed, cancelled or dead letter)."""
         deadline = time.monotonic() + timeout

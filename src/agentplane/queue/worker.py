@@ -22,7 +22,6 @@ import logging
 import os
 import random
 import socket
-import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -77,7 +76,9 @@ class Worker:
         self.conninfo = conninfo
         self.opts = options or WorkerOptions()
         self.registry = registry or default_registry
-        self.id = self.opts.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.id = self.opts.worker_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
         self.pool = AsyncConnectionPool(
             conninfo, min_size=1, max_size=4, kwargs={"row_factory": dict_row},
             open=False, timeout=5, name=f"worker-{self.id}",
@@ -182,12 +183,12 @@ class Worker:
 
     # -- executing -----------------------------------------------------------------
 
-    async def _execute(self, ctx: JobContext, timeout: float | None) -> None:
+    async def _execute(self, ctx: JobContext, limit: float | None) -> None:
         handler = self.registry.get(ctx.type)
         try:
             if handler is None:
                 raise PermanentError(f"no handler for job type {ctx.type!r} on worker {self.id}")
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 result = await handler(ctx)
             outcome, value, stack = "completed", json.dumps(result, allow_nan=False), None
         except asyncio.CancelledError:
@@ -197,7 +198,7 @@ class Worker:
         except PermanentError as exc:
             outcome, value, stack = "permanent", _describe(exc), traceback.format_exc()
         except TimeoutError:
-            outcome, value, stack = "error", f"timed out after {timeout}s", None
+            outcome, value, stack = "error", f"timed out after {limit}s", None
         except (TypeError, ValueError) as exc:
             kind = "permanent" if "JSON" in str(exc) or "serializable" in str(exc) else "error"
             outcome, value, stack = kind, _describe(exc), traceback.format_exc()

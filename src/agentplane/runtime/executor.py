@@ -525,6 +525,12 @@ class Executor:
         row.update(output=json.dumps({"input_request": str(request["id"])}), duration_ms=0)
         turn.tools.append(row)
         await rt.suspend_task(conn, turn.task_id)
+        await rt.add_to_run(
+            conn,
+            turn.run_id,
+            tools=len(turn.tools),
+            usage={"prompt": 0, "completion": 0, "cost": Decimal(0)},
+        )
         turn.events.append(
             event(
                 "input.requested",
@@ -580,7 +586,7 @@ class Executor:
 
     async def _complete(self, turn: Turn, output: dict[str, Any]) -> str:
         async with self.db.tenant_connection(turn.tenant_id) as conn:
-            run, task = await rt.lock_run_and_task(conn, turn.run_id, turn.task_id)
+            _, task = await rt.lock_run_and_task(conn, turn.run_id, turn.task_id)
             if (
                 task is None
                 or task["status"] != "running"

@@ -244,7 +244,8 @@ async def finish_run(conn: Connection, run_id: UUID, result: str, response: dict
         """
         UPDATE runs SET status = 'completed', result = %(result)s, response = %(response)s,
             completed_at = now(),
-            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at)) * 1000)::int,
+            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at))
+                           * 1000)::int,
             agents_used = (SELECT count(DISTINCT agent_id) FROM tasks WHERE run_id = %(id)s)
         WHERE id = %(id)s
         """,
@@ -256,7 +257,8 @@ async def fail_run(conn: Connection, run_id: UUID, error: str) -> None:
     await conn.execute(
         """
         UPDATE runs SET status = 'failed', error = %(error)s, completed_at = now(),
-            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at)) * 1000)::int,
+            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at))
+                           * 1000)::int,
             agents_used = (SELECT count(DISTINCT agent_id) FROM tasks WHERE run_id = %(id)s)
         WHERE id = %(id)s
         """,
@@ -304,7 +306,8 @@ async def insert_subtask(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
         INSERT INTO tasks (tenant_id, run_id, node, agent_id, parent_task_id, status,
                            instruction, dispatch, timeout_s)
         VALUES (app_current_tenant(), %(run_id)s,
-                %(node)s || '.' || (SELECT count(*) + 1 FROM tasks WHERE parent_task_id = %(parent)s),
+                %(node)s || '.' || (SELECT count(*) + 1 FROM tasks
+                                    WHERE parent_task_id = %(parent)s),
                 %(agent_id)s, %(parent)s, 'queued', %(instruction)s, 1, %(timeout_s)s)
         RETURNING id, run_id, dispatch, node
         """,

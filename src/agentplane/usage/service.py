@@ -1,4 +1,5 @@
-"""Budgets: reserve the worst case before a call, settle to actual use after.
+"""Budgets: reserve the worst case before a call, journal the actual use with the
+call's ledger rows, then settle the hold to it.
 
 All three budgets (session, API key, tenant month) are taken in one transaction by
 one database function, so any number of processes can share them: PostgreSQL's row
@@ -41,9 +42,10 @@ class Budgets:
         if tokens < 0:
             raise ValidationFailed("tokens to reserve must not be negative")
         try:
-            async with self.db.tenant_connection(tenant_id) as conn:
+            async with self.db.autocommit_connection() as conn:
                 rid = await store.reserve(
                     conn,
+                    tenant_id,
                     session_id,
                     api_key_id,
                     tokens,
@@ -61,15 +63,27 @@ class Budgets:
         return Reservation(rid, tokens, session_id, api_key_id)
 
     @staticmethod
-    async def settle(conn: Connection, reservation: Reservation, used: int) -> None:
-        """Within the caller's transaction: turn the hold into `used` tokens (0 releases)."""
-        await store.settle(
+    async def journal(conn: Connection, reservation: Reservation, used: int) -> None:
+        """In the transaction writing the call's ledger rows: what the call used."""
+        await store.journal(
             conn, reservation.id, reservation.session_id, reservation.api_key_id, used
         )
 
-    async def release(self, tenant_id: UUID, reservation: Reservation) -> None:
-        async with self.db.tenant_connection(tenant_id) as conn:
-            await self.settle(conn, reservation, 0)
+    @staticmethod
+    async def settle_in(conn: Connection, tenant_id: UUID, reservation: Reservation) -> None:
+        """Turn the hold into its journaled use; without a journal entry, release it."""
+        if reservation.id is not None:
+            await store.settle(conn, tenant_id, reservation.id)
+
+    async def settle(self, tenant_id: UUID, reservation: Reservation) -> None:
+        """After the ledger commit. If this is lost, the sweeper settles the hold later."""
+        if reservation.id is None:
+            return
+        try:
+            async with self.db.autocommit_connection() as conn:
+                await store.settle(conn, tenant_id, reservation.id)
+        except DatabaseUnavailable as exc:
+            log.warning("hold %s left to the sweeper: %s", reservation.id, exc.detail)
 
     async def release_expired(self) -> int:
         """Give back the holds of callers that died mid-call (all tenants)."""

@@ -10,21 +10,22 @@ from agentplane.db.pool import Connection
 
 async def reserve(
     conn: Connection,
+    tenant_id: UUID,
     session_id: UUID | None,
     api_key_id: UUID | None,
     tokens: int,
     ttl_s: int,
     lock_timeout_ms: int,
 ) -> UUID:
+    """One statement on an autocommit connection (it sets the tenant itself)."""
     cur = await conn.execute(
-        "SELECT llm_reserve(%s, %s, %s, make_interval(secs => %s), %s) AS id",
-        [session_id, api_key_id, tokens, ttl_s, f"{lock_timeout_ms}ms"],
+        "SELECT llm_reserve(%s, %s, %s, %s, make_interval(secs => %s), %s) AS id",
+        [tenant_id, session_id, api_key_id, tokens, ttl_s, f"{lock_timeout_ms}ms"],
     )
-    row = await cur.fetchone()
-    return row["id"]
+    return (await cur.fetchone())["id"]
 
 
-async def settle(
+async def journal(
     conn: Connection,
     reservation_id: UUID | None,
     session_id: UUID | None,
@@ -32,8 +33,13 @@ async def settle(
     used: int,
 ) -> None:
     await conn.execute(
-        "SELECT llm_settle(%s, %s, %s, %s)", [reservation_id, session_id, api_key_id, used]
+        "SELECT llm_journal(%s, %s, %s, %s)", [reservation_id, session_id, api_key_id, used]
     )
+
+
+async def settle(conn: Connection, tenant_id: UUID, reservation_id: UUID) -> None:
+    """One statement, on an autocommit connection or inside a tenant transaction."""
+    await conn.execute("SELECT llm_settle(%s, %s)", [tenant_id, reservation_id])
 
 
 async def release_expired(conn: Connection) -> int:

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from agentplane.api.deps import DB, Principal, requires, tenant_connection_for
-from agentplane.db.pool import Connection
+from agentplane.agents.deps import conn_for
+from agentplane.api.deps import DB, Principal, requires
 from agentplane.workflows import service
 from agentplane.workflows.models import (
     Answer,
@@ -26,12 +26,10 @@ from agentplane.workflows.models import (
 )
 
 router = APIRouter(prefix="/v1", tags=["workflows", "runs"])
-WfRead = Annotated[Connection, Depends(tenant_connection_for("workflows:read"), scope="function")]
-WfWrite = Annotated[
-    Connection, Depends(tenant_connection_for("workflows:write"), scope="function")
-]
-RunRead = Annotated[Connection, Depends(tenant_connection_for("runs:read"), scope="function")]
-RunWrite = Annotated[Connection, Depends(tenant_connection_for("runs:write"), scope="function")]
+WfRead = conn_for("workflows:read")
+WfWrite = conn_for("workflows:write")
+RunRead = conn_for("runs:read")
+RunWrite = conn_for("runs:write")
 
 
 @router.post("/workflows", status_code=201)

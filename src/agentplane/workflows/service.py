@@ -189,8 +189,8 @@ async def create_run(conn: Connection, db: Database, principal: Principal, body:
                 "pending_deps": len(graph.deps[name]),
                 "dispatch": 1 if ready else 0,
                 "max_retries": node.retry.max_retries,
-                "retry_delay_s": node.retry.delay_s,
-                "timeout_s": node.timeout_s,
+                "retry_delay_s": float(node.retry.delay_s),
+                "timeout_s": float(node.timeout_s),
                 "run_id": run_id,
             }
         )
@@ -211,7 +211,7 @@ async def create_run(conn: Connection, db: Database, principal: Principal, body:
             "query": query,
             "inputs": inputs,
             "total_tasks": len(tasks),
-            "complexity_score": COMPLEXITY.get(mode or "", None),
+            "complexity_score": COMPLEXITY.get(mode or ""),
             "parent_run_id": body.parent_run_id,
             "call_stack": call_stack,
             "session_id": body.session_id,

@@ -258,7 +258,7 @@ async def run_tree_rows(conn: Connection, run_id: UUID) -> dict[str, list[dict[s
             "tasks",
             "SELECT t.*, a.slug AS agent FROM tasks t JOIN agents a "
             "ON a.tenant_id = t.tenant_id AND a.id = t.agent_id WHERE t.run_id = %s "
-            "ORDER BY t.created_at, t.node",
+            "ORDER BY t.created_at, t.started_at NULLS LAST, t.node",
         ),
         (
             "dependencies",

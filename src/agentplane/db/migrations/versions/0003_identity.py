@@ -434,6 +434,8 @@ def downgrade() -> None:
     for signature in SIGNATURES:
         sql(f"DROP FUNCTION {signature};")
     sql("""
+    DROP POLICY tenant_members ON users;          -- they depend on memberships
+    DROP POLICY tenant_members_update ON users;
     DROP TABLE login_failures;
     DROP TABLE rate_limits;
     DROP TABLE audit_logs;

@@ -156,13 +156,16 @@ def upgrade() -> None:
     );
     CREATE INDEX api_key_budgets_tenant_idx ON api_key_budgets (tenant_id);
 
-    -- Worst-case tokens held by calls in flight; a crashed caller's hold expires.
+    -- Worst-case tokens held by calls in flight; a crashed caller's hold expires. `used`
+    -- is written with the call's ledger rows, so the hold can be settled (by the caller,
+    -- or by the sweeper after a crash) exactly once and to the right amount.
     CREATE TABLE budget_reservations (
         id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
         tenant_id   uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
         session_id  uuid REFERENCES sessions (id) ON DELETE CASCADE,
         api_key_id  uuid,
         tokens      bigint NOT NULL CHECK (tokens >= 0),
+        used        bigint CHECK (used >= 0),
         created_at  timestamptz NOT NULL DEFAULT now(),
         expires_at  timestamptz NOT NULL
     );
@@ -265,19 +268,32 @@ def upgrade() -> None:
 # order so concurrent reservations cannot deadlock. Each counter is taken with one
 # conditional UPDATE: the row lock serialises concurrent callers and the WHERE re-checks
 # the limit against the committed value, so no interleaving can take a total past it.
+#
+# A call is three short transactions: reserve, journal (with the ledger rows: durable),
+# settle. Reserve and settle are single autocommit statements (no lock held across a
+# client round trip) and commit asynchronously (synchronous_commit off), so the hot
+# tenant row is locked for microseconds rather than for a WAL flush. That is safe: WAL is
+# sequential, so the durable journal commit that follows also makes the earlier reserve
+# durable; a settle lost in a crash leaves its journaled hold, which the sweeper settles
+# to the journaled amount.
 BUDGET_FUNCTIONS = """
-CREATE FUNCTION llm_reserve(p_session uuid, p_api_key uuid, p_tokens bigint,
+-- Called as one autocommit statement: it sets its tenant (row-level security applies as
+-- on any tenant connection) and its row locks end with the statement.
+CREATE FUNCTION llm_reserve(p_tenant uuid, p_session uuid, p_api_key uuid, p_tokens bigint,
                             p_ttl interval, p_lock_timeout text)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
-    v_tenant uuid := app_current_tenant();
+    v_tenant uuid;
     v_month date := date_trunc('month', now())::date;
     v_id uuid;
     s record;
     k record;
     t record;
 BEGIN
+    PERFORM set_config('app.tenant_id', p_tenant::text, true);
+    v_tenant := app_current_tenant();
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    PERFORM set_config('synchronous_commit', 'off', true);
     IF v_tenant IS NULL THEN
         RAISE 'no tenant is set for this transaction' USING ERRCODE = 'AP422';
     END IF;
@@ -335,19 +351,35 @@ BEGIN
     RETURN v_id;
 END $$;
 
--- Moves a reservation to actual use (p_used tokens; 0 releases it). Counts the usage even
--- when the reservation is gone (expired and swept, or a fail-open call never reserved).
-CREATE FUNCTION llm_settle(p_reservation uuid, p_session uuid, p_api_key uuid, p_used bigint)
+-- In the transaction that writes the call's ledger rows: note what the call used on its
+-- hold. Without a hold (fail-open, or swept because the call outlived it) the usage is
+-- applied to the counters right here instead.
+CREATE FUNCTION llm_journal(p_reservation uuid, p_session uuid, p_api_key uuid, p_used bigint)
 RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_tenant uuid := app_current_tenant();
-    v_held bigint := 0;
 BEGIN
     IF p_reservation IS NOT NULL THEN
-        DELETE FROM budget_reservations WHERE id = p_reservation RETURNING tokens INTO v_held;
-        v_held := coalesce(v_held, 0);
+        UPDATE budget_reservations SET used = p_used WHERE id = p_reservation;
+        IF FOUND THEN
+            RETURN;
+        END IF;
     END IF;
-    PERFORM llm_apply_usage(v_tenant, p_session, p_api_key, v_held, p_used);
+    PERFORM llm_apply_usage(app_current_tenant(), p_session, p_api_key, 0, p_used);
+END $$;
+
+-- Turns a hold into its journaled use (none journaled: a release). Exactly once: whoever
+-- deletes the hold (the caller here, or the sweeper) applies it.
+CREATE FUNCTION llm_settle(p_tenant uuid, p_reservation uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM set_config('app.tenant_id', p_tenant::text, true);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    DELETE FROM budget_reservations WHERE id = p_reservation RETURNING * INTO r;
+    IF FOUND THEN
+        PERFORM llm_apply_usage(r.tenant_id, r.session_id, r.api_key_id, r.tokens,
+                                coalesce(r.used, 0));
+    END IF;
 END $$;
 
 CREATE FUNCTION llm_apply_usage(p_tenant uuid, p_session uuid, p_api_key uuid,
@@ -376,14 +408,16 @@ BEGIN
     WHERE id = p_tenant;
 END $$;
 
--- Returns the holds of callers that died mid-call. Runs as the owner (all tenants).
+-- Settles the holds of callers that died mid-call (to their journaled use, if any).
+-- Runs as the owner (all tenants).
 CREATE FUNCTION llm_release_expired() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     r record;
     n integer := 0;
 BEGIN
     FOR r IN DELETE FROM budget_reservations WHERE expires_at < now() RETURNING * LOOP
-        PERFORM llm_apply_usage(r.tenant_id, r.session_id, r.api_key_id, r.tokens, 0);
+        PERFORM llm_apply_usage(r.tenant_id, r.session_id, r.api_key_id, r.tokens,
+                                coalesce(r.used, 0));
         n := n + 1;
     END LOOP;
     RETURN n;
@@ -394,9 +428,10 @@ END $$;
 def downgrade() -> None:
     sql("""
     DROP FUNCTION llm_release_expired();
-    DROP FUNCTION llm_settle(uuid, uuid, uuid, bigint);
+    DROP FUNCTION llm_settle(uuid, uuid);
+    DROP FUNCTION llm_journal(uuid, uuid, uuid, bigint);
     DROP FUNCTION llm_apply_usage(uuid, uuid, uuid, bigint, bigint);
-    DROP FUNCTION llm_reserve(uuid, uuid, bigint, interval, text);
+    DROP FUNCTION llm_reserve(uuid, uuid, uuid, bigint, interval, text);
     DROP TABLE usage_records;
     DROP TABLE llm_calls;
     DROP TABLE budget_reservations;

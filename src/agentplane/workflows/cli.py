@@ -1,0 +1,215 @@
+"""`agentplane run`, `agentplane runs list|show`, `agentplane workflows list|save`: a thin
+layer over the service, acting as the owner of a local tenant (AGENTPLANE_TENANT)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentplane.errors import ValidationFailed
+
+runs_app = typer.Typer(help="Runs: list them, show one's tree.", no_args_is_help=True)
+workflows_app = typer.Typer(help="Workflows: versioned DAGs of tasks.", no_args_is_help=True)
+out = Console()
+T = TypeVar("T")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.add_typer(runs_app, name="runs")
+    app.add_typer(workflows_app, name="workflows")
+
+
+def tenant_slug() -> str:
+    return os.environ.get("AGENTPLANE_TENANT") or "local"
+
+
+@contextlib.asynccontextmanager
+async def opened(conf: Any, endpoints: Any) -> AsyncIterator[Any]:
+    from agentplane.db.pool import Database
+
+    db = Database(conf, endpoints)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def with_db(fn: Callable[[Any, Any, Any], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Run fn(db, settings, principal) against the configured (or embedded) database."""
+    from agentplane.config import get_settings
+    from agentplane.runtime.local import local_principal
+    from agentplane.server import database
+
+    conf = get_settings()
+
+    async def main(endpoints: Any) -> T:
+        async with opened(conf, endpoints) as db:
+            principal = await local_principal(db, tenant_slug())
+            return await fn(db, conf, principal)
+
+    with database(conf, migrate=migrate) as endpoints:
+        return asyncio.run(main(endpoints))
+
+
+def parse_inputs(items: list[str]) -> dict[str, Any]:
+    """NAME=VALUE; a VALUE naming an existing file stands for the file's text."""
+    inputs: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValidationFailed(f"--input {item!r}: use NAME=VALUE (or NAME=path/to/file)")
+        path = Path(value).expanduser()
+        if value and path.is_file():
+            value = path.read_text(errors="replace")
+        inputs[name] = value
+    return inputs
+
+
+def run(
+    query: Annotated[str | None, typer.Argument(help="A question for a single-query run.")] = None,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", "-w", help="Run this workflow (name or id).")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input", "-i", help="A workflow input, NAME=VALUE or NAME=path (repeatable)."
+        ),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="SIMPLE, STANDARD or COMPLEX (query runs).")] = "SIMPLE",
+    agent: Annotated[str | None, typer.Option(help="The agent of a query run.")] = None,
+    wait: Annotated[bool, typer.Option(help="Execute here and show live progress.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final tree as JSON.")] = False,
+) -> None:
+    """Submit a run (a query, or a workflow with inputs) and show its tasks live."""
+    from agentplane.runtime.local import run_and_show, summary
+    from agentplane.workflows.models import RunIn
+
+    if (query is None) == (workflow is None):
+        raise ValidationFailed('give a query ("agentplane run \\"...\\"") or --workflow NAME')
+    body = RunIn(
+        workflow=workflow,
+        query=query,
+        mode=mode.upper(),
+        agent=agent,
+        inputs=parse_inputs(inputs or []),
+    )
+
+    async def go(db: Any, conf: Any, principal: Any) -> Any:
+        console = Console(stderr=True) if as_json else out
+        return await run_and_show(db, conf, principal, body, console, wait=wait)
+
+    tree = with_db(go)
+    if as_json:
+        out.print_json(tree.model_dump_json())
+        return
+    out.print(summary(tree))
+    if tree.run.result:
+        out.print(tree.run.result[:2000], highlight=False)
+    if tree.run.status == "failed":
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """The newest runs first."""
+    from agentplane.workflows import service
+
+    async def go(db: Any, conf: Any, principal: Any) -> Any:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            return await service.list_runs(conn, status=status, workflow=workflow, limit=limit)
+
+    page = with_db(go)
+    table = Table("id", "kind", "workflow", "status", "tasks", "tokens", "cost", "created")
+    for r in page.items:
+        table.add_row(
+            str(r.id),
+            r.kind,
+            r.workflow_name or (r.mode or ""),
+            r.status,
+            f"{r.completed_tasks}/{r.total_tasks}",
+            str(r.total_tokens),
+            f"${float(r.total_cost_usd):.4f}",
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+) -> None:
+    """A run's tree: tasks, agent executions with their states, LLM and tool calls."""
+    from agentplane.runtime.local import render, summary
+    from agentplane.workflows import service
+
+    try:
+        rid = UUID(run_id)
+    except ValueError:
+        raise ValidationFailed(f"{run_id!r} is not a run id") from None
+
+    async def go(db: Any, conf: Any, principal: Any) -> Any:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            return await service.run_tree(conn, rid)
+
+    tree = with_db(go)
+    if as_json:
+        out.print_json(tree.model_dump_json())
+        return
+    out.print(render(tree, detail=True))
+    out.print(summary(tree))
+
+
+@workflows_app.command("list")
+def workflows_list() -> None:
+    """Workflows with their latest version."""
+    from agentplane.workflows import service
+
+    async def go(db: Any, conf: Any, principal: Any) -> Any:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            return await service.list_workflows(conn)
+
+    table = Table("name", "version", "tasks", "description")
+    for w in with_db(go):
+        table.add_row(
+            w.name, str(w.version), str(len(w.definition.get("tasks", {}))), w.description or ""
+        )
+    out.print(table)
+
+
+@workflows_app.command("save")
+def workflows_save(
+    path: Annotated[
+        Path, typer.Argument(help="A YAML or JSON definition.", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Save a workflow definition (a new version when the name exists)."""
+    from agentplane.workflows import service
+    from agentplane.workflows.models import WorkflowIn
+
+    body = WorkflowIn(source=path.read_text())
+
+    async def go(db: Any, conf: Any, principal: Any) -> Any:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            return await service.save_workflow(conn, body, principal.user_id)
+
+    w = with_db(go)
+    out.print(f"workflow {w.name} version {w.version} saved")
+    out.print(json.dumps({"id": str(w.id), "tasks": list(w.definition["tasks"])}))

@@ -1,0 +1,79 @@
+"""The real `agentplane` command: run, runs list|show, demo, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def test_demo_runs_the_code_review_workflow_and_prints_the_trace(cli):
+    r = cli("demo", timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = r.stdout
+    for name in ("Akira - Code Review Master", "Yuki - Test Engineering Specialist"):
+        assert name in out
+    assert "status      completed" in out
+    assert "5 completed, 0 failed, 5 in all" in out  # four nodes and Akira's review handoff
+    assert "IDLE → ANALYZING → PLANNING → RETRIEVING → EXECUTING" in out
+    assert "tool handoff ✓" in out and "review: kenji-005 → akira-001" in out
+    run_id = re.search(rf"agentplane runs show ({UUID_RE})", out).group(1)
+
+    shown = cli("runs", "show", run_id, "--json", AGENTPLANE_TENANT="demo")
+    assert shown.returncode == 0, shown.stderr
+    tree = json.loads(shown.stdout)
+    assert tree["run"]["status"] == "completed"
+    assert {t["node"] for t in tree["tasks"]} >= {"review", "tests", "security", "synthesis"}
+    assert tree["interactions"][0]["interaction_type"] == "review"
+
+    listed = cli("runs", "list", AGENTPLANE_TENANT="demo")
+    assert listed.returncode == 0 and listed.stdout.count("code-review") == 1
+
+
+def test_run_query_and_workflow_with_a_file_input(cli, tmp_path):
+    r = cli("run", "How do I reverse a list in Python?", "--mode", "standard")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "status      completed" in r.stdout
+    assert "2 completed, 0 failed, 2 in all" in r.stdout
+
+    spec = tmp_path / "wf.yaml"
+    spec.write_text(
+        "name: echo\ninputs:\n  file: {}\ntasks:\n  read:\n    agent: assistant\n"
+        "    instruction: 'Read {{ inputs.file }}'\n"
+    )
+    r = cli("workflows", "save", str(spec))
+    assert r.returncode == 0, r.stderr
+    code = tmp_path / "code.py"
+    code.write_text("def secret_sauce(): pass\n")
+    r = cli("run", "--workflow", "echo", "--input", f"file={code}", "--json")
+    assert r.returncode == 0, r.stderr
+    tree = json.loads(r.stdout)
+    assert tree["run"]["status"] == "completed"
+    assert tree["run"]["inputs"]["file"] == "def secret_sauce(): pass\n"
+
+    listed = cli("runs", "list")
+    assert listed.returncode == 0 and listed.stdout.count("completed") == 2
+
+
+async def runs_of_local_tenant(db) -> int:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM runs r JOIN tenants t "
+            "ON t.id = r.tenant_id WHERE t.slug = 'local'"
+        )
+        return (await cur.fetchone())["n"]
+
+
+async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db):
+    before = await runs_of_local_tenant(db)
+    r = cli("run", "--workflow", "nope")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: workflow nope not found"
+    r = cli("run", "--workflow", "echo-missing", "--input", "novalue")
+    assert r.returncode == 2 and "use NAME=VALUE" in r.stderr
+    r = cli("run")
+    assert r.returncode == 2 and "give a query" in r.stderr
+    r = cli("runs", "show", "not-a-uuid")
+    assert r.returncode == 2 and "is not a run id" in r.stderr
+    assert await runs_of_local_tenant(db) == before
