@@ -189,11 +189,14 @@ async def test_llm_delta_is_streamed_and_stored_only_when_configured(db: Databas
     finally:
         following.cancel()
         await hub.stop()
-    assert [(e.seq, e.type) for e in received] == [
-        (1, t.LLM_CALL_STARTED), (None, t.LLM_DELTA), (None, t.LLM_DELTA),
-        (2, t.LLM_DELTA), (3, t.RUN_COMPLETED),
+    # Stored events arrive in sequence order; unstored deltas arrive in their own order
+    # but, having no sequence number, are not ordered against stored events.
+    assert [(e.seq, e.type) for e in received if e.seq is not None] == [
+        (1, t.LLM_CALL_STARTED), (2, t.LLM_DELTA), (3, t.RUN_COMPLETED),
     ]
-    assert [e.message for e in received if e.seq is None] == ["Hel", "lo"]
+    assert [(e.type, e.message) for e in received if e.seq is None] == [
+        (t.LLM_DELTA, "Hel"), (t.LLM_DELTA, "lo"),
+    ]
     assert await stored(db, tenant.tenant_id, run) == [
         (1, t.LLM_CALL_STARTED), (2, t.LLM_DELTA), (3, t.RUN_COMPLETED)
     ]
