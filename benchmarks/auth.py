@@ -11,23 +11,18 @@ p99 latency, and the ratio. Goal: /me at >= 70% of /health, p99 < 20 ms.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, where a sibling benchmark
-# (queue.py) would shadow the standard library module of the same name.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import httpx  # noqa: E402
+import httpx
 
 
 def free_port() -> int:

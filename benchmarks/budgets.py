@@ -14,14 +14,6 @@ caller, calls with and without budgets alternating.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and benchmarks/queue.py would
-# shadow the standard library's `queue` (which psycopg imports).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import logging
@@ -29,6 +21,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep

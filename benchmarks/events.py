@@ -15,23 +15,17 @@ the event.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and benchmarks/queue.py
-# would shadow the standard library's `queue` (which psycopg imports).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg

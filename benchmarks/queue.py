@@ -13,21 +13,15 @@ claim time with 1 and 10 million finished jobs in the table.
 # ruff: noqa: ASYNC110
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and its name would
-# shadow the standard library's `queue` (which asyncio and psycopg import).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 

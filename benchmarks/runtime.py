@@ -13,27 +13,21 @@ workers, each with its own pool. Goal: >= 500 tasks/s with 4 workers, p50 < 5 ms
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+import logging
+import tempfile
+import time
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, where a sibling benchmark
-# (queue.py) would shadow the standard library module of the same name.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+import psycopg
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import psycopg  # noqa: E402
-
-from agentplane.auth.models import Principal  # noqa: E402
-from agentplane.config import Settings  # noqa: E402
-from agentplane.db import endpoints as ep  # noqa: E402
-from agentplane.db.embedded import EmbeddedServer  # noqa: E402
-from agentplane.db.migrate import Migrator  # noqa: E402
-from agentplane.db.pool import Database  # noqa: E402
+from agentplane.auth.models import Principal
+from agentplane.config import Settings
+from agentplane.db import endpoints as ep
+from agentplane.db.embedded import EmbeddedServer
+from agentplane.db.migrate import Migrator
+from agentplane.db.pool import Database
 
 SERVER = {
     "fsync": "off",

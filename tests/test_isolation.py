@@ -257,10 +257,10 @@ async def test_definer_functions_are_for_the_app_only(db: Database) -> None:
             """SELECT p.proname, p.proconfig,
                       has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                WHERE n.nspname = 'public' AND p.prosecdef AND p.proname LIKE 'auth\\_%%'"""
+                WHERE n.nspname = 'public' AND p.prosecdef"""
         )
         rows = await cur.fetchall()
-    assert {r["proname"] for r in rows} >= {"auth_api_key", "auth_login_lookup"}
+    assert {r["proname"] for r in rows} >= {"auth_api_key", "auth_login_lookup", "queue_recover"}
     for r in rows:
         assert any(c.startswith("search_path=") for c in r["proconfig"] or []), r["proname"]
         assert not r["public_exec"], r["proname"]

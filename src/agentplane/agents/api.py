@@ -7,7 +7,6 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from agentplane.agents import service
-from agentplane.agents.deps import conn_for
 from agentplane.agents.models import (
     Agent,
     AgentIn,
@@ -17,6 +16,7 @@ from agentplane.agents.models import (
     InstanceIn,
     InstanceStatusIn,
 )
+from agentplane.api.deps import conn_for
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 Read = conn_for("agents:read")

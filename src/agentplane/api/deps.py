@@ -2,7 +2,7 @@
 
 Usage::
 
-    from agentplane.api.deps import DB, Principal, requires, tenant_connection_for
+    from agentplane.api.deps import DB, Principal, conn_for, requires
 
     @router.get("/v1/runs/{run_id}")
     async def get_run(
@@ -11,11 +11,10 @@ Usage::
         db: DB,
     ): ...
 
+    Writer = conn_for("runs:write")
+
     @router.post("/v1/runs")
-    async def start_run(
-        conn: Annotated[Connection, Depends(tenant_connection_for("runs:write"),
-                                            scope="function")],
-    ): ...
+    async def start_run(conn: Writer): ...
 
 - `requires(*scopes, roles=None)` is a dependency returning the `Principal`: 401 problem
   when the request carries no valid credential, 403 when a scope or the role is
@@ -25,8 +24,9 @@ Usage::
   request, so several `requires` in one request cost one database round trip.
 - `tenant_connection_for(*scopes, roles=None)` is a dependency yielding a transaction
   on `db.tenant_connection(principal.tenant_id)` (RLS scoped to the caller's tenant):
-  committed when the route returns, rolled back when it raises. Declare it with
-  `scope="function"` so the commit happens before the response is sent.
+  committed when the route returns, rolled back when it raises. `conn_for(...)` wraps it
+  as an `Annotated` type with `scope="function"`, so the commit happens before the
+  response is sent: use that.
 - `identity(request)` gives the whole `Identity` (email, tenant slug, rate-limit state)
   of an authenticated request, e.g. for `/me`.
 
@@ -142,10 +142,20 @@ def tenant_connection_for(
     """A dependency yielding a transaction scoped (RLS) to the authorized caller's tenant."""
     check = requires(*scopes, roles=roles)
 
+    # A default value, not an Annotated hint: the hint would name a closure variable,
+    # which postponed annotations cannot resolve.
     async def dependency(
-        principal: Annotated[Principal, Depends(check)], db: DB
+        db: DB, principal: Principal = Depends(check)
     ) -> AsyncIterator[Connection]:
         async with db.tenant_connection(principal.tenant_id) as conn:
             yield conn
 
     return dependency
+
+
+def conn_for(*scopes: str, roles: frozenset[str] | set[str] | None = None) -> object:
+    """`Annotated[Connection, ...]` for a route parameter: the caller's tenant transaction,
+    committed before the response is sent."""
+    return Annotated[
+        Connection, Depends(tenant_connection_for(*scopes, roles=roles), scope="function")
+    ]

@@ -9,8 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from agentplane.api.deps import DB, Principal, get_db, requires
-from agentplane.db.pool import Connection, Database
+from agentplane.api.deps import DB, Principal, conn_for, requires
 from agentplane.errors import NotFound
 from agentplane.llm import service, store
 from agentplane.llm.adapters.base import ChatRequest
@@ -29,21 +28,8 @@ from agentplane.llm.models import (
 router = APIRouter(tags=["llm"])
 
 
-def tenant_connection(*scopes: str, roles: set[str] | None = None):
-    """A transaction on the caller's tenant, committed when the route returns. (Defaults
-    rather than Annotated: deps.tenant_connection_for's closure-local annotation does not
-    resolve under postponed evaluation, so FastAPI reads `principal` as a query field.)"""
-    check = requires(*scopes, roles=roles)
-
-    async def dependency(principal: Principal = Depends(check), db: Database = Depends(get_db)):
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            yield conn
-
-    return dependency
-
-
-Reader = Annotated[Connection, Depends(tenant_connection("llm:read"), scope="function")]
-Writer = Annotated[Connection, Depends(tenant_connection("llm:write"), scope="function")]
+Reader = conn_for("llm:read")
+Writer = conn_for("llm:write")
 
 
 def settings_of(request: Request):

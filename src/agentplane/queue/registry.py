@@ -84,9 +84,14 @@ registry = Registry()
 handler = registry.handler
 
 
+# agentplane's own job types: every worker runs them without being told.
+BUILTIN_HANDLERS = ("agentplane.runtime.handler",)
+
+
 def import_modules(names: Iterable[str]) -> None:
-    """Import handler modules (`--import` / AGENTPLANE_WORKER_IMPORTS)."""
-    for name in names:
+    """Import the built-in handlers and handler modules named by `--import` /
+    AGENTPLANE_WORKER_IMPORTS."""
+    for name in (*BUILTIN_HANDLERS, *names):
         name = name.strip()
         if not name:
             continue

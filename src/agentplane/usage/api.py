@@ -5,20 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from agentplane.db.pool import Connection
+from agentplane.api.deps import conn_for
 from agentplane.errors import NotFound
-from agentplane.llm.api import tenant_connection
 from agentplane.usage import store
 from agentplane.usage.models import ApiKeyBudget, ApiKeyBudgetSet, TenantBudget, UsageRecord
 
 router = APIRouter(tags=["usage"])
-Reader = Annotated[Connection, Depends(tenant_connection("llm:read"), scope="function")]
-Writer = Annotated[
-    Connection,
-    Depends(tenant_connection("llm:write", roles={"owner", "admin"}), scope="function"),
-]
+Reader = conn_for("llm:read")
+Writer = conn_for("llm:write", roles={"owner", "admin"})
 
 
 @router.get("/v1/usage/budget")

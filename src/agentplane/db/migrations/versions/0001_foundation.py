@@ -45,6 +45,9 @@ def upgrade() -> None:
         GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};
     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app};
     ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO {app};
+    -- Functions are not for PUBLIC: SECURITY DEFINER ones must be callable by the
+    -- application role only.
+    ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
     -- The tenant of the current transaction, NULL when none is set.
     CREATE FUNCTION app_current_tenant() RETURNS uuid
@@ -62,6 +65,7 @@ def downgrade() -> None:
     sql("""
     DROP FUNCTION set_updated_at();
     DROP FUNCTION app_current_tenant();
+    ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
     ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE EXECUTE ON FUNCTIONS FROM {app};
     ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE USAGE, SELECT ON SEQUENCES FROM {app};
     ALTER DEFAULT PRIVILEGES IN SCHEMA public
