@@ -41,6 +41,10 @@ from agentplane.events import types as t
 SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
           "max_connections": "300", "shared_buffers": "256MB"}
 DB_NAME = "bench_events"
+# As a module from the repository root: run as a script, this directory would come
+# first on sys.path and its queue.py would shadow the standard library's.
+SELF = [sys.executable, "-m", "benchmarks.events"]
+ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 2.0
 
 
@@ -190,9 +194,9 @@ async def subscribe(url: str, key: str, runs: list[str], n: int, seconds: float)
 async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--subscribe", url, key, ",".join(map(str, runs)),
+        *SELF, "--subscribe", url, key, ",".join(map(str, runs)),
         str(args.subscribers), str(args.seconds + WARMUP + 4), env=env,
-        stdout=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     async with asyncio.timeout(90):
         assert (await proc.stdout.readline()).strip() == b"READY"
@@ -248,27 +252,30 @@ async def main(args: argparse.Namespace) -> None:
         db, tenant_id, key = await setup(conf)
         runs = await make_runs(db, tenant_id, max(args.runs, 10))
         owner = db.endpoints.owner
-        # Warm up each path once (caches, prepared statements), then measure.
-        await bench_agentplane(db, tenant_id, runs, args.batch * 4, args.batch)
-        await bench_copy(owner, tenant_id, runs, args.batch * 4, args.batch)
-        ap = statistics.median([await bench_agentplane(db, tenant_id, runs, args.events,
-                                                       args.batch) for _ in range(3)])
-        cp = statistics.median([await bench_copy(owner, tenant_id, runs, args.events,
-                                                 args.batch) for _ in range(3)])
-        one = await bench_one_row(owner, tenant_id, runs, min(args.events, 20_000))
-        print(f"\nappend throughput ({args.events} events, batches of {args.batch}, "
-              "median of 3; one-row: 1 run of up to 20000)")
-        print(f"{'method':<44}{'events/s':>12}{'ratio':>10}")
-        print(f"{'agentplane append (batched, numbered, RLS)':<44}{ap:>12,.0f}{'1.00':>10}")
-        print(f"{'raw COPY into a bare table':<44}{cp:>12,.0f}{cp / ap:>10.2f}")
-        print(f"{'one INSERT per event (autocommit)':<44}{one:>12,.0f}{one / ap:>10.2f}")
-        print(f"agentplane / COPY = {ap / cp:.0%} (goal >= 50%); "
-              f"agentplane / one-row = {ap / one:.1f}x")
-
+        if args.only in (None, "append"):
+            # Warm up each path once (caches, prepared statements), then measure.
+            await bench_agentplane(db, tenant_id, runs, args.batch * 4, args.batch)
+            await bench_copy(owner, tenant_id, runs, args.batch * 4, args.batch)
+            ap = statistics.median([await bench_agentplane(db, tenant_id, runs, args.events,
+                                                           args.batch) for _ in range(3)])
+            cp = statistics.median([await bench_copy(owner, tenant_id, runs, args.events,
+                                                     args.batch) for _ in range(3)])
+            one = await bench_one_row(owner, tenant_id, runs, min(args.events, 20_000))
+            print(f"\nappend throughput ({args.events} events, batches of {args.batch}, "
+                  "median of 3; one-row: 1 run of up to 20000)")
+            print(f"{'method':<44}{'events/s':>12}{'ratio':>10}")
+            print(f"{'agentplane append (batched, numbered, RLS)':<44}{ap:>12,.0f}{'1.00':>10}")
+            print(f"{'raw COPY into a bare table':<44}{cp:>12,.0f}{cp / ap:>10.2f}")
+            print(f"{'one INSERT per event (autocommit)':<44}{one:>12,.0f}{one / ap:>10.2f}")
+            print(f"agentplane / COPY = {ap / cp:.0%} (goal >= 50%); "
+                  f"agentplane / one-row = {ap / one:.1f}x")
+        if args.only == "append":
+            await db.close()
+            return
         port = 56000 + (uuid.uuid4().int % 4000)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
         api = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--serve", str(home), str(pg_port), str(port), env=env)
+            *SELF, "--serve", str(home), str(pg_port), str(port), env=env, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         async with asyncio.timeout(60):
             while True:
@@ -312,4 +319,5 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--only", choices=["append", "fanout"])
     asyncio.run(main(parser.parse_args()))

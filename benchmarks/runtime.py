@@ -1,21 +1,24 @@
 """Orchestration overhead of the runtime with the offline provider (zero model latency):
 tasks per second through a 3-node chain and a 50-node fan-out/fan-in DAG, with 1 and 4
-workers, the share of wall time spent waiting on the database, and per-task overhead
-(queue claim to task committed: state machine, LLM layer bookkeeping, tracing writes).
+workers, per-task overhead (queue claim to task committed: state machine, LLM layer
+bookkeeping, tracing writes), and what a task costs: statements, round trips and
+transactions, CPU of this process and of the database server, and the server's share.
 
 Each task is one agent turn with one LLM call through the LLM layer (provider resolved,
 budget reserved, call and usage record written, budget settled) and its full trace
 (agent execution, transitions, events). Workers run in this process as asyncio
 workers, each with its own pool. Goal: >= 500 tasks/s with 4 workers, p50 < 5 ms.
 
-    python benchmarks/runtime.py [--tasks 600]
+    python -m benchmarks.runtime [--tasks 600] [--dags chain3] [--workers 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -62,30 +65,73 @@ FAN = {
 }
 
 
-class DbClock:
-    """Wall time during which at least one statement was in flight (union of intervals)."""
+class Meter:
+    """What the tasks cost: client statements and round trips (counted at the driver),
+    this process's CPU, and the database server's CPU (its processes, from /proc).
 
-    def __init__(self) -> None:
-        self.inflight = 0
-        self.since = 0.0
-        self.busy = 0.0
+    The share of time in the database is server CPU over server plus client CPU: wall
+    time with a statement in flight says little when many tasks overlap (some statement
+    is always in flight, including while the event loop runs Python for other tasks)."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.statements = 0
+        self.round_trips = 0
+        self.transactions = 0
 
     def install(self) -> None:
-        original = psycopg.AsyncConnection.execute
-        clock = self
+        meter = self
+        execute = psycopg.AsyncCursor.execute
+        pipeline = psycopg.AsyncConnection.pipeline
+        enter = psycopg.AsyncTransaction.__aenter__
 
-        async def execute(conn, *args, **kwargs):
-            if clock.inflight == 0:
-                clock.since = time.perf_counter()
-            clock.inflight += 1
-            try:
-                return await original(conn, *args, **kwargs)
-            finally:
-                clock.inflight -= 1
-                if clock.inflight == 0:
-                    clock.busy += time.perf_counter() - clock.since
+        async def counted_execute(cur, *args, **kwargs):
+            meter.statements += 1
+            if cur.connection._pipeline is None:
+                meter.round_trips += 1
+            return await execute(cur, *args, **kwargs)
 
-        psycopg.AsyncConnection.execute = execute
+        @contextlib.asynccontextmanager
+        async def counted_pipeline(conn):
+            async with pipeline(conn) as p:
+                yield p
+            meter.round_trips += 1
+
+        async def counted_enter(tx):
+            meter.transactions += 1
+            meter.round_trips += 2  # BEGIN and COMMIT (or ROLLBACK)
+            return await enter(tx)
+
+        psycopg.AsyncCursor.execute = counted_execute
+        psycopg.AsyncConnection.pipeline = counted_pipeline
+        psycopg.AsyncTransaction.__aenter__ = counted_enter
+
+    def server_cpu(self) -> float:
+        """Seconds of CPU used by the server's processes, live and exited."""
+        try:
+            postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+            tick = os.sysconf("SC_CLK_TCK")
+
+            def fields(pid: int) -> list[str]:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+            main = fields(postmaster)
+            total = sum(int(x) for x in main[11:15])  # utime stime cutime cstime
+            for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+                with contextlib.suppress(OSError):
+                    total += sum(int(x) for x in fields(int(child))[11:13])
+            return total / tick
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+
+    def snapshot(self) -> tuple[int, int, int, float, float]:
+        return (
+            self.statements,
+            self.round_trips,
+            self.transactions,
+            time.process_time(),
+            self.server_cpu(),
+        )
 
 
 async def setup(home: Path, port: int) -> tuple[Database, Settings, Principal]:
@@ -135,7 +181,7 @@ async def measure(
     workflow: str,
     runs: int,
     workers: int,
-    clock: DbClock,
+    meter: Meter,
 ) -> dict[str, float]:
     from agentplane.queue.registry import registry
     from agentplane.queue.worker import Worker, WorkerOptions
@@ -157,10 +203,12 @@ async def measure(
         )
         for i in range(workers)
     ]
-    clock.busy = 0.0
+    before = meter.snapshot()
     started = time.perf_counter()
     tasks = [asyncio.create_task(w.run()) for w in pool]
+    polls = 0
     while True:
+        polls += 1
         async with db.admin_connection() as conn:
             cur = await conn.execute(
                 "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) "
@@ -173,7 +221,7 @@ async def measure(
             break
         await asyncio.sleep(0.02)
     wall = time.perf_counter() - started
-    busy = clock.busy
+    after = meter.snapshot()
     for w in pool:
         w.stop()
     await asyncio.gather(*tasks)
@@ -186,11 +234,22 @@ async def measure(
         )
         stats = await cur.fetchone()
     assert row["failed"] == 0, f"{row['failed']} runs failed"
+    n = stats["n"]
+    statements, trips, transactions, client, server = (
+        b - a for a, b in zip(before, after, strict=True)
+    )
+    # Without the progress poll above (one statement in one transaction each time).
+    statements, trips, transactions = statements - polls, trips - 3 * polls, transactions - polls
     return {
-        "tasks": stats["n"],
+        "tasks": n,
         "wall": wall,
-        "tps": stats["n"] / wall,
-        "db_share": min(busy / wall, 1.0),
+        "tps": n / wall,
+        "statements": statements / n,
+        "trips": trips / n,
+        "transactions": transactions / n,
+        "client_ms": client * 1000 / n,
+        "server_ms": server * 1000 / n,
+        "db_share": server / (server + client),
         "p50": stats["p50"],
         "p99": stats["p99"],
     }
@@ -208,17 +267,19 @@ async def main(args: argparse.Namespace) -> None:
     server.acquire()
     try:
         db, conf, principal = await setup(home, port)
-        clock = DbClock()
-        clock.install()
+        meter = Meter(home / "pgdata")
+        meter.install()
         rows = []
         for workflow, size in (("chain3", 3), ("fan50", 50)):
-            for workers in (1, 4):
+            if workflow not in args.dags:
+                continue
+            for workers in args.workers:
                 runs = max(1, args.tasks // size)
                 rows.append(
                     (
                         workflow,
                         workers,
-                        await measure(db, conf, principal, workflow, runs, workers, clock),
+                        await measure(db, conf, principal, workflow, runs, workers, meter),
                     )
                 )
         await db.close()
@@ -226,18 +287,26 @@ async def main(args: argparse.Namespace) -> None:
         server.stop()
     print(f"\nruntime orchestration overhead (offline provider, {args.tasks} tasks per row)\n")
     print(
-        f"{'DAG':<8} {'workers':>7} {'tasks':>6} {'tasks/s':>9} {'db share':>9} "
-        f"{'task p50 ms':>12} {'task p99 ms':>12}"
+        f"{'DAG':<8} {'workers':>7} {'tasks':>6} {'tasks/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'stmts':>6} {'trips':>6} {'txns':>5} {'py ms':>6} {'db ms':>6} {'db share':>8}"
     )
     for workflow, workers, m in rows:
         print(
-            f"{workflow:<8} {workers:>7} {m['tasks']:>6} {m['tps']:>9.0f} "
-            f"{m['db_share']:>8.0%} {m['p50']:>12.1f} {m['p99']:>12.1f}"
+            f"{workflow:<8} {workers:>7} {m['tasks']:>6} {m['tps']:>8.0f} {m['p50']:>7.1f} "
+            f"{m['p99']:>7.1f} {m['statements']:>6.1f} {m['trips']:>6.1f} "
+            f"{m['transactions']:>5.1f} {m['client_ms']:>6.2f} {m['server_ms']:>6.2f} "
+            f"{m['db_share']:>8.0%}"
         )
+    print(
+        "\nper task: stmts, trips (client round trips), txns, and CPU in ms of this process"
+        " (py) and of the database server (db); db share = db / (db + py)"
+    )
     print("\ngoal: >= 500 tasks/s with 4 workers; per-task overhead p50 < 5 ms")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=600, help="tasks per measurement")
+    parser.add_argument("--dags", nargs="+", default=["chain3", "fan50"], help="DAGs to run")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 4], help="worker counts")
     asyncio.run(main(parser.parse_args()))

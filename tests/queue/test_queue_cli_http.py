@@ -1,17 +1,22 @@
-"""The CLI (real subprocesses) and the HTTP routes over the queue."""
+"""The CLI (real subprocesses), the HTTP routes over the queue, and the worker inside
+`agentplane up`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import uuid
 
 import httpx
 
 from agentplane.db.pool import Database
 from agentplane.queue import JobQueue
 from agentplane.queue.service import make_spec
-from tests.conftest import cli_env, make_tenant
+from tests.conftest import cli_env, free_port, make_tenant
 from tests.queue.test_queue_reliability import new_tenant
-from tests.queue.workers import install_effects, start_worker, stop
+from tests.queue.workers import ROOT, install_effects, start_worker, stop
+from tests.support.processes import start_up, wait_ready
 
 
 async def test_cli_jobs_and_dead_letters(db: Database, cli) -> None:
@@ -92,3 +97,69 @@ async def test_http_jobs_for_admins_with_pagination(db: Database, client: httpx.
     assert r.status_code == 403
     r = await client.get("/v1/jobs")
     assert r.status_code == 401
+
+
+async def test_http_pause_and_resume_a_tenants_own_queue(db: Database, client: httpx.AsyncClient):
+    owner, other = await make_tenant(db), await make_tenant(db)
+    queue = JobQueue(db)
+    q = f"h{uuid.uuid4().hex[:6]}"
+
+    async def enqueue(tenant, type_: str) -> uuid.UUID:
+        return await queue.enqueue(type_, {}, tenant_id=tenant, queue=q, allow_unknown=True)
+
+    async def status(job: uuid.UUID) -> str:
+        return (await queue.get(job)).status
+
+    mine, typed = await enqueue(owner.tenant_id, "h.x"), await enqueue(owner.tenant_id, "h.y")
+    theirs = await enqueue(other.tenant_id, "h.x")
+    r = await client.post(f"/v1/queues/{q}/pause?type=h.x", headers=owner.headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"queue": q, "type": "h.x", "jobs": 1}
+    late = await enqueue(owner.tenant_id, "h.x")  # enqueued into a paused queue: held
+    assert [await status(j) for j in (mine, late, typed, theirs)] == \
+        ["paused", "paused", "pending", "pending"]
+    async with db.app_connection() as conn:  # the claim skips the tenant's paused type only
+        cur = await conn.execute(
+            "SELECT id FROM queue_claim('w', %s, 10, 30, %s, 1, 16)", [[q], uuid.uuid4()])
+        assert {r["id"] for r in await cur.fetchall()} == {typed, theirs}
+    r = await client.post(f"/v1/queues/{q}/resume?type=h.x", headers=owner.headers)
+    assert r.json()["jobs"] == 2
+    assert [await status(j) for j in (mine, late)] == ["pending", "pending"]
+    r = await client.post(f"/v1/queues/{q}/pause", headers=owner.headers)  # the whole queue
+    assert r.json() == {"queue": q, "type": None, "jobs": 2}
+    assert await queue.pause(q) == 0  # an operator's pause for all: nothing left to hold here
+    r = await client.post(f"/v1/queues/{q}/resume", headers=owner.headers)
+    assert r.json()["jobs"] == 0, "the operator's pause still holds the tenant's jobs"
+    assert await queue.resume(q) == 2
+    dev = await make_tenant(db, role="developer")
+    assert (await client.post(f"/v1/queues/{q}/pause", headers=dev.headers)).status_code == 403
+    r = await client.post("/v1/queues/no%20spaces/pause", headers=owner.headers)
+    assert r.status_code == 422 and "queue" in r.json()["detail"]
+
+
+async def test_up_runs_a_worker_in_process(db: Database, settings, endpoints, tmp_path) -> None:
+    """Only `agentplane up` is running: jobs enqueued through the API and through
+    Python complete."""
+    install_effects(endpoints.owner)
+    port = free_port()
+    proc = start_up(tmp_path / "home", port, AGENTPLANE_DATABASE_URL=endpoints.owner,
+                    AGENTPLANE_APP_DATABASE_URL=endpoints.app,
+                    AGENTPLANE_WORKER_IMPORTS="tests.queue.handlers",
+                    TEST_EFFECTS_URL=endpoints.owner, PYTHONPATH=str(ROOT))
+    try:
+        await asyncio.to_thread(wait_ready, port, proc)
+        owner = await make_tenant(db)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            r = await http.post("/v1/jobs", headers=owner.headers,
+                                json={"type": "test.effect", "payload": {"n": 1}})
+            assert r.status_code == 201, r.text
+        queue = JobQueue(db)
+        ids = [r.json()["id"], await queue.enqueue("test.effect", {"n": 2},
+                                                   tenant_id=owner.tenant_id)]
+        for job in ids:
+            done = await queue.wait_for_result(job, tenant_id=owner.tenant_id, timeout=30)
+            assert done.status == "completed" and done.worker_id.split(":")[1] == str(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 0, err

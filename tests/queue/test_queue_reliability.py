@@ -124,6 +124,37 @@ async def test_2000_jobs_3_workers_one_killed_and_restarted(
     assert all(d.error == "PermanentError: told to fail" for d in dead.items)
 
 
+async def test_sigterm_hands_back_a_long_job_after_the_grace_period(
+    db: Database, settings: Settings, endpoints: ep.Endpoints, effects: None
+) -> None:
+    """Graceful shutdown: the job outlives the grace period, so the worker stops its
+    handler and hands the job back unrun; another worker completes it."""
+    env = cli_env(settings, TEST_EFFECTS_URL=endpoints.owner)
+    queue = JobQueue(db)
+    tenant = await new_tenant(db)
+    job = await queue.enqueue("test.effect", {"sleep_first": 60}, tenant_id=tenant,
+                              allow_unknown=True)
+    first = start_worker(env, "--shutdown-grace", "0.5", "--concurrency", "2")
+    try:
+        await wait_until(
+            lambda: scalar(db, "SELECT count(*) = 1 FROM queue_runs WHERE job_id = %s", job),
+            30, "the first attempt to start")
+    finally:
+        err = stop(first)
+    assert first.returncode == 0, err
+    handed_back = await queue.get(job, tenant_id=tenant)
+    assert handed_back.status == "queued" and handed_back.attempts == 1
+    assert handed_back.lease_expires_at is None and handed_back.errors == []
+    second = start_worker(env, "--concurrency", "2")
+    try:
+        done = await queue.wait_for_result(job, tenant_id=tenant, timeout=30)
+    finally:
+        stop(second)
+    assert done.status == "completed" and done.attempts == 2
+    assert done.worker_id != handed_back.worker_id
+    await assert_exactly_once(db, {job}, set())
+
+
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory: pytest.TempPathFactory):
     """A PostgreSQL of this module's own: restarting it disturbs no other test."""

@@ -248,3 +248,116 @@ async def test_schedule_fires_once_per_tick_with_many_firers(db: Database) -> No
     assert sum(fired) == 1
     assert await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s AND type = 'sched.x'",
                         tenant) == 1
+
+
+async def test_rate_limit_holds_across_two_workers(db: Database) -> None:
+    """A token bucket per key in the database: in any window of w seconds at most
+    burst + rate * w jobs of the key start, whichever worker claims them."""
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    key, rate, burst = f"rate-{uuid.uuid4().hex[:6]}", 10.0, 2
+    await queue.set_limit(Limit(key=key, rate_per_second=rate, burst=burst))
+    q = f"r{uuid.uuid4().hex[:6]}"
+    reg = Registry()
+    by_worker: dict[str, int] = {}
+
+    @reg.handler("tick")
+    async def tick(ctx) -> None:
+        by_worker[ctx.worker_id] = by_worker.get(ctx.worker_id, 0) + 1
+
+    ids = await queue.enqueue_many(
+        [make_spec("tick", queue=q, concurrency_key=key) for _ in range(12)],
+        tenant_id=tenant, allow_unknown=True)
+    workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=10,
+                                                       poll_interval=0.02), reg)
+               for _ in range(2)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        for job in ids:
+            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=20)).status == \
+                "completed"
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+    async with db.admin_connection() as conn:
+        cur = await conn.execute("SELECT started_at FROM jobs WHERE id = ANY(%s)"
+                                 " ORDER BY started_at", [ids])
+        starts = [r["started_at"] for r in await cur.fetchall()]
+    for i in range(len(starts)):
+        for j in range(i + 1, len(starts)):
+            window = (starts[j] - starts[i]).total_seconds()
+            assert j - i + 1 <= burst + rate * (window + 0.02), (
+                f"{j - i + 1} jobs started within {window:.3f}s")
+    assert len(by_worker) == 2, "both workers should have taken part"
+
+
+async def test_job_past_its_timeout_fails_and_is_retried(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"t{uuid.uuid4().hex[:6]}"
+    reg = Registry()
+
+    @reg.handler("slow")
+    async def slow(ctx) -> int:
+        if ctx.attempt == 1 or ctx.payload.get("always"):
+            await asyncio.sleep(30)
+        return ctx.attempt
+
+    retried = await queue.enqueue("slow", {}, tenant_id=tenant, queue=q, allow_unknown=True,
+                                  timeout=0.2, max_attempts=2, backoff_base=0.05,
+                                  backoff_max=0.1)
+    exhausted = await queue.enqueue("slow", {"always": True}, tenant_id=tenant, queue=q,
+                                    allow_unknown=True, timeout=0.2, max_attempts=1)
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=0.05), reg)
+    task = asyncio.create_task(worker.run())
+    try:
+        done = await queue.wait_for_result(retried, tenant_id=tenant, timeout=10)
+        dead = await queue.wait_for_result(exhausted, tenant_id=tenant, timeout=10)
+    finally:
+        worker.stop()
+        await task
+    assert done.status == "completed" and done.attempts == 2 and done.result == 2
+    assert done.errors[0]["error"] == "timed out after 0.2s"
+    assert dead.status == "dead_letter" and dead.last_error == "timed out after 0.2s"
+
+
+async def test_wait_for_result_is_woken_by_a_notification(db: Database, monkeypatch) -> None:
+    """No polling needed: with the poll interval at a minute, a wait still returns as
+    soon as the job completes or is cancelled; without a listener, it polls."""
+    from agentplane.queue import service
+
+    monkeypatch.setattr(service, "WAIT_POLL", 60.0)
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"w{uuid.uuid4().hex[:6]}"
+    job = await queue.enqueue("rec", {}, tenant_id=tenant, queue=q, allow_unknown=True)
+    waiter = asyncio.create_task(queue.wait_for_result(job, tenant_id=tenant, timeout=30))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # it read the job pending and sleeps on the channel
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=0.05),
+                    registry_with([]))
+    task = asyncio.create_task(worker.run())
+    try:
+        assert (await asyncio.wait_for(waiter, 10)).status == "completed"
+    finally:
+        worker.stop()
+        await task
+
+    idle = await queue.enqueue("rec", {}, tenant_id=tenant, queue=f"{q}-idle",
+                               allow_unknown=True)
+    waiter = asyncio.create_task(queue.wait_for_result(idle, tenant_id=tenant, timeout=30))
+    await asyncio.sleep(0.3)
+    await queue.cancel(idle, tenant_id=tenant)
+    assert (await asyncio.wait_for(waiter, 10)).status == "cancelled"
+
+    async def refused(conninfo: str) -> None:
+        raise service.psycopg.OperationalError("LISTEN refused")
+
+    monkeypatch.setattr(service, "_listen", refused)
+    polled = await queue.enqueue("rec", {}, tenant_id=tenant, queue=f"{q}-poll",
+                                 allow_unknown=True)
+    waiter = asyncio.create_task(queue.wait_for_result(polled, tenant_id=tenant, timeout=30))
+    await asyncio.sleep(0.3)
+    await queue.cancel(polled, tenant_id=tenant)
+    assert (await asyncio.wait_for(waiter, 10)).status == "cancelled"

@@ -38,13 +38,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 
 from agentplane.auth import scopes as sc
 from agentplane.auth.audit import Origin
 from agentplane.auth.models import Identity, Principal
 from agentplane.auth.secrets import API_KEY_PREFIX, BEARER
-from agentplane.auth.service import Credential, authenticate, rate_limit_headers
+from agentplane.auth.service import Credential, authenticate
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Forbidden, Unauthorized
 
@@ -83,17 +83,22 @@ def _credential(request: Request) -> Credential | None:
     return None
 
 
-async def authenticated(request: Request, response: Response, db: DB) -> Identity:
-    """The request's identity, authenticated once per request."""
-    cached = getattr(request.state, "identity", None)
+async def authenticated(request: Request) -> Identity:
+    """The request's identity, authenticated once per request.
+
+    Only `request` as a parameter: every sub-dependency (the database, a Response for
+    headers) costs FastAPI work on every authenticated request. The RateLimit-*
+    headers are added by RequestIdMiddleware from the identity kept in the scope.
+    """
+    state = request.scope.setdefault("state", {})
+    cached = state.get("identity")
     if cached is not None:
         return cached
     credential = _credential(request)
     if credential is None:
         raise Unauthorized("authentication required", headers=BEARER)
-    found = await authenticate(db, credential)
-    request.state.identity = found
-    response.headers.update(rate_limit_headers(found))
+    found = await authenticate(request.app.state.db, credential)
+    state["identity"] = found
     return found
 
 

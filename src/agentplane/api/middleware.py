@@ -16,7 +16,8 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
-    """Echoes a sane X-Request-ID or makes one; puts it on every response and log line."""
+    """Echoes a sane X-Request-ID or makes one; puts it on every response and log line,
+    with the RateLimit-* headers of an authenticated request (see api.deps)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,7 +27,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         started = time.perf_counter()
         status = 500
 
@@ -36,6 +38,13 @@ class RequestIdMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                identity = state.get("identity")
+                if identity is not None:
+                    headers += [
+                        (b"ratelimit-limit", b"%d" % identity.limit),
+                        (b"ratelimit-remaining", b"%d" % identity.remaining),
+                        (b"ratelimit-reset", b"%d" % identity.reset_seconds),
+                    ]
                 message["headers"] = headers
             await send(message)
 

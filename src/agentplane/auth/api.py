@@ -25,7 +25,6 @@ from agentplane.auth.models import (
     RegisterIn,
     TokensOut,
 )
-from agentplane.auth.service import rate_limit_headers
 
 router = APIRouter(tags=["auth"])
 KeysManager = Annotated[Principal, Depends(requires("keys:manage", roles={"owner", "admin"}))]
@@ -77,7 +76,7 @@ async def me(found: Me) -> Response:
         "scopes": sorted(p.scopes),
         "api_key_id": str(p.api_key_id) if p.api_key_id else None,
     }
-    return JSONResponse(body, headers=rate_limit_headers(found))
+    return JSONResponse(body)  # RateLimit-* headers: added by RequestIdMiddleware
 
 
 @router.post("/v1/api-keys", status_code=201)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection, Database
@@ -25,8 +26,33 @@ async def _call_once(db: Database, query: str, params: list[Any]) -> dict[str, A
         return await cur.fetchone()
 
 
-async def api_key_principal(db: Database, key_hash: bytes) -> dict[str, Any] | None:
-    return await _call_once(db, "SELECT * FROM auth_api_key(%s)", [key_hash])
+async def api_key_principal(
+    db: Database, key_hash: bytes, key_max: int, tenant_max: int
+) -> dict[str, Any] | None:
+    """The key's principal, plus up to `*_max` requests of allowance (0: none asked)."""
+    return await _call_once(
+        db, "SELECT * FROM auth_api_key(%s, %s, %s)", [key_hash, key_max, tenant_max]
+    )
+
+
+# --- change notifications for the servers' caches of verified keys ----------------
+
+AUTH_CHANNEL = "agentplane_auth"
+
+
+async def auth_listener(db: Database) -> psycopg.AsyncConnection[Any]:
+    """A dedicated connection LISTENing to auth changes (see auth_notify_change)."""
+    conn = await psycopg.AsyncConnection.connect(db.endpoints.app, autocommit=True)
+    try:
+        await conn.execute(f"LISTEN {AUTH_CHANNEL}")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("SELECT 1")
 
 
 async def login_session_principal(

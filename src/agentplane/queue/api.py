@@ -1,4 +1,5 @@
-"""HTTP: a tenant's own jobs and dead letters (owners and admins), cursor-paginated."""
+"""HTTP: a tenant's own jobs and dead letters (owners and admins), cursor-paginated, and
+pausing its own queues."""
 
 from __future__ import annotations
 
@@ -90,3 +91,22 @@ async def requeue(dead_letter_id: UUID, principal: Writer, db: DB) -> Enqueued:
     return Enqueued(id=job_id)
 
 
+class Paused(BaseModel):
+    queue: str
+    type: str | None
+    jobs: int
+    """Waiting jobs the call held (pause) or released (resume)."""
+
+
+@router.post("/queues/{queue}/pause")
+async def pause_queue(queue: str, principal: Writer, db: DB, type: str | None = None) -> Paused:
+    """Pause a queue, or one job type in it, for this tenant's jobs only."""
+    n = await JobQueue(db).pause(queue, type, tenant_id=principal.tenant_id)
+    return Paused(queue=queue, type=type, jobs=n)
+
+
+@router.post("/queues/{queue}/resume")
+async def resume_queue(queue: str, principal: Writer, db: DB, type: str | None = None) -> Paused:
+    """Lift this tenant's pause of a queue (or type); an operator's pause stays."""
+    n = await JobQueue(db).resume(queue, type, tenant_id=principal.tenant_id)
+    return Paused(queue=queue, type=type, jobs=n)

@@ -3,23 +3,25 @@
 -- optional tenant filter; worker queries call the SECURITY DEFINER functions.
 
 -- name: enqueue
--- Bulk insert from arrays; duplicates of a live idempotency key are skipped.
+-- Bulk insert from one JSON array (one document to encode and send, instead of
+-- an array per column); duplicates of a live idempotency key are skipped.
 WITH ins AS (
     INSERT INTO jobs (tenant_id, id, queue, type, payload, priority, scheduled_at,
                       max_attempts, backoff_base, backoff_max, timeout_seconds,
                       idempotency_key, concurrency_key, status)
     SELECT coalesce(%(tenant_id)s::uuid, app_current_tenant()), u.id, u.queue, u.type,
-           u.payload, u.priority, now() + make_interval(secs => u.delay), u.max_attempts,
-           u.backoff_base, u.backoff_max, u.timeout, u.idempotency_key, u.concurrency_key,
+           coalesce(u.payload, 'null'), u.priority, now() + make_interval(secs => u.delay),
+           u.max_attempts, u.backoff_base, u.backoff_max, u.timeout, u.idempotency_key,
+           u.concurrency_key,
            CASE WHEN EXISTS (SELECT 1 FROM queue_pauses p
-                             WHERE p.queue = u.queue AND p.type IN ('*', u.type))
+                             WHERE p.queue = u.queue AND p.type IN ('*', u.type)
+                               AND (p.tenant_id IS NULL OR p.tenant_id
+                                    = coalesce(%(tenant_id)s::uuid, app_current_tenant())))
                 THEN 'paused'::job_status ELSE 'pending'::job_status END
-    FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
-                %(priorities)s::job_priority[], %(delays)s::float8[], %(max_attempts)s::int[],
-                %(backoff_bases)s::real[], %(backoff_maxes)s::real[], %(timeouts)s::real[],
-                %(idempotency_keys)s::text[], %(concurrency_keys)s::text[])
-         AS u (id, queue, type, payload, priority, delay, max_attempts, backoff_base,
-               backoff_max, timeout, idempotency_key, concurrency_key)
+    FROM jsonb_to_recordset(%(jobs)s::jsonb)
+         AS u (id uuid, queue text, type text, payload jsonb, priority job_priority,
+               delay float8, max_attempts int, backoff_base real, backoff_max real,
+               timeout real, idempotency_key text, concurrency_key text)
     ON CONFLICT (tenant_id, idempotency_key)
         WHERE idempotency_key IS NOT NULL
           AND status NOT IN ('completed', 'cancelled', 'dead_letter')
@@ -61,8 +63,8 @@ WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
   AND (%(status)s::job_status IS NULL OR status = %(status)s)
   AND (%(type)s::text IS NULL OR type = %(type)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-  AND (%(before_at)s::timestamptz IS NULL OR (created_at, id) < (%(before_at)s, %(before_id)s))
-ORDER BY created_at DESC, id DESC
+  AND (%(before_id)s::uuid IS NULL OR id < %(before_id)s)
+ORDER BY id DESC  -- UUIDv7: newest first, on the primary key
 LIMIT %(limit)s;
 
 -- name: cancel_job
@@ -88,6 +90,12 @@ RETURNING *;
 -- name: notify
 SELECT pg_notify('agentplane_jobs', %(queue)s);
 
+-- name: notify_done
+SELECT queue_notify_done(ARRAY[%(id)s::uuid]);
+
+-- name: listen_done
+LISTEN agentplane_job_done;
+
 -- name: list_dead_letters
 SELECT * FROM dead_letters
 WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
@@ -106,12 +114,15 @@ UPDATE dead_letters SET requeued_job_id = %(job_id)s, requeued_at = now()
 WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
 
 -- name: claim
-SELECT * FROM queue_claim(%(worker)s, %(queues)s::text[], %(limit)s::int, %(lease)s::float8,
+-- Only what the worker uses: decoding every column (timestamps, errors) of
+-- every claimed row costs the worker more than the claim itself.
+SELECT tenant_id, id, attempts, type, queue, payload, timeout_seconds
+FROM queue_claim(%(worker)s, %(queues)s::text[], %(limit)s::int, %(lease)s::float8,
                           %(start)s::uuid, %(share)s::int, %(tenants)s::int);
 
 -- name: complete
-SELECT * FROM queue_complete(%(worker)s, %(tenants)s::uuid[], %(ids)s::uuid[],
-                             %(attempts)s::int[], %(results)s::jsonb[]) AS id;
+SELECT * FROM queue_complete(%(worker)s, %(tenants)b::uuid[], %(ids)b::uuid[],
+                             %(attempts)b::int[], %(results)s::jsonb[]) AS id;
 
 -- name: finish
 SELECT queue_finish(%(worker)s, %(tenant_id)s::uuid, %(id)s::uuid, %(attempt)s::int,
@@ -125,10 +136,10 @@ SELECT * FROM queue_heartbeat(%(worker)s, %(tenants)s::uuid[], %(ids)s::uuid[],
 SELECT queue_recover(%(limit)s::int) AS recovered;
 
 -- name: pause
-SELECT queue_pause(%(queue)s, %(type)s) AS jobs;
+SELECT queue_pause(%(queue)s, %(type)s, %(tenant_id)s::uuid) AS jobs;
 
 -- name: resume
-SELECT queue_resume(%(queue)s, %(type)s) AS jobs;
+SELECT queue_resume(%(queue)s, %(type)s, %(tenant_id)s::uuid) AS jobs;
 
 -- name: set_limit
 INSERT INTO job_limits (key, max_running, rate_per_second, burst, tokens, running)

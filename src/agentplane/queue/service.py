@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from pydantic import ValidationError
 
 from agentplane.db.errors import translate_errors
@@ -37,6 +38,9 @@ from agentplane.queue.models import (
 )
 from agentplane.queue.registry import Registry
 from agentplane.queue.registry import registry as default_registry
+
+WAIT_POLL = 1.0
+"""Seconds between reads of a job `wait_for_result` waits on, notification or not."""
 
 
 class JobTimeout(AgentplaneError):
@@ -211,17 +215,37 @@ class JobQueue:
         tenant_id: UUID | str | None = None,
         timeout: float = 30,  # noqa: ASYNC109 -- seconds, the job's deadline, as in wait_for
     ) -> Job:
-        """The job once finished (completed, cancelled or dead letter)."""
+        """The job once finished (completed, cancelled or dead letter).
+
+        Woken by the notification the database sends when a job finishes; the job
+        is also read again every `WAIT_POLL` seconds, and without a listening
+        connection (LISTEN refused, connection lost) the wait polls instead."""
+        job_id = _uuid(job_id, "job id")
         deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            job = await self.get(job_id, tenant_id=tenant_id)
-            if job.status in FINISHED:
-                return job
-            if time.monotonic() >= deadline:
-                raise JobTimeout(f"job {job_id} is still {job.status} after {timeout}s")
-            await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
-            delay = min(delay * 2, 0.25)
+        listener: psycopg.AsyncConnection | None = None
+        try:
+            try:
+                listener = await _listen(self.db.endpoints.app)
+            except psycopg.Error:
+                listener = None
+            delay = 0.005
+            while True:
+                job = await self.get(job_id, tenant_id=tenant_id)
+                if job.status in FINISHED:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise JobTimeout(f"job {job_id} is still {job.status} after {timeout}s")
+                if listener is None:
+                    await asyncio.sleep(min(delay, left))
+                    delay = min(delay * 2, 0.25)
+                    continue
+                try:
+                    await _notified(listener, str(job_id), min(left, WAIT_POLL))
+                except psycopg.Error:
+                    listener = await _close(listener)
+        finally:
+            await _close(listener)
 
     # -- changing ------------------------------------------------------------------
 
@@ -235,6 +259,8 @@ class JobQueue:
                 if current is None:
                     raise NotFound(f"job {job_id} not found")
                 raise Conflict(f"job {job_id} is already {current['status']}; nothing to cancel")
+            if row["status"] == "cancelled":  # a running job's handler reports it later
+                await store.execute(c, "notify_done", id=job_id)
         return Job.model_validate(row)
 
     async def retry(self, job_id: UUID | str, *, tenant_id: UUID | str | None = None) -> Job:
@@ -251,16 +277,26 @@ class JobQueue:
             await store.execute(c, "notify", queue=row["queue"])
         return Job.model_validate(row)
 
-    async def pause(self, queue: str, type_: str | None = None) -> int:
-        """Pause a queue (or one type in it) for every tenant; returns jobs held."""
+    async def pause(
+        self, queue: str, type_: str | None = None, *, tenant_id: UUID | str | None = None
+    ) -> int:
+        """Pause a queue (or one type in it) for one tenant, or for every tenant when
+        `tenant_id` is None; returns the jobs held."""
         make_spec(type_ or "-", queue=queue)
         async with self.db.admin_connection() as c:
-            row = await store.fetch_one(c, "pause", queue=queue, type=type_)
+            row = await store.fetch_one(c, "pause", queue=queue, type=type_,
+                                        tenant_id=_tenant(tenant_id))
         return int(row["jobs"]) if row else 0
 
-    async def resume(self, queue: str, type_: str | None = None) -> int:
+    async def resume(
+        self, queue: str, type_: str | None = None, *, tenant_id: UUID | str | None = None
+    ) -> int:
+        """Lift the pause `pause` set with the same arguments; returns the jobs released
+        (jobs another pause still covers stay paused)."""
+        make_spec(type_ or "-", queue=queue)
         async with self.db.admin_connection() as c:
-            row = await store.fetch_one(c, "resume", queue=queue, type=type_)
+            row = await store.fetch_one(c, "resume", queue=queue, type=type_,
+                                        tenant_id=_tenant(tenant_id))
             await store.execute(c, "notify", queue=queue)
         return int(row["jobs"]) if row else 0
 
@@ -321,6 +357,34 @@ class JobQueue:
         return job_id
 
 
+async def _listen(conninfo: str) -> psycopg.AsyncConnection:
+    """A connection listening for finished jobs (before the job's first read: no race)."""
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        await store.execute(conn, "listen_done")
+    except psycopg.Error:
+        await _close(conn)
+        raise
+    return conn
+
+
+async def _notified(conn: psycopg.AsyncConnection, job_id: str, within: float) -> None:
+    """Returns when a notification names the job, or after `within` seconds."""
+    async for note in conn.notifies(timeout=within):
+        if job_id in note.payload.split(","):
+            return
+
+
+async def _close(conn: psycopg.AsyncConnection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(psycopg.Error):
+            await conn.close()
+
+
+def _tenant(value: UUID | str | None) -> UUID | None:
+    return None if value is None else _uuid(value, "tenant id")
+
+
 def _uuid(value: UUID | str, what: str) -> UUID:
     if isinstance(value, UUID):
         return value
@@ -330,18 +394,21 @@ def _uuid(value: UUID | str, what: str) -> UUID:
         raise ValidationFailed(f"{what} {value!r} is not a UUID") from None
 
 
-def _columns(ids: list[UUID], specs: Sequence[JobSpec]) -> dict[str, list[Any]]:
-    return {
-        "ids": ids,
-        "queues": [s.queue for s in specs],
-        "types": [s.type for s in specs],
-        "payloads": [json.dumps(s.payload, allow_nan=False) for s in specs],
-        "priorities": [s.priority.value for s in specs],
-        "delays": [s.delay for s in specs],
-        "max_attempts": [s.max_attempts for s in specs],
-        "backoff_bases": [s.backoff_base for s in specs],
-        "backoff_maxes": [max(s.backoff_max, s.backoff_base) for s in specs],
-        "timeouts": [s.timeout for s in specs],
-        "idempotency_keys": [s.idempotency_key for s in specs],
-        "concurrency_keys": [s.concurrency_key for s in specs],
-    }
+def _columns(ids: list[UUID], specs: Sequence[JobSpec]) -> dict[str, str]:
+    return {"jobs": json.dumps([
+        {
+            "id": str(i),
+            "queue": s.queue,
+            "type": s.type,
+            "payload": s.payload,
+            "priority": s.priority.value,
+            "delay": s.delay,
+            "max_attempts": s.max_attempts,
+            "backoff_base": s.backoff_base,
+            "backoff_max": max(s.backoff_max, s.backoff_base),
+            "timeout": s.timeout,
+            "idempotency_key": s.idempotency_key,
+            "concurrency_key": s.concurrency_key,
+        }
+        for i, s in zip(ids, specs, strict=True)
+    ], allow_nan=False)}

@@ -188,9 +188,13 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler for job type {ctx.type!r} on worker {self.id}")
-            async with asyncio.timeout(limit):
+            if limit is None:
                 result = await handler(ctx)
-            outcome, value, stack = "completed", json.dumps(result, allow_nan=False), None
+            else:
+                async with asyncio.timeout(limit):
+                    result = await handler(ctx)
+            value = "null" if result is None else json.dumps(result, allow_nan=False)
+            outcome, stack = "completed", None
         except asyncio.CancelledError:
             outcome, value, stack = "released", "handed back at shutdown", None
         except JobCancelled as exc:

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from agentplane.auth import audit, passwords, secrets
+from agentplane.auth import cache as keycache
 from agentplane.auth import scopes as sc
 from agentplane.auth import store as auth_store
 from agentplane.auth.audit import NOWHERE, Origin
@@ -177,6 +178,8 @@ async def update_tenant(
             new={k: _json(row[k]) for k in changes},
             origin=origin,
         )
+    # Committed: this process forgets at once, the others on notification.
+    keycache.invalidate(db, tenant_id=tenant_id)
     return row
 
 
@@ -197,6 +200,7 @@ async def delete_tenant(
             resource_id=tenant_id,
             origin=origin,
         )
+    keycache.invalidate(db, tenant_id=tenant_id)
 
 
 def _json(value: Any) -> Any:
@@ -291,6 +295,7 @@ async def change_member(
             new={"role": row["role"], "permissions": row["permissions"]},
             origin=origin,
         )
+    keycache.invalidate(db, user_id=user_id)
     return row
 
 
@@ -317,6 +322,7 @@ async def remove_member(
             old={"role": old["role"]},
             origin=origin,
         )
+    keycache.invalidate(db, user_id=user_id)
 
 
 # --- invitations ---------------------------------------------------------------------

@@ -181,7 +181,8 @@ CREATE INDEX audit_logs_event_type_idx ON audit_logs (tenant_id, event_type, cre
 CREATE INDEX audit_logs_resource_idx ON audit_logs (tenant_id, resource_type, resource_id);
 
 -- Fixed-window request counters, per API key and per tenant (subject_id is the key's
--- or the tenant's id). One upsert per request keeps them exact across processes.
+-- or the tenant's id), shared by every server process. API-key requests take their
+-- allowance in small blocks (auth_lease), login sessions one request at a time.
 CREATE TABLE rate_limits (
     tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     subject_id    uuid NOT NULL,
@@ -231,12 +232,44 @@ REVOKE DELETE, TRUNCATE ON users FROM {app};
 # search_path, EXECUTE for the application role only) that answers exactly one
 # question about one credential. Everything after "which tenant?" runs under RLS.
 FUNCTIONS = """
--- The hot path: an API key's principal and both rate-limit counters, in one round trip.
-CREATE FUNCTION auth_api_key(p_key_hash bytea)
+-- Rate-limit allowance handed out in blocks: up to p_max requests (at most 0.5% of the
+-- limit, at least 1) under one lock of the counter row, never past the limit. A server
+-- process spends its block locally; what it leaves unspent when the window ends is
+-- lost, so with N processes a subject may be refused up to N * (block - 1) requests
+-- early, but is never served more than its limit. Limits under 400 lease one at a time
+-- (exact). Internal: called by the definer functions only.
+CREATE FUNCTION auth_lease(p_tenant_id uuid, p_subject_id uuid, p_window timestamptz,
+                           p_limit integer, p_max integer,
+                           OUT o_granted integer, OUT o_hits integer)
+LANGUAGE plpgsql SET search_path = public, pg_temp
+AS $$
+BEGIN
+    INSERT INTO rate_limits (tenant_id, subject_id, window_start, hits)
+    VALUES (p_tenant_id, p_subject_id, p_window, 0)
+    ON CONFLICT ON CONSTRAINT rate_limits_pkey DO NOTHING;
+    SELECT r.hits INTO o_hits FROM rate_limits r
+     WHERE r.tenant_id = p_tenant_id AND r.subject_id = p_subject_id
+       AND r.window_start = p_window
+       FOR UPDATE;
+    o_granted := least(p_max, greatest(1, p_limit / 200), greatest(0, p_limit - o_hits));
+    IF o_granted > 0 THEN
+        UPDATE rate_limits r SET hits = r.hits + o_granted
+         WHERE r.tenant_id = p_tenant_id AND r.subject_id = p_subject_id
+           AND r.window_start = p_window;
+        o_hits := o_hits + o_granted;
+    END IF;
+END $$;
+
+-- The hot path: an API key's principal and, when asked (p_*_max > 0), a block of
+-- allowance from the key's and the tenant's counters, in one round trip. Servers
+-- cache the principal and call again when a block is spent, the cache entry is old,
+-- or a notification (below) said the key, its owner or its tenant changed.
+CREATE FUNCTION auth_api_key(p_key_hash bytea, p_key_max integer, p_tenant_max integer)
 RETURNS TABLE (tenant_id uuid, user_id uuid, api_key_id uuid, role text,
                permissions text[], scopes text[], email text, tenant_slug text,
-               key_limit integer, key_hits integer, tenant_limit integer,
-               tenant_hits integer, reset_seconds integer)
+               expires_at timestamptz, key_limit integer, key_hits integer,
+               key_granted integer, tenant_limit integer, tenant_hits integer,
+               tenant_granted integer, window_left double precision)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
 #variable_conflict use_column
@@ -245,7 +278,8 @@ DECLARE
     w timestamptz := date_trunc('hour', now());
 BEGIN
     SELECT a.id, a.tenant_id, a.user_id, a.scopes, a.rate_limit_per_hour, a.last_used,
-           m.role, m.permissions, u.email, t.slug, t.rate_limit_per_hour AS tenant_limit
+           a.expires_at, m.role, m.permissions, u.email, t.slug,
+           t.rate_limit_per_hour AS tenant_limit
       INTO k
       FROM api_keys a
       JOIN memberships m ON m.tenant_id = a.tenant_id AND m.user_id = a.user_id
@@ -257,27 +291,70 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    -- Counters may lose the last few increments in a crash; not worth a flush each.
-    PERFORM set_config('synchronous_commit', 'off', true);
+    key_granted := 0; tenant_granted := 0;
+    IF p_key_max > 0 OR p_tenant_max > 0 THEN
+        -- Counters may lose the last few increments in a crash; not worth a flush each.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     -- Always key row then tenant row: one lock order, no deadlocks.
-    WITH up AS (
-        INSERT INTO rate_limits AS r (tenant_id, subject_id, window_start, hits)
-        VALUES (k.tenant_id, k.id, w, 1), (k.tenant_id, k.tenant_id, w, 1)
-        ON CONFLICT ON CONSTRAINT rate_limits_pkey DO UPDATE SET hits = r.hits + 1
-        RETURNING r.subject_id, r.hits)
-    SELECT max(up.hits) FILTER (WHERE up.subject_id = k.id),
-           max(up.hits) FILTER (WHERE up.subject_id = k.tenant_id)
-      INTO key_hits, tenant_hits FROM up;
+    IF p_key_max > 0 THEN
+        SELECT l.o_granted, l.o_hits INTO key_granted, key_hits
+          FROM auth_lease(k.tenant_id, k.id, w, k.rate_limit_per_hour, p_key_max) l;
+    END IF;
+    IF p_tenant_max > 0 AND (p_key_max = 0 OR key_granted > 0) THEN
+        SELECT l.o_granted, l.o_hits INTO tenant_granted, tenant_hits
+          FROM auth_lease(k.tenant_id, k.tenant_id, w, k.tenant_limit, p_tenant_max) l;
+        IF tenant_granted = 0 AND key_granted > 0 THEN
+            -- Refused by the tenant: the key's block goes back, a refusal costs nothing.
+            UPDATE rate_limits r SET hits = r.hits - key_granted
+             WHERE r.tenant_id = k.tenant_id AND r.subject_id = k.id AND r.window_start = w;
+            key_hits := key_hits - key_granted;
+            key_granted := 0;
+        END IF;
+    END IF;
     IF k.last_used IS NULL OR k.last_used < now() - interval '1 minute' THEN
         UPDATE api_keys SET last_used = now() WHERE id = k.id;
     END IF;
     tenant_id := k.tenant_id; user_id := k.user_id; api_key_id := k.id; role := k.role;
     permissions := k.permissions; scopes := k.scopes; email := k.email;
-    tenant_slug := k.slug; key_limit := k.rate_limit_per_hour;
-    tenant_limit := k.tenant_limit;
-    reset_seconds := ceil(extract(epoch FROM w + interval '1 hour' - now()))::integer;
+    tenant_slug := k.slug; expires_at := k.expires_at;
+    key_limit := k.rate_limit_per_hour; tenant_limit := k.tenant_limit;
+    window_left := extract(epoch FROM w + interval '1 hour' - now());
     RETURN NEXT;
 END $$;
+
+-- Servers cache verified keys; this tells every one of them (LISTEN agentplane_auth)
+-- when something a cached principal depends on changes, whoever changes it (API, CLI,
+-- plain SQL). Sent at commit. Payload: "k <key id>", "u <user id>" or "t <tenant id>".
+CREATE FUNCTION auth_notify_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = public, pg_temp
+AS $$
+BEGIN
+    -- One branch per table: a record's fields are resolved only where they are used.
+    IF TG_TABLE_NAME = 'api_keys' THEN
+        PERFORM pg_notify('agentplane_auth', 'k ' || OLD.id);
+    ELSIF TG_TABLE_NAME = 'memberships' THEN
+        PERFORM pg_notify('agentplane_auth', 'u ' || OLD.user_id);
+    ELSIF TG_TABLE_NAME = 'users' THEN
+        PERFORM pg_notify('agentplane_auth', 'u ' || OLD.id);
+    ELSE
+        PERFORM pg_notify('agentplane_auth', 't ' || OLD.id);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER api_keys_auth_notify
+    AFTER UPDATE OF is_active, revoked_at, expires_at, scopes, rate_limit_per_hour,
+                    key_hash, user_id, tenant_id OR DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION auth_notify_change();
+CREATE TRIGGER memberships_auth_notify
+    AFTER UPDATE OF role, permissions, user_id, tenant_id OR DELETE ON memberships
+    FOR EACH ROW EXECUTE FUNCTION auth_notify_change();
+CREATE TRIGGER users_auth_notify
+    AFTER UPDATE OF is_active, deleted_at, email OR DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION auth_notify_change();
+CREATE TRIGGER tenants_auth_notify
+    AFTER UPDATE OF is_active, deleted_at, slug, rate_limit_per_hour OR DELETE ON tenants
+    FOR EACH ROW EXECUTE FUNCTION auth_notify_change();
 
 -- The principal behind a JWT access token: the membership as it is now (a demotion
 -- or removal takes effect at once), the login session not revoked, the tenant counter.
@@ -396,7 +473,7 @@ $$;
 """
 
 SIGNATURES = (
-    "auth_api_key(bytea)",
+    "auth_api_key(bytea, integer, integer)",
     "auth_login_session(uuid, uuid, uuid)",
     "auth_login_lookup(text, bytea)",
     "auth_login_failed(bytea, uuid, inet, text, integer, interval, interval)",
@@ -405,6 +482,11 @@ SIGNATURES = (
     "auth_refresh_tenant(bytea)",
     "auth_invitation_tenant(bytea)",
     "auth_revoke_user_sessions(uuid)",
+)
+# Not for the application role: called only by the functions and triggers above.
+INTERNAL = (
+    "auth_lease(uuid, uuid, timestamptz, integer, integer)",
+    "auth_notify_change()",
 )
 TENANT_TABLES = (
     "memberships",
@@ -428,9 +510,12 @@ def upgrade() -> None:
         # Functions are executable by PUBLIC by default; these are for the app only.
         sql(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC;")
         sql(f"GRANT EXECUTE ON FUNCTION {signature} TO {{app}};")
+    for signature in INTERNAL:
+        sql(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC;")
 
 
 def downgrade() -> None:
+    sql("DROP TRIGGER tenants_auth_notify ON tenants;")  # tenants outlive this revision
     for signature in SIGNATURES:
         sql(f"DROP FUNCTION {signature};")
     sql("""
@@ -447,3 +532,5 @@ def downgrade() -> None:
     DROP TABLE memberships;
     DROP TABLE users;
     """)
+    for signature in INTERNAL:
+        sql(f"DROP FUNCTION {signature};")
