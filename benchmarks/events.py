@@ -7,10 +7,11 @@ One embedded PostgreSQL. Append: the same rows (type, agent, message, small JSON
 payload) written by agentplane's `append` (one transaction per batch, sequence
 numbers, RLS, NOTIFY), by raw COPY into a bare unindexed table (the practical
 limit), and one INSERT per event in autocommit (one row at a time). Fan-out: an
-API server in its own process, N SSE subscribers (httpx) following runs, events
-appended at RATE/s in small per-run transactions (after a 2 s warm-up); latency
-is from just before the appending transaction commits to the subscriber parsing
-the event.
+API server in its own process, N SSE subscribers following runs, events
+appended at RATE/s in small per-run transactions (after a 2 s warm-up). The
+subscribers run in a process of their own with a lean raw-socket SSE client; each
+notes when every event id arrived, and latency is from just before the appending
+transaction's COMMIT to that arrival.
 """
 
 from __future__ import annotations
@@ -156,39 +157,51 @@ def serve(home: str, pg_port: int, port: int) -> None:
                 access_log=False, ws="none", lifespan="on")
 
 
-async def subscriber(client: httpx.AsyncClient, run: uuid.UUID, latencies: list[float],
-                     ready: list[int]) -> None:
-    async with client.stream("GET", f"/v1/runs/{run}/events/stream") as response:
-        response.raise_for_status()
-        ready.append(1)
-        async for line in response.aiter_lines():
-            if line.startswith("data: "):
-                now = time.time()
-                body = json.loads(line[6:])
-                sent = body["payload"].get("t")
-                if sent is not None and body["payload"].get("m"):
-                    latencies.append(now - sent)
+async def subscriber(host: str, port: int, key: str, run: int, run_id: str,
+                     got: list[tuple[int, int, float]], ready: list[int]) -> None:
+    """A lean SSE client (raw asyncio stream, chunked decoding, no JSON parsing), so
+    that the client side is not what is measured: it notes (run, id, arrival time)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /v1/runs/{run_id}/events/stream HTTP/1.1\r\nHost: {host}\r\n"
+                 f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+                 .encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    ready.append(1)
+    buf = b""
+    try:
+        while True:
+            size = int((await reader.readline()).strip() or b"0", 16)
+            if size == 0:
+                break
+            buf += (await reader.readexactly(size + 2))[:-2]  # chunk, then CRLF
+            now = time.time()
+            *frames, buf = buf.split(b"\n\n")
+            for f in frames:
+                if f.startswith(b"id: "):
+                    got.append((run, int(f[4:f.index(b"\n")]), now))
+    finally:
+        writer.close()
 
 
 async def subscribe(url: str, key: str, runs: list[str], n: int, seconds: float) -> None:
-    """The subscribers in their own process (`events.py --subscribe ...`): they connect,
-    print READY, collect latencies for `seconds`, then print them as JSON."""
-    latencies: list[float] = []
+    """The subscribers in their own process (`events --subscribe ...`): they connect,
+    print READY, note arrivals for `seconds`, then print them as JSON."""
+    got: list[tuple[int, int, float]] = []
     ready: list[int] = []
-    limits = httpx.Limits(max_connections=n + 10)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=httpx.Timeout(60.0), limits=limits) as client:
-        subs = [asyncio.create_task(subscriber(client, uuid.UUID(runs[i % len(runs)]),
-                                               latencies, ready)) for i in range(n)]
-        async with asyncio.timeout(60):
-            while len(ready) < n:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        print("READY", flush=True)
-        await asyncio.sleep(seconds)
-        for task in subs:
-            task.cancel()
-        await asyncio.gather(*subs, return_exceptions=True)
-    print(json.dumps(latencies), flush=True)
+    host, port = url.removeprefix("http://").split(":")
+    subs = [asyncio.create_task(subscriber(host, int(port), key, i % len(runs),
+                                           runs[i % len(runs)], got, ready))
+            for i in range(n)]
+    async with asyncio.timeout(60):
+        while len(ready) < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    print("READY", flush=True)
+    await asyncio.sleep(seconds)
+    for task in subs:
+        task.cancel()
+    await asyncio.gather(*subs, return_exceptions=True)
+    print(json.dumps(got), flush=True)
 
 
 async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) -> dict:
@@ -203,6 +216,7 @@ async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) 
     await asyncio.sleep(0.5)
     per_tx, tick, writers = 4, 0.01, 8
     per_writer = args.rate / writers / per_tx * tick  # transactions per tick per writer
+    committed: dict[tuple[int, int], float] = {}  # (run, seq) -> just before COMMIT
     sent = 0
 
     async def writer(w: int) -> None:
@@ -210,18 +224,22 @@ async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) 
         rng = random.Random(w)
         owed = 0.0
         next_tick = time.perf_counter()
+        events = [NewEvent(type=t.AGENT_THINKING, agent="bench", payload={"i": i})
+                  for i in range(per_tx)]
         while time.perf_counter() < deadline:
             owed += per_writer
             while owed >= 1:
                 owed -= 1
+                run = rng.randrange(len(runs))
                 async with db.tenant_connection(tenant_id) as conn:
                     measured = time.perf_counter() >= measure_from
-                    events = [NewEvent(type=t.AGENT_THINKING,
-                                       payload={"t": time.time(), "m": measured})
-                              for _ in range(per_tx)]
-                    await append(conn, tenant_id=tenant_id, run_id=rng.choice(runs),
-                                 events=events)
-                sent += per_tx if measured else 0
+                    seqs = await append(conn, tenant_id=tenant_id, run_id=runs[run],
+                                        events=events)
+                    before_commit = time.time()
+                if measured:
+                    sent += per_tx
+                    for seq in seqs:
+                        committed[(run, seq)] = before_commit
             next_tick += tick
             await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
 
@@ -230,7 +248,9 @@ async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) 
     await asyncio.gather(*(writer(w) for w in range(writers)))
     elapsed = time.perf_counter() - measure_from
     out, _ = await proc.communicate()
-    lat = sorted(json.loads(out.decode().strip().splitlines()[-1]))
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    lat = sorted(at - committed[(run, seq)] for run, seq, at in got
+                 if (run, seq) in committed)
     return {
         "rate": sent / elapsed,
         "delivered": len(lat),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -134,7 +135,10 @@ async def test_rollback_leaves_no_event_and_wakes_no_follower(db: Database) -> N
             await following
         assert [(e.seq, e.type, e.message) for e in received] == [(1, t.RUN_COMPLETED, None)]
         await eventually(lambda: bool(notes))
-        assert notes == [f"A {tenant.tenant_id} {run} 1 1"]
+        assert len(notes) == 1
+        head, carried = notes[0].split(" [", 1)
+        assert head == f"E {tenant.tenant_id} {run} 1 1", "the committed event, carried"
+        assert [e["type"] for e in json.loads("[" + carried)] == [t.RUN_COMPLETED]
         collecting.cancel()
     finally:
         await listener.close()

@@ -9,23 +9,53 @@ from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection
 
+# An agent's totals are its folded columns plus the deltas its finished tasks appended
+# since the last fold (see the runtime store): exact without a hot row per agent.
 COLUMNS = """
     id AS uid, slug AS id, name, role, model, specialties, instructions, personality_emoji,
-    tools, status, version, project_id, total_tasks_completed, total_tasks_failed,
-    total_tokens_used, total_cost_usd, average_latency_ms, success_rate, metadata,
-    created_at, updated_at
+    tools, status, version, project_id,
+    total_tasks_completed + p_completed AS total_tasks_completed,
+    total_tasks_failed + p_failed AS total_tasks_failed,
+    total_tokens_used + p_tokens AS total_tokens_used,
+    total_cost_usd + p_cost AS total_cost_usd,
+    (total_latency_ms + p_latency)::float8
+        / greatest(total_tasks_completed + total_tasks_failed + p_completed + p_failed, 1)
+        AS average_latency_ms,
+    CASE WHEN total_tasks_completed + total_tasks_failed + p_completed + p_failed = 0 THEN 100.0
+         ELSE 100.0 * (total_tasks_completed + p_completed)
+              / (total_tasks_completed + total_tasks_failed + p_completed + p_failed)
+    END::float8 AS success_rate,
+    metadata, created_at, updated_at
 """
+
+
+def _pending(tenant: str, agent: str) -> str:
+    """The unfolded deltas of an agent (SQL expressions for its keys), as one row."""
+    return f"""
+    (SELECT coalesce(sum(d.completed), 0) AS p_completed, coalesce(sum(d.failed), 0) AS p_failed,
+            coalesce(sum(d.tokens), 0) AS p_tokens, coalesce(sum(d.cost_usd), 0) AS p_cost,
+            coalesce(sum(d.latency_ms), 0) AS p_latency
+     FROM agent_total_deltas d
+     WHERE d.tenant_id = {tenant} AND d.agent_id = {agent}) p
+    """
+
+
+FROM = f"agents a CROSS JOIN LATERAL {_pending('a.tenant_id', 'a.id')}"
 
 
 async def insert(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
     cur = await conn.execute(
         f"""
-        INSERT INTO agents (tenant_id, slug, name, role, model, specialties, instructions,
-                            personality_emoji, tools, status, project_id, metadata)
-        VALUES (app_current_tenant(), %(id)s, %(name)s, %(role)s, %(model)s, %(specialties)s,
-                %(instructions)s, %(personality_emoji)s, %(tools)s, %(status)s, %(project_id)s,
-                %(metadata)s)
-        RETURNING {COLUMNS}
+        WITH a AS (
+            INSERT INTO agents (tenant_id, slug, name, role, model, specialties, instructions,
+                                personality_emoji, tools, status, project_id, metadata)
+            VALUES (app_current_tenant(), %(id)s, %(name)s, %(role)s, %(model)s,
+                    %(specialties)s, %(instructions)s, %(personality_emoji)s, %(tools)s,
+                    %(status)s, %(project_id)s, %(metadata)s)
+            RETURNING *
+        )
+        SELECT {COLUMNS} FROM a, (SELECT 0 AS p_completed, 0 AS p_failed, 0 AS p_tokens,
+                                         0 AS p_cost, 0 AS p_latency) p
         """,
         {**v, "metadata": Jsonb(v["metadata"])},
     )
@@ -34,18 +64,19 @@ async def insert(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
 
 async def get(conn: Connection, slug: str, *, lock: bool = False) -> dict[str, Any] | None:
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM agents WHERE slug = %s" + (" FOR UPDATE" if lock else ""), [slug]
+        f"SELECT {COLUMNS} FROM {FROM} WHERE slug = %s" + (" FOR UPDATE OF a" if lock else ""),
+        [slug],
     )
     return await cur.fetchone()
 
 
 async def get_many(conn: Connection, slugs: list[str]) -> list[dict[str, Any]]:
-    cur = await conn.execute(f"SELECT {COLUMNS} FROM agents WHERE slug = ANY(%s)", [slugs])
+    cur = await conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE slug = ANY(%s)", [slugs])
     return await cur.fetchall()
 
 
 async def get_by_uid(conn: Connection, uid: UUID) -> dict[str, Any] | None:
-    cur = await conn.execute(f"SELECT {COLUMNS} FROM agents WHERE id = %s", [uid])
+    cur = await conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE id = %s", [uid])
     return await cur.fetchone()
 
 
@@ -56,7 +87,7 @@ async def slugs(conn: Connection) -> set[str]:
 
 async def list_(conn: Connection, status: str | None) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM agents WHERE %(status)s::text IS NULL OR status = %(status)s "
+        f"SELECT {COLUMNS} FROM {FROM} WHERE %(status)s::text IS NULL OR status = %(status)s "
         "ORDER BY slug",
         {"status": status},
     )
@@ -67,8 +98,10 @@ async def update(conn: Connection, uid: UUID, values: dict[str, Any]) -> dict[st
     if "metadata" in values:
         values = {**values, "metadata": Jsonb(values["metadata"])}
     sets = ", ".join(f"{column} = %({column})s" for column in values)
+    pending = _pending("app_current_tenant()", "%(uid)s")
     cur = await conn.execute(
-        f"UPDATE agents SET {sets}, version = version + 1 WHERE id = %(uid)s RETURNING {COLUMNS}",
+        f"UPDATE agents a SET {sets}, version = version + 1 FROM {pending} "
+        f"WHERE a.id = %(uid)s RETURNING {COLUMNS}",
         {**values, "uid": uid},
     )
     return await cur.fetchone()

@@ -81,6 +81,20 @@ class Database:
                 yield conn
 
     @contextlib.asynccontextmanager
+    async def tenant_pipeline(self, tenant_id: UUID | str) -> AsyncIterator[Connection]:
+        """A tenant transaction in pipeline mode: statements go out without waiting for
+        each other, so the transaction costs one round trip per result awaited (reading
+        a cursor), plus one for COMMIT with whatever is still queued."""
+        with translate_errors():
+            async with (
+                self.app_pool.connection() as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
+                await conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+                yield conn
+
+    @contextlib.asynccontextmanager
     async def app_connection(self) -> AsyncIterator[Connection]:
         """A transaction on the application role with no tenant: sees no tenant rows."""
         with translate_errors():

@@ -58,7 +58,7 @@ async def run_stream(
     if last_event_id is not None:
         after = parse_last_event_id(last_event_id)
     await service.check_run(db, tenant_id=principal.tenant_id, run_id=run_id)
-    events = service.follow(
+    batches = service.follow_batches(
         db,
         hub_for(db),
         tenant_id=principal.tenant_id,
@@ -66,7 +66,9 @@ async def run_stream(
         after=after,
         keepalive=db.settings.events_keepalive_seconds,
     )
-    return StreamingResponse(sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(
+        sse_batches(batches), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
 @router.get(
@@ -98,11 +100,19 @@ def parse_last_event_id(value: str) -> int:
     return int(text)
 
 
+def frame(event: Event, *, with_id: bool = True) -> str:
+    head = f"id: {event.seq}\n" if with_id and event.seq is not None else ""
+    return f"{head}event: {event.type}\ndata: {event.encoded}\n\n"
+
+
 async def sse(events: AsyncIterator[Event | str], *, with_ids: bool = True) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
     async for item in events:
-        if isinstance(item, str):
-            yield ": keep-alive\n\n"
-            continue
-        head = f"id: {item.seq}\n" if with_ids and item.seq is not None else ""
-        yield f"{head}event: {item.type}\ndata: {item.model_dump_json()}\n\n"
+        yield ": keep-alive\n\n" if isinstance(item, str) else frame(item, with_id=with_ids)
+
+
+async def sse_batches(batches: AsyncIterator[list[Event] | str]) -> AsyncIterator[str]:
+    """One write per wake-up, however many events it brought."""
+    yield "retry: 1000\n\n"
+    async for batch in batches:
+        yield ": keep-alive\n\n" if isinstance(batch, str) else "".join(map(frame, batch))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +43,18 @@ class Event(BaseModel):
     message: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # Read from the table or carried by a notification, whatever the session's
+        # TimeZone: the same event serialises to the same bytes.
+        return value.astimezone(UTC) if value.tzinfo is not None else value
+
+    @cached_property
+    def encoded(self) -> str:
+        """The event as JSON, built once however many followers send it."""
+        return self.model_dump_json()
 
     @property
     def terminal(self) -> bool:

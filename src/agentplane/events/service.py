@@ -16,15 +16,17 @@ from agentplane.errors import NotFound, ValidationFailed
 from agentplane.events import store
 from agentplane.events import types as t
 from agentplane.events.models import Event, EventPage, NewEvent
-from agentplane.events.stream import EventHub
+from agentplane.events.stream import READ_BATCH, EventHub
 
-__all__ = ["KEEPALIVE", "Event", "NewEvent", "append", "follow", "follow_tenant", "history"]
+__all__ = [
+    "KEEPALIVE", "Event", "NewEvent", "append", "follow", "follow_batches", "follow_tenant",
+    "history",
+]
 
 KEEPALIVE: Final = "keep-alive"
 """Yielded by followers when nothing happened for `keepalive` seconds."""
 
 MAX_BATCH: Final = 10_000
-READ_BATCH: Final = 500
 # A NOTIFY payload is limited to 8000 bytes; bigger unstored deltas are stored instead.
 MAX_NOTIFY: Final = 7900
 
@@ -72,15 +74,16 @@ async def append(
     seqs: list[int] = []
     with translate_errors():
         if stored:
+            rows = json.dumps(
+                [
+                    {"i": i, "task_id": str(e.task_id) if e.task_id else None, "type": e.type,
+                     "agent": e.agent, "message": e.message, "payload": e.payload}
+                    for i, e in enumerate(stored, 1)
+                ],
+                separators=(",", ":"),
+            )
             last = await store.append(
-                conn,
-                tenant_id=tenant_id,
-                run_id=run_id,
-                task_ids=[e.task_id for e in stored],
-                types=[e.type for e in stored],
-                agents=[e.agent for e in stored],
-                messages=[e.message for e in stored],
-                payloads=[json.dumps(e.payload, separators=(",", ":")) for e in stored],
+                conn, tenant_id=tenant_id, run_id=run_id, n=len(stored), rows=rows
             )
             if last is None:
                 raise NotFound(f"run {run_id} not found")
@@ -169,7 +172,27 @@ async def follow(
     Yields KEEPALIVE after `keepalive` quiet seconds (and re-reads the table then, in
     case a wake-up was lost). Unstored llm.delta events arrive with seq None.
     """
-    # Subscribe before the first read: an append committed in between still wakes us.
+    async for batch in follow_batches(
+        db, hub, tenant_id=tenant_id, run_id=run_id, after=after, keepalive=keepalive
+    ):
+        if isinstance(batch, str):
+            yield batch
+        else:
+            for event in batch:
+                yield event
+
+
+async def follow_batches(
+    db: Database,
+    hub: EventHub,
+    *,
+    tenant_id: UUID,
+    run_id: UUID,
+    after: int = 0,
+    keepalive: float = 15.0,
+) -> AsyncIterator[list[Event] | str]:
+    """`follow`, a list of events at a time (what one wake-up delivered)."""
+    # Subscribe before the first read: an append committed in between is queued.
     async with hub.subscribe_run(tenant_id, run_id) as sub:
         async with db.tenant_connection(tenant_id) as conn:
             if await store.run_tenant(conn, run_id) is None:
@@ -179,24 +202,43 @@ async def follow(
             ):
                 return
         last = after
+        stale = True  # the table may hold events after `last` that no note will bring
         while True:
-            sub.wake.clear()
-            async with db.tenant_connection(tenant_id) as conn:
-                rows = await store.read(
-                    conn, tenant_id=tenant_id, run_id=run_id, after=last, limit=READ_BATCH
-                )
-            for row in rows:
-                event = Event(**row)
-                yield event
-                last = row["seq"]
-                if event.terminal:
-                    return
-            if len(rows) == READ_BATCH:
+            sub.clear()
+            out: list[Event] = []
+            # Carried events continue the sequence: deliver them as they are. A number
+            # beyond last + 1 means some were not carried; the table has them.
+            while sub.events:
+                event = sub.events.popleft()
+                if event.seq is None:
+                    out.append(event)
+                elif event.seq == last + 1 and not stale:
+                    out.append(event)
+                    last = event.seq
+                    if event.terminal:
+                        yield out
+                        return
+                elif event.seq > last:
+                    sub.announced = max(sub.announced, event.seq)
+            if sub.announced > last:
+                stale = True
+            while stale:
+                sub.announced = 0  # consumed; one arriving during the read re-arms it
+                rows = await hub.read(tenant_id, run_id, last)
+                for event in rows:
+                    out.append(event)
+                    last = event.seq or last
+                    if event.terminal:
+                        yield out
+                        return
+                # Stop at the first short read: every note up to here is in the table.
+                stale = len(rows) == READ_BATCH
+            if out:
+                yield out
                 continue
-            while sub.deltas:
-                yield Event(**sub.deltas.popleft())
             if not await sub.wait(keepalive):
                 yield KEEPALIVE
+                stale = True
 
 
 async def follow_tenant(
@@ -213,7 +255,7 @@ async def follow_tenant(
             if not await sub.wait(keepalive):
                 yield KEEPALIVE
                 continue
-            sub.wake.clear()
+            sub.clear()
             spans: dict[UUID, tuple[int, int]] = {}
             while sub.notes:
                 run_id, first, last = sub.notes.popleft()

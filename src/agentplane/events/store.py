@@ -10,29 +10,52 @@ from psycopg.rows import dict_row
 
 CHANNEL = "agentplane_events"
 
+# Notes on CHANNEL (space-separated head, then a body):
+#   E <tenant> <run> <first> <last> <JSON array of the events>  - the events themselves
+#   A <tenant> <run> <first> <last>  - too many or too big to carry: read the table
+#   D <JSON event>                   - an unstored llm.delta
+NOTE_MAX = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
+CARRY_MAX = 64  # bigger batches never fit; don't build their JSON at all
+
 # One round trip: bump the run's counter (which serialises writers of the run and
 # checks that the run exists in this tenant), insert the batch numbered from it, and
-# queue one notification, delivered only if the caller's transaction commits.
-APPEND = """
+# queue one notification, delivered only if the caller's transaction commits. The
+# batch arrives as ONE JSON text parsed by the server: psycopg dumps Python lists
+# into arrays element by element in Python, which cost more than the insert itself.
+# The note carries the stored events when they fit (`now()` is the transaction's
+# timestamp, hence the rows' created_at; `::jsonb` normalises as the column does).
+APPEND = f"""
 WITH counter AS (
     INSERT INTO event_counters AS c (tenant_id, run_id, last_seq)
     SELECT r.tenant_id, r.id, %(n)s FROM runs r
     WHERE r.id = %(run_id)s AND r.tenant_id = %(tenant_id)s
     ON CONFLICT (run_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
     RETURNING c.tenant_id, c.last_seq
+), batch AS NOT MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS e(i bigint, task_id uuid, type text, agent text, message text, payload jsonb)
 ), inserted AS (
     INSERT INTO events (tenant_id, run_id, seq, task_id, type, agent, message, payload)
-    SELECT counter.tenant_id, %(run_id)s, counter.last_seq - %(n)s + e.ord,
-           e.task_id, e.type, e.agent, e.message, e.payload::jsonb
-    FROM counter,
-         unnest(%(task_ids)s::uuid[], %(types)s::text[], %(agents)s::text[],
-                %(messages)s::text[], %(payloads)s::text[])
-             WITH ORDINALITY AS e(task_id, type, agent, message, payload, ord)
+    SELECT counter.tenant_id, %(run_id)s, counter.last_seq - %(n)s + e.i,
+           e.task_id, e.type, e.agent, e.message, e.payload
+    FROM counter, batch e
+), note AS (
+    SELECT concat_ws(' ', counter.tenant_id, %(run_id)s::text,
+                     counter.last_seq - %(n)s + 1, counter.last_seq) AS head,
+           CASE WHEN %(n)s <= {CARRY_MAX} THEN (
+               SELECT json_agg(json_build_object(
+                   'seq', counter.last_seq - %(n)s + e.i, 'type', e.type,
+                   'task_id', e.task_id, 'agent', e.agent, 'message', e.message,
+                   'payload', e.payload, 'created_at', now()) ORDER BY e.i)::text
+               FROM batch e) END AS body,
+           counter.last_seq
+    FROM counter
 )
-SELECT counter.last_seq,
-       pg_notify(%(channel)s, concat_ws(' ', 'A', counter.tenant_id, %(run_id)s::text,
-                                        counter.last_seq - %(n)s + 1, counter.last_seq))
-FROM counter
+SELECT last_seq,
+       pg_notify(%(channel)s,
+                 CASE WHEN octet_length(body) + octet_length(head) + 3 <= {NOTE_MAX}
+                      THEN 'E ' || head || ' ' || body ELSE 'A ' || head END)
+FROM note
 """
 
 
@@ -41,26 +64,15 @@ async def append(
     *,
     tenant_id: UUID,
     run_id: UUID,
-    task_ids: list[UUID | None],
-    types: list[str],
-    agents: list[str | None],
-    messages: list[str | None],
-    payloads: list[str],
+    n: int,
+    rows: str,
 ) -> int | None:
-    """Store a batch; the run's last sequence number after it, None if no such run."""
+    """Store a batch given as a JSON array of objects with keys i (1..n), task_id,
+    type, agent, message, payload; the run's last sequence number after it, None if
+    no such run."""
     cur = await conn.execute(
         APPEND,
-        {
-            "tenant_id": tenant_id,
-            "run_id": run_id,
-            "n": len(types),
-            "task_ids": task_ids,
-            "types": types,
-            "agents": agents,
-            "messages": messages,
-            "payloads": payloads,
-            "channel": CHANNEL,
-        },
+        {"tenant_id": tenant_id, "run_id": run_id, "n": n, "rows": rows, "channel": CHANNEL},
     )
     row = await cur.fetchone()
     return None if row is None else _first(row)

@@ -1,9 +1,12 @@
-"""Live wake-ups: ONE listening connection per process, fanned out in memory.
+"""Live delivery: ONE listening connection per process, fanned out in memory.
 
-A notification says only "run R of tenant T has events F..L" (or carries an unstored
-llm.delta). Followers treat it as a wake-up and read the table after the last
-sequence number they delivered, so notifications that are coalesced, or lost while
-the listening connection reconnects, cost latency, never events.
+A notification carries the events a commit stored when they fit in it ("E"), or
+only "run R of tenant T has events F..L" ("A"), or an unstored llm.delta ("D").
+Carried events are parsed once and handed to every follower of the run as the same
+objects; a follower reads the table only when it sees a gap after the last sequence
+number it delivered (an "A" note, a note lost while the listening connection
+reconnected, a quiet keep-alive period), and concurrent followers of a run share
+that read. Notifications are sent only on commit, so nothing rolled back arrives.
 """
 
 from __future__ import annotations
@@ -23,24 +26,52 @@ import psycopg
 
 from agentplane.db.pool import Database
 from agentplane.events import store
+from agentplane.events.models import Event
 
 log = logging.getLogger("agentplane.events")
+
+READ_BATCH = 500
 
 
 @dataclass(eq=False)
 class Subscription:
-    """One follower's mailbox: a wake flag, unstored deltas, and (tenant streams) notes."""
+    """One follower's mailbox: events in notification order (stored ones and unstored
+    deltas), the highest sequence number announced, and (tenant streams) notes."""
 
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    deltas: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10_000))
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=10_000))
+    announced: int = 0
     notes: deque[tuple[UUID, int, int]] = field(default_factory=lambda: deque(maxlen=10_000))
+    _waiter: asyncio.Future[None] | None = None
+    _woken: bool = False
+
+    def push(self, events: list[Event]) -> None:
+        self.events.extend(events)
+        self.wake()
+
+    def announce(self, last: int) -> None:
+        self.announced = max(self.announced, last)
+        self.wake()
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._woken = False
 
     async def wait(self, seconds: float) -> bool:
-        """True when woken, False when `seconds` passed first."""
+        """True when woken (since the last `clear`), False when `seconds` passed first."""
+        if self._woken:
+            return True
+        # A bare future with a timer, not asyncio.Event.wait(): no task per wait.
+        self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self.wake.wait(), seconds)
+            await asyncio.wait_for(self._waiter, seconds)
         except TimeoutError:
             return False
+        finally:
+            self._waiter = None
         return True
 
 
@@ -55,6 +86,7 @@ class EventHub:
         self._tenants: dict[UUID, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._reads: dict[tuple[UUID, UUID, int], asyncio.Future[list[Event]]] = {}
 
     async def start(self) -> None:
         if self._task is None:
@@ -132,25 +164,58 @@ class EventHub:
 
     def dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
-        if kind == "A":
-            tenant, run, first, last = rest.split(" ")
-            run_id = UUID(run)
-            for sub in self._runs.get((UUID(tenant), run_id), ()):
-                sub.wake.set()
-            for sub in self._tenants.get(UUID(tenant), ()):
+        if kind in ("E", "A"):
+            tenant, run, first, last, *body = rest.split(" ", 4)
+            tenant_id, run_id = UUID(tenant), UUID(run)
+            subs = self._runs.get((tenant_id, run_id))
+            if subs:
+                if body:
+                    events = [Event(run_id=run_id, **row) for row in json.loads(body[0])]
+                    for sub in subs:
+                        sub.push(events)
+                else:
+                    for sub in subs:
+                        sub.announce(int(last))
+            for sub in self._tenants.get(tenant_id, ()):
                 sub.notes.append((run_id, int(first), int(last)))
-                sub.wake.set()
+                sub.wake()
         elif kind == "D":
             delta = json.loads(rest)
             key = (UUID(delta.pop("tenant_id")), UUID(delta["run_id"]))
-            for sub in self._runs.get(key, ()):
-                sub.deltas.append(delta)
-                sub.wake.set()
+            subs = self._runs.get(key)
+            if subs:
+                event = Event(**delta)
+                for sub in subs:
+                    sub.push([event])
 
     def _wake_all(self) -> None:
-        for subs in [*self._runs.values(), *self._tenants.values()]:
+        """After (re)connecting: notes may have been missed, so everyone re-reads."""
+        for subs in self._runs.values():
             for sub in subs:
-                sub.wake.set()
+                sub.announce(2**63 - 1)
+        for subs in self._tenants.values():
+            for sub in subs:
+                sub.wake()
+
+    async def read(self, tenant_id: UUID, run_id: UUID, after: int) -> list[Event]:
+        """The run's stored events after `after` (up to READ_BATCH). Followers of a run
+        woken together ask for the same rows: they share one query."""
+        key = (tenant_id, run_id, after)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = self._reads[key] = asyncio.ensure_future(
+                self._read(tenant_id, run_id, after)
+            )
+            shared.add_done_callback(lambda _: self._reads.pop(key, None))
+        # One follower going away must not cancel the read for the others.
+        return await asyncio.shield(shared)
+
+    async def _read(self, tenant_id: UUID, run_id: UUID, after: int) -> list[Event]:
+        async with self.db.tenant_connection(tenant_id) as conn:
+            rows = await store.read(
+                conn, tenant_id=tenant_id, run_id=run_id, after=after, limit=READ_BATCH
+            )
+        return [Event(**row) for row in rows]
 
 
 _hubs: weakref.WeakKeyDictionary[Database, EventHub] = weakref.WeakKeyDictionary()

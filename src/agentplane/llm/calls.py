@@ -7,18 +7,21 @@ tenant-scoped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from psycopg import pq
+
 from agentplane.config import Settings
-from agentplane.db.pool import Database
+from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, ValidationFailed
 from agentplane.llm import service, store
 from agentplane.llm.adapters import adapter_for
@@ -45,6 +48,31 @@ class CallContext:
     task_id: UUID | None = None
     agent_execution_id: UUID | None = None
     agent_id: UUID | None = None
+
+
+@dataclass
+class Resolved:
+    """A provider resolved once for the calls of one agent turn (LLM.resolve_in)."""
+
+    row: dict[str, Any]
+    config: Any
+
+
+@dataclass
+class PendingCall:
+    """A call that returned but is not recorded yet: the caller records it on its own
+    transaction (LLM.record_in) and settles its hold once that commits (LLM.settle). If
+    the caller dies first, the hold expires and the sweeper releases it."""
+
+    ctx: CallContext
+    row: dict[str, Any]
+    request: ChatRequest
+    reservation: Reservation | None
+    started: datetime
+    latency_ms: int
+    result: ChatResult
+    id: UUID = field(default_factory=uuid.uuid4)
+    """Fixed, so that recording the call twice fails instead of counting it twice."""
 
 
 @dataclass
@@ -83,11 +111,22 @@ class LLM:
         self.settings = settings
         self.budgets = Budgets(db, settings)
 
+    async def resolve_in(self, conn: Connection, provider: str | None) -> Resolved:
+        """Resolve the provider on the caller's tenant transaction, for call(resolved=)."""
+        return Resolved(*await service.resolve(conn, self.settings, provider))
+
     async def _prepare(
-        self, ctx: CallContext, request: ChatRequest, provider: str | None, enforce: bool
+        self,
+        ctx: CallContext,
+        request: ChatRequest,
+        provider: str | None,
+        enforce: bool,
+        resolved: Resolved | None = None,
     ) -> tuple[dict[str, Any], Any, ChatRequest, Reservation | None]:
-        async with self.db.tenant_connection(ctx.tenant_id) as conn:
-            row, config = await service.resolve(conn, self.settings, provider)
+        if resolved is None:
+            async with self.db.tenant_connection(ctx.tenant_id) as conn:
+                resolved = await self.resolve_in(conn, provider)
+        row, config = resolved.row, resolved.config
         request = replace(
             request,
             model=request.model or row["model"],
@@ -124,6 +163,53 @@ class LLM:
             )
             raise
         return await self._record(ctx, row, request, reservation, started, t0, result, False)
+
+    async def call(
+        self, ctx: CallContext, request: ChatRequest, *, resolved: Resolved
+    ) -> PendingCall:
+        """One model call whose recording the caller folds into its own transaction
+        (record_in, then settle after the commit): no transaction of its own when it
+        succeeds. A failed call is recorded at once, as by complete()."""
+        row, adapter, request, reservation = await self._prepare(ctx, request, None, True, resolved)
+        started, t0 = datetime.now(UTC), time.perf_counter()
+        try:
+            result = await adapter.complete(request)
+        except BaseException as exc:
+            await self._record_failure(
+                ctx, row, request, reservation, started, t0, exc, False, adapter.redact
+            )
+            raise
+        latency = round((time.perf_counter() - t0) * 1000)
+        return PendingCall(ctx, row, request, reservation, started, latency, result)
+
+    async def record_in(self, conn: Connection, pending: PendingCall) -> CallOutcome:
+        """Write a pending call, its usage record and its journal entry on the caller's
+        transaction. On a pipelined connection this costs the price lookup's round trip;
+        the writes go out with the caller's next one."""
+        return await self._write(
+            conn,
+            pending.ctx,
+            pending.row,
+            pending.request,
+            pending.reservation,
+            pending.started,
+            pending.latency_ms,
+            pending.result,
+            False,
+            pending.id,
+        )
+
+    async def record(self, pending: PendingCall) -> CallOutcome:
+        """Record a pending call in a transaction of its own, then settle its hold."""
+        async with self.db.tenant_connection(pending.ctx.tenant_id) as conn:
+            outcome = await self.record_in(conn, pending)
+        await self.settle(pending)
+        return outcome
+
+    async def settle(self, pending: PendingCall) -> None:
+        """After the transaction that recorded the call has committed."""
+        if pending.reservation is not None:
+            await self.budgets.settle(pending.ctx.tenant_id, pending.reservation)
 
     async def stream(
         self, ctx: CallContext, request: ChatRequest, *, provider: str | None = None
@@ -193,8 +279,32 @@ class LLM:
         result: ChatResult,
         stream: bool,
     ) -> CallOutcome:
-        call = self._call_row(ctx, row, request, stream, reservation, started, t0)
+        latency = round((time.perf_counter() - t0) * 1000)
+        async with self.db.tenant_connection(ctx.tenant_id) as conn:
+            outcome = await self._write(
+                conn, ctx, row, request, reservation, started, latency, result, stream
+            )
+        if reservation is not None:
+            await self.budgets.settle(ctx.tenant_id, reservation)
+        return outcome
+
+    async def _write(
+        self,
+        conn: Connection,
+        ctx: CallContext,
+        row: dict[str, Any],
+        request: ChatRequest,
+        reservation: Reservation | None,
+        started: datetime,
+        latency_ms: int,
+        result: ChatResult,
+        stream: bool,
+        call_id: UUID | None = None,
+    ) -> CallOutcome:
+        call = self._call_row(ctx, row, request, stream, reservation, started, 0.0)
         call.update(
+            id=call_id or call["id"],
+            latency_ms=latency_ms,
             response_content=result.content,
             tool_calls=[asdict(c) for c in result.tool_calls] or None,
             finish_reason=result.finish_reason,
@@ -204,25 +314,22 @@ class LLM:
             ttft_ms=result.ttft_ms,
         )
         used = result.prompt_tokens + result.completion_tokens
-        async with self.db.tenant_connection(ctx.tenant_id) as conn:
-            family = FAMILIES[row["type"]]
-            price = await store.price_at(conn, row["name"], family, request.model, started)
-            if price is None and result.model and result.model != request.model:
-                price = await store.price_at(conn, row["name"], family, result.model, started)
-            call["cost_usd"], call["cost_source"] = cost_of(result, price)
-            if call["cost_source"] == "unknown":
-                log.warning(
-                    "no price for %s/%s: cost recorded as unknown", row["name"], request.model
-                )
-            async with conn.pipeline():
-                await store.insert_call(conn, call)
-                await usage_store.insert_record(conn, _usage(ctx, call))
-                if reservation is not None:
-                    await Budgets.journal(conn, reservation, used)
-                if row["tenant_id"] is not None:
-                    await store.record_health(conn, row["id"], True, call["latency_ms"], None)
-        if reservation is not None:
-            await self.budgets.settle(ctx.tenant_id, reservation)
+        family = FAMILIES[row["type"]]
+        price = await store.price_at(conn, row["name"], family, request.model, started)
+        if price is None and result.model and result.model != request.model:
+            price = await store.price_at(conn, row["name"], family, result.model, started)
+        call["cost_usd"], call["cost_source"] = cost_of(result, price)
+        if call["cost_source"] == "unknown":
+            log.warning("no price for %s/%s: cost recorded as unknown", row["name"], request.model)
+        # A caller's pipelined connection sends these with its next round trip.
+        already = conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        async with contextlib.nullcontext() if already else conn.pipeline():
+            await store.insert_call(conn, call)
+            await usage_store.insert_record(conn, _usage(ctx, call))
+            if reservation is not None:
+                await Budgets.journal(conn, reservation, used)
+            if row["tenant_id"] is not None:
+                await store.record_health(conn, row["id"], True, call["latency_ms"], None)
         return CallOutcome(
             call_id=call["id"],
             provider=row["name"],

@@ -1,14 +1,19 @@
 """Runs one task: the agent's state machine, its LLM calls (through the LLM layer, so
 every call is recorded with usage and checked against budgets) and tool calls.
 
-Transactions per task: one to start (task running, agent execution opened), one per
-stateful tool call, and one to finish (output, trace, dependants released and queued,
-run counters, agent totals, events) — so a task's effects commit together or not at all.
+Transactions per task: one to start (task running, agent execution opened, provider
+resolved), one per stateful tool call or LLM call that asks for tools, and one to
+finish (output, trace, the last LLM call's record, dependants released and queued, run
+counters, agent totals delta, events) — so a task's effects commit together or not at
+all. Both are pipelined: statements go out without waiting for each other, and a
+transaction costs a round trip per result the runtime needs to decide what comes next.
+Budget holds are taken before each call and settled after the commit that records it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +28,7 @@ from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall, Resolved
 from agentplane.runtime import prompt, tools
 from agentplane.runtime import store as rt
 from agentplane.runtime.emit import emit, event
@@ -61,6 +66,10 @@ class Turn:
     events: list[dict[str, Any]] = field(default_factory=list)
     model_used: str | None = None
     retrieved: str = ""
+    resolved: Resolved | AgentplaneError | None = None
+    """The provider, resolved when the task starts (or why it could not be)."""
+    pending: list[PendingCall] = field(default_factory=list)
+    """LLM calls recorded with the finish transaction; their holds settle after it."""
 
     @property
     def run_id(self) -> UUID:
@@ -118,23 +127,42 @@ class Executor:
         except Suspended:
             return "waiting"
         except TimeoutError:
-            return await self._fail(
-                turn, f"timeout: the task exceeded its deadline of {deadline:g}s"
+            return await self._finish(
+                turn,
+                self._fail(turn, f"timeout: the task exceeded its deadline of {deadline:g}s"),
             )
         except AgentplaneError as exc:
-            return await self._fail(turn, f"{exc.title}: {exc.detail}")
+            return await self._finish(turn, self._fail(turn, f"{exc.title}: {exc.detail}"))
         except Exception as exc:  # a bug must fail the task, never leave the run hanging
             log.exception("task %s failed unexpectedly", task_id)
-            return await self._fail(turn, f"internal error: {type(exc).__name__}: {exc}")
-        return await self._complete(turn, output)
+            return await self._finish(
+                turn, self._fail(turn, f"internal error: {type(exc).__name__}: {exc}")
+            )
+        return await self._finish(turn, self._complete(turn, output))
+
+    async def _finish(self, turn: Turn, writing: Any) -> str:
+        """Settle the holds of the calls the finish transaction recorded; if it did not
+        commit, record them on their own so that no call's usage is lost."""
+        pending = list(turn.pending)
+        try:
+            outcome = await writing
+        except BaseException:
+            # Rolled back: record them now (a call already committed is refused by its id).
+            for call in pending:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.llm.record(call))
+            raise
+        for call in pending:
+            await self.llm.settle(call)
+        return outcome
 
     # -- start ---------------------------------------------------------------------------
 
     async def _start(
         self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int
     ) -> Turn | str:
-        async with self.db.tenant_connection(tenant_id) as conn:
-            run, task = await rt.lock_run_and_task(conn, run_id, task_id)
+        async with self.db.tenant_pipeline(tenant_id) as conn:
+            run, task, ctx = await rt.lock_and_context(conn, run_id, task_id)
             if run is None or task is None or task["dispatch"] != dispatch:
                 return "skipped"  # a stale job: the task was dispatched again since
             if run["status"] in TERMINAL:
@@ -147,9 +175,6 @@ class Executor:
                 return "skipped"  # stays queued; resume dispatches it again
             if task["status"] not in ("queued", "running"):
                 return "skipped"
-            ctx = await rt.start_context(
-                conn, task_id, _uuid(task["parent_task_id"]), UUID(task["agent_id"]), run_id
-            )
             agent = ctx["agent"]
             events: list[dict[str, Any]] = []
             if run["status"] == "pending":
@@ -177,24 +202,24 @@ class Executor:
                 await rt.fail_open_executions(conn, task_id, "abandoned: its worker stopped")
             if resumable:
                 turn = self._resume(tenant_id, run, task, agent, open_exec, ctx["answers"])
+                opened = None
             else:
                 turn = self._fresh(tenant_id, run, task, agent, ctx)
-                await rt.insert_execution(
-                    conn,
-                    {
-                        "id": turn.execution_id,
-                        "run_id": run_id,
-                        "task_id": task_id,
-                        "agent_id": turn.agent_id,
-                        "attempt": task["retry_count"] + 1,
-                        "state": "IDLE",
-                        "strategy": "react" if agent["tools"] else "direct",
-                        "model": agent["model"],
-                        "input": turn.messages[-1]["content"],
-                    },
-                )
+                opened = {
+                    "run_id": run_id,
+                    "task_id": task_id,
+                    "agent_id": turn.agent_id,
+                    "attempt": task["retry_count"] + 1,
+                    "strategy": "react" if agent["tools"] else "direct",
+                    "model": agent["model"],
+                    "input": turn.messages[-1]["content"],
+                }
             turn.events[:0] = events
-            await self._flush(conn, turn)
+            try:
+                turn.resolved = await self.llm.resolve_in(conn, split_model(agent["model"])[0])
+            except AgentplaneError as exc:  # the turn fails on its first call, as it would
+                turn.resolved = exc
+            await self._flush(conn, turn, opened=opened)
             return turn
 
     def _fresh(self, tenant_id: UUID, run: dict, task: dict, agent: dict, ctx: dict) -> Turn:
@@ -291,29 +316,24 @@ class Executor:
                 max_tokens=max_tokens,
                 tools=None if last or not offered else offered,
             )
-            outcome = await self.llm.complete(ctx, request, provider=provider)
-            result = outcome.result
+            if isinstance(turn.resolved, AgentplaneError):
+                raise turn.resolved
+            if turn.resolved is None:  # resumed after a restart of this process
+                async with self.db.tenant_connection(turn.tenant_id) as conn:
+                    turn.resolved = await self.llm.resolve_in(conn, provider)
+            call = await self.llm.call(ctx, request, resolved=turn.resolved)
+            result = call.result
             turn.llm_calls += 1
             turn.prompt_tokens += result.prompt_tokens
             turn.completion_tokens += result.completion_tokens
-            turn.cost += outcome.cost_usd or Decimal(0)
-            turn.model_used = f"{outcome.provider}/{result.model}"
-            turn.events.append(
-                event(
-                    "llm.call_completed",
-                    task_id=turn.task_id,
-                    agent=turn.agent["slug"],
-                    call_id=outcome.call_id,
-                    model=turn.model_used,
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
-                    cost_usd=outcome.cost_usd,
-                    latency_ms=outcome.latency_ms,
-                    finish_reason=result.finish_reason,
-                )
-            )
+            turn.model_used = f"{call.row['name']}/{result.model}"
             if not result.tool_calls:
+                # The last call: recorded by the finish transaction, which follows at once;
+                # its event takes its place in the trail then.
+                turn.pending.append(call)
+                turn.events.append({"pending": call})
                 return result.content
+            self._recorded(turn, await self.llm.record(call))
             turn.messages.append(
                 {
                     "role": "assistant",
@@ -332,6 +352,32 @@ class Executor:
                 content = await self._tool(turn, call.id, call.name, call.arguments, offered)
                 turn.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         return turn.messages[-1].get("content") or ""
+
+    def _recorded(self, turn: Turn, outcome: CallOutcome) -> dict[str, Any]:
+        turn.cost += outcome.cost_usd or Decimal(0)
+        note = event(
+            "llm.call_completed",
+            task_id=turn.task_id,
+            agent=turn.agent["slug"],
+            call_id=outcome.call_id,
+            model=f"{outcome.provider}/{outcome.result.model}",
+            prompt_tokens=outcome.result.prompt_tokens,
+            completion_tokens=outcome.result.completion_tokens,
+            cost_usd=outcome.cost_usd,
+            latency_ms=outcome.latency_ms,
+            finish_reason=outcome.result.finish_reason,
+        )
+        turn.events.append(note)
+        return note
+
+    async def _record_pending(self, conn: Connection, turn: Turn) -> None:
+        """The pending LLM calls, on the finish transaction; each one's event replaces
+        its placeholder so the trail keeps the order in which things happened."""
+        for call in turn.pending:
+            note = self._recorded(turn, await self.llm.record_in(conn, call))
+            turn.events.pop()
+            turn.events = [note if e.get("pending") is call else e for e in turn.events]
+        turn.pending = []
 
     async def _tool_specs(self, turn: Turn) -> list[dict[str, Any]]:
         names = turn.agent["tools"]
@@ -555,58 +601,56 @@ class Executor:
         output: str | None = None,
         error: str | None = None,
         metadata: dict[str, Any] | None = None,
+        opened: dict[str, Any] | None = None,
     ) -> None:
-        """Write the agent execution, its new transitions, tool executions and events."""
-        await rt.save_execution(
-            conn,
-            {
-                "id": turn.execution_id,
-                "state": turn.machine.state,
-                "output": output,
-                "messages": turn.messages,
-                "prompt_tokens": turn.prompt_tokens,
-                "completion_tokens": turn.completion_tokens,
-                "cost": turn.cost,
-                "llm_calls": turn.llm_calls,
-                "error": error,
-                "duration_ms": round((time.perf_counter() - turn.started) * 1000),
-                "metadata": {
-                    "seq": turn.machine.seq,
-                    "waiting_call_id": None,
-                    "model_used": turn.model_used,
-                    **(metadata or {}),
-                },
+        """Write the agent execution (inserted when `opened` gives its other columns), its
+        new transitions, tool executions and events."""
+        values = {
+            "id": turn.execution_id,
+            "state": turn.machine.state,
+            "output": output,
+            "messages": turn.messages,
+            "prompt_tokens": turn.prompt_tokens,
+            "completion_tokens": turn.completion_tokens,
+            "cost": turn.cost,
+            "llm_calls": turn.llm_calls,
+            "error": error,
+            "duration_ms": round((time.perf_counter() - turn.started) * 1000),
+            "metadata": {
+                "seq": turn.machine.seq,
+                "waiting_call_id": None,
+                "model_used": turn.model_used,
+                **(metadata or {}),
             },
-        )
+        }
+        if opened is not None:
+            await rt.insert_execution(conn, {**opened, **values})
+        else:
+            await rt.save_execution(conn, values)
         await rt.insert_transitions(conn, turn.execution_id, turn.machine.take())
         await rt.insert_tool_executions(conn, turn.tools)
         turn.tools = []
         await emit(conn, turn.tenant_id, turn.run_id, turn.events)
         turn.events = []
 
+    def _taken_over(self, turn: Turn, task: dict[str, Any] | None) -> bool:
+        return (
+            task is None or task["status"] != "running" or task["dispatch"] != turn.task["dispatch"]
+        )
+
     async def _complete(self, turn: Turn, output: dict[str, Any]) -> str:
-        async with self.db.tenant_connection(turn.tenant_id) as conn:
-            _, task = await rt.lock_run_and_task(conn, turn.run_id, turn.task_id)
-            if (
-                task is None
-                or task["status"] != "running"
-                or task["dispatch"] != turn.task["dispatch"]
-            ):
+        async with self.db.tenant_pipeline(turn.tenant_id) as conn:
+            # The lock and the price lookup of the pending call share a round trip.
+            lock = await rt.send_lock(conn, turn.run_id, turn.task_id)
+            await self._record_pending(conn, turn)
+            _, task = await rt.read_lock(lock)
+            if self._taken_over(turn, task):
                 turn.to("FAILED", "the task was cancelled or taken over")
                 await self._flush(conn, turn, error="the task was cancelled while it ran")
                 return "skipped"
             turn.to("COMPLETED")
             tool_count = len(turn.tools)
-            await self._flush(conn, turn, output=output["text"][:RESULT_CHARS])
-            await rt.complete_task(conn, turn.task_id, output, turn.usage())
-            ready = await wf.release_dependants(conn, turn.task_id)
-            ready = [r for r in ready if r["status"] == "queued"]
-            await enqueue_tasks(conn, self.db, turn.tenant_id, ready)
-            counts = await rt.add_to_run(
-                conn, turn.run_id, completed=1, tools=tool_count, usage=turn.usage()
-            )
-            await self._agent_totals(conn, turn, ok=True)
-            events = [
+            turn.events.append(
                 event(
                     "task.completed",
                     task_id=turn.task_id,
@@ -615,34 +659,49 @@ class Executor:
                     tokens=turn.prompt_tokens + turn.completion_tokens,
                     cost_usd=turn.cost,
                 )
-            ]
+            )
+            finish = await rt.send_finish(
+                conn,
+                turn.task_id,
+                turn.run_id,
+                turn.agent_id,
+                output,
+                turn.usage(),
+                tools=tool_count,
+                latency_ms=self._latency(turn),
+            )
+            # The trace and events; their round trip also brings the finish's result.
+            await self._flush(conn, turn, output=output["text"][:RESULT_CHARS])
+            counts, released = await rt.read_finish(finish)
+            ready = [r for r in released if r["status"] == "queued"]
+            await enqueue_tasks(conn, self.db, turn.tenant_id, ready)
             if (
                 counts["status"] not in TERMINAL
                 and counts["completed_tasks"] == counts["total_tasks"]
             ):
-                sinks = await wf.sink_outputs(conn, turn.run_id)
-                result = "\n\n".join(prompt.output_text(s["output"]) for s in sinks)
-                response = {
-                    r["node"]: prompt.output_text(r["output"])
-                    for r in await wf.all_outputs(conn, turn.run_id)
-                }
+                outputs = await rt.run_outputs(conn, turn.run_id)
+                result = "\n\n".join(prompt.output_text(o["output"]) for o in outputs if o["sink"])
+                response = {o["node"]: prompt.output_text(o["output"]) for o in outputs}
                 await rt.finish_run(conn, turn.run_id, result[:RESULT_CHARS], response)
-                events.append(event("run.completed", tasks=counts["total_tasks"]))
-            await emit(conn, turn.tenant_id, turn.run_id, events)
+                await rt.fold_agent_totals(conn)
+                await emit(
+                    conn,
+                    turn.tenant_id,
+                    turn.run_id,
+                    [event("run.completed", tasks=counts["total_tasks"])],
+                )
         return "completed"
 
     async def _fail(self, turn: Turn, error: str) -> str:
         error = error[:2000]
-        async with self.db.tenant_connection(turn.tenant_id) as conn:
-            run, task = await rt.lock_run_and_task(conn, turn.run_id, turn.task_id)
+        async with self.db.tenant_pipeline(turn.tenant_id) as conn:
+            lock = await rt.send_lock(conn, turn.run_id, turn.task_id)
+            await self._record_pending(conn, turn)
+            run, task = await rt.read_lock(lock)
             if turn.machine.state != "FAILED":
                 turn.to("FAILED", error[:200])
             await self._flush(conn, turn, error=error)
-            if (
-                task is None
-                or task["status"] != "running"
-                or task["dispatch"] != turn.task["dispatch"]
-            ):
+            if self._taken_over(turn, task):
                 return "skipped"
             retry = task["retry_count"] < task["max_retries"] and run["status"] not in TERMINAL
             updated = await rt.fail_task(conn, turn.task_id, error, turn.usage(), retry)
@@ -673,19 +732,22 @@ class Executor:
                     await wf.cancel_open_tasks(conn, turn.run_id, reason, ("pending", "queued"))
                     await rt.fail_run(conn, turn.run_id, f"{reason}: {error}")
                     events.append(event("run.failed", message=f"{reason}: {error}"))
-            await self._agent_totals(conn, turn, ok=False)
+            await rt.add_agent_delta(
+                conn,
+                turn.agent_id,
+                ok=False,
+                tokens=turn.prompt_tokens + turn.completion_tokens,
+                cost=turn.cost,
+                latency_ms=self._latency(turn),
+            )
+            if not retry:
+                await rt.fold_agent_totals(conn)
             await emit(conn, turn.tenant_id, turn.run_id, events)
         return "retrying" if retry else "failed"
 
-    async def _agent_totals(self, conn: Connection, turn: Turn, *, ok: bool) -> None:
-        await rt.add_to_agent(
-            conn,
-            turn.agent_id,
-            ok=ok,
-            tokens=turn.prompt_tokens + turn.completion_tokens,
-            cost=turn.cost,
-            latency_ms=round((time.perf_counter() - turn.started) * 1000),
-        )
+    @staticmethod
+    def _latency(turn: Turn) -> int:
+        return round((time.perf_counter() - turn.started) * 1000)
 
 
 def _uuid(value: Any) -> UUID | None:

@@ -17,39 +17,46 @@ async def _one(conn: Connection, query: str, params: Any = None) -> dict[str, An
     return await cur.fetchone()
 
 
-async def lock_run_and_task(
-    conn: Connection, run_id: UUID, task_id: UUID
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Locks in the one order used everywhere (run, then task): no deadlocks with
-    cancel, retry or answers. One round trip."""
-    row = await _one(
-        conn,
-        """
-        WITH r AS (SELECT * FROM runs WHERE id = %(run)s FOR UPDATE),
-             t AS (SELECT * FROM tasks WHERE id = %(task)s AND run_id = %(run)s FOR UPDATE)
-        SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task
-        """,
-        {"run": run_id, "task": task_id},
-    )
+async def send_lock(conn: Connection, run_id: UUID, task_id: UUID) -> Any:
+    """lock_run_and_task on a pipelined connection, read later with read_lock: other
+    statements can share its round trip."""
+    return await conn.execute(LOCK, {"run": run_id, "task": task_id})
+
+
+async def read_lock(cur: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    row = await cur.fetchone()
     return row["run"], row["task"]
 
 
-async def start_context(
-    conn: Connection, task_id: UUID, parent_id: UUID | None, agent_id: UUID, run_id: UUID
-) -> dict[str, Any]:
-    """What a turn needs, in one round trip: the agent, upstream outputs, run data, an
-    unfinished agent execution to resume, and the task's answered input requests."""
-    return await _one(
-        conn,
-        """
+async def lock_and_context(
+    conn: Connection, run_id: UUID, task_id: UUID
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    """The locked run and task and what a turn on the task needs, in one round trip on
+    a pipelined connection (both statements are sent before either result is read)."""
+    lock = await conn.execute(LOCK, {"run": run_id, "task": task_id})
+    context = await conn.execute(CONTEXT, {"task": task_id, "run": run_id})
+    row = await lock.fetchone()
+    return row["run"], row["task"], await context.fetchone()
+
+
+LOCK = """
+WITH r AS (SELECT * FROM runs WHERE id = %(run)s FOR UPDATE),
+     t AS (SELECT * FROM tasks WHERE id = %(task)s AND run_id = %(run)s FOR UPDATE)
+SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task
+"""
+
+# The agent (its totals are not needed), upstream outputs, run data, an unfinished agent
+# execution to resume, and the task's answered input requests.
+CONTEXT = """
+        WITH task AS (SELECT agent_id, parent_task_id FROM tasks WHERE id = %(task)s)
         SELECT
-          (SELECT to_jsonb(a) FROM agents a WHERE a.id = %(agent)s) AS agent,
+          (SELECT to_jsonb(a) FROM agents a WHERE a.id = (SELECT agent_id FROM task)) AS agent,
           (SELECT coalesce(jsonb_agg(jsonb_build_object('node', u.node, 'output', u.output,
                                                         'agent', ua.slug)), '[]')
              FROM tasks u JOIN agents ua ON ua.tenant_id = u.tenant_id AND ua.id = u.agent_id
             WHERE u.id IN (SELECT d.depends_on_task_id FROM task_dependencies d
                            WHERE d.task_id = %(task)s)
-               OR u.id = %(parent)s) AS upstream,
+               OR u.id = (SELECT parent_task_id FROM task)) AS upstream,
           (SELECT coalesce(jsonb_object_agg(d.key, d.value), '{}')
              FROM (SELECT key, value FROM run_data WHERE run_id = %(run)s
                    ORDER BY created_at LIMIT 50) d) AS run_data,
@@ -61,9 +68,7 @@ async def start_context(
             AS answers,
           (SELECT s.context FROM sessions s JOIN runs r ON r.session_id = s.id
             WHERE r.id = %(run)s) AS session_context
-        """,
-        {"agent": agent_id, "task": task_id, "parent": parent_id, "run": run_id},
-    )
+"""
 
 
 async def mark_task_running(conn: Connection, task_id: UUID) -> None:
@@ -94,11 +99,11 @@ async def insert_execution(conn: Connection, v: dict[str, Any]) -> None:
     await conn.execute(
         """
         INSERT INTO agent_executions (tenant_id, id, run_id, task_id, agent_id, attempt, state,
-                                      strategy, model_used, input)
+                                      strategy, model_used, input, messages, metadata)
         VALUES (app_current_tenant(), %(id)s, %(run_id)s, %(task_id)s, %(agent_id)s, %(attempt)s,
-                %(state)s, %(strategy)s, %(model)s, %(input)s)
+                %(state)s, %(strategy)s, %(model)s, %(input)s, %(messages)s, %(metadata)s)
         """,
-        v,
+        {**v, "messages": Jsonb(v["messages"]), "metadata": Jsonb(v["metadata"])},
     )
 
 
@@ -164,20 +169,93 @@ async def insert_tool_executions(conn: Connection, rows: list[dict[str, Any]]) -
     )
 
 
-async def complete_task(
-    conn: Connection, task_id: UUID, output: dict[str, Any], usage: dict[str, Any]
-) -> None:
-    await conn.execute(
+async def send_finish(
+    conn: Connection,
+    task_id: UUID,
+    run_id: UUID,
+    agent_id: UUID,
+    output: dict[str, Any],
+    usage: dict[str, Any],
+    *,
+    tools: int,
+    latency_ms: int,
+) -> Any:
+    """One statement for a completed task: its output and usage, one dependency fewer for
+    each dependant (those left with none become queued), the run's counters, the agent's
+    totals delta. Returns the cursor (read with read_finish), so that on a pipelined
+    connection later statements share its round trip. The rows touched are all different
+    (the task, its dependants, the run), as one statement's updates must be."""
+    return await conn.execute(
         """
-        UPDATE tasks SET status = 'completed', output = %(output)s, error = NULL,
-            completed_at = now(), prompt_tokens = prompt_tokens + %(prompt)s,
-            completion_tokens = completion_tokens + %(completion)s,
-            tokens_used = tokens_used + %(prompt)s + %(completion)s, cost_usd = cost_usd + %(cost)s,
-            duration_ms = (extract(epoch FROM now() - started_at) * 1000)::int
-        WHERE id = %(id)s
+        WITH done AS (
+            UPDATE tasks SET status = 'completed', output = %(output)s, error = NULL,
+                completed_at = now(), prompt_tokens = prompt_tokens + %(prompt)s,
+                completion_tokens = completion_tokens + %(completion)s,
+                tokens_used = tokens_used + %(prompt)s + %(completion)s,
+                cost_usd = cost_usd + %(cost)s,
+                duration_ms = (extract(epoch FROM now() - started_at) * 1000)::int
+            WHERE id = %(id)s
+            RETURNING id
+        ), released AS (
+            UPDATE tasks t SET pending_deps = t.pending_deps - 1,
+                status = CASE WHEN t.pending_deps = 1 AND t.status = 'pending' THEN 'queued'
+                              ELSE t.status END,
+                dispatch = t.dispatch + (t.pending_deps = 1 AND t.status = 'pending')::int
+            FROM task_dependencies d
+            WHERE d.tenant_id = t.tenant_id AND d.task_id = t.id AND d.depends_on_task_id = %(id)s
+            RETURNING t.id, t.run_id, t.dispatch, t.node, t.status
+        ), run AS (
+            UPDATE runs SET completed_tasks = completed_tasks + 1,
+                tools_invoked = tools_invoked + %(tools)s,
+                prompt_tokens = prompt_tokens + %(prompt)s,
+                completion_tokens = completion_tokens + %(completion)s,
+                total_tokens = total_tokens + %(prompt)s + %(completion)s,
+                total_cost_usd = total_cost_usd + %(cost)s
+            WHERE id = %(run)s
+            RETURNING status, total_tasks, completed_tasks, failed_tasks
+        ), delta AS (
+            INSERT INTO agent_total_deltas (tenant_id, agent_id, completed, failed, tokens,
+                                            cost_usd, latency_ms)
+            SELECT app_current_tenant(), %(agent)s, 1, 0, %(prompt)s + %(completion)s,
+                   %(cost)s, %(latency)s
+            FROM done
+        )
+        SELECT (SELECT to_jsonb(run) FROM run) AS run,
+               (SELECT coalesce(jsonb_agg(to_jsonb(released)), '[]') FROM released) AS released
         """,
-        {"id": task_id, "output": Jsonb(output), **usage},
+        {
+            "id": task_id,
+            "run": run_id,
+            "agent": agent_id,
+            "output": Jsonb(output),
+            "tools": tools,
+            "latency": max(latency_ms, 0),
+            **usage,
+        },
     )
+
+
+async def read_finish(cur: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's counters after the task, and the dependants it released (queued ones
+    are ready to run)."""
+    row = await cur.fetchone()
+    return row["run"], row["released"]
+
+
+async def run_outputs(conn: Connection, run_id: UUID) -> list[dict[str, Any]]:
+    """Outputs of the run's completed tasks in creation order; `sink` marks those nothing
+    depends on (subtasks included)."""
+    cur = await conn.execute(
+        """
+        SELECT t.node, t.output, NOT EXISTS (
+            SELECT 1 FROM task_dependencies d
+            WHERE d.tenant_id = t.tenant_id AND d.depends_on_task_id = t.id) AS sink
+        FROM tasks t WHERE t.run_id = %s AND t.status = 'completed'
+        ORDER BY t.created_at, t.node
+        """,
+        [run_id],
+    )
+    return await cur.fetchall()
 
 
 async def fail_task(
@@ -266,24 +344,49 @@ async def fail_run(conn: Connection, run_id: UUID, error: str) -> None:
     )
 
 
-async def add_to_agent(
+async def add_agent_delta(
     conn: Connection, agent_id: UUID, *, ok: bool, tokens: int, cost: Decimal, latency_ms: int
 ) -> None:
-    """Running totals; the average latency and success rate over finished tasks."""
+    """What a finished task adds to its agent's totals: a row of its own, so tasks of one
+    agent never wait on each other (fold_agent_totals moves it into the agent's row)."""
     await conn.execute(
         """
-        UPDATE agents SET
-            total_tasks_completed = total_tasks_completed + %(ok)s::int,
-            total_tasks_failed = total_tasks_failed + (NOT %(ok)s)::int,
-            total_tokens_used = total_tokens_used + %(tokens)s,
-            total_cost_usd = total_cost_usd + %(cost)s,
-            average_latency_ms = (average_latency_ms * (total_tasks_completed + total_tasks_failed)
-                                  + %(latency)s) / (total_tasks_completed + total_tasks_failed + 1),
-            success_rate = 100.0 * (total_tasks_completed + %(ok)s::int)
-                           / (total_tasks_completed + total_tasks_failed + 1)
-        WHERE id = %(id)s
+        INSERT INTO agent_total_deltas (tenant_id, agent_id, completed, failed, tokens,
+                                        cost_usd, latency_ms)
+        VALUES (app_current_tenant(), %(id)s, %(ok)s::int, (NOT %(ok)s)::int, %(tokens)s,
+                %(cost)s, %(latency)s)
         """,
-        {"id": agent_id, "ok": ok, "tokens": tokens, "cost": cost, "latency": latency_ms},
+        {"id": agent_id, "ok": ok, "tokens": tokens, "cost": cost, "latency": max(latency_ms, 0)},
+    )
+
+
+async def fold_agent_totals(conn: Connection) -> None:
+    """Moves the tenant's committed deltas into their agents' rows, skipping agents whose
+    row another transaction holds (their deltas wait for the next fold). Exact under
+    concurrency: a delta is deleted, and so added, by one fold only. NO KEY UPDATE does
+    not block the key-share locks that inserting deltas takes on the agent."""
+    await conn.execute(
+        """
+        WITH a AS (
+            SELECT tenant_id, id FROM agents
+            WHERE id IN (SELECT agent_id FROM agent_total_deltas)
+            ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+        ), d AS (
+            DELETE FROM agent_total_deltas d USING a
+            WHERE d.tenant_id = a.tenant_id AND d.agent_id = a.id
+            RETURNING d.*
+        ), s AS (
+            SELECT tenant_id, agent_id, sum(completed) AS completed, sum(failed) AS failed,
+                   sum(tokens) AS tokens, sum(cost_usd) AS cost, sum(latency_ms) AS latency
+            FROM d GROUP BY tenant_id, agent_id
+        )
+        UPDATE agents g SET total_tasks_completed = g.total_tasks_completed + s.completed,
+            total_tasks_failed = g.total_tasks_failed + s.failed,
+            total_tokens_used = g.total_tokens_used + s.tokens,
+            total_cost_usd = g.total_cost_usd + s.cost,
+            total_latency_ms = g.total_latency_ms + s.latency
+        FROM s WHERE g.tenant_id = s.tenant_id AND g.id = s.agent_id
+        """
     )
 
 

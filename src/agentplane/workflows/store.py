@@ -332,23 +332,6 @@ async def dispatch_tasks(conn: Connection, task_ids: list[UUID]) -> list[dict[st
     )
 
 
-async def release_dependants(conn: Connection, task_id: UUID) -> list[dict[str, Any]]:
-    """One dependency fewer for each dependant; those left with none become queued."""
-    return await _all(
-        conn,
-        """
-        UPDATE tasks t SET pending_deps = t.pending_deps - 1,
-            status = CASE WHEN t.pending_deps = 1 AND t.status = 'pending' THEN 'queued'
-                          ELSE t.status END,
-            dispatch = t.dispatch + (t.pending_deps = 1 AND t.status = 'pending')::int
-        FROM task_dependencies d
-        WHERE d.tenant_id = t.tenant_id AND d.task_id = t.id AND d.depends_on_task_id = %s
-        RETURNING t.id, t.run_id, t.dispatch, t.node, t.status
-        """,
-        [task_id],
-    )
-
-
 async def cancel_open_tasks(
     conn: Connection, run_id: UUID, reason: str, statuses: tuple[str, ...]
 ) -> list[dict[str, Any]]:
@@ -412,30 +395,6 @@ async def task_counts(conn: Connection, run_id: UUID) -> dict[str, Any]:
     return await _one(
         conn,
         "SELECT count(DISTINCT agent_id) AS agents_used FROM tasks WHERE run_id = %s",
-        [run_id],
-    )
-
-
-async def sink_outputs(conn: Connection, run_id: UUID) -> list[dict[str, Any]]:
-    """Outputs of the tasks nothing depends on (subtasks included), in creation order."""
-    return await _all(
-        conn,
-        """
-        SELECT t.node, t.output FROM tasks t
-        WHERE t.run_id = %s AND t.status = 'completed' AND NOT EXISTS (
-            SELECT 1 FROM task_dependencies d
-            WHERE d.tenant_id = t.tenant_id AND d.depends_on_task_id = t.id)
-        ORDER BY t.created_at, t.node
-        """,
-        [run_id],
-    )
-
-
-async def all_outputs(conn: Connection, run_id: UUID) -> list[dict[str, Any]]:
-    return await _all(
-        conn,
-        "SELECT node, output FROM tasks WHERE run_id = %s AND status = 'completed' "
-        "ORDER BY created_at, node",
         [run_id],
     )
 

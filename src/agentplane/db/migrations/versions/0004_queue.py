@@ -134,6 +134,9 @@ CREATE TABLE queue_pauses (
     paused_at  timestamptz NOT NULL DEFAULT now(),
     UNIQUE NULLS NOT DISTINCT (tenant_id, queue, type)
 );
+{rls_queue_pauses}
+-- A tenant's enqueue must see the pauses for every tenant too (read-only).
+CREATE POLICY pauses_for_all ON queue_pauses FOR SELECT USING (tenant_id IS NULL);
 
 -- Limits per concurrency key, across all workers. `running` is kept by the claim
 -- (increment) and by a trigger on jobs (decrement when a job leaves running).
@@ -539,6 +542,7 @@ def upgrade() -> None:
         .replace("{rls_jobs}", tenant_rls("jobs"))
         .replace("{rls_dead_letters}", tenant_rls("dead_letters"))
         .replace("{rls_schedules}", tenant_rls("schedules"))
+        .replace("{rls_queue_pauses}", tenant_rls("queue_pauses"))
     )
 
 

@@ -19,6 +19,7 @@ depends_on = None
 
 TABLES = (
     "agents",
+    "agent_total_deltas",
     "agent_instances",
     "agent_instance_status_history",
     "workflows",
@@ -55,12 +56,20 @@ CREATE TABLE agents (
     status                 text NOT NULL DEFAULT 'active'
                            CHECK (status IN ('active', 'inactive', 'maintenance')),
     version                integer NOT NULL DEFAULT 1 CHECK (version >= 1),
+    -- Totals folded in from agent_total_deltas; readers add the deltas not folded yet.
     total_tasks_completed  integer NOT NULL DEFAULT 0,
     total_tasks_failed     integer NOT NULL DEFAULT 0,
     total_tokens_used      bigint NOT NULL DEFAULT 0,
     total_cost_usd         numeric(20, 10) NOT NULL DEFAULT 0,
-    average_latency_ms     double precision NOT NULL DEFAULT 0,
-    success_rate           double precision NOT NULL DEFAULT 100.0,
+    total_latency_ms       bigint NOT NULL DEFAULT 0,
+    average_latency_ms     double precision NOT NULL GENERATED ALWAYS AS (
+        total_latency_ms::float8 / greatest(total_tasks_completed + total_tasks_failed, 1)
+    ) STORED,
+    success_rate           double precision NOT NULL GENERATED ALWAYS AS (
+        CASE WHEN total_tasks_completed + total_tasks_failed = 0 THEN 100.0
+             ELSE 100.0 * total_tasks_completed / (total_tasks_completed + total_tasks_failed)
+        END
+    ) STORED,
     metadata               jsonb NOT NULL DEFAULT '{}',
     created_at             timestamptz NOT NULL DEFAULT now(),
     updated_at             timestamptz NOT NULL DEFAULT now(),
@@ -70,6 +79,23 @@ CREATE TABLE agents (
 CREATE INDEX agents_status_idx ON agents (tenant_id, status);
 CREATE TRIGGER agents_updated_at BEFORE UPDATE ON agents
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- What each finished task adds to its agent's totals. Appended by the task's finish
+-- transaction and folded into the agent's row when a run ends, so concurrent tasks of
+-- one agent never queue on that row (its lock would serialise every task of the agent).
+CREATE TABLE agent_total_deltas (
+    tenant_id   uuid NOT NULL,
+    id          uuid NOT NULL DEFAULT gen_random_uuid(),
+    agent_id    uuid NOT NULL,
+    completed   integer NOT NULL CHECK (completed >= 0),
+    failed      integer NOT NULL CHECK (failed >= 0),
+    tokens      bigint NOT NULL CHECK (tokens >= 0),
+    cost_usd    numeric(20, 10) NOT NULL,
+    latency_ms  bigint NOT NULL CHECK (latency_ms >= 0),
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES agents (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX agent_total_deltas_agent_idx ON agent_total_deltas (tenant_id, agent_id);
 
 -- A live worker of an agent (AutoSDLC's instance half of `agents`).
 CREATE TABLE agent_instances (
