@@ -31,6 +31,27 @@ KeysManager = Annotated[Principal, Depends(requires("keys:manage", roles={"owner
 Me = Annotated[Identity, Depends(authenticated)]
 
 
+# First in the router: routes are matched in order and this is the hottest one.
+@router.get("/me", response_model=MeOut)
+async def me(request: Request) -> Response:
+    """Who the credential is: user, tenant, role and effective scopes."""
+    # Authenticated in the body rather than by a dependency: FastAPI's dependency
+    # solving was a third of this route's cost.
+    found = await authenticated(request)
+    p = found.principal
+    # The hottest authenticated route: serialized directly, skipping response validation.
+    body = {
+        "user_id": str(p.user_id) if p.user_id else None,
+        "email": found.email,
+        "tenant_id": str(p.tenant_id),
+        "tenant_slug": found.tenant_slug,
+        "role": p.role,
+        "scopes": sorted(p.scopes),
+        "api_key_id": str(p.api_key_id) if p.api_key_id else None,
+    }
+    return JSONResponse(body)  # RateLimit-* headers: added by RequestIdMiddleware
+
+
 @router.post("/v1/auth/register", status_code=201)
 async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
     """Create a tenant with the caller as its owner, or join one with an invitation."""
@@ -60,23 +81,6 @@ async def logout(me: Me, request: Request, db: DB) -> Response:
 async def logout_all(me: Me, request: Request, db: DB) -> dict[str, int]:
     """End every login session of the caller, on every device and in every tenant."""
     return {"revoked": await service.logout_everywhere(db, me.principal, origin(request))}
-
-
-@router.get("/me", response_model=MeOut)
-async def me(found: Me) -> Response:
-    """Who the credential is: user, tenant, role and effective scopes."""
-    p = found.principal
-    # The hottest authenticated route: serialized directly, skipping response validation.
-    body = {
-        "user_id": str(p.user_id) if p.user_id else None,
-        "email": found.email,
-        "tenant_id": str(p.tenant_id),
-        "tenant_slug": found.tenant_slug,
-        "role": p.role,
-        "scopes": sorted(p.scopes),
-        "api_key_id": str(p.api_key_id) if p.api_key_id else None,
-    }
-    return JSONResponse(body)  # RateLimit-* headers: added by RequestIdMiddleware
 
 
 @router.post("/v1/api-keys", status_code=201)
