@@ -20,6 +20,10 @@ from agentplane.auth.models import (
     Identity,
     LoginIn,
     MeOut,
+    MfaDisableIn,
+    MfaEnableIn,
+    MfaSetupIn,
+    MfaSetupOut,
     Principal,
     RefreshIn,
     RegisterIn,
@@ -61,7 +65,9 @@ async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
 @router.post("/v1/auth/login")
 async def login(body: LoginIn, request: Request, db: DB) -> TokensOut:
     """Sign in: a short-lived access token (JWT) and a refresh token."""
-    return await service.login(db, body.email, body.password, body.tenant, origin(request))
+    return await service.login(
+        db, body.email, body.password, body.tenant, origin(request), body.totp
+    )
 
 
 @router.post("/v1/auth/refresh")
@@ -81,6 +87,26 @@ async def logout(me: Me, request: Request, db: DB) -> Response:
 async def logout_all(me: Me, request: Request, db: DB) -> dict[str, int]:
     """End every login session of the caller, on every device and in every tenant."""
     return {"revoked": await service.logout_everywhere(db, me.principal, origin(request))}
+
+
+@router.post("/v1/auth/mfa/setup")
+async def mfa_setup(body: MfaSetupIn, me: Me, request: Request, db: DB) -> MfaSetupOut:
+    """Start two-factor sign-in: a new TOTP secret, pending until confirmed by a code."""
+    return MfaSetupOut(**await service.mfa_setup(db, me, body.password, origin(request)))
+
+
+@router.post("/v1/auth/mfa/enable", status_code=204)
+async def mfa_enable(body: MfaEnableIn, me: Me, request: Request, db: DB) -> Response:
+    """Turn two-factor sign-in on with a code from the pending secret."""
+    await service.mfa_enable(db, me, body.code, origin(request))
+    return Response(status_code=204)
+
+
+@router.post("/v1/auth/mfa/disable", status_code=204)
+async def mfa_disable(body: MfaDisableIn, me: Me, request: Request, db: DB) -> Response:
+    """Turn two-factor sign-in off: the password and a current code."""
+    await service.mfa_disable(db, me, body.password, body.code, origin(request))
+    return Response(status_code=204)
 
 
 @router.post("/v1/api-keys", status_code=201)

@@ -76,6 +76,8 @@ class RegisterIn(Body):
     tenant_slug: Slug | None = None
     invitation: str | None = Field(default=None, max_length=200)
     """An invitation token: join its tenant instead of creating one."""
+    totp: str | None = Field(default=None, max_length=16)
+    """An existing account with two-factor sign-in joining: its current one-time code."""
 
 
 class LoginIn(Body):
@@ -83,6 +85,27 @@ class LoginIn(Body):
     password: str = Field(max_length=1024)
     tenant: Slug | None = None
     """Which tenant to sign in to; needed only when the account belongs to several."""
+    totp: str | None = Field(default=None, max_length=16)
+    """The current one-time code, for an account with two-factor sign-in."""
+
+
+class MfaSetupIn(Body):
+    password: str = Field(max_length=1024)
+
+
+class MfaSetupOut(BaseModel):
+    secret: str
+    """Base32, shown once: enter it (or scan the URI) into an authenticator app."""
+    otpauth_uri: str
+
+
+class MfaEnableIn(Body):
+    code: str = Field(min_length=6, max_length=16)
+
+
+class MfaDisableIn(Body):
+    password: str = Field(max_length=1024)
+    code: str = Field(min_length=6, max_length=16)
 
 
 class RefreshIn(Body):

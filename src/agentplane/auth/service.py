@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from agentplane.auth import audit, passwords, secrets, store
+from agentplane import crypto
+from agentplane.auth import audit, passwords, secrets, store, totp
 from agentplane.auth import cache as keycache
 from agentplane.auth import scopes as sc
 from agentplane.auth.audit import NOWHERE, Origin
@@ -23,6 +24,7 @@ from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     RateLimited,
@@ -261,8 +263,19 @@ def _locked(until: datetime) -> RateLimited:
     )
 
 
-async def _check_password(db: Database, email: str, password: str, origin: Origin) -> UUID:
-    """The account's id if the password is right; counts failures and locks out."""
+@dataclass(frozen=True)
+class SignIn:
+    """A verified password (and one-time code, for an account with two-factor sign-in)."""
+
+    user_id: UUID
+    mfa_step: int | None = None
+    """The TOTP step the code matched: spent in the sign-in's transaction."""
+
+
+async def _check_password(
+    db: Database, email: str, password: str, origin: Origin, code: str | None = None
+) -> SignIn:
+    """The account if the password (and code) are right; counts failures and locks out."""
     email_hash = email_digest(email)
     async with db.app_connection() as conn:
         found = await store.login_lookup(conn, email, email_hash)
@@ -270,27 +283,57 @@ async def _check_password(db: Database, email: str, password: str, origin: Origi
         raise _locked(found["locked_until"])
     # An unknown account is verified against a dummy hash: same time, same answer.
     if not await passwords.verify_password(found["password_hash"], password):
-        async with db.app_connection() as conn:
-            await store.login_failed(
-                conn,
-                email_hash,
-                found["user_id"],
-                origin.ip,
-                origin.user_agent,
-                LOCKOUT_MAX_FAILURES,
-                LOCKOUT_WINDOW_SECONDS,
-                LOCKOUT_COOLDOWN_SECONDS,
-            )
+        await _login_failed(db, email_hash, found["user_id"], origin)
         raise Unauthorized(BAD_LOGIN)
+    step = None
+    if found["mfa_secret"] is not None:
+        if not code:
+            raise Unauthorized(
+                "this account signs in with a one-time code too: send it as `totp`",
+                mfa_required=True,
+            )
+        secret = crypto.decrypt(db.settings, found["mfa_secret"], _mfa_context(found["user_id"]))
+        step = totp.matching_step(secret, code)
+        if step is None:
+            await _login_failed(db, email_hash, found["user_id"], origin)
+            raise Unauthorized("invalid one-time code", mfa_required=True)
     async with db.app_connection() as conn:
         await store.login_succeeded(conn, email_hash)
-    return found["user_id"]
+    return SignIn(found["user_id"], step)
+
+
+async def _login_failed(db: Database, email_hash: bytes, user_id: UUID | None, origin: Origin):
+    async with db.app_connection() as conn:
+        await store.login_failed(
+            conn,
+            email_hash,
+            user_id,
+            origin.ip,
+            origin.user_agent,
+            LOCKOUT_MAX_FAILURES,
+            LOCKOUT_WINDOW_SECONDS,
+            LOCKOUT_COOLDOWN_SECONDS,
+        )
+
+
+async def _spend_code(conn: Connection, signin: SignIn) -> None:
+    # Inside the sign-in's tenant transaction: a code seen twice fails the second time.
+    if signin.mfa_step is not None and not await store.spend_mfa_step(
+        conn, signin.user_id, signin.mfa_step
+    ):
+        raise Unauthorized("this one-time code was used already; wait for the next one")
 
 
 async def login(
-    db: Database, email: str, password: str, tenant: str | None, origin: Origin = NOWHERE
+    db: Database,
+    email: str,
+    password: str,
+    tenant: str | None,
+    origin: Origin = NOWHERE,
+    code: str | None = None,
 ) -> TokensOut:
-    user_id = await _check_password(db, email, password, origin)
+    signin = await _check_password(db, email, password, origin, code)
+    user_id = signin.user_id
     async with db.app_connection() as conn:
         tenants = await store.user_tenants(conn, user_id)
     if tenant is not None:
@@ -307,6 +350,7 @@ async def login(
         )
     tenant_id = tenants[0]["tenant_id"]
     async with db.tenant_connection(tenant_id) as conn:
+        await _spend_code(conn, signin)
         tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
         await store.touch_last_login(conn, user_id)
         await audit.record(
@@ -331,7 +375,7 @@ async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> 
     user = NewUser(body.email, body.password, body.full_name, body.username)
     passwords.check_policy(body.password, email=body.email, username=body.username or "")
     if body.invitation is not None:
-        return await _join(db, body.invitation, user, origin)
+        return await _join(db, body.invitation, user, origin, body.totp)
     name = body.tenant_name or body.email.split("@")[0]
     slug = body.tenant_slug or _slugify(name)
     tenant_id = uuid.uuid4()
@@ -352,18 +396,23 @@ async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> 
     return tokens
 
 
-async def _join(db: Database, token: str, user: NewUser, origin: Origin) -> TokensOut:
+async def _join(
+    db: Database, token: str, user: NewUser, origin: Origin, code: str | None
+) -> TokensOut:
     async with db.app_connection() as conn:
         tenant_id = await store.invitation_tenant(conn, secrets.digest(token))
         existing = await tenancy.find_user_id(conn, user.email)
     if tenant_id is None:
         raise NotFound("invitation not found, expired or already used")
+    signin = None
     if existing is not None:
         # An existing account joins by proving it is theirs.
         assert user.password is not None
-        await _check_password(db, user.email, user.password, origin)
+        signin = await _check_password(db, user.email, user.password, origin, code)
     async with db.tenant_connection(tenant_id) as conn:
         user_id, _ = await tenancy.accept_invitation(conn, token, existing, user, origin)
+        if signin is not None:
+            await _spend_code(conn, signin)
         tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
     return tokens
 
@@ -586,3 +635,93 @@ async def query_audit(
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
     return rows, next_cursor
+
+
+# --- two-factor sign-in (TOTP) -------------------------------------------------------------
+
+
+def _mfa_context(user_id: UUID) -> str:
+    return f"users.mfa_secret:{user_id}"
+
+
+async def _reauthenticate(db: Database, identity: Identity, password: str) -> dict[str, Any]:
+    """The signed-in user's MFA state, once the password proves it is them at the keyboard."""
+    principal = identity.principal
+    if identity.session_id is None or principal.user_id is None:
+        raise Forbidden("two-factor settings change only from a signed-in session, not an API key")
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        state = await store.mfa_state(conn, principal.user_id)
+    if not await passwords.verify_password(state["password_hash"], password):
+        raise Unauthorized("the password is wrong")
+    return state
+
+
+async def mfa_setup(
+    db: Database, identity: Identity, password: str, origin: Origin = NOWHERE
+) -> dict[str, str]:
+    """A new TOTP secret, pending until `mfa_enable` sees a code made from it."""
+    state = await _reauthenticate(db, identity, password)
+    if state["mfa_enabled"]:
+        raise Conflict("two-factor sign-in is on already; turn it off first to change the secret")
+    principal = identity.principal
+    assert principal.user_id is not None
+    secret = totp.new_secret()
+    sealed = crypto.encrypt(db.settings, secret, _mfa_context(principal.user_id))
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        await store.set_mfa(conn, principal.user_id, enabled=False, secret=sealed, step=None)
+    return {"secret": secret, "otpauth_uri": totp.uri(secret, state["email"])}
+
+
+async def mfa_enable(db: Database, identity: Identity, code: str, origin: Origin = NOWHERE) -> None:
+    principal = identity.principal
+    if identity.session_id is None or principal.user_id is None:
+        raise Forbidden("two-factor settings change only from a signed-in session, not an API key")
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        state = await store.mfa_state(conn, principal.user_id)
+        if state["mfa_enabled"]:
+            raise Conflict("two-factor sign-in is on already")
+        if state["mfa_secret"] is None:
+            raise Conflict("no pending secret: call /v1/auth/mfa/setup first")
+        secret = crypto.decrypt(db.settings, state["mfa_secret"], _mfa_context(principal.user_id))
+        step = totp.matching_step(secret, code)
+        if step is None:
+            raise ValidationFailed(
+                "the code does not match the secret (check the device's clock)",
+                errors=[{"field": "code", "message": "does not match"}],
+            )
+        await store.set_mfa(
+            conn, principal.user_id, enabled=True, secret=state["mfa_secret"], step=step
+        )
+        await audit.record(
+            conn,
+            principal.tenant_id,
+            "mfa_enabled",
+            actor=principal,
+            resource_type="user",
+            resource_id=principal.user_id,
+            origin=origin,
+        )
+
+
+async def mfa_disable(
+    db: Database, identity: Identity, password: str, code: str, origin: Origin = NOWHERE
+) -> None:
+    state = await _reauthenticate(db, identity, password)
+    principal = identity.principal
+    assert principal.user_id is not None
+    if not state["mfa_enabled"]:
+        raise Conflict("two-factor sign-in is off already")
+    secret = crypto.decrypt(db.settings, state["mfa_secret"], _mfa_context(principal.user_id))
+    if totp.matching_step(secret, code) is None:
+        raise Unauthorized("invalid one-time code")
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        await store.set_mfa(conn, principal.user_id, enabled=False, secret=None, step=None)
+        await audit.record(
+            conn,
+            principal.tenant_id,
+            "mfa_disabled",
+            actor=principal,
+            resource_type="user",
+            resource_id=principal.user_id,
+            origin=origin,
+        )

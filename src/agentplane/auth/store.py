@@ -172,6 +172,35 @@ async def touch_last_login(conn: Connection, user_id: UUID) -> None:
     await conn.execute("UPDATE users SET last_login = now() WHERE id = %s", [user_id])
 
 
+async def mfa_state(conn: Connection, user_id: UUID) -> dict[str, Any]:
+    cur = await conn.execute(
+        "SELECT email, password_hash, mfa_enabled, mfa_secret FROM users WHERE id = %s",
+        [user_id],
+    )
+    row = await cur.fetchone()
+    assert row is not None  # the caller is signed in as this user
+    return row
+
+
+async def set_mfa(
+    conn: Connection, user_id: UUID, *, enabled: bool, secret: bytes | None, step: int | None
+) -> None:
+    await conn.execute(
+        "UPDATE users SET mfa_enabled = %s, mfa_secret = %s, mfa_last_step = %s WHERE id = %s",
+        [enabled, secret, step, user_id],
+    )
+
+
+async def spend_mfa_step(conn: Connection, user_id: UUID, step: int) -> bool:
+    """Record a used TOTP step; False when it (or a later one) was used already."""
+    cur = await conn.execute(
+        "UPDATE users SET mfa_last_step = %s"
+        " WHERE id = %s AND (mfa_last_step IS NULL OR mfa_last_step < %s) RETURNING id",
+        [step, user_id, step],
+    )
+    return await cur.fetchone() is not None
+
+
 # --- API keys ------------------------------------------------------------------------
 
 

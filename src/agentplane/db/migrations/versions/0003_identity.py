@@ -32,6 +32,7 @@ CREATE TABLE users (
     last_login         timestamptz,
     mfa_enabled        boolean NOT NULL DEFAULT false,
     mfa_secret         bytea,         -- TOTP secret sealed with AES-GCM, never plaintext
+    mfa_last_step      bigint,        -- the last TOTP step used: a code works only once
     metadata           jsonb NOT NULL DEFAULT '{}',
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
@@ -392,14 +393,16 @@ BEGIN
     RETURN NEXT;
 END $$;
 
--- Sign-in, step 1: the account behind an email (if any) and whether it is locked.
+-- Sign-in, step 1: the account behind an email (if any), whether it is locked, and its
+-- sealed TOTP secret when two-factor sign-in is on.
 CREATE FUNCTION auth_login_lookup(p_email text, p_email_hash bytea)
-RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz)
+RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz, mfa_secret bytea)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
     SELECT u.id, u.password_hash,
            (SELECT f.locked_until FROM login_failures f
-             WHERE f.email_hash = p_email_hash AND f.locked_until > now())
+             WHERE f.email_hash = p_email_hash AND f.locked_until > now()),
+           CASE WHEN u.mfa_enabled THEN u.mfa_secret END
       FROM (SELECT 1) one
       LEFT JOIN users u ON u.email = p_email AND u.is_active AND u.deleted_at IS NULL
 $$;
