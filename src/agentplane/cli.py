@@ -41,6 +41,12 @@ from agentplane.events.cli import events as events_command  # noqa: E402
 
 app.command("events")(events_command)
 
+from agentplane.ops.cli import ops_app  # noqa: E402
+from agentplane.usage.cli import usage as usage_command  # noqa: E402
+
+app.command("usage")(usage_command)
+app.add_typer(ops_app, name="ops")
+
 out = Console()
 err = Console(stderr=True)
 

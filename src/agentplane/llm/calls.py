@@ -399,4 +399,5 @@ def _usage(ctx: CallContext, call: dict[str, Any]) -> dict[str, Any]:
         "cached_tokens": call["cached_tokens"],
         "cost_usd": call["cost_usd"],
         "cost_source": call["cost_source"],
+        "latency_ms": call["latency_ms"],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -52,11 +53,11 @@ async def insert_record(conn: Connection, record: dict[str, Any]) -> None:
         """
         INSERT INTO usage_records (tenant_id, llm_call_id, user_id, api_key_id, session_id,
             run_id, task_id, agent_id, provider, model, prompt_tokens, completion_tokens,
-            cached_tokens, cost_usd, cost_source)
+            cached_tokens, cost_usd, cost_source, latency_ms)
         VALUES (app_current_tenant(), %(llm_call_id)s, %(user_id)s, %(api_key_id)s,
             %(session_id)s, %(run_id)s, %(task_id)s, %(agent_id)s, %(provider)s, %(model)s,
             %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s, %(cost_usd)s,
-            %(cost_source)s)
+            %(cost_source)s, %(latency_ms)s)
         """,
         record,
     )
@@ -84,16 +85,16 @@ async def tenant_budget(conn: Connection) -> dict[str, Any] | None:
 
 async def set_api_key_budget(
     conn: Connection, api_key_id: UUID, token_budget: int
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     cur = await conn.execute(
         """
         INSERT INTO api_key_budgets (api_key_id, tenant_id, token_budget)
-        VALUES (%s, app_current_tenant(), %s)
+        SELECT k.id, k.tenant_id, %s FROM api_keys k WHERE k.id = %s  -- visible keys only
         ON CONFLICT (api_key_id) DO UPDATE SET token_budget = excluded.token_budget,
                                                updated_at = now()
         RETURNING api_key_id, token_budget, tokens_used, tokens_reserved
         """,
-        [api_key_id, token_budget],
+        [token_budget, api_key_id],
     )
     return await cur.fetchone()
 
@@ -105,3 +106,159 @@ async def get_api_key_budget(conn: Connection, api_key_id: UUID) -> dict[str, An
         [api_key_id],
     )
     return await cur.fetchone()
+
+
+# -- reports: everything below reads the usage_daily rollup, never raw rows -------------
+
+# The rollup's dimension and the expression giving the report key, per `by`.
+BY = {
+    None: ("tenant", "d.key"),
+    "model": ("model", "d.key"),
+    "provider": ("model", "split_part(d.key, '/', 1)"),
+    "agent": ("agent", "d.key"),
+    "user": ("user", "d.key"),
+    "key": ("api_key", "d.key"),
+    "project": ("project", "d.key"),
+    "tool": ("tool", "d.key"),
+}
+
+SUMS = """
+    sum(d.calls)::bigint AS calls, sum(d.prompt_tokens)::bigint AS prompt_tokens,
+    sum(d.completion_tokens)::bigint AS completion_tokens,
+    sum(d.cached_tokens)::bigint AS cached_tokens,
+    sum(d.prompt_tokens + d.completion_tokens)::bigint AS total_tokens,
+    sum(d.cost_usd) AS cost_usd, sum(d.unpriced_calls)::bigint AS unpriced_calls,
+    sum(d.llm_latency_ms)::bigint AS llm_latency_ms,
+    sum(d.tasks_completed)::bigint AS tasks_completed,
+    sum(d.tasks_failed)::bigint AS tasks_failed,
+    sum(d.task_duration_ms)::bigint AS task_duration_ms,
+    sum(d.tool_calls)::bigint AS tool_calls, sum(d.tool_failures)::bigint AS tool_failures,
+    sum(d.runs_completed)::bigint AS runs_completed, sum(d.runs_failed)::bigint AS runs_failed,
+    sum(d.runs_cancelled)::bigint AS runs_cancelled
+"""
+
+
+async def report(
+    conn: Connection,
+    *,
+    period: str,
+    by: str | None,
+    since: date,
+    until: date,
+    value: str | None,
+) -> list[dict[str, Any]]:
+    """Rows per period (day, week or month) and key of `by`, from the rollup."""
+    dimension, key = BY[by]
+    cur = await conn.execute(
+        f"""
+        SELECT date_trunc(%(period)s, d.day)::date AS period_start, {key} AS key, {SUMS}
+        FROM usage_daily d
+        WHERE d.tenant_id = app_current_tenant() AND d.dimension = %(dimension)s
+          AND d.day BETWEEN %(since)s AND %(until)s
+          AND (%(value)s::text IS NULL OR {key} = %(value)s)
+        GROUP BY 1, 2 ORDER BY 1, 2
+        """,
+        {"period": period, "dimension": dimension, "since": since, "until": until,
+         "value": value},
+    )
+    return await cur.fetchall()
+
+
+async def period_totals(conn: Connection, since: date, until: date) -> dict[str, Any]:
+    cur = await conn.execute(
+        f"""
+        SELECT {SUMS} FROM usage_daily d
+        WHERE d.tenant_id = app_current_tenant() AND d.dimension = 'tenant'
+          AND d.day BETWEEN %s AND %s
+        """,
+        [since, until],
+    )
+    return await cur.fetchone()
+
+
+async def agent_exists(conn: Connection, agent_id: UUID) -> bool:
+    cur = await conn.execute("SELECT 1 FROM agents WHERE id = %s", [agent_id])
+    return await cur.fetchone() is not None
+
+
+async def billing_periods(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT * FROM billing_periods ORDER BY period_start DESC LIMIT %s", [limit]
+    )
+    return await cur.fetchall()
+
+
+# -- alerts -----------------------------------------------------------------------------
+
+ALERT_COLUMNS = (
+    "id, name, scope, subject_id, metric, period, threshold, unit, enabled, created_by, "
+    "created_at, updated_at"
+)
+
+
+async def subject_exists(conn: Connection, scope: str, subject_id: UUID) -> bool:
+    if scope == "user":
+        sql = "SELECT 1 FROM memberships WHERE user_id = %s"
+    else:
+        sql = "SELECT 1 FROM api_keys WHERE id = %s"
+    cur = await conn.execute(sql, [subject_id])
+    return await cur.fetchone() is not None
+
+
+async def insert_alert(conn: Connection, alert: dict[str, Any]) -> dict[str, Any]:
+    cur = await conn.execute(
+        f"""
+        INSERT INTO usage_alerts (tenant_id, name, scope, subject_id, metric, period,
+                                  threshold, unit, enabled, created_by)
+        VALUES (app_current_tenant(), %(name)s, %(scope)s, %(subject_id)s, %(metric)s,
+                %(period)s, %(threshold)s, %(unit)s, %(enabled)s, %(created_by)s)
+        RETURNING {ALERT_COLUMNS}
+        """,
+        alert,
+    )
+    return await cur.fetchone()
+
+
+async def list_alerts(conn: Connection) -> list[dict[str, Any]]:
+    cur = await conn.execute(f"SELECT {ALERT_COLUMNS} FROM usage_alerts ORDER BY name")
+    return await cur.fetchall()
+
+
+async def get_alert(conn: Connection, alert_id: UUID) -> dict[str, Any] | None:
+    cur = await conn.execute(f"SELECT {ALERT_COLUMNS} FROM usage_alerts WHERE id = %s",
+                             [alert_id])
+    return await cur.fetchone()
+
+
+async def update_alert(
+    conn: Connection, alert_id: UUID, changes: dict[str, Any]
+) -> dict[str, Any] | None:
+    sets = ", ".join(f"{name} = %({name})s" for name in changes)
+    cur = await conn.execute(
+        f"UPDATE usage_alerts SET {sets} WHERE id = %(id)s RETURNING {ALERT_COLUMNS}",
+        {**changes, "id": alert_id},
+    )
+    return await cur.fetchone()
+
+
+async def delete_alert(conn: Connection, alert_id: UUID) -> bool:
+    cur = await conn.execute("DELETE FROM usage_alerts WHERE id = %s RETURNING id", [alert_id])
+    return await cur.fetchone() is not None
+
+
+async def alert_firings(conn: Connection, alert_id: UUID, limit: int) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT alert_id, period_start, value, threshold, run_id, fired_at "
+        "FROM usage_alert_firings WHERE alert_id = %s ORDER BY period_start DESC LIMIT %s",
+        [alert_id, limit],
+    )
+    return await cur.fetchall()
+
+
+async def firings_since(conn: Connection, since: date) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT alert_id, period_start, value, threshold, run_id, fired_at "
+        "FROM usage_alert_firings WHERE period_start >= %s ORDER BY fired_at",
+        [since],
+    )
+    return await cur.fetchall()

@@ -210,8 +210,9 @@ def upgrade() -> None:
     CREATE INDEX llm_calls_session_idx ON llm_calls (session_id) WHERE session_id IS NOT NULL;
     CREATE INDEX llm_calls_task_idx ON llm_calls (task_id) WHERE task_id IS NOT NULL;
 
-    -- The usage ledger. Keyed (tenant_id, created_at, id) so it can be partitioned by month;
-    -- no foreign key to llm_calls: the ledger outlives call bodies removed by retention.
+    -- The usage ledger, one partition per UTC month (retention drops whole months). Keyed
+    -- (tenant_id, created_at, id): a partitioned table's key must hold the partition key.
+    -- No foreign key to llm_calls: the ledger outlives call bodies removed by retention.
     CREATE TABLE usage_records (
         id                  uuid NOT NULL DEFAULT gen_random_uuid(),
         tenant_id           uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
@@ -231,13 +232,47 @@ def upgrade() -> None:
         total_tokens        integer GENERATED ALWAYS AS (prompt_tokens + completion_tokens) STORED,
         cost_usd            numeric(20, 10),
         cost_source         text NOT NULL CHECK (cost_source IN ('price', 'provider', 'unknown')),
+        latency_ms          integer CHECK (latency_ms >= 0),
         PRIMARY KEY (tenant_id, created_at, id)
-    );
+    ) PARTITION BY RANGE (created_at);
+    -- What reports from raw rows read: a tenant's time range (the key), per user, per API
+    -- key, per model.
+    CREATE INDEX usage_records_user_idx ON usage_records (tenant_id, user_id, created_at);
+    CREATE INDEX usage_records_key_idx ON usage_records (tenant_id, api_key_id, created_at)
+        WHERE api_key_id IS NOT NULL;
     CREATE INDEX usage_records_provider_model_idx ON usage_records
         (tenant_id, provider, model, created_at);
-    CREATE INDEX usage_records_user_idx ON usage_records (tenant_id, user_id, created_at);
     CREATE INDEX usage_records_task_idx ON usage_records (task_id) WHERE task_id IS NOT NULL;
     CREATE INDEX usage_records_call_idx ON usage_records (tenant_id, llm_call_id);
+
+    -- Creates the partition holding `month` (UTC) if missing. SECURITY DEFINER so the
+    -- application may call it; partitions bypass row-level security, so the application
+    -- gets no privileges on them (it reads through the parent).
+    CREATE FUNCTION usage_records_create_partition(month timestamptz) RETURNS text
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+    AS $$
+    DECLARE
+        lo timestamp := date_trunc('month', month AT TIME ZONE 'UTC');
+        name text := 'usage_records_' || to_char(lo, 'YYYY_MM');
+    BEGIN
+        IF to_regclass('public.' || name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE public.%I PARTITION OF public.usage_records '
+                'FOR VALUES FROM (%L) TO (%L)',
+                name, lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
+            EXECUTE format('REVOKE ALL ON public.%I FROM {app}', name);
+        END IF;
+        RETURN name;
+    END $$;
+
+    -- The current month and `months` ahead (run at start-up and by the partition job).
+    CREATE FUNCTION usage_records_ensure_partitions(months integer DEFAULT 3) RETURNS void
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public
+    AS $$
+        SELECT usage_records_create_partition(now() + make_interval(months => m))
+        FROM generate_series(0, greatest(months, 0)) AS m;
+    $$;
+    SELECT usage_records_ensure_partitions(3);
     """)
     for table in TENANT:
         sql(tenant_rls(table))
@@ -433,6 +468,8 @@ def downgrade() -> None:
     DROP FUNCTION llm_apply_usage(uuid, uuid, uuid, bigint, bigint);
     DROP FUNCTION llm_reserve(uuid, uuid, uuid, bigint, interval, text);
     DROP TABLE usage_records;
+    DROP FUNCTION usage_records_ensure_partitions(integer);
+    DROP FUNCTION usage_records_create_partition(timestamptz);
     DROP TABLE llm_calls;
     DROP TABLE budget_reservations;
     DROP TABLE api_key_budgets;

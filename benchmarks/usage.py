@@ -1,0 +1,241 @@
+"""Usage analytics at scale: reports and the budget check from rollups beside raw rows.
+
+    python -m benchmarks.usage [--rows 10000000] [--tenants 100] [--users 1000] [--repeat 20]
+
+One embedded PostgreSQL. Loads ROWS usage records spread over 12 months, TENANTS tenants
+and USERS users with COPY through the real table (partitions, indexes, the rollup
+triggers), and reports the load rate. Then times, as the application role under
+row-level security, each answer two ways: agentplane's (the daily rollup; the tenant's
+counter row for the budget check) and the same answer from raw rows with the best index
+(the peers' way). Finally retires the oldest month by dropping its partition and, for
+comparison, deletes the next month's rows with DELETE, showing time and dead tuples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agentplane.config import Settings
+from agentplane.db import endpoints as ep
+from agentplane.db.embedded import EmbeddedServer
+from agentplane.db.migrate import Migrator
+from agentplane.db.pool import Database
+from agentplane.ops import service as ops
+from agentplane.usage import reports
+
+SERVER = {"shared_buffers": "512MB", "max_wal_size": "4GB", "maintenance_work_mem": "256MB",
+          "work_mem": "32MB"}
+MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"),
+          ("openai", "o4-mini"), ("anthropic", "claude-sonnet-4-0"),
+          ("anthropic", "claude-3-5-haiku-latest"), ("anthropic", "claude-opus-4-0"),
+          ("openai", "gpt-4.1-nano")]
+CHUNK = 250_000
+COLUMNS = ("tenant_id, created_at, llm_call_id, user_id, api_key_id, agent_id, provider, model, "
+           "prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_source, latency_ms")
+
+
+async def setup(home: Path, port: int) -> Database:
+    conf = Settings(home=home, embedded_listen="127.0.0.1", embedded_port=port,
+                    database_name="bench_usage", env="test", pool_min_size=2, pool_max_size=4,
+                    log_level="WARNING")
+    endpoints = ep.resolve(conf, start=False)
+    ep.bootstrap(conf, endpoints)
+    Migrator(endpoints.owner, conf.app_role).upgrade()
+    db = Database(conf, endpoints)
+    await db.open()
+    return db
+
+
+async def load(db: Database, rows: int, tenants: int, users: int) -> tuple[list, dict, float]:
+    rng = random.Random(7)
+    async with db.admin_connection() as conn:
+        await conn.execute(
+            "SELECT usage_records_create_partition(now() - make_interval(months => m)) "
+            "FROM generate_series(0, 12) AS m")
+        cur = await conn.execute(
+            "INSERT INTO tenants (name, slug, token_limit) "
+            "SELECT 'bench ' || i, 'bench-' || i, 1000000000000 "
+            "FROM generate_series(1, %s) AS i RETURNING id", [tenants])
+        tenant_ids = [r["id"] for r in await cur.fetchall()]
+    per_tenant = max(users // tenants, 1)
+    people = {t: [(uuid.uuid4(), uuid.uuid4()) for _ in range(per_tenant)] for t in tenant_ids}
+    agents = {t: [uuid.uuid4() for _ in range(5)] for t in tenant_ids}
+    now = datetime.now(UTC)
+    span = 365 * 86400
+    t0 = time.perf_counter()
+    done = 0
+    while done < rows:
+        n = min(CHUNK, rows - done)
+        sql = f"COPY usage_records ({COLUMNS}) FROM STDIN"
+        async with db.admin_connection() as conn, conn.cursor().copy(sql) as copy:
+                for _ in range(n):
+                    t = tenant_ids[rng.randrange(tenants)]
+                    user, key = people[t][rng.randrange(per_tenant)]
+                    provider, model = MODELS[rng.randrange(len(MODELS))]
+                    p, c = rng.randrange(50, 4000), rng.randrange(10, 800)
+                    await copy.write_row((
+                        t, now - timedelta(seconds=rng.randrange(span)), uuid.uuid4(), user, key,
+                        agents[t][rng.randrange(5)], provider, model, p, c, p // 4,
+                        f"{(p * 2.5 + c * 10) / 1e6:.10f}", "price", rng.randrange(100, 3000)))
+        done += n
+        print(f"  loaded {done:,} rows", flush=True)
+    elapsed = time.perf_counter() - t0
+    async with db.admin_connection() as conn:
+        await conn.execute("ANALYZE usage_records")
+        await conn.execute("ANALYZE usage_daily")
+    return tenant_ids, people, rows / elapsed
+
+
+def ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def timed(db: Database, tenant: uuid.UUID, fn, repeat: int) -> tuple[float, object]:
+    out, samples = None, []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        async with db.tenant_connection(tenant) as conn:
+            out = await fn(conn)
+        samples.append(time.perf_counter() - t0)
+    return ms(samples), out
+
+
+RAW_MODEL = """
+SELECT provider || '/' || model AS key, sum(cost_usd) AS cost, sum(total_tokens) AS tokens
+FROM usage_records WHERE tenant_id = app_current_tenant() AND created_at >= %s
+GROUP BY 1 ORDER BY 1"""
+RAW_USER = """
+SELECT usage_utc_day(created_at) AS day, sum(cost_usd) AS cost, sum(total_tokens) AS tokens
+FROM usage_records WHERE tenant_id = app_current_tenant() AND user_id = %s AND created_at >= %s
+GROUP BY 1 ORDER BY 1"""
+RAW_BUDGET = """
+SELECT coalesce(sum(total_tokens), 0) AS used FROM usage_records
+WHERE tenant_id = app_current_tenant() AND created_at >= date_trunc('month', now())"""
+
+
+async def measure(db: Database, tenant: uuid.UUID, user: uuid.UUID, repeat: int) -> list[tuple]:
+    since = reports.today() - timedelta(days=29)
+    since_ts = datetime.combine(since, datetime.min.time(), UTC)
+
+    async def rollup_model(conn):
+        return await reports.report(conn, period="month", by="model", since=str(since))
+
+    async def raw_model(conn):
+        return await (await conn.execute(RAW_MODEL, [since_ts])).fetchall()
+
+    async def rollup_user(conn):
+        return await reports.report(conn, period="day", by="user", value=str(user),
+                                    since=str(since))
+
+    async def raw_user(conn):
+        return await (await conn.execute(RAW_USER, [user, since_ts])).fetchall()
+
+    async def raw_budget(conn):
+        return await (await conn.execute(RAW_BUDGET)).fetchone()
+
+    rows = []
+    for name, ours, theirs in (("30-day cost per model, one tenant", rollup_model, raw_model),
+                               ("per-day report, one user (30 days)", rollup_user, raw_user)):
+        a, got = await timed(db, tenant, ours, repeat)
+        b, want = await timed(db, tenant, theirs, max(repeat // 4, 3))
+        ours_cost = sum(r.cost_usd for r in got.rows)
+        assert abs(ours_cost - sum(r["cost"] for r in want)) < 1e-6, name
+        rows.append((name, a, b))
+    # The budget check: agentplane reserves against counter rows (one statement); the raw
+    # way sums this month's records.
+    samples = []
+    for _ in range(repeat):
+        async with db.autocommit_connection() as conn:
+            t0 = time.perf_counter()
+            cur = await conn.execute(
+                "SELECT llm_reserve(%s, NULL, NULL, 100, make_interval(secs => 60), '1s') AS id",
+                [tenant])
+            rid = (await cur.fetchone())["id"]
+            samples.append(time.perf_counter() - t0)
+            await conn.execute("SELECT llm_settle(%s, %s)", [tenant, rid])
+    b, _ = await timed(db, tenant, raw_budget, max(repeat // 4, 3))
+    rows.append(("budget check before a call", ms(samples), b))
+    return rows
+
+
+async def retention(db: Database) -> list[tuple]:
+    parts = (await ops.partitions(db))["usage_records"]
+    oldest, second = parts[0], parts[1]
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(f"SELECT count(*) AS n FROM {oldest['partition']}")
+        n_oldest = (await cur.fetchone())["n"]
+    days = (datetime.now(UTC) - oldest["range_to"]).days
+    await ops.set_policy(db, "usage_records", days, "delete", True)
+    await ops.set_policy(db, "events", 36500, "delete", False)
+    await ops.set_policy(db, "llm_calls", 36500, "delete", False)
+    t0 = time.perf_counter()
+    done = await ops.run_retention(db)
+    drop = time.perf_counter() - t0
+    assert done["usage_records"]["partitions"] == [oldest["partition"]], done
+    t0 = time.perf_counter()
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "DELETE FROM usage_records WHERE created_at >= %s AND created_at < %s",
+            [second["range_from"], second["range_to"]])
+        n_second = cur.rowcount
+    delete = time.perf_counter() - t0
+    async with db.admin_connection() as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        cur = await conn.execute(
+            "SELECT coalesce(sum(n_dead_tup), 0) AS dead FROM pg_stat_user_tables "
+            "WHERE relname LIKE 'usage_records_%%' AND relname <> %s", [second["partition"]])
+        dead_after_drop = (await cur.fetchone())["dead"]
+        cur = await conn.execute(
+            "SELECT n_dead_tup AS dead FROM pg_stat_user_tables WHERE relname = %s",
+            [second["partition"]])
+        dead_after_delete = (await cur.fetchone())["dead"]
+    return [("retire a month: drop partition", n_oldest, drop * 1000, dead_after_drop),
+            ("retire a month: DELETE rows", n_second, delete * 1000, dead_after_delete)]
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.ERROR)
+    home = Path(tempfile.mkdtemp(prefix="ap-usage-bench-"))
+    port = 55000 + (uuid.uuid4().int % 4000)
+    server = EmbeddedServer(home, listen="127.0.0.1", port=port, settings=SERVER)
+    server.acquire()
+    try:
+        db = await setup(home, port)
+        tenants, people, rate = await load(db, args.rows, args.tenants, args.users)
+        async with db.admin_connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM usage_daily")
+            rollup_rows = (await cur.fetchone())["n"]
+        tenant = tenants[0]
+        results = await measure(db, tenant, people[tenant][0][0], args.repeat)
+        retired = await retention(db)
+        await db.close()
+    finally:
+        server.stop()
+
+    print(f"\nusage records: {args.rows:,} over 12 months, {args.tenants} tenants, "
+          f"{args.users} users; rollup rows: {rollup_rows:,}")
+    print(f"load with COPY (partitions, indexes, rollup triggers): {rate:,.0f} rows/s\n")
+    print(f"{'answer':<38} {'rollup ms':>10} {'raw rows ms':>12} {'raw / rollup':>13}")
+    for name, a, b in results:
+        print(f"{name:<38} {a:>10.2f} {b:>12.2f} {b / a:>12.0f}x")
+    print(f"\n{'retention':<34} {'rows':>10} {'ms':>10} {'dead tuples after':>18}")
+    for name, n, t, dead in retired:
+        print(f"{name:<34} {n:>10,} {t:>10.1f} {dead:>18,}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,132 @@
+"""Operations over all tenants, as the owner: partitions, retention, periods, views, health.
+
+Retention never deletes rows of a partitioned table: a month whose end is older than the
+policy's days is detached and moved to the `archive` schema (archive) or dropped
+(delete), which takes milliseconds and leaves no dead tuples behind. Only months wholly
+past the cut-off go; the rollup (usage_daily) keeps the history of reports and budgets.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agentplane.db.pool import Database
+from agentplane.errors import ValidationFailed
+from agentplane.ops import store
+
+MONTHS_AHEAD = 3
+ACTIONS = ("archive", "delete")
+
+
+async def ensure_partitions(db: Database, months: int = MONTHS_AHEAD) -> dict[str, list[str]]:
+    if not 0 <= months <= 120:
+        raise ValidationFailed("months ahead must be between 0 and 120")
+    async with db.admin_connection() as conn:
+        return {t: await store.ensure_partitions(conn, t, months) for t in store.PARTITIONED}
+
+
+async def partitions(db: Database) -> dict[str, list[dict[str, Any]]]:
+    async with db.admin_connection() as conn:
+        return {t: await store.partitions(conn, t) for t in store.PARTITIONED}
+
+
+def tables() -> list[str]:
+    return sorted([*store.PARTITIONED, *store.ROW_TABLES])
+
+
+async def set_policy(db: Database, table: str, days: int, action: str, enabled: bool) -> None:
+    if table not in tables():
+        raise ValidationFailed(f"no retention for {table!r}: one of {', '.join(tables())}")
+    if action not in ACTIONS:
+        raise ValidationFailed(f"action must be archive or delete, not {action!r}")
+    if not 1 <= days <= 36500:
+        raise ValidationFailed("retention days must be between 1 and 36500")
+    async with db.admin_connection() as conn:
+        await store.set_policy(conn, table, days, action, enabled)
+
+
+def _expired(parts: list[dict[str, Any]], days: int, now: datetime) -> list[dict[str, Any]]:
+    cutoff = now - timedelta(days=days)
+    return [p for p in parts if p["range_to"] is not None and p["range_to"] <= cutoff]
+
+
+async def retention_status(db: Database) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    async with db.admin_connection() as conn:
+        policies = await store.policies(conn)
+        for p in policies:
+            if p["table_name"] in store.PARTITIONED:
+                parts = await store.partitions(conn, p["table_name"])
+                p["due"] = [x["partition"] for x in _expired(parts, p["retention_days"], now)]
+            else:
+                p["due"] = []
+        archived = await store.archive_tables(conn)
+    return {"policies": policies, "archive": archived}
+
+
+async def run_retention(db: Database, *, now: datetime | None = None) -> dict[str, Any]:
+    """Apply every enabled policy; returns what each did. One transaction per partition."""
+    now = now or datetime.now(UTC)
+    done: dict[str, Any] = {}
+    async with db.admin_connection() as conn:
+        policies = [p for p in await store.policies(conn) if p["enabled"]]
+    for policy in policies:
+        table, days, action = policy["table_name"], policy["retention_days"], policy["action"]
+        result: dict[str, Any] = {"action": action, "retention_days": days}
+        if table in store.PARTITIONED:
+            async with db.admin_connection() as conn:
+                expired = _expired(await store.partitions(conn, table), days, now)
+            for part in expired:
+                async with db.admin_connection() as conn:
+                    await store.retire_partition(conn, table, part["partition"], action)
+            result["partitions"] = [p["partition"] for p in expired]
+        else:
+            rows = 0
+            while True:
+                async with db.admin_connection() as conn:
+                    n = await store.retire_rows(conn, table, days, action)
+                rows += n
+                if n < store.BATCH:
+                    break
+            result["rows"] = rows
+        async with db.admin_connection() as conn:
+            await store.record_run(conn, table, result)
+        done[table] = result
+    return done
+
+
+async def close_billing_periods(db: Database) -> int:
+    async with db.admin_connection() as conn:
+        return await store.close_billing_periods(conn)
+
+
+async def refresh_views(db: Database) -> list[str]:
+    for view in store.VIEWS:
+        async with db.admin_connection() as conn:
+            await store.refresh_view(conn, view)
+    return list(store.VIEWS)
+
+
+async def maintenance(db: Database) -> dict[str, Any]:
+    """The daily job: partitions ahead, close ended periods, retention, views."""
+    created = await ensure_partitions(db)
+    closed = await close_billing_periods(db)
+    retention = await run_retention(db)
+    views = await refresh_views(db)
+    return {"partitions": created, "periods_closed": closed, "retention": retention,
+            "views": views}
+
+
+async def health(db: Database, limit: int = 15) -> dict[str, Any]:
+    async with db.admin_connection() as conn:
+        out: dict[str, Any] = {
+            "tables": await store.table_sizes(conn, limit),
+            "indexes": await store.index_usage(conn, limit),
+            "bloat": await store.bloat(conn, limit),
+        }
+        if await store.has_statements(conn):
+            out["slow_statements"] = await store.slow_statements(conn, limit)
+        else:
+            out["slow_statements"] = None
+    return out

@@ -1,0 +1,57 @@
+"""`agentplane usage`: a usage report as a table (or CSV), as the local tenant's owner."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentplane.errors import ValidationFailed
+from agentplane.usage import reports
+
+out = Console()
+
+
+def usage(
+    by: Annotated[
+        str | None, typer.Option(help="model, provider, agent, user, key, project or tool.")
+    ] = None,
+    since: Annotated[str, typer.Option(help="YYYY-MM-DD or a span back: 30d, 4w, 6m.")] = "30d",
+    until: Annotated[str | None, typer.Option(help="Last day (default: today).")] = None,
+    period: Annotated[str, typer.Option(help="day, week or month.")] = "month",
+    value: Annotated[str | None, typer.Option(help="Only this key of --by.")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+) -> None:
+    """Tokens, cost and tasks per period (and per key of --by), from the daily rollup."""
+    from agentplane.workflows.cli import with_db
+
+    async def main(db: Any, conf: Any, principal: Any) -> reports.UsageReport:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            return await reports.report(
+                conn, period=period, by=by, since=since, until=until, value=value
+            )
+
+    # Bad options are refused before any database is opened.
+    if period not in reports.PERIODS:
+        raise ValidationFailed(f"--period must be one of {', '.join(reports.PERIODS)}")
+    if by is not None and by not in reports.BYS:
+        raise ValidationFailed(f"--by must be one of {', '.join(reports.BYS)}")
+    reports.window(since, until)
+    found = with_db(main)
+    if csv:
+        typer.echo(reports.to_csv(found), nl=False)
+        return
+    table = Table(title=f"usage {found.since} .. {found.until}", title_justify="left")
+    for name in ("period", by or "total", "calls", "tokens", "cached", "cost USD", "tasks ok",
+                 "tasks failed", "tools"):
+        table.add_column(name, justify="left" if name in ("period", by or "total") else "right")
+    for r in found.rows:
+        table.add_row(str(r.period_start), r.key or "-", str(r.calls), str(r.total_tokens),
+                      str(r.cached_tokens), f"{r.cost_usd:.4f}", str(r.tasks_completed),
+                      str(r.tasks_failed), str(r.tool_calls))
+    if not found.rows:
+        out.print(f"no usage from {found.since} to {found.until}")
+        return
+    out.print(table)
