@@ -1,31 +1,44 @@
 """Event log benchmark: batched append vs raw COPY vs one-row INSERTs; SSE fan-out.
 
-    python benchmarks/events.py [--events 100000] [--batch 500] [--subscribers 500]
-                                [--runs 500] [--rate 2000] [--seconds 10]
+    python -m benchmarks.events [--events 100000] [--batch 500] [--subscribers 500]
+                                [--runs 500,50] [--rate 2000] [--seconds 10]
+                                [--only append|fanout]
 
 One embedded PostgreSQL. Append: the same rows (type, agent, message, small JSON
 payload) written by agentplane's `append` (one transaction per batch, sequence
 numbers, RLS, NOTIFY), by raw COPY into a bare unindexed table (the practical
-limit), and one INSERT per event in autocommit (one row at a time). Fan-out: an
-API server in its own process, N SSE subscribers following runs, events
-appended at RATE/s in small per-run transactions (after a 2 s warm-up). The
-subscribers run in a process of their own with a lean raw-socket SSE client; each
-notes when every event id arrived, and latency is from just before the appending
-transaction's COMMIT to that arrival.
+limit), and one INSERT per event in autocommit (one row at a time); agentplane and
+COPY alternate round by round so that a change in machine load hits both alike.
+
+Fan-out: the API server in its own process (uvicorn, as `agentplane up` runs it);
+N SSE subscribers spread evenly over R fresh runs (one row per R: 500 runs is one
+subscriber per run, 50 runs ten per run); events appended at RATE/s in
+transactions of 4 events on random runs by 16 writers in this process. The
+subscribers run in a process of their own, on raw asyncio streams (no HTTP client
+library, no JSON parsing), so that the client is not what is measured; each notes
+when every event id arrived. Latency runs from just before the appending
+transaction's COMMIT to the arrival of the chunk holding the event (both clocks
+are this machine's wall clock), over the events committed after a 2 s warm-up.
+Every subscriber must see ids 1, 2, 3, ... each once and in order ("in order"
+column). CPU columns are the server's and the subscribers' process CPU time over
+the measured period, as a share of one core.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from array import array
 from pathlib import Path
 
 import httpx
@@ -47,6 +60,7 @@ DB_NAME = "bench_events"
 SELF = [sys.executable, "-m", "benchmarks.events"]
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 2.0
+ROUNDS = 5  # append: agentplane and COPY alternate, median of each
 
 
 def settings(home: Path, port: int) -> Settings:
@@ -157,10 +171,24 @@ def serve(home: str, pg_port: int, port: int) -> None:
                 access_log=False, ws="none", lifespan="on")
 
 
-async def subscriber(host: str, port: int, key: str, run: int, run_id: str,
-                     got: list[tuple[int, int, float]], ready: list[int]) -> None:
+class Arrivals:
+    """(subscriber, id, arrival time) of every event, in flat arrays: hundreds of
+    thousands of tuples would make the garbage collector stop this process for long
+    enough to show in the latencies it measures."""
+
+    def __init__(self) -> None:
+        self.subs, self.ids, self.times = array("l"), array("q"), array("d")
+
+    def add(self, sub: int, seq: int, at: float) -> None:
+        self.subs.append(sub)
+        self.ids.append(seq)
+        self.times.append(at)
+
+
+async def subscriber(host: str, port: int, key: str, n: int, run_id: str,
+                     got: Arrivals, ready: list[int]) -> None:
     """A lean SSE client (raw asyncio stream, chunked decoding, no JSON parsing), so
-    that the client side is not what is measured: it notes (run, id, arrival time)."""
+    that the client side is not what is measured: it notes (subscriber, id, arrival)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(f"GET /v1/runs/{run_id}/events/stream HTTP/1.1\r\nHost: {host}\r\n"
                  f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
@@ -179,44 +207,61 @@ async def subscriber(host: str, port: int, key: str, run: int, run_id: str,
             *frames, buf = buf.split(b"\n\n")
             for f in frames:
                 if f.startswith(b"id: "):
-                    got.append((run, int(f[4:f.index(b"\n")]), now))
+                    got.add(n, int(f[4:f.index(b"\n")]), now)
     finally:
         writer.close()
 
 
 async def subscribe(url: str, key: str, runs: list[str], n: int, seconds: float) -> None:
-    """The subscribers in their own process (`events --subscribe ...`): they connect,
-    print READY, note arrivals for `seconds`, then print them as JSON."""
-    got: list[tuple[int, int, float]] = []
+    """The subscribers in their own process (`--subscribe ...`): they connect, print
+    READY, note arrivals for `seconds`, then print them and their CPU time as JSON.
+    Subscriber i follows runs[i % len(runs)]."""
+    got = Arrivals()
     ready: list[int] = []
     host, port = url.removeprefix("http://").split(":")
-    subs = [asyncio.create_task(subscriber(host, int(port), key, i % len(runs),
-                                           runs[i % len(runs)], got, ready))
+    subs = [asyncio.create_task(subscriber(host, int(port), key, i, runs[i % len(runs)],
+                                           got, ready))
             for i in range(n)]
     async with asyncio.timeout(60):
         while len(ready) < n:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     print("READY", flush=True)
+    cpu = time.process_time()
     await asyncio.sleep(seconds)
+    cpu = time.process_time() - cpu
     for task in subs:
         task.cancel()
     await asyncio.gather(*subs, return_exceptions=True)
-    print(json.dumps(got), flush=True)
+    print(json.dumps({"subs": got.subs.tolist(), "ids": got.ids.tolist(),
+                      "times": got.times.tolist(), "cpu": cpu}), flush=True)
 
 
-async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) -> dict:
+def cpu_seconds(pid: int) -> float | None:
+    """A process's CPU time so far (Linux /proc), None where that is not available."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str,
+                       server_pid: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
+    listen = args.seconds + WARMUP + 4
     proc = await asyncio.create_subprocess_exec(
         *SELF, "--subscribe", url, key, ",".join(map(str, runs)),
-        str(args.subscribers), str(args.seconds + WARMUP + 4), env=env,
+        str(args.subscribers), str(listen), env=env,
         stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     async with asyncio.timeout(90):
         assert (await proc.stdout.readline()).strip() == b"READY"
     await asyncio.sleep(0.5)
-    per_tx, tick, writers = 4, 0.01, 8
+    per_tx, tick, writers = 4, 0.01, 16
     per_writer = args.rate / writers / per_tx * tick  # transactions per tick per writer
-    committed: dict[tuple[int, int], float] = {}  # (run, seq) -> just before COMMIT
+    # (run << 32 | seq) -> time just before COMMIT; int keys, float values: a dict the
+    # garbage collector does not track (see Arrivals).
+    committed: dict[int, float] = {}
     sent = 0
 
     async def writer(w: int) -> None:
@@ -239,18 +284,34 @@ async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) 
                 if measured:
                     sent += per_tx
                     for seq in seqs:
-                        committed[(run, seq)] = before_commit
+                        committed[run << 32 | seq] = before_commit
             next_tick += tick
             await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
 
     measure_from = time.perf_counter() + WARMUP  # pools grow, statements get prepared
     deadline = measure_from + args.seconds
+
+    async def server_cpu() -> float | None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        start = cpu_seconds(server_pid)
+        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+        end = cpu_seconds(server_pid)
+        return None if start is None or end is None else end - start
+
+    cpu = asyncio.create_task(server_cpu())
     await asyncio.gather(*(writer(w) for w in range(writers)))
     elapsed = time.perf_counter() - measure_from
     out, _ = await proc.communicate()
-    got = json.loads(out.decode().strip().splitlines()[-1])
-    lat = sorted(at - committed[(run, seq)] for run, seq, at in got
-                 if (run, seq) in committed)
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    got = list(zip(report["subs"], report["ids"], report["times"], strict=True))
+    lat = sorted(at - committed[key] for sub, seq, at in got
+                 if (key := (sub % len(runs)) << 32 | seq) in committed)
+    # Each subscriber follows a fresh run from its start: it must see 1, 2, 3, ...
+    ids: dict[int, list[int]] = {}
+    for sub, seq, _ in got:
+        ids.setdefault(sub, []).append(seq)
+    in_order = all(seqs == list(range(1, len(seqs) + 1)) for seqs in ids.values())
+    server = await cpu
     return {
         "rate": sent / elapsed,
         "delivered": len(lat),
@@ -258,6 +319,9 @@ async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str) 
         "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
         "p99": lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan"),
         "max": lat[-1] * 1000 if lat else float("nan"),
+        "in_order": in_order,
+        "server_cpu": None if server is None else server / args.seconds,
+        "client_cpu": report["cpu"] / listen,
     }
 
 
@@ -270,19 +334,21 @@ async def main(args: argparse.Namespace) -> None:
     try:
         conf = settings(home, pg_port)
         db, tenant_id, key = await setup(conf)
-        runs = await make_runs(db, tenant_id, max(args.runs, 10))
+        runs = await make_runs(db, tenant_id, 500)
         owner = db.endpoints.owner
         if args.only in (None, "append"):
-            # Warm up each path once (caches, prepared statements), then measure.
+            # Warm up each path once (caches, prepared statements), then measure in
+            # alternating rounds.
             await bench_agentplane(db, tenant_id, runs, args.batch * 4, args.batch)
             await bench_copy(owner, tenant_id, runs, args.batch * 4, args.batch)
-            ap = statistics.median([await bench_agentplane(db, tenant_id, runs, args.events,
-                                                           args.batch) for _ in range(3)])
-            cp = statistics.median([await bench_copy(owner, tenant_id, runs, args.events,
-                                                     args.batch) for _ in range(3)])
+            aps, cps = [], []
+            for _ in range(ROUNDS):
+                aps.append(await bench_agentplane(db, tenant_id, runs, args.events, args.batch))
+                cps.append(await bench_copy(owner, tenant_id, runs, args.events, args.batch))
+            ap, cp = statistics.median(aps), statistics.median(cps)
             one = await bench_one_row(owner, tenant_id, runs, min(args.events, 20_000))
             print(f"\nappend throughput ({args.events} events, batches of {args.batch}, "
-                  "median of 3; one-row: 1 run of up to 20000)")
+                  f"median of {ROUNDS} alternating rounds; one-row: 1 run of up to 20000)")
             print(f"{'method':<44}{'events/s':>12}{'ratio':>10}")
             print(f"{'agentplane append (batched, numbered, RLS)':<44}{ap:>12,.0f}{'1.00':>10}")
             print(f"{'raw COPY into a bare table':<44}{cp:>12,.0f}{cp / ap:>10.2f}")
@@ -306,22 +372,32 @@ async def main(args: argparse.Namespace) -> None:
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.2)
-        fan = await bench_fanout(db, tenant_id, key, runs[: args.runs], args, url)
-        print(f"\nfan-out: {args.subscribers} SSE subscribers on {args.runs} runs, "
-              f"target {args.rate}/s for {args.seconds}s (4 events per transaction)")
-        print(f"{'appended/s':>12}{'delivered':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
-        print(f"{fan['rate']:>12,.0f}{fan['delivered']:>12,}{fan['p50']:>10.1f}"
-              f"{fan['p99']:>10.1f}{fan['max']:>10.1f}")
-        if fan["delivered"] < fan["expected"]:
-            print(f"note: {fan['expected'] - fan['delivered']:,.0f} deliveries still in "
-                  "flight when the subscribers stopped")
-        print(f"deliveries expected {fan['expected']:,.0f}; goal p99 < 100 ms")
+        print(f"\nfan-out: {args.subscribers} SSE subscribers over HTTP, events appended at "
+              f"{args.rate}/s for {args.seconds:g}s (4 per transaction); latency from commit "
+              "to client")
+        print(f"{'runs':>6}{'subs/run':>10}{'appended/s':>12}{'delivered':>11}{'p50 ms':>9}"
+              f"{'p99 ms':>9}{'max ms':>9}{'in order':>10}{'server':>8}{'client':>8}")
+        for n_runs in args.runs:
+            fresh = await make_runs(db, tenant_id, n_runs)
+            fan = await bench_fanout(db, tenant_id, key, fresh, args, url, api.pid)
+            server_cpu = "-" if fan["server_cpu"] is None else f"{fan['server_cpu']:.0%}"
+            print(f"{n_runs:>6}{args.subscribers / n_runs:>10g}{fan['rate']:>12,.0f}"
+                  f"{fan['delivered']:>11,}{fan['p50']:>9.1f}{fan['p99']:>9.1f}"
+                  f"{fan['max']:>9.1f}{'yes' if fan['in_order'] else 'NO':>10}"
+                  f"{server_cpu:>8}{fan['client_cpu']:>8.0%}")
+            if fan["delivered"] < fan["expected"]:
+                print(f"  note: {fan['expected'] - fan['delivered']:,.0f} of "
+                      f"{fan['expected']:,.0f} deliveries still in flight when the "
+                      "subscribers stopped")
+        print("goal: p99 < 100 ms with 500 subscribers")
         await db.close()
     finally:
-        if api is not None:
-            api.terminate()
+        if api is not None and api.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                api.terminate()
             await api.wait()
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -336,7 +412,8 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--subscribers", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--runs", type=lambda v: [int(n) for n in v.split(",")],
+                        default=[500, 50], help="runs followed, one table row each")
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--only", choices=["append", "fanout"])

@@ -57,8 +57,7 @@ async def run_stream(
     event. Unstored `llm.delta` events come without an `id`."""
     if last_event_id is not None:
         after = parse_last_event_id(last_event_id)
-    await service.check_run(db, tenant_id=principal.tenant_id, run_id=run_id)
-    batches = service.follow_batches(
+    batches = await service.open_stream(
         db,
         hub_for(db),
         tenant_id=principal.tenant_id,
@@ -100,19 +99,29 @@ def parse_last_event_id(value: str) -> int:
     return int(text)
 
 
-def frame(event: Event, *, with_id: bool = True) -> str:
-    head = f"id: {event.seq}\n" if with_id and event.seq is not None else ""
-    return f"{head}event: {event.type}\ndata: {event.encoded}\n\n"
+RETRY = b"retry: 1000\n\n"
+KEEPALIVE = b": keep-alive\n\n"
 
 
-async def sse(events: AsyncIterator[Event | str], *, with_ids: bool = True) -> AsyncIterator[str]:
-    yield "retry: 1000\n\n"
+async def sse(events: AsyncIterator[Event | str], *, with_ids: bool = True) -> AsyncIterator[bytes]:
+    yield RETRY
     async for item in events:
-        yield ": keep-alive\n\n" if isinstance(item, str) else frame(item, with_id=with_ids)
+        if isinstance(item, str):
+            yield KEEPALIVE
+        elif with_ids or item.seq is None:
+            yield item.frame
+        else:
+            yield f"event: {item.type}\ndata: {item.encoded}\n\n".encode()
 
 
-async def sse_batches(batches: AsyncIterator[list[Event] | str]) -> AsyncIterator[str]:
-    """One write per wake-up, however many events it brought."""
-    yield "retry: 1000\n\n"
+async def sse_batches(batches: AsyncIterator[list[Event] | str]) -> AsyncIterator[bytes]:
+    """One write per wake-up, however many events it brought; each event's frame is
+    encoded once, whatever the number of its followers."""
+    yield RETRY
     async for batch in batches:
-        yield ": keep-alive\n\n" if isinstance(batch, str) else "".join(map(frame, batch))
+        if isinstance(batch, str):
+            yield KEEPALIVE
+        elif len(batch) == 1:
+            yield batch[0].frame
+        else:
+            yield b"".join([event.frame for event in batch])

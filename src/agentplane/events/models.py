@@ -10,6 +10,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentplane.events.types import TERMINAL
+
 TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 
@@ -56,10 +58,15 @@ class Event(BaseModel):
         """The event as JSON, built once however many followers send it."""
         return self.model_dump_json()
 
-    @property
-    def terminal(self) -> bool:
-        from agentplane.events.types import TERMINAL
+    @cached_property
+    def frame(self) -> bytes:
+        """The event as a Server-Sent Event (`id` is `seq`), encoded once for every
+        follower it is sent to."""
+        head = "" if self.seq is None else f"id: {self.seq}\n"
+        return f"{head}event: {self.type}\ndata: {self.encoded}\n\n".encode()
 
+    @cached_property
+    def terminal(self) -> bool:
         return self.type in TERMINAL
 
 

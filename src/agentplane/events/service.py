@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from pydantic import TypeAdapter
 
 from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Database
@@ -20,7 +22,7 @@ from agentplane.events.stream import READ_BATCH, EventHub
 
 __all__ = [
     "KEEPALIVE", "Event", "NewEvent", "append", "follow", "follow_batches", "follow_tenant",
-    "history",
+    "history", "open_stream",
 ]
 
 KEEPALIVE: Final = "keep-alive"
@@ -29,6 +31,9 @@ KEEPALIVE: Final = "keep-alive"
 MAX_BATCH: Final = 10_000
 # A NOTIFY payload is limited to 8000 bytes; bigger unstored deltas are stored instead.
 MAX_NOTIFY: Final = 7900
+
+_ROWS: Final = TypeAdapter(list[NewEvent])
+_type_of: Final = attrgetter("type")
 
 
 def _persist_deltas_default() -> bool:
@@ -62,26 +67,22 @@ async def append(
         raise ValidationFailed(f"at most {MAX_BATCH} events per append")
     if persist_llm_delta is None:
         persist_llm_delta = _persist_deltas_default()
-    stored: list[NewEvent] = []
+    stored = list(events)
     live: list[str] = []
-    for event in events:
-        if event.type == t.LLM_DELTA and not persist_llm_delta:
-            note = _delta_note(tenant_id, run_id, event)
-            if len(note.encode()) <= MAX_NOTIFY:
-                live.append(note)
-                continue
-        stored.append(event)
+    if not persist_llm_delta and t.LLM_DELTA in map(_type_of, events):
+        stored = []
+        for event in events:
+            if event.type == t.LLM_DELTA:
+                note = _delta_note(tenant_id, run_id, event)
+                if len(note.encode()) <= MAX_NOTIFY:
+                    live.append(note)
+                    continue
+            stored.append(event)
     seqs: list[int] = []
     with translate_errors():
         if stored:
-            rows = json.dumps(
-                [
-                    {"i": i, "task_id": str(e.task_id) if e.task_id else None, "type": e.type,
-                     "agent": e.agent, "message": e.message, "payload": e.payload}
-                    for i, e in enumerate(stored, 1)
-                ],
-                separators=(",", ":"),
-            )
+            # One call into pydantic's serializer for the whole batch: no dict per event.
+            rows = _ROWS.dump_json(stored, exclude_none=True).decode()
             last = await store.append(
                 conn, tenant_id=tenant_id, run_id=run_id, n=len(stored), rows=rows
             )
@@ -152,10 +153,31 @@ async def run_tenant(db: Database, run_id: UUID) -> UUID:
     return tenant_id
 
 
-async def check_run(db: Database, *, tenant_id: UUID, run_id: UUID) -> None:
+async def check_run(db: Database, *, tenant_id: UUID, run_id: UUID, after: int = 0) -> bool:
+    """Whether the run has ended by sequence number `after` (a stream resumed after its
+    terminal event is empty); NotFound if it is not this tenant's."""
     async with db.tenant_connection(tenant_id) as conn:
         if await store.run_tenant(conn, run_id) is None:
             raise NotFound(f"run {run_id} not found")
+        return after > 0 and await store.ended_by(
+            conn, tenant_id=tenant_id, run_id=run_id, seq=after, terminal=sorted(t.TERMINAL)
+        )
+
+
+async def open_stream(
+    db: Database,
+    hub: EventHub,
+    *,
+    tenant_id: UUID,
+    run_id: UUID,
+    after: int = 0,
+    keepalive: float = 15.0,
+) -> AsyncIterator[list[Event] | str]:
+    """`follow_batches` with the run checked now, so that NotFound comes before a
+    response starts (one transaction for the check, not two)."""
+    ended = await check_run(db, tenant_id=tenant_id, run_id=run_id, after=after)
+    return _batches(db, hub, tenant_id=tenant_id, run_id=run_id, after=after,
+                    keepalive=keepalive, ended=ended)
 
 
 async def follow(
@@ -192,15 +214,26 @@ async def follow_batches(
     keepalive: float = 15.0,
 ) -> AsyncIterator[list[Event] | str]:
     """`follow`, a list of events at a time (what one wake-up delivered)."""
+    ended = await check_run(db, tenant_id=tenant_id, run_id=run_id, after=after)
+    async for batch in _batches(db, hub, tenant_id=tenant_id, run_id=run_id, after=after,
+                                keepalive=keepalive, ended=ended):
+        yield batch
+
+
+async def _batches(
+    db: Database,
+    hub: EventHub,
+    *,
+    tenant_id: UUID,
+    run_id: UUID,
+    after: int,
+    keepalive: float,
+    ended: bool,
+) -> AsyncIterator[list[Event] | str]:
+    if ended:
+        return
     # Subscribe before the first read: an append committed in between is queued.
     async with hub.subscribe_run(tenant_id, run_id) as sub:
-        async with db.tenant_connection(tenant_id) as conn:
-            if await store.run_tenant(conn, run_id) is None:
-                raise NotFound(f"run {run_id} not found")
-            if after > 0 and await store.ended_by(
-                conn, tenant_id=tenant_id, run_id=run_id, seq=after, terminal=sorted(t.TERMINAL)
-            ):
-                return
         last = after
         stale = True  # the table may hold events after `last` that no note will bring
         while True:
@@ -256,21 +289,19 @@ async def follow_tenant(
                 yield KEEPALIVE
                 continue
             sub.clear()
-            spans: dict[UUID, tuple[int, int]] = {}
             while sub.notes:
-                run_id, first, last = sub.notes.popleft()
-                lo, hi = spans.get(run_id, (first, last))
-                spans[run_id] = (min(lo, first), max(hi, last))
-            for run_id, (first, last) in spans.items():
+                run_id, first, last, carried = sub.notes.popleft()
                 after = seen.get(run_id, first - 1)
-                async with db.tenant_connection(tenant_id) as conn:
-                    rows = await store.read(
-                        conn, tenant_id=tenant_id, run_id=run_id, after=after, upto=last,
-                        limit=READ_BATCH, patterns=[t.RUN_LEVEL_PREFIX + "%"],
-                    )
-                seen[run_id] = max(seen.get(run_id, 0), last)
-                for row in rows:
-                    yield Event(**row)
+                if last <= after:
+                    continue
+                seen[run_id] = last
+                if carried is not None and after >= first - 1:
+                    events = [e for e in carried if e.seq and e.seq > after
+                              and e.type.startswith(t.RUN_LEVEL_PREFIX)]
+                else:  # not carried, or a note of this run was missed: the table has it
+                    events = await hub.read_run_level(tenant_id, run_id, after, last)
+                for event in events:
+                    yield event
             if len(seen) > 10_000:  # forget the oldest runs; their notes carry spans
                 for key in list(seen)[: len(seen) - 10_000]:
                     del seen[key]

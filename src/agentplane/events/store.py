@@ -20,10 +20,12 @@ CARRY_MAX = 64  # bigger batches never fit; don't build their JSON at all
 # One round trip: bump the run's counter (which serialises writers of the run and
 # checks that the run exists in this tenant), insert the batch numbered from it, and
 # queue one notification, delivered only if the caller's transaction commits. The
-# batch arrives as ONE JSON text parsed by the server: psycopg dumps Python lists
+# batch arrives as ONE JSON array parsed by the server: psycopg dumps Python lists
 # into arrays element by element in Python, which cost more than the insert itself.
-# The note carries the stored events when they fit (`now()` is the transaction's
-# timestamp, hence the rows' created_at; `::jsonb` normalises as the column does).
+# Parsed as jsonb, not json: each payload is then taken out already in binary form,
+# where json would parse it a second time into the jsonb column. An event's number
+# is its place in the array (WITH ORDINALITY). The note carries the stored events
+# when they fit (`now()` is the transaction's timestamp, hence the rows' created_at).
 APPEND = f"""
 WITH counter AS (
     INSERT INTO event_counters AS c (tenant_id, run_id, last_seq)
@@ -32,8 +34,10 @@ WITH counter AS (
     ON CONFLICT (run_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
     RETURNING c.tenant_id, c.last_seq
 ), batch AS NOT MATERIALIZED (
-    SELECT * FROM json_to_recordset(%(rows)s::json)
-        AS e(i bigint, task_id uuid, type text, agent text, message text, payload jsonb)
+    SELECT * FROM ROWS FROM (
+        jsonb_to_recordset(%(rows)s::jsonb)
+            AS (type text, task_id uuid, agent text, message text, payload jsonb)
+    ) WITH ORDINALITY AS e(type, task_id, agent, message, payload, i)
 ), inserted AS (
     INSERT INTO events (tenant_id, run_id, seq, task_id, type, agent, message, payload)
     SELECT counter.tenant_id, %(run_id)s, counter.last_seq - %(n)s + e.i,
@@ -44,7 +48,7 @@ WITH counter AS (
                      counter.last_seq - %(n)s + 1, counter.last_seq) AS head,
            CASE WHEN %(n)s <= {CARRY_MAX} THEN (
                SELECT json_agg(json_build_object(
-                   'seq', counter.last_seq - %(n)s + e.i, 'type', e.type,
+                   'run_id', %(run_id)s, 'seq', counter.last_seq - %(n)s + e.i, 'type', e.type,
                    'task_id', e.task_id, 'agent', e.agent, 'message', e.message,
                    'payload', e.payload, 'created_at', now()) ORDER BY e.i)::text
                FROM batch e) END AS body,
@@ -67,9 +71,9 @@ async def append(
     n: int,
     rows: str,
 ) -> int | None:
-    """Store a batch given as a JSON array of objects with keys i (1..n), task_id,
-    type, agent, message, payload; the run's last sequence number after it, None if
-    no such run."""
+    """Store a batch of n events given as a JSON array of objects with keys type,
+    task_id, agent, message, payload (missing ones are null); the run's last sequence
+    number after it, None if no such run."""
     cur = await conn.execute(
         APPEND,
         {"tenant_id": tenant_id, "run_id": run_id, "n": n, "rows": rows, "channel": CHANNEL},

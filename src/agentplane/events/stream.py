@@ -23,24 +23,29 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from pydantic import TypeAdapter
 
 from agentplane.db.pool import Database
 from agentplane.events import store
 from agentplane.events.models import Event
+from agentplane.events.types import RUN_LEVEL_PREFIX
 
 log = logging.getLogger("agentplane.events")
 
 READ_BATCH = 500
+_EVENTS = TypeAdapter(list[Event])
+Note = tuple[UUID, int, int, list[Event] | None]
 
 
 @dataclass(eq=False)
 class Subscription:
     """One follower's mailbox: events in notification order (stored ones and unstored
-    deltas), the highest sequence number announced, and (tenant streams) notes."""
+    deltas), the highest sequence number announced, and (tenant streams) notes: run,
+    first and last sequence number, the events when the note carried them."""
 
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=10_000))
     announced: int = 0
-    notes: deque[tuple[UUID, int, int]] = field(default_factory=lambda: deque(maxlen=10_000))
+    notes: deque[Note] = field(default_factory=lambda: deque(maxlen=10_000))
     _waiter: asyncio.Future[None] | None = None
     _woken: bool = False
 
@@ -64,15 +69,22 @@ class Subscription:
         """True when woken (since the last `clear`), False when `seconds` passed first."""
         if self._woken:
             return True
-        # A bare future with a timer, not asyncio.Event.wait(): no task per wait.
-        self._waiter = asyncio.get_running_loop().create_future()
+        # A bare future and one timer, not asyncio.Event.wait() or wait_for(): no task
+        # and no extra future per wait, which a follower does for every wake-up.
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _expire, waiter)
         try:
-            await asyncio.wait_for(self._waiter, seconds)
-        except TimeoutError:
-            return False
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
-        return True
+        return self._woken
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EventHub:
@@ -153,7 +165,12 @@ class EventHub:
                     # Whatever was committed while we were not listening is in the table.
                     self._wake_all()
                     async for note in conn.notifies():
-                        self.dispatch(note.payload)
+                        try:
+                            self.dispatch(note.payload)
+                        except (ValueError, KeyError, TypeError):
+                            # Not one of ours (anyone may NOTIFY the channel): the
+                            # listener must live on for every follower.
+                            log.warning("ignored a malformed note on %s", store.CHANNEL)
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as exc:
@@ -168,16 +185,18 @@ class EventHub:
             tenant, run, first, last, *body = rest.split(" ", 4)
             tenant_id, run_id = UUID(tenant), UUID(run)
             subs = self._runs.get((tenant_id, run_id))
-            if subs:
-                if body:
-                    events = [Event(run_id=run_id, **row) for row in json.loads(body[0])]
-                    for sub in subs:
-                        sub.push(events)
+            dashboards = self._tenants.get(tenant_id)
+            if not subs and not dashboards:
+                return
+            # Parsed once, for all the followers of the run and of its tenant.
+            events = _EVENTS.validate_json(body[0]) if body else None
+            for sub in subs or ():
+                if events is not None:
+                    sub.push(events)
                 else:
-                    for sub in subs:
-                        sub.announce(int(last))
-            for sub in self._tenants.get(tenant_id, ()):
-                sub.notes.append((run_id, int(first), int(last)))
+                    sub.announce(int(last))
+            for sub in dashboards or ():
+                sub.notes.append((run_id, int(first), int(last), events))
                 sub.wake()
         elif kind == "D":
             delta = json.loads(rest)
@@ -209,6 +228,17 @@ class EventHub:
             shared.add_done_callback(lambda _: self._reads.pop(key, None))
         # One follower going away must not cancel the read for the others.
         return await asyncio.shield(shared)
+
+    async def read_run_level(
+        self, tenant_id: UUID, run_id: UUID, after: int, upto: int
+    ) -> list[Event]:
+        """The run's stored run-level events (run.*) after `after`, up to `upto`."""
+        async with self.db.tenant_connection(tenant_id) as conn:
+            rows = await store.read(
+                conn, tenant_id=tenant_id, run_id=run_id, after=after, upto=upto,
+                limit=READ_BATCH, patterns=[RUN_LEVEL_PREFIX + "%"],
+            )
+        return [Event(**row) for row in rows]
 
     async def _read(self, tenant_id: UUID, run_id: UUID, after: int) -> list[Event]:
         async with self.db.tenant_connection(tenant_id) as conn:
