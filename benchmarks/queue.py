@@ -129,6 +129,8 @@ async def ap_steady(db: Database, endpoints: ep.Endpoints, tenant: uuid.UUID,
     produced = [0]
 
     async def stop_worker() -> None:
+        while worker.processed < produced[0]:  # leave no backlog for the next measure
+            await asyncio.sleep(0.01)
         worker.stop()
         await task
 

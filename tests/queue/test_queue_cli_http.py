@@ -41,6 +41,31 @@ async def test_cli_jobs_and_dead_letters(db: Database, cli) -> None:
     assert cli("dlq", "requeue", "00000000-0000-0000-0000-000000000000").returncode == 2
 
 
+async def test_cli_pause_and_resume_a_queue_or_type(db: Database, cli) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"c{uuid.uuid4().hex[:6]}"
+    a = await queue.enqueue("cli.a", {}, tenant_id=tenant, queue=q, allow_unknown=True)
+    b = await queue.enqueue("cli.b", {}, tenant_id=tenant, queue=q, allow_unknown=True)
+
+    async def statuses() -> list[str]:
+        return [(await queue.get(j)).status for j in (a, b)]
+
+    paused = cli("jobs", "pause", "--queue", q, "--type", "cli.a")
+    assert paused.returncode == 0 and "1 waiting jobs held" in paused.stdout, paused.stderr
+    assert await statuses() == ["paused", "pending"]
+    assert cli("jobs", "pause", "--queue", q).returncode == 0
+    assert await statuses() == ["paused", "paused"]
+    resumed = cli("jobs", "resume", "--queue", q)
+    assert resumed.returncode == 0 and "1 jobs released" in resumed.stdout
+    assert await statuses() == ["paused", "pending"], "the type's own pause still holds"
+    assert cli("jobs", "resume", "--queue", q, "--type", "cli.a").returncode == 0
+    assert await statuses() == ["pending", "pending"]
+    bad = cli("jobs", "pause", "--queue", "no spaces")
+    assert bad.returncode == 2 and "queue" in bad.stderr and "Traceback" not in bad.stderr
+    assert await statuses() == ["pending", "pending"]
+
+
 async def test_cli_worker_runs_jobs_and_stops_gracefully_on_sigterm(
     db: Database, settings, endpoints
 ) -> None:

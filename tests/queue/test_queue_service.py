@@ -11,7 +11,7 @@ import pytest
 
 from agentplane.db.pool import Database
 from agentplane.errors import Conflict, ValidationFailed
-from agentplane.queue import JobQueue, Limit, Registry
+from agentplane.queue import JobQueue, Limit, PermanentError, Registry
 from agentplane.queue import schedules as sched
 from agentplane.queue.service import make_spec
 from agentplane.queue.worker import Worker, WorkerOptions
@@ -264,11 +264,12 @@ async def test_rate_limit_holds_across_two_workers(db: Database) -> None:
     @reg.handler("tick")
     async def tick(ctx) -> None:
         by_worker[ctx.worker_id] = by_worker.get(ctx.worker_id, 0) + 1
+        await asyncio.sleep(0.15)  # busy longer than a token takes: the other worker claims
 
     ids = await queue.enqueue_many(
         [make_spec("tick", queue=q, concurrency_key=key) for _ in range(12)],
         tenant_id=tenant, allow_unknown=True)
-    workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=10,
+    workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=1,
                                                        poll_interval=0.02), reg)
                for _ in range(2)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -290,6 +291,42 @@ async def test_rate_limit_holds_across_two_workers(db: Database) -> None:
             assert j - i + 1 <= burst + rate * (window + 0.02), (
                 f"{j - i + 1} jobs started within {window:.3f}s")
     assert len(by_worker) == 2, "both workers should have taken part"
+
+
+async def test_jobs_held_by_a_rate_limit_run_as_tokens_come_not_at_the_next_poll(
+    db: Database,
+) -> None:
+    """The limit is a ceiling, not a poll-paced trickle: a worker that polls every
+    30 s runs 20 jobs of a 20/s key in about a second (each claim that is held back
+    says when the next token comes, and the worker claims again then)."""
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    key, q = f"rate-{uuid.uuid4().hex[:6]}", f"r{uuid.uuid4().hex[:6]}"
+    await queue.set_limit(Limit(key=key, rate_per_second=20.0, burst=1))
+    reg = Registry()
+
+    @reg.handler("tick")
+    async def tick(ctx) -> None:
+        return None
+
+    ids = await queue.enqueue_many(
+        [make_spec("tick", queue=q, concurrency_key=key) for _ in range(20)],
+        tenant_id=tenant, allow_unknown=True)
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=30), reg)
+    task = asyncio.create_task(worker.run())
+    try:
+        for job in ids:
+            done = await queue.wait_for_result(job, tenant_id=tenant, timeout=10)
+            assert done.status == "completed"
+    finally:
+        worker.stop()
+        await task
+    async with db.admin_connection() as conn:
+        cur = await conn.execute("SELECT min(started_at) AS a, max(started_at) AS b FROM jobs"
+                                 " WHERE id = ANY(%s)", [ids])
+        row = await cur.fetchone()
+    span = (row["b"] - row["a"]).total_seconds()
+    assert 19 / 20 - 0.02 <= span < 5, f"20 jobs at 20/s started over {span:.2f}s"
 
 
 async def test_job_past_its_timeout_fails_and_is_retried(db: Database) -> None:
@@ -361,3 +398,82 @@ async def test_wait_for_result_is_woken_by_a_notification(db: Database, monkeypa
     await asyncio.sleep(0.3)
     await queue.cancel(polled, tenant_id=tenant)
     assert (await asyncio.wait_for(waiter, 10)).status == "cancelled"
+
+
+async def test_claim_order_is_priority_then_schedule_time(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"o{uuid.uuid4().hex[:6]}"
+    order = ["background", "low", "normal", "high", "critical"]
+    ids = {p: await queue.enqueue("x", {}, tenant_id=tenant, queue=q, priority=p,
+                                  allow_unknown=True) for p in order}
+    later = await queue.enqueue("x", {}, tenant_id=tenant, queue=q, priority="critical",
+                                allow_unknown=True)
+    claimed = []
+    async with db.app_connection() as conn:
+        for _ in range(len(order) + 1):
+            cur = await conn.execute(
+                "SELECT id FROM queue_claim('w', %s, 1, 30, %s, 1, 16)", [[q], uuid.uuid4()])
+            claimed += [r["id"] for r in await cur.fetchall()]
+    assert claimed == [ids["critical"], later, ids["high"], ids["normal"], ids["low"],
+                       ids["background"]]
+
+
+async def test_backoff_is_exponential_capped_and_jittered(db: Database) -> None:
+    async with db.app_connection() as conn:
+        cur = await conn.execute(
+            "SELECT n, extract(epoch FROM queue_backoff(n, 1, 10))::float8 AS s"
+            " FROM generate_series(1, 6) n, generate_series(1, 50)")
+        rows = await cur.fetchall()
+    for n in range(1, 7):
+        delays = [r["s"] for r in rows if r["n"] == n]
+        full = min(10, 2 ** (n - 1))
+        assert all(full / 2 <= d <= full for d in delays), (n, min(delays), max(delays))
+        assert len(set(delays)) > 1, "no jitter"
+
+
+async def test_retryable_errors_retry_permanent_ones_go_straight_to_dead_letters(
+    db: Database,
+) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"e{uuid.uuid4().hex[:6]}"
+    reg = Registry()
+
+    @reg.handler("flaky")
+    async def flaky(ctx) -> None:
+        raise ValueError(f"boom {ctx.attempt}")
+
+    @reg.handler("fatal")
+    async def fatal(ctx) -> None:
+        raise PermanentError("cannot ever work")
+
+    flaky_id = await queue.enqueue("flaky", {"k": 1}, tenant_id=tenant, queue=q,
+                                   max_attempts=3, backoff_base=0.02, backoff_max=0.05,
+                                   allow_unknown=True)
+    fatal_id = await queue.enqueue("fatal", {}, tenant_id=tenant, queue=q, max_attempts=5,
+                                   allow_unknown=True)
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=0.02), reg)
+    task = asyncio.create_task(worker.run())
+    try:
+        flaky_job = await queue.wait_for_result(flaky_id, tenant_id=tenant, timeout=10)
+        fatal_job = await queue.wait_for_result(fatal_id, tenant_id=tenant, timeout=10)
+    finally:
+        worker.stop()
+        await task
+    assert flaky_job.status == fatal_job.status == "dead_letter"
+    assert flaky_job.attempts == 3 and fatal_job.attempts == 1
+    dead = {d.job_id: d for d in (await queue.dead_letters(tenant_id=tenant)).items}
+    history = dead[flaky_id].retry_history
+    assert [h["attempt"] for h in history] == [1, 2, 3]
+    assert [h["error"] for h in history] == [f"ValueError: boom {n}" for n in (1, 2, 3)]
+    assert dead[flaky_id].payload == {"k": 1} and dead[flaky_id].error == "ValueError: boom 3"
+    assert "raise ValueError" in dead[flaky_id].error_stack
+    assert dead[fatal_id].error == "PermanentError: cannot ever work"
+    assert len(dead[fatal_id].retry_history) == 1
+    requeued = await queue.requeue(dead[flaky_id].id, tenant_id=tenant)
+    fresh = await queue.get(requeued, tenant_id=tenant)
+    assert requeued != flaky_id and fresh.status == "pending" and fresh.attempts == 0
+    assert fresh.payload == {"k": 1} and fresh.queue == q
+    with pytest.raises(Conflict, match="already requeued"):
+        await queue.requeue(dead[flaky_id].id, tenant_id=tenant)

@@ -39,6 +39,10 @@ WHERE tenant_id = coalesce(%(tenant_id)s::uuid, app_current_tenant())
   AND idempotency_key = ANY(%(keys)s::text[])
   AND status NOT IN ('completed', 'cancelled', 'dead_letter');
 
+-- name: set_tenant
+-- For the rest of the transaction, row-level security sees this tenant only.
+SELECT set_config('app.tenant_id', %(tenant_id)s, true);
+
 -- name: current_tenant
 SELECT app_current_tenant() AS tenant_id;
 
@@ -115,8 +119,11 @@ WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
 
 -- name: claim
 -- Only what the worker uses: decoding every column (timestamps, errors) of
--- every claimed row costs the worker more than the claim itself.
-SELECT tenant_id, id, attempts, type, queue, payload, timeout_seconds
+-- every claimed row costs the worker more than the claim itself. Rows not
+-- running were held back by a limit: `due_in` says when to claim them again.
+SELECT tenant_id, id, attempts, type, queue, payload, timeout_seconds,
+       CASE WHEN status <> 'running'
+            THEN extract(epoch FROM scheduled_at - now())::float8 END AS due_in
 FROM queue_claim(%(worker)s, %(queues)s::text[], %(limit)s::int, %(lease)s::float8,
                           %(start)s::uuid, %(share)s::int, %(tenants)s::int);
 

@@ -85,7 +85,7 @@ handler = registry.handler
 
 
 # agentplane's own job types: every worker runs them without being told.
-BUILTIN_HANDLERS = ("agentplane.runtime.handler", "agentplane.ops.jobs")
+BUILTIN_HANDLERS = ("agentplane.runtime.handler",)
 
 
 def import_modules(names: Iterable[str]) -> None:

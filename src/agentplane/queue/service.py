@@ -137,26 +137,57 @@ class JobQueue:
             return []
         if tenant_id is None and conn is None:
             raise ValidationFailed("enqueue needs a tenant_id or a tenant connection")
-        async with self._conn(tenant_id, conn) as c:
+        if conn is None:
+            return await self._enqueue_alone(specs, _uuid(tenant_id, "tenant id"), allow_unknown)
+        with translate_errors():
             if not allow_unknown:
-                await self._check_types(c, {s.type for s in specs})
+                await self._check_types(conn, {s.type for s in specs})
             if tenant_id is None:
-                row = await store.fetch_one(c, "current_tenant")
+                row = await store.fetch_one(conn, "current_tenant")
                 if row is None or row["tenant_id"] is None:
                     raise ValidationFailed("the connection has no tenant (app.tenant_id)")
             ids = [uuid7() for _ in specs]
-            rows = await store.fetch_all(c, "enqueue", tenant_id=tenant_id, **_columns(ids, specs))
-            inserted = {r["id"] for r in rows}
-            missing = [s.idempotency_key for i, s in zip(ids, specs, strict=True)
-                       if i not in inserted]
-            if missing:
-                live = await store.fetch_all(
-                    c, "live_by_idempotency_key", tenant_id=tenant_id, keys=missing
-                )
-                existing = {r["idempotency_key"]: r["id"] for r in live}
-                ids = [i if i in inserted else existing.get(s.idempotency_key, i)
-                       for i, s in zip(ids, specs, strict=True)]
+            rows = await store.fetch_all(conn, "enqueue", tenant_id=tenant_id,
+                                         **_columns(ids, specs))
+            return await self._live_ids(conn, tenant_id, ids, specs, {r["id"] for r in rows})
+
+    async def _enqueue_alone(
+        self, specs: Sequence[JobSpec], tenant_id: UUID, allow_unknown: bool
+    ) -> list[UUID]:
+        """Enqueue in a transaction of its own: one round trip. The tenant setting and
+        the insert go out in one pipeline on an autocommit connection, which runs
+        them as one implicit transaction (ended by the pipeline's sync)."""
+        ids = [uuid7() for _ in specs]
+        with translate_errors():
+            async with self.db.autocommit_pool.connection() as conn:
+                if not allow_unknown:
+                    await self._check_types(conn, {s.type for s in specs})
+                async with conn.pipeline():
+                    await store.send(conn, "set_tenant", tenant_id=str(tenant_id))
+                    cur = await store.send(conn, "enqueue", tenant_id=tenant_id,
+                                           **_columns(ids, specs))
+                inserted = {r["id"] for r in await cur.fetchall()}
+                if len(inserted) == len(ids):
+                    return ids
+                async with conn.transaction():
+                    await store.execute(conn, "set_tenant", tenant_id=str(tenant_id))
+                    return await self._live_ids(conn, tenant_id, ids, specs, inserted)
+
+    async def _live_ids(
+        self, conn: Connection, tenant_id: UUID | str | None, ids: list[UUID],
+        specs: Sequence[JobSpec], inserted: set[UUID],
+    ) -> list[UUID]:
+        """Ids in the order of `specs`: a job skipped for its idempotency key gets the
+        id of the live job holding that key."""
+        missing = [s.idempotency_key for i, s in zip(ids, specs, strict=True)
+                   if i not in inserted]
+        if not missing:
             return ids
+        live = await store.fetch_all(conn, "live_by_idempotency_key", tenant_id=tenant_id,
+                                     keys=missing)
+        existing = {r["idempotency_key"]: r["id"] for r in live}
+        return [i if i in inserted else existing.get(s.idempotency_key, i)
+                for i, s in zip(ids, specs, strict=True)]
 
     async def _check_types(self, conn: Connection, types: set[str]) -> None:
         unknown = types - set(self.registry.types()) - self._known_types

@@ -7,6 +7,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from psycopg import AsyncCursor
+
 from agentplane.db.pool import Connection
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -17,6 +19,12 @@ def queries() -> dict[str, str]:
     text = (Path(__file__).parent / "queries.sql").read_text()
     parts = _NAME.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+async def send(conn: Connection, name: str, /, **params: Any) -> AsyncCursor[dict[str, Any]]:
+    """Execute without reading: in a pipeline, the statement waits for the pipeline's
+    sync instead of forcing one; read the cursor after it."""
+    return await conn.execute(queries()[name], params)
 
 
 async def fetch_all(conn: Connection, name: str, /, **params: Any) -> list[dict[str, Any]]:

@@ -79,8 +79,11 @@ class Worker:
         self.id = self.opts.worker_id or (
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
+        # Autocommit: each worker statement is its own transaction, so a claim or a
+        # batch of completions is one round trip (no BEGIN/COMMIT around it).
         self.pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=4, kwargs={"row_factory": dict_row},
+            conninfo, min_size=1, max_size=4,
+            kwargs={"row_factory": dict_row, "autocommit": True},
             open=False, timeout=5, name=f"worker-{self.id}",
         )
         self.running: dict[uuid.UUID, Running] = {}
@@ -89,6 +92,10 @@ class Worker:
         self._results: list[tuple[JobContext, str, Any, str | None]] = []
         self._write_lock = asyncio.Lock()
         self._to_flush = asyncio.Event()
+        self._due = float("inf")
+        """Loop time when jobs held back by a limit may run: claim again then."""
+        self._full = False
+        """The last claim filled every free slot: a finished job should claim again."""
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------
@@ -140,10 +147,16 @@ class Worker:
     # -- claiming ----------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        """Claims when woken: by a NOTIFY (new jobs), by a finished job while the
+        worker was full, when jobs a limit held back may run, or by the poll
+        interval (jobs that came due, missed notifications). A claim that got fewer
+        jobs than it asked for found the queue empty: the next claim waits for one
+        of those, not for the next turn."""
         delay = 0.05
         while not self.stopping.is_set():
             self._wakeup.clear()
             free = self.opts.concurrency - len(self.running)
+            self._full = free <= 0
             if free > 0:
                 try:
                     claimed = await self._claim(free)
@@ -153,11 +166,17 @@ class Worker:
                     await self._sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                if claimed:
-                    continue  # there is probably more: claim again while slots are free
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.opts.poll_interval):
-                    await self._wakeup.wait()
+                if claimed == free:
+                    self._full = True  # there is probably more: claim again when a slot frees
+                    if len(self.running) < self.opts.concurrency:
+                        continue
+            loop = asyncio.get_running_loop()
+            wait = min(self.opts.poll_interval, self._due - loop.time())
+            self._due = float("inf")
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wakeup.wait()
 
     async def _claim(self, n: int) -> int:
         async with self.pool.connection() as conn:
@@ -166,6 +185,11 @@ class Worker:
                 lease=self.opts.lease, start=uuid.uuid4(), share=self.opts.tenant_share,
                 tenants=self.opts.fair_tenants,
             )
+        held = [row["due_in"] for row in rows if row["due_in"] is not None]
+        if held:  # held back by a limit: claim again when the first may run
+            due = asyncio.get_running_loop().time() + max(min(held), 0.0)
+            self._due = min(self._due, due)
+            rows = [row for row in rows if row["due_in"] is None]
         for row in rows:
             ctx = JobContext(
                 tenant_id=row["tenant_id"], job_id=row["id"], attempt=row["attempts"],
@@ -212,7 +236,8 @@ class Worker:
         self._to_flush.set()
         self.running.pop(ctx.job_id, None)
         self.processed += 1
-        self._wakeup.set()
+        if self._full:
+            self._wakeup.set()
 
     # -- writing results -------------------------------------------------------------
 
@@ -236,22 +261,29 @@ class Worker:
 
     async def _write(self, batch: list[tuple[JobContext, str, Any, str | None]]) -> None:
         done = [(c, v) for c, o, v, _ in batch if o == "completed"]
-        async with self.pool.connection() as conn, conn.transaction():
+        # One pipeline, read after its end: every statement goes out at once and the
+        # batch costs one round trip. The statements up to the pipeline's sync are
+        # one implicit transaction: all written or, connection lost, none (and the
+        # batch is written again).
+        async with self.pool.connection() as conn:
+            async with conn.pipeline():
+                if done:
+                    completed = await store.send(
+                        conn, "complete", worker=self.id,
+                        tenants=[c.tenant_id for c, _ in done], ids=[c.job_id for c, _ in done],
+                        attempts=[c.attempt for c, _ in done], results=[v for _, v in done],
+                    )
+                for ctx, outcome, value, stack in batch:
+                    if outcome != "completed":
+                        await store.send(
+                            conn, "finish", worker=self.id, tenant_id=ctx.tenant_id,
+                            id=ctx.job_id, attempt=ctx.attempt, outcome=outcome, error=value,
+                            stack=stack,
+                        )
             if done:
-                written = await store.fetch_all(
-                    conn, "complete", worker=self.id,
-                    tenants=[c.tenant_id for c, _ in done], ids=[c.job_id for c, _ in done],
-                    attempts=[c.attempt for c, _ in done], results=[v for _, v in done],
-                )
-                if len(written) < len(done):
-                    log.info("%d completions fenced off (lease lost)", len(done) - len(written))
-            for ctx, outcome, value, stack in batch:
-                if outcome == "completed":
-                    continue
-                await store.fetch_one(
-                    conn, "finish", worker=self.id, tenant_id=ctx.tenant_id, id=ctx.job_id,
-                    attempt=ctx.attempt, outcome=outcome, error=value, stack=stack,
-                )
+                fenced = len(done) - len(await completed.fetchall())
+                if fenced:
+                    log.info("%d completions fenced off (lease lost)", fenced)
 
     # -- side tasks --------------------------------------------------------------------
 
@@ -308,7 +340,10 @@ class Worker:
                     if row and row["recovered"]:
                         log.info("returned %d jobs with expired leases", row["recovered"])
                     if self.opts.schedules:
-                        await schedules.fire_due(conn)
+                        async with conn.transaction():  # due schedules stay locked
+                            await schedules.fire_due(conn)
+                    from agentplane.ops.maintenance import run_due  # partitions, retention
+                    await run_due(conn)
             except RETRYABLE_DB as exc:
                 log.debug("maintenance failed: %s", _first_line(exc))
 

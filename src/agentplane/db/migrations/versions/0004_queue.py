@@ -167,18 +167,26 @@ CREATE TRIGGER jobs_release_limit_delete AFTER DELETE ON jobs FOR EACH ROW
     WHEN (OLD.concurrency_key IS NOT NULL AND OLD.status = 'running')
     EXECUTE FUNCTION job_limits_release();
 
--- Takes up to `wanted` slots of a key; returns how many it got. Unknown key: all.
-CREATE FUNCTION queue_acquire(p_key text, p_wanted integer) RETURNS integer
+-- Takes up to `wanted` slots of a key: how many it got, and for the jobs it could
+-- not grant, when to try again: the first in `retry_after` seconds, each next one
+-- `step` later (the rate's token interval), so held-back jobs come due as the
+-- tokens do. Held by max_running only: in 200 ms. Unknown key: all granted.
+CREATE FUNCTION queue_acquire(
+    p_key text, p_wanted integer,
+    OUT got integer, OUT retry_after double precision, OUT step double precision
+)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
 DECLARE
     l job_limits;
     avail double precision;
-    got integer;
 BEGIN
+    retry_after := 0.2;
+    step := 0;
     SELECT * INTO l FROM job_limits WHERE key = p_key FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN p_wanted;
+        got := p_wanted;
+        RETURN;
     END IF;
     avail := least(l.burst, l.tokens + coalesce(l.rate_per_second, 0)
                    * extract(epoch FROM clock_timestamp() - l.refilled_at));
@@ -186,14 +194,15 @@ BEGIN
     IF l.max_running IS NOT NULL THEN
         got := least(got, greatest(l.max_running - l.running, 0));
     END IF;
-    IF l.rate_per_second IS NOT NULL THEN
-        got := least(got, floor(avail)::integer);
+    IF l.rate_per_second IS NOT NULL AND floor(avail) < got THEN
+        got := floor(avail)::integer;
+        retry_after := (1 - (avail - got)) / l.rate_per_second;
+        step := 1 / l.rate_per_second;
     END IF;
     UPDATE job_limits SET running = running + got,
         tokens = CASE WHEN rate_per_second IS NULL THEN tokens ELSE avail - got END,
         refilled_at = clock_timestamp()
     WHERE key = p_key;
-    RETURN got;
 END $$;
 
 -- Delay before attempt n+1: exponential, capped, with jitter in [50%, 100%].
@@ -209,7 +218,7 @@ $$;
 -- (p_limit / tenants visited, at least p_share), so a tenant with 100,000 waiting
 -- jobs takes half of each claim while one other tenant has ready jobs, instead
 -- of all of them until its backlog is gone. Within the batch: priority, then
--- schedule time. The worker claims again at once while claims return jobs.
+-- schedule time. A worker claims again at once while claims fill its free slots.
 -- Fast path: when the first and last tenant with waiting jobs are the same
 -- there is nobody to be fair to, and the tenant walk is skipped (two index
 -- probes instead of one per tenant and lap).
@@ -286,24 +295,31 @@ WITH RECURSIVE after_start AS (
                                    ORDER BY c.priority, c.scheduled_at) AS rank
     FROM candidates c
 ), granted AS (
-    SELECT w.key, queue_acquire(w.key, w.wanted) AS n
+    SELECT w.key, a.got, a.retry_after, a.step
     FROM (SELECT concurrency_key AS key, count(*)::integer AS wanted FROM candidates
           WHERE concurrency_key IS NOT NULL GROUP BY 1) w
+    CROSS JOIN LATERAL queue_acquire(w.key, w.wanted) a
 ), chosen AS (
-    SELECT r.tenant_id, r.id, r.concurrency_key IS NULL OR r.rank <= g.n AS ok
+    SELECT r.tenant_id, r.id, r.concurrency_key IS NULL OR r.rank <= g.got AS ok,
+           g.retry_after + (r.rank - g.got - 1) * g.step AS wait
     FROM ranked r LEFT JOIN granted g ON g.key = r.concurrency_key
 ), deferred AS (
-    -- Jobs held back by a limit step aside briefly so they do not block the head.
-    UPDATE jobs j SET scheduled_at = now() + interval '200 milliseconds'
+    -- Jobs held back by a limit step aside until their key may have room again,
+    -- so they do not block the head meanwhile.
+    UPDATE jobs j SET scheduled_at = now() + make_interval(secs => c.wait)
     FROM chosen c WHERE NOT c.ok AND j.tenant_id = c.tenant_id AND j.id = c.id
-    RETURNING j.id
+    RETURNING j.*
+), started AS (
+    UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, worker_id = p_worker,
+        started_at = now(), heartbeat_at = now(), cancel_requested = false,
+        lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+    FROM chosen c
+    WHERE c.ok AND j.tenant_id = c.tenant_id AND j.id = c.id
+    RETURNING j.*
 )
-UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, worker_id = p_worker,
-    started_at = now(), heartbeat_at = now(), cancel_requested = false,
-    lease_expires_at = now() + make_interval(secs => p_lease_seconds)
-FROM chosen c
-WHERE c.ok AND j.tenant_id = c.tenant_id AND j.id = c.id
-RETURNING j.*;
+-- The held-back jobs come back too (not running): the worker claims again when
+-- the first of them is due.
+SELECT * FROM started UNION ALL SELECT * FROM deferred;
 END $$;
 
 -- Finished jobs are announced on `agentplane_job_done` (ids, comma-separated, at
@@ -532,7 +548,7 @@ FUNCTIONS = (
     "queue_claim(text, text[], integer, double precision, uuid, integer, integer)",
     "queue_notify_done(uuid[])",
     "queue_backoff(integer, real, real)",
-    "queue_acquire(text, integer)",
+    "queue_acquire(text, integer)",  # OUT parameters are not part of the signature
 )
 
 
