@@ -3,6 +3,7 @@ from the price valid when it was made; providers are stored with their key encry
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from datetime import UTC, datetime, timedelta
@@ -359,3 +360,128 @@ async def test_unhealthy_provider_gives_way_to_its_fallback(
             ctx, ChatRequest(messages=MESSAGES, model=None), provider="primary"
         )
     assert out.provider == "offline"
+
+
+async def test_a_failed_over_provider_is_tried_again_after_its_cool_down_and_recovers(
+    db: Database, llm: LLM, settings: Settings
+) -> None:
+    t = await tenant(db)
+
+    async def health() -> dict:
+        return await row(
+            db,
+            "SELECT health_status, consecutive_failures FROM llm_providers "
+            "WHERE name = 'flaky' AND tenant_id = %s",
+            t.tenant_id,
+        )
+
+    with serve(OpenAIHandler) as vendor:
+        vendor.queue = [(503, {}, {"error": {"message": "down"}})] * 4
+        await add(
+            db,
+            settings,
+            t.tenant_id,
+            name="flaky",
+            type="openai_compatible",
+            api_key=KEY,
+            base_url=vendor.url + "/v1",
+            model="gpt-4o",
+            config={"max_retries": 0, "fallback": "offline", "cooldown_s": 1},
+        )
+        ctx = CallContext(tenant_id=t.tenant_id)
+        for _ in range(3):
+            with pytest.raises(Exception, match="answered 503"):
+                await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        assert (await health())["health_status"] == "unhealthy"
+        # Resting: calls go to the fallback without touching the vendor.
+        out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        assert out.provider == "offline" and len(vendor.queue) == 1
+        # After the cool-down one call tries it; the vendor still fails (the 4th 503), so
+        # that call is served by the fallback and the provider rests again.
+        await asyncio.sleep(1.1)
+        out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        assert out.provider == "offline" and vendor.queue == []
+        assert await health() == {"health_status": "unhealthy", "consecutive_failures": 4}
+        out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        assert out.provider == "offline"
+        # The vendor is back: the next trial succeeds and the provider is healthy again.
+        await asyncio.sleep(1.1)
+        out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        assert out.provider == "flaky"
+        assert await health() == {"health_status": "healthy", "consecutive_failures": 0}
+        out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        assert out.provider == "flaky"
+    failed = await row(
+        db,
+        "SELECT count(*) AS n FROM llm_calls WHERE provider = 'flaky' AND status = 'failed' "
+        "AND tenant_id = %s",
+        t.tenant_id,
+    )
+    assert failed["n"] == 4  # every attempt on the vendor is recorded, the trial included
+
+
+def test_cache_writes_are_priced_at_their_own_rate_else_as_input() -> None:
+    price = {
+        "input_per_mtok": Decimal("3.00"),
+        "output_per_mtok": Decimal("15.00"),
+        "cached_input_per_mtok": Decimal("0.30"),
+        "cache_write_per_mtok": Decimal("3.75"),
+    }
+    result = ChatResult(
+        content="",
+        model="m",
+        prompt_tokens=1000,
+        completion_tokens=100,
+        cached_tokens=200,
+        cache_write_tokens=500,
+    )
+    expected = (
+        300 * Decimal("3.00")
+        + 200 * Decimal("0.30")
+        + 500 * Decimal("3.75")
+        + 100 * Decimal("15.00")
+    ) / 1_000_000
+    assert cost_of(result, price) == (expected, "price")
+    # No cache-write price (OpenAI bills none): written tokens cost the input rate.
+    plain = (800 * Decimal("3.00") + 200 * Decimal("0.30") + 100 * Decimal("15.00")) / 1_000_000
+    assert cost_of(result, {**price, "cache_write_per_mtok": None}) == (plain, "price")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_prompt_cache_writes_are_recorded_and_priced(
+    db: Database, llm: LLM, settings: Settings, stream: bool
+) -> None:
+    t = await tenant(db)
+    with serve(AnthropicHandler) as vendor:
+        vendor.cached_tokens, vendor.cache_write_tokens = 2, 3
+        await add(
+            db,
+            settings,
+            t.tenant_id,
+            name="anthropic",
+            type="anthropic",
+            base_url=vendor.url,
+            api_key=KEY,
+            model="claude-sonnet-4-0",
+        )
+        ctx = CallContext(tenant_id=t.tenant_id)
+        request = ChatRequest(messages=MESSAGES, max_tokens=64)
+        if stream:
+            items = [i async for i in llm.stream(ctx, request, provider="anthropic")]
+            out = items[-1]
+        else:
+            out = await llm.complete(ctx, request, provider="anthropic")
+    r = out.result
+    assert (r.cached_tokens, r.cache_write_tokens) == (2, 3)
+    expected = (
+        (r.prompt_tokens - 5) * Decimal("3.00")  # the built-in claude-sonnet-4-0 price
+        + 2 * Decimal("0.30")
+        + 3 * Decimal("3.75")
+        + r.completion_tokens * Decimal("15.00")
+    ) / 1_000_000
+    assert out.cost_usd == expected.quantize(Decimal("1e-10"))
+    call = await row(db, "SELECT * FROM llm_calls WHERE id = %s", out.call_id)
+    assert (call["cached_tokens"], call["cache_write_tokens"]) == (2, 3)
+    assert call["cost_usd"] == out.cost_usd
+    usage = await row(db, "SELECT cost_usd FROM usage_records WHERE llm_call_id = %s", out.call_id)
+    assert usage["cost_usd"] == out.cost_usd

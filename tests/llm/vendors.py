@@ -37,6 +37,7 @@ class Vendor(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.delay = 0.0
         self.cached_tokens = 0
+        self.cache_write_tokens = 0  # Anthropic only: prompt tokens written to its cache
         self.cost: float | None = None
         self.lock = threading.Lock()
 
@@ -220,11 +221,11 @@ class AnthropicHandler(Handler):
         else:
             blocks, stop = [{"type": "text", "text": reply_text(body["messages"])}], "end_turn"
         prompt = sum(words(m["content"]) for m in body["messages"]) + words(body.get("system", ""))
-        cached = self.server.cached_tokens
+        cached, written = self.server.cached_tokens, self.server.cache_write_tokens
         usage = {
-            "input_tokens": prompt - cached,
+            "input_tokens": prompt - cached - written,
             "cache_read_input_tokens": cached,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": written,
             "output_tokens": sum(
                 words(b.get("text") or json.dumps(b.get("input"))) for b in blocks
             ),

@@ -22,10 +22,11 @@ from psycopg import pq
 
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
-from agentplane.errors import AgentplaneError, ValidationFailed
+from agentplane.errors import AgentplaneError, BudgetExceeded, ValidationFailed
 from agentplane.llm import service, store
 from agentplane.llm.adapters import adapter_for
 from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta
+from agentplane.llm.sweep import Sweeper, sweeper_for
 from agentplane.llm.tokens import estimate_prompt
 from agentplane.usage import store as usage_store
 from agentplane.usage.service import Budgets, Reservation
@@ -56,6 +57,9 @@ class Resolved:
 
     row: dict[str, Any]
     config: Any
+    then: Resolved | None = None
+    """Where a call goes if this provider fails it: the fallback of an unhealthy provider
+    on trial after its cool-down."""
 
 
 @dataclass
@@ -87,19 +91,22 @@ class CallOutcome:
 
 
 def cost_of(result: ChatResult, price: dict[str, Any] | None) -> tuple[Decimal | None, str]:
-    """Provider-reported cost wins; otherwise the price valid at call time, cached input
-    at its own rate; no price means unknown (NULL), never zero."""
+    """Provider-reported cost wins; otherwise the price valid at call time, cache reads
+    and cache writes of the prompt at their own rates (the input rate when the price has
+    none); no price means unknown (NULL), never zero."""
     if result.cost is not None:
         return result.cost, "provider"
     if price is None:
         return None, "unknown"
     cached = min(result.cached_tokens, result.prompt_tokens)
+    written = min(result.cache_write_tokens, result.prompt_tokens - cached)
+    rate = price["input_per_mtok"]
     cached_rate = price["cached_input_per_mtok"]
-    if cached_rate is None:
-        cached_rate = price["input_per_mtok"]
+    write_rate = price.get("cache_write_per_mtok")
     cost = (
-        (result.prompt_tokens - cached) * price["input_per_mtok"]
-        + cached * cached_rate
+        (result.prompt_tokens - cached - written) * rate
+        + cached * (rate if cached_rate is None else cached_rate)
+        + written * (rate if write_rate is None else write_rate)
         + result.completion_tokens * price["output_per_mtok"]
     ) / MILLION
     return cost.quantize(Decimal("1e-10")), "price"
@@ -111,9 +118,31 @@ class LLM:
         self.settings = settings
         self.budgets = Budgets(db, settings)
 
-    async def resolve_in(self, conn: Connection, provider: str | None) -> Resolved:
-        """Resolve the provider on the caller's tenant transaction, for call(resolved=)."""
-        return Resolved(*await service.resolve(conn, self.settings, provider))
+    async def resolve_in(
+        self, conn: Connection, provider: str | None, row: Any = service.FETCH
+    ) -> Resolved:
+        """Resolve the provider on the caller's tenant transaction, for call(resolved=);
+        `row` is the provider's row when the caller read it already."""
+        then = None
+        for row_, config in reversed(await service.resolve(conn, self.settings, provider, row)):
+            then = Resolved(row_, config, then)
+        assert then is not None
+        return then
+
+    def _defaults(self, request: ChatRequest, row: dict[str, Any]) -> ChatRequest:
+        request = replace(
+            request,
+            model=request.model or row["model"],
+            max_tokens=request.max_tokens or self.settings.llm_default_max_tokens,
+        )
+        if not request.model:
+            raise ValidationFailed(f"no model given and provider {row['name']} has no default")
+        return request
+
+    @staticmethod
+    def _worst(request: ChatRequest) -> int:
+        """What a call may use at most: its prompt and max_tokens."""
+        return estimate_prompt(request.messages, request.tools) + request.max_tokens
 
     async def _prepare(
         self,
@@ -127,20 +156,27 @@ class LLM:
             async with self.db.tenant_connection(ctx.tenant_id) as conn:
                 resolved = await self.resolve_in(conn, provider)
         row, config = resolved.row, resolved.config
-        request = replace(
-            request,
-            model=request.model or row["model"],
-            max_tokens=request.max_tokens or self.settings.llm_default_max_tokens,
-        )
-        if not request.model:
-            raise ValidationFailed(f"no model given and provider {row['name']} has no default")
-        reservation = None
-        if enforce:
-            worst = estimate_prompt(request.messages, request.tools) + request.max_tokens
-            reservation = await self.budgets.reserve(
-                ctx.tenant_id, worst, session_id=ctx.session_id, api_key_id=ctx.api_key_id
-            )
+        request = self._defaults(request, row)
+        reservation = await self._reserve(ctx, self._worst(request)) if enforce else None
         return row, adapter_for(config), request, reservation
+
+    def _sweeper(self) -> Sweeper:
+        return sweeper_for(self.db, self.budgets, self.settings.budget_reservation_ttl_s)
+
+    async def _reserve(self, ctx: CallContext, tokens: int) -> Reservation:
+        sweeper = self._sweeper()
+        sweeper.when_due()
+        try:
+            return await self.budgets.reserve(
+                ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
+            )
+        except BudgetExceeded:
+            # Holds left by callers that died may be what refuses this call.
+            if not await sweeper.now():
+                raise
+        return await self.budgets.reserve(
+            ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
+        )
 
     async def complete(
         self,
@@ -151,18 +187,29 @@ class LLM:
         enforce_budgets: bool = True,
     ) -> CallOutcome:
         """One model call. `enforce_budgets=False` is for measuring what budgets cost."""
-        row, adapter, request, reservation = await self._prepare(
-            ctx, request, provider, enforce_budgets
-        )
+        async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
+            resolved = await self.resolve_in(conn, provider)
+        return await self._complete(ctx, request, resolved, enforce_budgets)
+
+    async def _complete(
+        self,
+        ctx: CallContext,
+        request: ChatRequest,
+        resolved: Resolved,
+        enforce: bool,
+    ) -> CallOutcome:
+        row, adapter, sent, reservation = await self._prepare(ctx, request, None, enforce, resolved)
         started, t0 = datetime.now(UTC), time.perf_counter()
         try:
-            result = await adapter.complete(request)
+            result = await adapter.complete(sent)
         except BaseException as exc:
             await self._record_failure(
-                ctx, row, request, reservation, started, t0, exc, False, adapter.redact
+                ctx, row, sent, reservation, started, t0, exc, False, adapter.redact
             )
-            raise
-        return await self._record(ctx, row, request, reservation, started, t0, result, False)
+            if resolved.then is None or not isinstance(exc, Exception):
+                raise
+            return await self._complete(ctx, request, resolved.then, enforce)
+        return await self._record(ctx, row, sent, reservation, started, t0, result, False)
 
     async def call(
         self, ctx: CallContext, request: ChatRequest, *, resolved: Resolved
@@ -170,17 +217,19 @@ class LLM:
         """One model call whose recording the caller folds into its own transaction
         (record_in, then settle after the commit): no transaction of its own when it
         succeeds. A failed call is recorded at once, as by complete()."""
-        row, adapter, request, reservation = await self._prepare(ctx, request, None, True, resolved)
+        row, adapter, sent, reservation = await self._prepare(ctx, request, None, True, resolved)
         started, t0 = datetime.now(UTC), time.perf_counter()
         try:
-            result = await adapter.complete(request)
+            result = await adapter.complete(sent)
         except BaseException as exc:
             await self._record_failure(
-                ctx, row, request, reservation, started, t0, exc, False, adapter.redact
+                ctx, row, sent, reservation, started, t0, exc, False, adapter.redact
             )
-            raise
+            if resolved.then is None or not isinstance(exc, Exception):
+                raise
+            return await self.call(ctx, request, resolved=resolved.then)
         latency = round((time.perf_counter() - t0) * 1000)
-        return PendingCall(ctx, row, request, reservation, started, latency, result)
+        return PendingCall(ctx, row, sent, reservation, started, latency, result)
 
     async def record_in(self, conn: Connection, pending: PendingCall) -> CallOutcome:
         """Write a pending call, its usage record and its journal entry on the caller's
@@ -261,6 +310,7 @@ class LLM:
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "cached_tokens": 0,
+            "cache_write_tokens": 0,
             "cost_usd": None,
             "cost_source": "unknown",
             "ttft_ms": None,
@@ -311,6 +361,7 @@ class LLM:
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             cached_tokens=result.cached_tokens,
+            cache_write_tokens=result.cache_write_tokens,
             ttft_ms=result.ttft_ms,
         )
         used = result.prompt_tokens + result.completion_tokens

@@ -97,6 +97,11 @@ class PriceSet(BaseModel):
     cached_input_per_mtok: Decimal | None = Field(
         default=None, ge=0, max_digits=14, decimal_places=6
     )
+    """Cache reads; none: the input price."""
+    cache_write_per_mtok: Decimal | None = Field(
+        default=None, ge=0, max_digits=14, decimal_places=6
+    )
+    """Prompt tokens written to the cache (Anthropic); none: the input price."""
     valid_from: datetime | None = None
     """Defaults to now; a price never starts before the current one (past costs stay)."""
 
@@ -106,6 +111,7 @@ class Price(BaseModel):
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None
+    cache_write_per_mtok: Decimal | None = None
     valid_from: datetime
     valid_to: datetime | None
 
@@ -140,6 +146,7 @@ class LLMCall(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int = 0
     total_tokens: int
     cost_usd: Decimal | None
     cost_source: str

@@ -41,6 +41,9 @@ class ProviderOptions(BaseModel):
     backoff: float = Field(default=0.5, ge=0, le=60)
     fallback: str | None = None
     """Another provider's name, used while this one is unhealthy."""
+    cooldown_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long an unhealthy provider with a fallback rests before one call tries it again
+    (success makes it healthy; failure rests it again)."""
     headers: dict[str, str] = Field(default_factory=dict)
     latency_ms: float = Field(default=0, ge=0, le=60000)
     """Offline provider only: simulated model latency."""
@@ -122,23 +125,37 @@ async def delete_provider(conn: Connection, ref: str) -> None:
         raise Conflict(f"provider {current.name} is built in and cannot be deleted")
 
 
+FETCH: Any = object()
+"""resolve(row=FETCH): the caller has not read the row; resolve reads it."""
+
+
 async def resolve(
-    conn: Connection, settings: Settings, ref: str | None
-) -> tuple[dict[str, Any], AdapterConfig]:
-    """The provider a call goes to: named, else the tenant's default; an unhealthy one
-    gives way to its fallback when one is configured."""
-    row = await (store.get_provider(conn, ref) if ref else store.default_provider(conn))
+    conn: Connection, settings: Settings, ref: str | None, row: Any = FETCH
+) -> list[tuple[dict[str, Any], AdapterConfig]]:
+    """The providers a call goes to, in the order to try them: named, else the tenant's
+    default (`row` when the caller read it already). An unhealthy one with a fallback
+    gives way to it, except for one call per cool-down, which tries it again and falls
+    back only if that fails (so it recovers once its vendor does)."""
+    if row is FETCH:
+        row = await (store.get_provider(conn, ref) if ref else store.default_provider(conn))
     if row is None:
         raise NotFound(f"provider {ref} not found" if ref else "no enabled provider")
     opts = options(row["config"])
+    route = [row]
     if row["health_status"] == "unhealthy" and opts.fallback:
         fallback = await store.get_provider(conn, opts.fallback)
         if fallback is not None and fallback["enabled"]:
-            row, opts = fallback, options(fallback["config"])
-    if not row["enabled"]:
-        raise Conflict(f"provider {row['name']} is disabled")
+            trial = await store.claim_trial(conn, row["id"], opts.cooldown_s)
+            route = [row, fallback] if trial and row["enabled"] else [fallback]
+    if not route[0]["enabled"]:
+        raise Conflict(f"provider {route[0]['name']} is disabled")
+    return [(r, adapter_config(settings, r)) for r in route]
+
+
+def adapter_config(settings: Settings, row: dict[str, Any]) -> AdapterConfig:
+    opts = options(row["config"])
     key = row.get("api_key_ciphertext")
-    config = AdapterConfig(
+    return AdapterConfig(
         type=row["type"],
         name=row["name"],
         base_url=row["base_url"],
@@ -150,7 +167,6 @@ async def resolve(
         headers=opts.headers,
         options={"latency_ms": opts.latency_ms},
     )
-    return row, config
 
 
 # -- models and prices ---------------------------------------------------------------------

@@ -10,6 +10,13 @@ from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection
 
+
+def _exec(conn: Connection, query: Any, params: Any = None) -> Any:
+    """Prepared from the first use on a connection: these statements run on every task or
+    call, and preparing them spares the server parsing and planning them each time."""
+    return conn.execute(query, params, prepare=True)
+
+
 PROVIDER_COLUMNS = """
     id, tenant_id, tenant_id IS NULL AS builtin, name, type, base_url,
     api_key_ciphertext IS NOT NULL AS has_api_key, model, weight, enabled, config,
@@ -41,7 +48,8 @@ async def list_providers(conn: Connection) -> list[dict[str, Any]]:
 
 async def get_provider(conn: Connection, ref: str) -> dict[str, Any] | None:
     """By id or name; a tenant's own provider shadows a built-in of the same name."""
-    cur = await conn.execute(
+    cur = await _exec(
+        conn,
         f"""
         SELECT {PROVIDER_COLUMNS}, api_key_ciphertext FROM llm_providers
         WHERE name = %(ref)s OR id::text = %(ref)s
@@ -54,11 +62,12 @@ async def get_provider(conn: Connection, ref: str) -> dict[str, Any] | None:
 
 async def default_provider(conn: Connection) -> dict[str, Any] | None:
     """The tenant's enabled provider of highest weight, else the built-in offline one."""
-    cur = await conn.execute(
+    cur = await _exec(
+        conn,
         f"""
         SELECT {PROVIDER_COLUMNS}, api_key_ciphertext FROM llm_providers
         WHERE enabled ORDER BY tenant_id IS NULL, weight DESC, name LIMIT 1
-        """
+        """,
     )
     return await cur.fetchone()
 
@@ -87,12 +96,30 @@ async def delete_provider(conn: Connection, provider_id: UUID) -> bool:
     return cur.rowcount == 1
 
 
+async def claim_trial(conn: Connection, provider_id: UUID, cooldown_s: float) -> bool:
+    """Whether this caller may try an unhealthy provider again: its cool-down since the
+    last check has passed, and no other caller claimed the trial (the claim restarts it)."""
+    cur = await _exec(
+        conn,
+        """
+        UPDATE llm_providers SET last_checked_at = now()
+        WHERE id = %(id)s AND tenant_id IS NOT NULL AND health_status = 'unhealthy'
+          AND (last_checked_at IS NULL
+               OR last_checked_at <= now() - make_interval(secs => %(cooldown)s))
+        RETURNING id
+        """,
+        {"id": provider_id, "cooldown": cooldown_s},
+    )
+    return await cur.fetchone() is not None
+
+
 async def record_health(
     conn: Connection, provider_id: UUID, ok: bool, latency_ms: int, error: str | None
 ) -> None:
     """Health from each call. Writes only when the status changes or a few seconds have
     passed, so concurrent calls do not queue on the provider's row."""
-    await conn.execute(
+    await _exec(
+        conn,
         """
         WITH next AS (
             SELECT id, CASE WHEN %(ok)s THEN 0 ELSE consecutive_failures + 1 END AS failures
@@ -141,6 +168,7 @@ async def list_models(conn: Connection, provider: str | None = None) -> list[dic
                 'id', p.id, 'input_per_mtok', p.input_per_mtok::text,
                 'output_per_mtok', p.output_per_mtok::text,
                 'cached_input_per_mtok', p.cached_input_per_mtok::text,
+                'cache_write_per_mtok', p.cache_write_per_mtok::text,
                 'valid_from', p.valid_from, 'valid_to', p.valid_to) ORDER BY p.valid_from DESC)
             FROM llm_prices p WHERE p.model_id = m.id), '[]') AS prices
         FROM llm_models m
@@ -188,10 +216,11 @@ async def insert_price(conn: Connection, model_id: UUID, values: dict[str, Any])
     cur = await conn.execute(
         """
         INSERT INTO llm_prices (tenant_id, model_id, input_per_mtok, output_per_mtok,
-                                cached_input_per_mtok, valid_from)
+                                cached_input_per_mtok, cache_write_per_mtok, valid_from)
         VALUES (app_current_tenant(), %(model_id)s, %(input_per_mtok)s, %(output_per_mtok)s,
-                %(cached_input_per_mtok)s, %(valid_from)s)
-        RETURNING id, input_per_mtok, output_per_mtok, cached_input_per_mtok, valid_from, valid_to
+                %(cached_input_per_mtok)s, %(cache_write_per_mtok)s, %(valid_from)s)
+        RETURNING id, input_per_mtok, output_per_mtok, cached_input_per_mtok,
+                  cache_write_per_mtok, valid_from, valid_to
         """,
         {**values, "model_id": model_id},
     )
@@ -204,9 +233,11 @@ async def price_at(
     """The price valid at `at`, listed under the provider's name or else its vendor family
     (a provider named "claude" of type anthropic is priced as "anthropic"); the tenant's
     own model row wins over the built-in one."""
-    cur = await conn.execute(
+    cur = await _exec(
+        conn,
         """
-        SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
+        SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
+               p.cache_write_per_mtok
         FROM llm_models m JOIN llm_prices p ON p.model_id = m.id
         WHERE m.provider IN (%(provider)s, %(family)s) AND m.name = %(model)s
           AND p.valid_from <= %(at)s AND (p.valid_to IS NULL OR p.valid_to > %(at)s)
@@ -221,19 +252,20 @@ async def price_at(
 
 
 async def insert_call(conn: Connection, call: dict[str, Any]) -> None:
-    await conn.execute(
+    await _exec(
+        conn,
         """
         INSERT INTO llm_calls (id, tenant_id, user_id, api_key_id, session_id, run_id, task_id,
             agent_execution_id, agent_id, provider_id, provider, model, request,
             response_content, tool_calls, finish_reason, prompt_tokens, completion_tokens,
-            cached_tokens, cost_usd, cost_source, reserved_tokens, stream, latency_ms, ttft_ms,
-            status, error, created_at, completed_at)
+            cached_tokens, cache_write_tokens, cost_usd, cost_source, reserved_tokens, stream,
+            latency_ms, ttft_ms, status, error, created_at, completed_at)
         VALUES (%(id)s, app_current_tenant(), %(user_id)s, %(api_key_id)s, %(session_id)s,
             %(run_id)s, %(task_id)s, %(agent_execution_id)s, %(agent_id)s, %(provider_id)s,
             %(provider)s, %(model)s, %(request)s, %(response_content)s, %(tool_calls)s,
             %(finish_reason)s, %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
-            %(cost_usd)s, %(cost_source)s, %(reserved_tokens)s, %(stream)s, %(latency_ms)s,
-            %(ttft_ms)s, %(status)s, %(error)s, %(created_at)s, now())
+            %(cache_write_tokens)s, %(cost_usd)s, %(cost_source)s, %(reserved_tokens)s,
+            %(stream)s, %(latency_ms)s, %(ttft_ms)s, %(status)s, %(error)s, %(created_at)s, now())
         """,
         {
             **call,

@@ -163,6 +163,7 @@ def _usage(result: ChatResult, usage: dict[str, Any]) -> None:
     created = int(usage.get("cache_creation_input_tokens") or 0)
     result.prompt_tokens = int(usage.get("input_tokens") or 0) + cached + created
     result.cached_tokens = cached
+    result.cache_write_tokens = created
 
 
 def _json(raw: str) -> dict[str, Any]:

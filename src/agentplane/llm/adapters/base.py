@@ -60,6 +60,9 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    """Of prompt_tokens, those read from the provider's prompt cache."""
+    cache_write_tokens: int = 0
+    """Of prompt_tokens, those written to the prompt cache (Anthropic prices them higher)."""
     cost: Decimal | None = None
     """Cost reported by the provider (e.g. OpenRouter); it wins over our price table."""
     ttft_ms: int | None = None

@@ -17,20 +17,22 @@ SHARED = ("llm_providers", "llm_models", "llm_prices")
 TENANT = ("sessions", "api_key_budgets", "budget_reservations", "llm_calls", "usage_records")
 
 # Public list prices in USD per million tokens: (provider, model, context window,
-# input, output, cached input). Tenants override them with rows of their own.
+# input, output, cached input, cache write). Cache writes cost extra at Anthropic (5-minute
+# cache: 1.25 x input); NULL prices them as input, as OpenAI does. Tenants override these
+# with rows of their own.
 PRICES = [
-    ("offline", "offline-1", 32768, "0", "0", "0"),
-    ("openai", "gpt-4o", 128000, "2.50", "10.00", "1.25"),
-    ("openai", "gpt-4o-mini", 128000, "0.15", "0.60", "0.075"),
-    ("openai", "gpt-4.1", 1047576, "2.00", "8.00", "0.50"),
-    ("openai", "gpt-4.1-mini", 1047576, "0.40", "1.60", "0.10"),
-    ("openai", "gpt-4.1-nano", 1047576, "0.10", "0.40", "0.025"),
-    ("openai", "o3-mini", 200000, "1.10", "4.40", "0.55"),
-    ("openai", "o4-mini", 200000, "1.10", "4.40", "0.275"),
-    ("anthropic", "claude-opus-4-0", 200000, "15.00", "75.00", "1.50"),
-    ("anthropic", "claude-sonnet-4-0", 200000, "3.00", "15.00", "0.30"),
-    ("anthropic", "claude-3-7-sonnet-latest", 200000, "3.00", "15.00", "0.30"),
-    ("anthropic", "claude-3-5-haiku-latest", 200000, "0.80", "4.00", "0.08"),
+    ("offline", "offline-1", 32768, "0", "0", "0", "NULL"),
+    ("openai", "gpt-4o", 128000, "2.50", "10.00", "1.25", "NULL"),
+    ("openai", "gpt-4o-mini", 128000, "0.15", "0.60", "0.075", "NULL"),
+    ("openai", "gpt-4.1", 1047576, "2.00", "8.00", "0.50", "NULL"),
+    ("openai", "gpt-4.1-mini", 1047576, "0.40", "1.60", "0.10", "NULL"),
+    ("openai", "gpt-4.1-nano", 1047576, "0.10", "0.40", "0.025", "NULL"),
+    ("openai", "o3-mini", 200000, "1.10", "4.40", "0.55", "NULL"),
+    ("openai", "o4-mini", 200000, "1.10", "4.40", "0.275", "NULL"),
+    ("anthropic", "claude-opus-4-0", 200000, "15.00", "75.00", "1.50", "18.75"),
+    ("anthropic", "claude-sonnet-4-0", 200000, "3.00", "15.00", "0.30", "3.75"),
+    ("anthropic", "claude-3-7-sonnet-latest", 200000, "3.00", "15.00", "0.30", "3.75"),
+    ("anthropic", "claude-3-5-haiku-latest", 200000, "0.80", "4.00", "0.08", "1.00"),
 ]
 
 
@@ -92,6 +94,7 @@ def upgrade() -> None:
         input_per_mtok           numeric(14, 6) NOT NULL CHECK (input_per_mtok >= 0),
         output_per_mtok          numeric(14, 6) NOT NULL CHECK (output_per_mtok >= 0),
         cached_input_per_mtok    numeric(14, 6) CHECK (cached_input_per_mtok >= 0),
+        cache_write_per_mtok     numeric(14, 6) CHECK (cache_write_per_mtok >= 0),
         valid_from               timestamptz NOT NULL DEFAULT now(),
         valid_to                 timestamptz,
         created_at               timestamptz NOT NULL DEFAULT now(),
@@ -191,6 +194,7 @@ def upgrade() -> None:
         prompt_tokens       integer NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
         completion_tokens   integer NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
         cached_tokens       integer NOT NULL DEFAULT 0 CHECK (cached_tokens >= 0),
+        cache_write_tokens  integer NOT NULL DEFAULT 0 CHECK (cache_write_tokens >= 0),
         total_tokens        integer GENERATED ALWAYS AS (prompt_tokens + completion_tokens) STORED,
         cost_usd            numeric(20, 10),
         cost_source         text NOT NULL DEFAULT 'unknown'
@@ -289,13 +293,13 @@ def upgrade() -> None:
         """)
     sql(BUDGET_FUNCTIONS)
     sql("INSERT INTO llm_providers (name, type, model) VALUES ('offline', 'offline', 'offline-1')")
-    for provider, model, window, inp, out, cached in PRICES:
+    for provider, model, window, inp, out, cached, write in PRICES:
         sql(f"""
         WITH m AS (INSERT INTO llm_models (provider, name, context_window)
                    VALUES ('{provider}', '{model}', {window}) RETURNING id)
         INSERT INTO llm_prices (model_id, input_per_mtok, output_per_mtok,
-                                cached_input_per_mtok, valid_from)
-        SELECT id, {inp}, {out}, {cached}, '2024-01-01T00:00:00Z' FROM m
+                                cached_input_per_mtok, cache_write_per_mtok, valid_from)
+        SELECT id, {inp}, {out}, {cached}, {write}, '2024-01-01T00:00:00Z' FROM m
         """)
 
 
