@@ -2,12 +2,13 @@
 tasks per second through a 3-node chain and a 50-node fan-out/fan-in DAG, with 1 and 4
 workers, per-task overhead (queue claim to task committed: state machine, LLM layer
 bookkeeping, tracing writes), and what a task costs: statements, round trips and
-transactions, CPU of this process and of the database server, and the server's share.
+transactions, CPU of the workers and of the database server, and the server's share.
 
 Each task is one agent turn with one LLM call through the LLM layer (provider resolved,
 budget reserved, call and usage record written, budget settled) and its full trace
-(agent execution, transitions, events). Workers run in this process as asyncio
-workers, each with its own pool. Goal: >= 500 tasks/s with 4 workers, p50 < 5 ms.
+(agent execution, transitions, events). Each worker is a process of its own, as
+`agentplane worker` runs (16 jobs at once), counting its statements and CPU. Goal:
+>= 500 tasks/s with 4 workers, p50 < 5 ms.
 
     python -m benchmarks.runtime [--tasks 600] [--dags chain3] [--workers 4]
 """
@@ -17,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +76,7 @@ class Meter:
     time with a statement in flight says little when many tasks overlap (some statement
     is always in flight, including while the event loop runs Python for other tasks)."""
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path | None) -> None:
         self.pgdata = pgdata
         self.statements = 0
         self.round_trips = 0
@@ -89,6 +92,8 @@ class Meter:
             meter.statements += 1
             if cur.connection._pipeline is None:
                 meter.round_trips += 1
+                if cur.connection.autocommit:
+                    meter.transactions += 1  # a statement on its own is a transaction
             return await execute(cur, *args, **kwargs)
 
         @contextlib.asynccontextmanager
@@ -108,6 +113,8 @@ class Meter:
 
     def server_cpu(self) -> float:
         """Seconds of CPU used by the server's processes, live and exited."""
+        if self.pgdata is None:
+            return float("nan")
         try:
             postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
             tick = os.sysconf("SC_CLK_TCK")
@@ -174,6 +181,56 @@ async def setup(home: Path, port: int) -> tuple[Database, Settings, Principal]:
     return db, conf, principal
 
 
+def worker_env(conf: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTPLANE_")}
+    env.update(
+        AGENTPLANE_HOME=str(conf.home),
+        AGENTPLANE_DATABASE_NAME=conf.database_name,
+        AGENTPLANE_EMBEDDED_LISTEN=conf.embedded_listen,
+        AGENTPLANE_EMBEDDED_PORT=str(conf.embedded_port),
+        AGENTPLANE_ENV="test",
+        AGENTPLANE_LOG_LEVEL="ERROR",
+        AGENTPLANE_POOL_MAX_SIZE=str(conf.pool_max_size),
+    )
+    return env
+
+
+async def worker_process(name: str, concurrency: int) -> None:
+    """One worker (`--worker`): ready, then runs jobs from "go" to "stop" on stdin, then
+    prints what it spent as JSON."""
+    from agentplane.config import get_settings
+    from agentplane.queue.registry import registry
+    from agentplane.queue.worker import Worker, WorkerOptions
+    from agentplane.runtime import handler
+
+    logging.disable(logging.WARNING)
+    conf = get_settings()
+    endpoints = ep.resolve(conf, start=False)
+    db = Database(conf, endpoints)
+    await db.open()
+    handler.use(db, conf)
+    meter = Meter(None)
+    meter.install()
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print("ready", flush=True)
+    assert (await reader.readline()).strip() == b"go"
+    opts = WorkerOptions(
+        poll_interval=0.01, concurrency=concurrency, schedules=False, worker_id=name
+    )
+    w = Worker(endpoints.app, opts, registry)
+    before = meter.snapshot()
+    running = asyncio.create_task(w.run())
+    await reader.readline()  # stop
+    after = meter.snapshot()
+    w.stop()
+    await running
+    await db.close()
+    keys = ("statements", "trips", "transactions", "cpu")
+    print(json.dumps({k: b - a for k, a, b in zip(keys, before, after, strict=False)}), flush=True)
+
+
 async def measure(
     db: Database,
     conf: Settings,
@@ -182,49 +239,64 @@ async def measure(
     runs: int,
     workers: int,
     meter: Meter,
+    concurrency: int = 16,
 ) -> dict[str, float]:
-    from agentplane.queue.registry import registry
-    from agentplane.queue.worker import Worker, WorkerOptions
-    from agentplane.runtime import handler
     from agentplane.workflows import service
     from agentplane.workflows.models import RunIn
 
-    ids = []
-    async with db.tenant_connection(principal.tenant_id) as conn:
-        for _ in range(runs):
-            run = await service.create_run(conn, db, principal, RunIn(workflow=workflow))
-            ids.append(run.id)
-    handler.use(db, conf)
-    pool = [
-        Worker(
-            db.endpoints.app,
-            WorkerOptions(poll_interval=0.01, concurrency=16, schedules=False, worker_id=f"w{i}"),
-            registry,
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.runtime",
+            "--worker",
+            f"w{i}",
+            str(concurrency),
+            env=worker_env(conf),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         for i in range(workers)
     ]
-    before = meter.snapshot()
-    started = time.perf_counter()
-    tasks = [asyncio.create_task(w.run()) for w in pool]
-    polls = 0
-    while True:
-        polls += 1
-        async with db.admin_connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) "
-                "AS done, count(*) FILTER (WHERE status = 'failed') AS failed FROM runs "
-                "WHERE id = ANY(%s)",
-                [ids],
-            )
-            row = await cur.fetchone()
-        if row["done"] == len(ids):
-            break
-        await asyncio.sleep(0.02)
-    wall = time.perf_counter() - started
-    after = meter.snapshot()
-    for w in pool:
-        w.stop()
-    await asyncio.gather(*tasks)
+    try:
+        for proc in procs:
+            ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert ready.strip() == b"ready", ready
+        ids = []
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            for _ in range(runs):
+                run = await service.create_run(conn, db, principal, RunIn(workflow=workflow))
+                ids.append(run.id)
+        server_before = meter.server_cpu()
+        started = time.perf_counter()
+        for proc in procs:
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        while True:
+            async with db.admin_connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', "
+                    "'cancelled')) AS done, count(*) FILTER (WHERE status = 'failed') AS failed "
+                    "FROM runs WHERE id = ANY(%s)",
+                    [ids],
+                )
+                row = await cur.fetchone()
+            if row["done"] == len(ids):
+                break
+            await asyncio.sleep(0.02)
+        wall = time.perf_counter() - started
+        server = meter.server_cpu() - server_before
+        spent = []
+        for proc in procs:
+            proc.stdin.write(b"stop\n")
+            await proc.stdin.drain()
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            spent.append(json.loads(out.decode().strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     async with db.admin_connection() as conn:
         cur = await conn.execute(
             "SELECT count(*) AS n, percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,"
@@ -235,18 +307,14 @@ async def measure(
         stats = await cur.fetchone()
     assert row["failed"] == 0, f"{row['failed']} runs failed"
     n = stats["n"]
-    statements, trips, transactions, client, server = (
-        b - a for a, b in zip(before, after, strict=True)
-    )
-    # Without the progress poll above (one statement in one transaction each time).
-    statements, trips, transactions = statements - polls, trips - 3 * polls, transactions - polls
+    client = sum(s["cpu"] for s in spent)
     return {
         "tasks": n,
         "wall": wall,
         "tps": n / wall,
-        "statements": statements / n,
-        "trips": trips / n,
-        "transactions": transactions / n,
+        "statements": sum(s["statements"] for s in spent) / n,
+        "trips": sum(s["trips"] for s in spent) / n,
+        "transactions": sum(s["transactions"] for s in spent) / n,
         "client_ms": client * 1000 / n,
         "server_ms": server * 1000 / n,
         "db_share": server / (server + client),
@@ -268,20 +336,19 @@ async def main(args: argparse.Namespace) -> None:
     try:
         db, conf, principal = await setup(home, port)
         meter = Meter(home / "pgdata")
-        meter.install()
         rows = []
         for workflow, size in (("chain3", 3), ("fan50", 50)):
             if workflow not in args.dags:
                 continue
             for workers in args.workers:
                 runs = max(1, args.tasks // size)
-                rows.append(
-                    (
-                        workflow,
-                        workers,
-                        await measure(db, conf, principal, workflow, runs, workers, meter),
-                    )
-                )
+                m = await measure(db, conf, principal, workflow, runs, workers, meter)
+                rows.append((workflow, f"{workers}x16", m))
+        if "chain3" in args.dags:
+            # One task at a time: its duration is the overhead alone, with no queueing
+            # behind other tasks for the worker's CPU.
+            m = await measure(db, conf, principal, "chain3", 50, 1, meter, concurrency=1)
+            rows.append(("chain3", "1x1", m))
         await db.close()
     finally:
         server.stop()
@@ -298,13 +365,18 @@ async def main(args: argparse.Namespace) -> None:
             f"{m['db_share']:>8.0%}"
         )
     print(
-        "\nper task: stmts, trips (client round trips), txns, and CPU in ms of this process"
-        " (py) and of the database server (db); db share = db / (db + py)"
+        "\nworkers: processes x jobs each runs at once. p50/p99: task duration, claimed to"
+        " committed. Per task: stmts, trips (client round trips), txns (a statement in"
+        " autocommit counts as one), and CPU in ms of the worker processes (py) and of the"
+        " database server (db); db share = db / (db + py), the share of time in the database"
     )
     print("\ngoal: >= 500 tasks/s with 4 workers; per-task overhead p50 < 5 ms")
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        asyncio.run(worker_process(sys.argv[2], int(sys.argv[3])))
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=600, help="tasks per measurement")
     parser.add_argument("--dags", nargs="+", default=["chain3", "fan50"], help="DAGs to run")

@@ -6,8 +6,12 @@ resolved), one per stateful tool call or LLM call that asks for tools, and one t
 finish (output, trace, the last LLM call's record, dependants released and queued, run
 counters, agent totals delta, events) — so a task's effects commit together or not at
 all. Both are pipelined: statements go out without waiting for each other, and a
-transaction costs a round trip per result the runtime needs to decide what comes next.
-Budget holds are taken before each call and settled after the commit that records it.
+transaction costs a round trip per result the runtime needs to decide what comes next
+(the start: one for the locked task and its context, agent, team and provider; then the
+commit). The trace of a step is one statement (execution, transitions, tool executions).
+Budget holds are taken before each call and settled after the commit that records it,
+each a statement on its own: a hold taken inside a transaction would keep the tenant's
+budget row locked until the worker gets round to committing, serialising its calls.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class Turn:
     """The provider, resolved when the task starts (or why it could not be)."""
     pending: list[PendingCall] = field(default_factory=list)
     """LLM calls recorded with the finish transaction; their holds settle after it."""
+    offered: list[dict[str, Any]] = field(default_factory=list)
+    """The tool specs offered to the model."""
 
     @property
     def run_id(self) -> UUID:
@@ -182,7 +188,6 @@ class Executor:
                 events.append(
                     event("run.started", kind=run["kind"], workflow_version=run["workflow_version"])
                 )
-            await rt.mark_task_running(conn, task_id)
             events.append(
                 event(
                     "task.started",
@@ -216,10 +221,13 @@ class Executor:
                 }
             turn.events[:0] = events
             try:
-                turn.resolved = await self.llm.resolve_in(conn, split_model(agent["model"])[0])
+                turn.resolved = await self.llm.resolve_in(
+                    conn, split_model(agent["model"])[0], ctx["provider"]
+                )
             except AgentplaneError as exc:  # the turn fails on its first call, as it would
                 turn.resolved = exc
-            await self._flush(conn, turn, opened=opened)
+            turn.offered = _offered(agent, ctx)
+            await self._flush(conn, turn, opened=opened, starting=True)
             return turn
 
     def _fresh(self, tenant_id: UUID, run: dict, task: dict, agent: dict, ctx: dict) -> Turn:
@@ -294,10 +302,9 @@ class Executor:
             "tools": [t["tool_name"] for t in turn.tools],
         }
 
-    async def _converse(self, turn: Turn) -> str:
-        provider, model = split_model(turn.agent["model"])
-        offered = await self._tool_specs(turn)
-        ctx = CallContext(
+    @staticmethod
+    def _context(turn: Turn) -> CallContext:
+        return CallContext(
             tenant_id=turn.tenant_id,
             user_id=_uuid(turn.run.get("user_id")),
             api_key_id=_uuid(turn.run.get("api_key_id")),
@@ -307,21 +314,27 @@ class Executor:
             agent_execution_id=turn.execution_id,
             agent_id=turn.agent_id,
         )
-        max_tokens = (turn.agent.get("metadata") or {}).get("max_tokens")
+
+    @staticmethod
+    def _request(turn: Turn, number: int) -> ChatRequest:
+        last = number == MAX_TURNS - 1
+        return ChatRequest(
+            messages=turn.messages,
+            model=split_model(turn.agent["model"])[1],
+            max_tokens=(turn.agent.get("metadata") or {}).get("max_tokens"),
+            tools=None if last or not turn.offered else turn.offered,
+        )
+
+    async def _converse(self, turn: Turn) -> str:
+        ctx = self._context(turn)
+        offered = turn.offered
         for number in range(MAX_TURNS):
-            last = number == MAX_TURNS - 1
-            request = ChatRequest(
-                messages=turn.messages,
-                model=model,
-                max_tokens=max_tokens,
-                tools=None if last or not offered else offered,
-            )
+            request = self._request(turn, number)
             if isinstance(turn.resolved, AgentplaneError):
                 raise turn.resolved
-            if turn.resolved is None:  # resumed after a restart of this process
-                async with self.db.tenant_connection(turn.tenant_id) as conn:
-                    turn.resolved = await self.llm.resolve_in(conn, provider)
             call = await self.llm.call(ctx, request, resolved=turn.resolved)
+            if turn.resolved.then is not None and call.row["id"] != turn.resolved.row["id"]:
+                turn.resolved = turn.resolved.then  # its trial failed: the turn falls back
             result = call.result
             turn.llm_calls += 1
             turn.prompt_tokens += result.prompt_tokens
@@ -378,19 +391,6 @@ class Executor:
             turn.events.pop()
             turn.events = [note if e.get("pending") is call else e for e in turn.events]
         turn.pending = []
-
-    async def _tool_specs(self, turn: Turn) -> list[dict[str, Any]]:
-        names = turn.agent["tools"]
-        if not names:
-            return []
-        async with self.db.tenant_connection(turn.tenant_id) as conn:
-            team = await rt.team(conn, turn.agent_id)
-            from agentplane.agents.store import denied_tools
-
-            denied = set(await denied_tools(conn))
-        return [
-            tools.BUILTINS[n].spec(team) for n in names if n in tools.BUILTINS and n not in denied
-        ]
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -602,11 +602,14 @@ class Executor:
         error: str | None = None,
         metadata: dict[str, Any] | None = None,
         opened: dict[str, Any] | None = None,
+        starting: bool = False,
     ) -> None:
         """Write the agent execution (inserted when `opened` gives its other columns), its
-        new transitions, tool executions and events."""
+        new transitions, tool executions and events; with `starting`, the task is marked
+        running by the same statement."""
         values = {
             "id": turn.execution_id,
+            "task_id": turn.task_id,
             "state": turn.machine.state,
             "output": output,
             "messages": turn.messages,
@@ -623,12 +626,14 @@ class Executor:
                 **(metadata or {}),
             },
         }
-        if opened is not None:
-            await rt.insert_execution(conn, {**opened, **values})
-        else:
-            await rt.save_execution(conn, values)
-        await rt.insert_transitions(conn, turn.execution_id, turn.machine.take())
-        await rt.insert_tool_executions(conn, turn.tools)
+        await rt.write_trace(
+            conn,
+            {**(opened or {}), **values},
+            turn.machine.take(),
+            turn.tools,
+            opened=opened is not None,
+            starting=starting,
+        )
         turn.tools = []
         await emit(conn, turn.tenant_id, turn.run_id, turn.events)
         turn.events = []
@@ -752,3 +757,15 @@ class Executor:
 
 def _uuid(value: Any) -> UUID | None:
     return None if value is None else UUID(str(value))
+
+
+def _offered(agent: dict[str, Any], ctx: dict[str, Any]) -> list[dict[str, Any]]:
+    """The specs of the agent's tools that the tenant allows; delegating tools list the
+    team."""
+    denied = ctx["denied"] if isinstance(ctx["denied"], list) else []
+    denied = {str(t) for t in denied}
+    return [
+        tools.BUILTINS[n].spec(ctx["team"])
+        for n in agent["tools"]
+        if n in tools.BUILTINS and n not in denied
+    ]

@@ -10,17 +10,24 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection
+from agentplane.llm.store import PROVIDER_COLUMNS
+
+
+def _exec(conn: Connection, query: Any, params: Any = None) -> Any:
+    """Prepared from the first use on a connection: these statements run on every task or
+    call, and preparing them spares the server parsing and planning them each time."""
+    return conn.execute(query, params, prepare=True)
 
 
 async def _one(conn: Connection, query: str, params: Any = None) -> dict[str, Any] | None:
-    cur = await conn.execute(query, params)
+    cur = await _exec(conn, query, params)
     return await cur.fetchone()
 
 
 async def send_lock(conn: Connection, run_id: UUID, task_id: UUID) -> Any:
     """lock_run_and_task on a pipelined connection, read later with read_lock: other
     statements can share its round trip."""
-    return await conn.execute(LOCK, {"run": run_id, "task": task_id})
+    return await _exec(conn, LOCK, {"run": run_id, "task": task_id})
 
 
 async def read_lock(cur: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -31,22 +38,54 @@ async def read_lock(cur: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | N
 async def lock_and_context(
     conn: Connection, run_id: UUID, task_id: UUID
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
-    """The locked run and task and what a turn on the task needs, in one round trip on
-    a pipelined connection (both statements are sent before either result is read)."""
-    lock = await conn.execute(LOCK, {"run": run_id, "task": task_id})
-    context = await conn.execute(CONTEXT, {"task": task_id, "run": run_id})
+    """The locked run and task and what a turn on the task needs, including the row of
+    the provider its agent's model names (or the default one) under "provider" (None if
+    there is none), in one round trip on a pipelined connection (all statements are sent
+    before any result is read)."""
+    lock = await _exec(conn, LOCK, {"run": run_id, "task": task_id})
+    context = await _exec(conn, CONTEXT, {"task": task_id, "run": run_id})
+    provider = await _exec(conn, PROVIDER, {"task": task_id})
     row = await lock.fetchone()
-    return row["run"], row["task"], await context.fetchone()
+    ctx = await context.fetchone()
+    ctx["provider"] = await provider.fetchone()
+    return row["run"], row["task"], ctx
 
 
+# The provider of the task's agent: named by its model ("name/model"), as
+# llm.store.get_provider finds it, else the default one, as llm.store.default_provider.
+PROVIDER = f"""
+WITH m AS (
+    SELECT CASE WHEN strpos(a.model, '/') BETWEEN 1 AND length(a.model) - 1
+                THEN split_part(a.model, '/', 1) END AS ref
+    FROM tasks t JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
+    WHERE t.id = %(task)s
+)
+SELECT {PROVIDER_COLUMNS}, p.api_key_ciphertext FROM llm_providers p, m
+WHERE CASE WHEN m.ref IS NULL THEN p.enabled ELSE p.name = m.ref OR p.id::text = m.ref END
+ORDER BY p.tenant_id IS NULL, CASE WHEN m.ref IS NULL THEN p.weight END DESC, p.name
+LIMIT 1
+"""
+
+
+# The run with KEY SHARE: it does not block the other tasks of the run (their counter
+# updates take NO KEY UPDATE), while cancel, pause and retry (FOR UPDATE on the run, then
+# its tasks) wait for it, so the lock order run -> task holds everywhere.
+#
+# It also makes the transaction's later statements run their prepared generic plans: the
+# runtime's statements are key lookups whose custom plans cost more to make each time
+# (row-level security included) than to run, and they are written so that the generic
+# plan is an index lookup whatever the statistics.
 LOCK = """
-WITH r AS (SELECT * FROM runs WHERE id = %(run)s FOR UPDATE),
+WITH g AS MATERIALIZED (SELECT set_config('plan_cache_mode', 'force_generic_plan', true)),
+     r AS (SELECT * FROM runs WHERE id = %(run)s FOR KEY SHARE),
      t AS (SELECT * FROM tasks WHERE id = %(task)s AND run_id = %(run)s FOR UPDATE)
-SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task
+SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task,
+       (SELECT count(*) FROM g) AS generic
 """
 
 # The agent (its totals are not needed), upstream outputs, run data, an unfinished agent
-# execution to resume, and the task's answered input requests.
+# execution to resume, the task's answered input requests, the session's context, the
+# team the agent may delegate to and the tools the tenant's settings deny.
 CONTEXT = """
         WITH task AS (SELECT agent_id, parent_task_id FROM tasks WHERE id = %(task)s)
         SELECT
@@ -54,9 +93,9 @@ CONTEXT = """
           (SELECT coalesce(jsonb_agg(jsonb_build_object('node', u.node, 'output', u.output,
                                                         'agent', ua.slug)), '[]')
              FROM tasks u JOIN agents ua ON ua.tenant_id = u.tenant_id AND ua.id = u.agent_id
-            WHERE u.id IN (SELECT d.depends_on_task_id FROM task_dependencies d
-                           WHERE d.task_id = %(task)s)
-               OR u.id = (SELECT parent_task_id FROM task)) AS upstream,
+            WHERE u.id = ANY(ARRAY(SELECT d.depends_on_task_id FROM task_dependencies d
+                                   WHERE d.task_id = %(task)s
+                                   UNION ALL SELECT parent_task_id FROM task))) AS upstream,
           (SELECT coalesce(jsonb_object_agg(d.key, d.value), '{}')
              FROM (SELECT key, value FROM run_data WHERE run_id = %(run)s
                    ORDER BY created_at LIMIT 50) d) AS run_data,
@@ -64,23 +103,22 @@ CONTEXT = """
              AND e.state NOT IN ('COMPLETED', 'FAILED')
              ORDER BY e.created_at DESC LIMIT 1) AS open_execution,
           (SELECT coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.requested_at), '[]')
-             FROM input_requests i WHERE i.task_id = %(task)s AND i.status = 'answered')
+             FROM input_requests i
+            WHERE i.run_id = %(run)s AND i.task_id = %(task)s AND i.status = 'answered')
             AS answers,
           (SELECT s.context FROM sessions s JOIN runs r ON r.session_id = s.id
-            WHERE r.id = %(run)s) AS session_context
+            WHERE r.id = %(run)s) AS session_context,
+          (SELECT coalesce(array_agg(slug ORDER BY slug), '{}') FROM (
+             SELECT o.slug FROM agents o WHERE o.status = 'active'
+                AND o.id <> (SELECT agent_id FROM task) ORDER BY o.slug LIMIT 50) o) AS team,
+          (SELECT coalesce(settings #> '{tools,denied}', '[]') FROM tenants
+            WHERE id = app_current_tenant()) AS denied
 """
 
 
-async def mark_task_running(conn: Connection, task_id: UUID) -> None:
-    await conn.execute(
-        "UPDATE tasks SET status = 'running', started_at = coalesce(started_at, now()), "
-        "deadline_at = now() + make_interval(secs => coalesce(timeout_s, 300)) WHERE id = %s",
-        [task_id],
-    )
-
-
 async def mark_run_started(conn: Connection, run_id: UUID) -> None:
-    await conn.execute(
+    await _exec(
+        conn,
         "UPDATE runs SET status = 'running', started_at = coalesce(started_at, now()) "
         "WHERE id = %s",
         [run_id],
@@ -88,85 +126,104 @@ async def mark_run_started(conn: Connection, run_id: UUID) -> None:
 
 
 async def fail_open_executions(conn: Connection, task_id: UUID, reason: str) -> None:
-    await conn.execute(
+    await _exec(
+        conn,
         "UPDATE agent_executions SET state = 'FAILED', error_message = %s "
         "WHERE task_id = %s AND state NOT IN ('COMPLETED', 'FAILED')",
         [reason, task_id],
     )
 
 
-async def insert_execution(conn: Connection, v: dict[str, Any]) -> None:
-    await conn.execute(
-        """
-        INSERT INTO agent_executions (tenant_id, id, run_id, task_id, agent_id, attempt, state,
-                                      strategy, model_used, input, messages, metadata)
-        VALUES (app_current_tenant(), %(id)s, %(run_id)s, %(task_id)s, %(agent_id)s, %(attempt)s,
-                %(state)s, %(strategy)s, %(model)s, %(input)s, %(messages)s, %(metadata)s)
-        """,
-        {**v, "messages": Jsonb(v["messages"]), "metadata": Jsonb(v["metadata"])},
-    )
+EXECUTION_INSERT = """
+    INSERT INTO agent_executions (tenant_id, id, run_id, task_id, agent_id, attempt, state,
+                                  strategy, model_used, input, messages, metadata)
+    VALUES (app_current_tenant(), %(id)s, %(run_id)s, %(task_id)s, %(agent_id)s, %(attempt)s,
+            %(state)s, %(strategy)s, %(model)s, %(input)s, %(messages)s, %(metadata)s)
+"""
+EXECUTION_UPDATE = """
+    UPDATE agent_executions SET state = %(state)s, output = %(output)s,
+        messages = %(messages)s, prompt_tokens = %(prompt_tokens)s,
+        completion_tokens = %(completion_tokens)s,
+        tokens_used = %(prompt_tokens)s + %(completion_tokens)s, cost_usd = %(cost)s,
+        llm_calls = %(llm_calls)s, duration_ms = %(duration_ms)s,
+        error_message = %(error)s, metadata = metadata || %(metadata)s
+    WHERE id = %(id)s
+"""
+TASK_RUNNING = """
+    UPDATE tasks SET status = 'running', started_at = coalesce(started_at, now()),
+        deadline_at = now() + make_interval(secs => coalesce(timeout_s, 300))
+    WHERE id = %(task_id)s
+"""
+TRANSITIONS = """
+    INSERT INTO agent_execution_transitions (tenant_id, agent_execution_id, seq, from_state,
+                                             to_state, note, at)
+    SELECT app_current_tenant(), %(id)s, * FROM unnest(
+        %(t_seq)s::int[], %(t_from)s::text[], %(t_to)s::text[], %(t_note)s::text[],
+        %(t_at)s::timestamptz[])
+"""
+TOOLS = (
+    "id",
+    "run_id",
+    "task_id",
+    "agent_execution_id",
+    "agent_id",
+    "tool_name",
+    "call_id",
+    "input_params",
+    "output",
+    "success",
+    "error",
+    "duration_ms",
+    "created_at",
+)
+TOOL_EXECUTIONS = """
+    INSERT INTO tool_executions (tenant_id, id, run_id, task_id, agent_execution_id,
+                                 agent_id, tool_name, call_id, input_params, output,
+                                 success, error, duration_ms, created_at)
+    SELECT app_current_tenant(), * FROM unnest(
+        %(x_id)s::uuid[], %(x_run_id)s::uuid[], %(x_task_id)s::uuid[],
+        %(x_agent_execution_id)s::uuid[], %(x_agent_id)s::uuid[], %(x_tool_name)s::text[],
+        %(x_call_id)s::text[], %(x_input_params)s::jsonb[], %(x_output)s::text[],
+        %(x_success)s::bool[], %(x_error)s::text[], %(x_duration_ms)s::int[],
+        %(x_created_at)s::timestamptz[])
+"""
 
 
-async def save_execution(conn: Connection, v: dict[str, Any]) -> None:
-    await conn.execute(
-        """
-        UPDATE agent_executions SET state = %(state)s, output = %(output)s,
-            messages = %(messages)s, prompt_tokens = %(prompt_tokens)s,
-            completion_tokens = %(completion_tokens)s,
-            tokens_used = %(prompt_tokens)s + %(completion_tokens)s, cost_usd = %(cost)s,
-            llm_calls = %(llm_calls)s, duration_ms = %(duration_ms)s,
-            error_message = %(error)s, metadata = metadata || %(metadata)s
-        WHERE id = %(id)s
-        """,
-        {**v, "messages": Jsonb(v["messages"]), "metadata": Jsonb(v.get("metadata") or {})},
-    )
-
-
-async def insert_transitions(
-    conn: Connection, execution_id: UUID, rows: list[tuple[int, str | None, str, str | None, Any]]
+async def write_trace(
+    conn: Connection,
+    execution: dict[str, Any],
+    transitions: list[tuple[int, str | None, str, str | None, Any]],
+    tools: list[dict[str, Any]],
+    *,
+    opened: bool = False,
+    starting: bool = False,
 ) -> None:
-    if not rows:
-        return
-    await conn.execute(
-        """
-        INSERT INTO agent_execution_transitions (tenant_id, agent_execution_id, seq, from_state,
-                                                 to_state, note, at)
-        SELECT app_current_tenant(), %s, * FROM unnest(%s::int[], %s::text[], %s::text[],
-                                                       %s::text[], %s::timestamptz[])
-        """,
-        [execution_id, *(list(col) for col in zip(*rows, strict=True))],
-    )
-
-
-async def insert_tool_executions(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    cols = (
-        "id",
-        "run_id",
-        "task_id",
-        "agent_execution_id",
-        "agent_id",
-        "tool_name",
-        "call_id",
-        "input_params",
-        "output",
-        "success",
-        "error",
-        "duration_ms",
-        "created_at",
-    )
-    await conn.execute(
-        """
-        INSERT INTO tool_executions (tenant_id, id, run_id, task_id, agent_execution_id,
-                                     agent_id, tool_name, call_id, input_params, output,
-                                     success, error, duration_ms, created_at)
-        SELECT app_current_tenant(), * FROM unnest(
-            %s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[],
-            %s::jsonb[], %s::text[], %s::bool[], %s::text[], %s::int[], %s::timestamptz[])
-        """,
-        [[Jsonb(r[c]) if c == "input_params" else r[c] for r in rows] for c in cols],
-    )
+    """The agent execution (inserted when `opened`, else updated), its new transitions
+    and tool executions, and with `starting` the task marked running: one statement, one
+    data-modifying CTE per table (the transitions' foreign key is checked at its end)."""
+    parts = [EXECUTION_INSERT if opened else EXECUTION_UPDATE]
+    params = {
+        **execution,
+        "messages": Jsonb(execution["messages"]),
+        "metadata": Jsonb(execution.get("metadata") or {}),
+    }
+    if starting:
+        parts.append(TASK_RUNNING)
+    if transitions:
+        parts.append(TRANSITIONS)
+        for key, col in zip(
+            ("t_seq", "t_from", "t_to", "t_note", "t_at"),
+            zip(*transitions, strict=True),
+            strict=True,
+        ):
+            params[key] = list(col)
+    if tools:
+        parts.append(TOOL_EXECUTIONS)
+        for c in TOOLS:
+            params[f"x_{c}"] = [Jsonb(r[c]) if c == "input_params" else r[c] for r in tools]
+    *ctes, last = parts
+    query = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({q})" for i, q in enumerate(ctes))
+    await _exec(conn, query + last, params)
 
 
 async def send_finish(
@@ -185,7 +242,8 @@ async def send_finish(
     totals delta. Returns the cursor (read with read_finish), so that on a pipelined
     connection later statements share its round trip. The rows touched are all different
     (the task, its dependants, the run), as one statement's updates must be."""
-    return await conn.execute(
+    return await _exec(
+        conn,
         """
         WITH done AS (
             UPDATE tasks SET status = 'completed', output = %(output)s, error = NULL,
@@ -201,8 +259,8 @@ async def send_finish(
                 status = CASE WHEN t.pending_deps = 1 AND t.status = 'pending' THEN 'queued'
                               ELSE t.status END,
                 dispatch = t.dispatch + (t.pending_deps = 1 AND t.status = 'pending')::int
-            FROM task_dependencies d
-            WHERE d.tenant_id = t.tenant_id AND d.task_id = t.id AND d.depends_on_task_id = %(id)s
+            WHERE t.id = ANY(ARRAY(SELECT d.task_id FROM task_dependencies d
+                                   WHERE d.depends_on_task_id = %(id)s))
             RETURNING t.id, t.run_id, t.dispatch, t.node, t.status
         ), run AS (
             UPDATE runs SET completed_tasks = completed_tasks + 1,
@@ -245,7 +303,8 @@ async def read_finish(cur: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 async def run_outputs(conn: Connection, run_id: UUID) -> list[dict[str, Any]]:
     """Outputs of the run's completed tasks in creation order; `sink` marks those nothing
     depends on (subtasks included)."""
-    cur = await conn.execute(
+    cur = await _exec(
+        conn,
         """
         SELECT t.node, t.output, NOT EXISTS (
             SELECT 1 FROM task_dependencies d
@@ -280,7 +339,7 @@ async def fail_task(
 
 
 async def suspend_task(conn: Connection, task_id: UUID) -> None:
-    await conn.execute("UPDATE tasks SET status = 'waiting' WHERE id = %s", [task_id])
+    await _exec(conn, "UPDATE tasks SET status = 'waiting' WHERE id = %s", [task_id])
 
 
 async def add_to_run(
@@ -318,7 +377,8 @@ async def add_to_run(
 
 
 async def finish_run(conn: Connection, run_id: UUID, result: str, response: dict[str, Any]) -> None:
-    await conn.execute(
+    await _exec(
+        conn,
         """
         UPDATE runs SET status = 'completed', result = %(result)s, response = %(response)s,
             completed_at = now(),
@@ -332,7 +392,8 @@ async def finish_run(conn: Connection, run_id: UUID, result: str, response: dict
 
 
 async def fail_run(conn: Connection, run_id: UUID, error: str) -> None:
-    await conn.execute(
+    await _exec(
+        conn,
         """
         UPDATE runs SET status = 'failed', error = %(error)s, completed_at = now(),
             duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at))
@@ -349,7 +410,8 @@ async def add_agent_delta(
 ) -> None:
     """What a finished task adds to its agent's totals: a row of its own, so tasks of one
     agent never wait on each other (fold_agent_totals moves it into the agent's row)."""
-    await conn.execute(
+    await _exec(
+        conn,
         """
         INSERT INTO agent_total_deltas (tenant_id, agent_id, completed, failed, tokens,
                                         cost_usd, latency_ms)
@@ -365,7 +427,8 @@ async def fold_agent_totals(conn: Connection) -> None:
     row another transaction holds (their deltas wait for the next fold). Exact under
     concurrency: a delta is deleted, and so added, by one fold only. NO KEY UPDATE does
     not block the key-share locks that inserting deltas takes on the agent."""
-    await conn.execute(
+    await _exec(
+        conn,
         """
         WITH a AS (
             SELECT tenant_id, id FROM agents
@@ -386,20 +449,12 @@ async def fold_agent_totals(conn: Connection) -> None:
             total_cost_usd = g.total_cost_usd + s.cost,
             total_latency_ms = g.total_latency_ms + s.latency
         FROM s WHERE g.tenant_id = s.tenant_id AND g.id = s.agent_id
-        """
+        """,
     )
 
 
 async def agent_by_slug(conn: Connection, slug: str) -> dict[str, Any] | None:
     return await _one(conn, "SELECT id, slug, status FROM agents WHERE slug = %s", [slug])
-
-
-async def team(conn: Connection, exclude: UUID) -> list[str]:
-    cur = await conn.execute(
-        "SELECT slug FROM agents WHERE status = 'active' AND id <> %s ORDER BY slug LIMIT 50",
-        [exclude],
-    )
-    return [r["slug"] for r in await cur.fetchall()]
 
 
 async def insert_subtask(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
