@@ -128,14 +128,11 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
             [b.tenant_id, uuid.uuid4()],
         )
         dead_letter_id = (await cur.fetchone())["id"]
-        cur = await conn.execute("SELECT id FROM agents WHERE tenant_id = %s", [b.tenant_id])
-        agent_id = (await cur.fetchone())["id"]
     return {
         "run_id": run_id,
         "task_id": tree["tasks"][0]["id"],
         "request_id": tree["input_requests"][0]["id"],
         "slug": "iso-asker",
-        "agent_id": agent_id,
         "alert_id": alert_id,
         "instance_id": instance_id,
         "ref": "iso-wf",
@@ -173,7 +170,7 @@ def test_every_id_route_is_covered() -> None:
     tried = {route for route in all_id_routes() if route not in skip}
     # Every other route is tried by the test below; here: B holds what it names.
     params = {"run_id", "task_id", "request_id", "slug", "instance_id", "ref", "job_id"}
-    params |= {"dead_letter_id", "model_id", "call_id", "key_id", "agent_id"}
+    params |= {"dead_letter_id", "model_id", "call_id", "key_id"}
     params |= {"alert_id"}
     for method, path in tried:
         names = {p.split("}")[0] for p in path.split("{")[1:]}

@@ -72,13 +72,13 @@ async def test_agent_metrics(db: Database, client: httpx.AsyncClient) -> None:
             tid = (await cur.fetchone())["id"]
             await conn.execute("UPDATE tasks SET status = %s, completed_at = now(), "
                                "duration_ms = 300 WHERE id = %s", [status, tid])
-    r = await client.get(f"/v1/usage/agents/{agent}/metrics", headers=ctx.headers)
+    r = await client.get("/v1/usage/agents/akira/metrics", headers=ctx.headers)
     assert r.status_code == 200, r.text
     [day] = r.json()["rows"]
     assert (day["tasks_completed"], day["tasks_failed"]) == (2, 1)
     assert day["success_rate"] == round(2 / 3, 4) and day["avg_task_duration_ms"] == 300
     assert day["avg_llm_latency_ms"] == 40
-    missing = await client.get(f"/v1/usage/agents/{ctx.user_id}/metrics", headers=ctx.headers)
+    missing = await client.get(f"/v1/usage/agents/{agent}/metrics", headers=ctx.headers)
     assert missing.status_code == 404
 
 
@@ -188,3 +188,12 @@ def test_cli_usage_ops_and_bad_input(cli) -> None:
     assert r.returncode == 0 and "largest tables" in r.stdout, r.stderr
     r = cli("ops", "retention", "run")
     assert r.returncode == 0 and "usage_records: archive after 730 days" in r.stdout, r.stderr
+    r = cli("ops", "tasks", "set", "refresh_views", "--every", "120")
+    assert r.returncode == 0, r.stderr
+    r = cli("ops", "tasks", "status")
+    assert r.returncode == 0 and "refresh_views" in r.stdout and "0:02:00" in r.stdout, r.stderr
+    r = cli("ops", "tasks", "set", "vacuum", "--every", "60")
+    assert r.returncode == 2 and "no system task 'vacuum'" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = cli("ops", "tasks", "set", "retention", "--every", "0")
+    assert r.returncode == 2 and "between 1 second" in r.stderr

@@ -18,6 +18,7 @@ from agentplane.db.pool import Database
 from agentplane.events import api as events_api
 from agentplane.events.stream import close_hub
 from agentplane.llm import api as llm_api
+from agentplane.ops import maintenance
 from agentplane.queue import api as queue_api
 from agentplane.sessions import api as sessions_api
 from agentplane.tenancy import api as tenancy_api
@@ -41,6 +42,7 @@ def create_app(
         own = Database(conf, endpoints or ep.resolve(conf))
         try:
             await own.open()
+            await maintenance.at_start(own)
             app.state.db = own
             yield
         finally:

@@ -1,5 +1,5 @@
-"""`agentplane ops retention run|status|set`, `ops partitions`, `ops health`, `ops schedule`:
-the operator's commands; they read the database directly, across tenants."""
+"""`agentplane ops retention run|status|set`, `ops partitions`, `ops tasks status|set`,
+`ops health`: the operator's commands; they read the database directly, across tenants."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from rich.table import Table
 from agentplane.errors import ValidationFailed
 from agentplane.ops import service
 
-ops_app = typer.Typer(help="Operations: retention, partitions, health.", no_args_is_help=True)
+ops_app = typer.Typer(help="Operations: retention, partitions, system tasks, health.",
+                      no_args_is_help=True)
 retention_app = typer.Typer(help="Retention policies and their job.", no_args_is_help=True)
 ops_app.add_typer(retention_app, name="retention")
+tasks_app = typer.Typer(help="The maintenance every worker runs on its own.",
+                        no_args_is_help=True)
+ops_app.add_typer(tasks_app, name="tasks")
 out = Console()
 
 
@@ -127,27 +131,27 @@ def health(
         _table("slowest statements (mean)", found["slow_statements"])
 
 
-@ops_app.command("schedule")
-def schedule() -> None:
-    """Schedule the maintenance jobs (daily) and the view refresh (every 5 minutes) on the
-    queue, in the tenant AGENTPLANE_TENANT names (local if unset). Idempotent."""
-    from agentplane.ops.jobs import SCHEDULES
-    from agentplane.queue import schedules
-    from agentplane.workflows.cli import with_db
+@tasks_app.command("status")
+def tasks_status() -> None:
+    """The system tasks every worker runs: interval, next run, last result or error."""
+    _table("system tasks", [
+        {"task": t["name"], "every": t["every"], "next run": t["next_run_at"],
+         "last finished": t["last_finished_at"],
+         "last": t["last_error"] or json.dumps(t["last_result"], default=str)[:80]}
+        for t in _run(service.tasks)
+    ])
 
-    async def main(db: Any, conf: Any, principal: Any) -> list[str]:
-        have = {s.name for s in await schedules.list_(db, tenant_id=principal.tenant_id)}
-        made = []
-        for name, cron, type_ in SCHEDULES:
-            if name not in have:
-                await schedules.create(
-                    db, {"name": name, "cron": cron, "type": type_, "priority": "low"},
-                    tenant_id=principal.tenant_id,
-                )
-                made.append(name)
-        return made
 
-    made = with_db(main)
-    for name, cron, type_ in SCHEDULES:
-        state = "scheduled" if name in made else "already scheduled"
-        out.print(f"{type_}: {cron} ({state})")
+@tasks_app.command("set")
+def tasks_set(
+    name: Annotated[str, typer.Argument(help="partitions, billing_periods, retention, "
+                                             "refresh_views.")],
+    every: Annotated[float, typer.Option(help="Seconds between runs.")],
+) -> None:
+    """Change how often a system task runs (it next runs no later than one interval on)."""
+
+    async def main(db: Any) -> None:
+        await service.set_task(db, name, every)
+
+    _run(main)
+    out.print(f"{name}: every {every:g} s")

@@ -1,4 +1,5 @@
-"""Operations over all tenants, as the owner: partitions, retention, periods, views, health.
+"""Operations over all tenants, as the owner: partitions, retention, periods, views,
+system tasks, health. Workers run the same work on their own (agentplane.ops.maintenance).
 
 Retention never deletes rows of a partitioned table: a month whose end is older than the
 policy's days is detached and moved to the `archive` schema (archive) or dropped
@@ -14,16 +15,16 @@ from typing import Any
 from agentplane.db.pool import Database
 from agentplane.errors import ValidationFailed
 from agentplane.ops import store
+from agentplane.ops.maintenance import MONTHS_AHEAD
 
-MONTHS_AHEAD = 3
 ACTIONS = ("archive", "delete")
 
 
-async def ensure_partitions(db: Database, months: int = MONTHS_AHEAD) -> dict[str, list[str]]:
+async def ensure_partitions(db: Database, months: int = MONTHS_AHEAD) -> list[str]:
     if not 0 <= months <= 120:
         raise ValidationFailed("months ahead must be between 0 and 120")
     async with db.admin_connection() as conn:
-        return {t: await store.ensure_partitions(conn, t, months) for t in store.PARTITIONED}
+        return await store.ensure_partitions(conn, months)
 
 
 async def partitions(db: Database) -> dict[str, list[dict[str, Any]]]:
@@ -65,35 +66,10 @@ async def retention_status(db: Database) -> dict[str, Any]:
     return {"policies": policies, "archive": archived}
 
 
-async def run_retention(db: Database, *, now: datetime | None = None) -> dict[str, Any]:
-    """Apply every enabled policy; returns what each did. One transaction per partition."""
-    now = now or datetime.now(UTC)
-    done: dict[str, Any] = {}
+async def run_retention(db: Database) -> dict[str, Any]:
+    """Apply every enabled policy now; what each did (one transaction)."""
     async with db.admin_connection() as conn:
-        policies = [p for p in await store.policies(conn) if p["enabled"]]
-    for policy in policies:
-        table, days, action = policy["table_name"], policy["retention_days"], policy["action"]
-        result: dict[str, Any] = {"action": action, "retention_days": days}
-        if table in store.PARTITIONED:
-            async with db.admin_connection() as conn:
-                expired = _expired(await store.partitions(conn, table), days, now)
-            for part in expired:
-                async with db.admin_connection() as conn:
-                    await store.retire_partition(conn, table, part["partition"], action)
-            result["partitions"] = [p["partition"] for p in expired]
-        else:
-            rows = 0
-            while True:
-                async with db.admin_connection() as conn:
-                    n = await store.retire_rows(conn, table, days, action)
-                rows += n
-                if n < store.BATCH:
-                    break
-            result["rows"] = rows
-        async with db.admin_connection() as conn:
-            await store.record_run(conn, table, result)
-        done[table] = result
-    return done
+        return await store.run_retention(conn)
 
 
 async def close_billing_periods(db: Database) -> int:
@@ -102,20 +78,22 @@ async def close_billing_periods(db: Database) -> int:
 
 
 async def refresh_views(db: Database) -> list[str]:
-    for view in store.VIEWS:
-        async with db.admin_connection() as conn:
-            await store.refresh_view(conn, view)
-    return list(store.VIEWS)
+    async with db.admin_connection() as conn:
+        return await store.refresh_views(conn)
 
 
-async def maintenance(db: Database) -> dict[str, Any]:
-    """The daily job: partitions ahead, close ended periods, retention, views."""
-    created = await ensure_partitions(db)
-    closed = await close_billing_periods(db)
-    retention = await run_retention(db)
-    views = await refresh_views(db)
-    return {"partitions": created, "periods_closed": closed, "retention": retention,
-            "views": views}
+async def tasks(db: Database) -> list[dict[str, Any]]:
+    async with db.admin_connection() as conn:
+        return await store.tasks(conn)
+
+
+async def set_task(db: Database, name: str, seconds: float) -> None:
+    if not 1 <= seconds <= 366 * 86400:
+        raise ValidationFailed("a task's interval must be between 1 second and 366 days")
+    async with db.admin_connection() as conn:
+        if not await store.set_task(conn, name, seconds):
+            names = ", ".join(t["name"] for t in await store.tasks(conn))
+            raise ValidationFailed(f"no system task {name!r}: one of {names}")
 
 
 async def health(db: Database, limit: int = 15) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""SQL of operations (run as the owner: they span tenants)."""
+"""SQL of operations. The work itself is in SECURITY DEFINER functions (0008_usage.py), so
+the operator's commands (owner) and the workers (application role) run the same code."""
 
 from __future__ import annotations
 
@@ -6,14 +7,10 @@ from typing import Any
 
 from agentplane.db.pool import Connection
 
-# Tables kept in monthly partitions, with the function creating a month's partition.
-PARTITIONED = {
-    "usage_records": "usage_records_create_partition",
-    "events": "events_create_partition",
-}
-# Tables whose expired rows are deleted (or moved to the archive) in batches.
-ROW_TABLES = {"llm_calls": "created_at"}
-BATCH = 10_000
+# Tables kept in monthly partitions (ops_ensure_partitions creates theirs ahead).
+PARTITIONED = ("usage_records", "events")
+# Tables whose expired rows are deleted (or moved to the archive).
+ROW_TABLES = ("llm_calls",)
 
 
 async def fetch(conn: Connection, sql: str, params: Any = None) -> list[dict[str, Any]]:
@@ -26,31 +23,21 @@ async def partitions(conn: Connection, table: str) -> list[dict[str, Any]]:
     return await fetch(
         conn,
         """
-        WITH p AS (
-            SELECT c.oid, c.relname, c.reltuples,
-                   regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                                'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') AS b
-            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-            WHERE i.inhparent = format('public.%%I', %s::text)::regclass
-        )
-        SELECT relname AS partition, b[1]::timestamptz AS range_from,
-               b[2]::timestamptz AS range_to, greatest(reltuples, 0)::bigint AS rows_estimate,
-               pg_total_relation_size(oid) AS bytes
-        FROM p ORDER BY range_from
+        SELECT p.partition, p.range_from, p.range_to,
+               greatest(c.reltuples, 0)::bigint AS rows_estimate,
+               pg_total_relation_size(c.oid) AS bytes
+        FROM ops_partitions(%s) p
+        JOIN pg_class c ON c.oid = format('public.%%I', p.partition)::regclass
+        ORDER BY p.range_from
         """,
         [table],
     )
 
 
-async def ensure_partitions(conn: Connection, table: str, months: int) -> list[str]:
-    fn = PARTITIONED[table]
-    rows = await fetch(
-        conn,
-        f"SELECT {fn}(now() + make_interval(months => m)) AS name "
-        "FROM generate_series(0, %s) AS m",
-        [months],
-    )
-    return [r["name"] for r in rows]
+async def ensure_partitions(conn: Connection, months: int) -> list[str]:
+    """The current month and `months` ahead of every partitioned table (idempotent)."""
+    rows = await fetch(conn, "SELECT ops_ensure_partitions(%s) AS names", [months])
+    return rows[0]["names"] or []
 
 
 async def policies(conn: Connection) -> list[dict[str, Any]]:
@@ -69,44 +56,9 @@ async def set_policy(conn: Connection, table: str, days: int, action: str, enabl
     )
 
 
-async def record_run(conn: Connection, table: str, result: Any) -> None:
-    from psycopg.types.json import Jsonb
-
-    await conn.execute(
-        "UPDATE retention_policies SET last_run_at = now(), last_result = %s "
-        "WHERE table_name = %s",
-        [Jsonb(result), table],
-    )
-
-
-async def retire_partition(conn: Connection, table: str, partition: str, action: str) -> None:
-    """Archive: detach and move to the `archive` schema (no row is copied). Delete: drop."""
-    await conn.execute("SET LOCAL lock_timeout = '10s'")
-    if action == "archive":
-        await conn.execute(f'ALTER TABLE public."{table}" DETACH PARTITION public."{partition}"')
-        await conn.execute(f'ALTER TABLE public."{partition}" SET SCHEMA archive')
-    else:
-        await conn.execute(f'DROP TABLE public."{partition}"')
-
-
-async def retire_rows(conn: Connection, table: str, days: int, action: str) -> int:
-    """One batch of expired rows of a row table, deleted (and archived); how many."""
-    column = ROW_TABLES[table]
-    expired = f"""
-        DELETE FROM public."{table}" WHERE ctid = ANY(ARRAY(
-            SELECT ctid FROM public."{table}"
-            WHERE {column} < now() - make_interval(days => %s) LIMIT {BATCH}))
-        RETURNING *"""
-    if action == "archive":
-        await conn.execute(
-            f'CREATE TABLE IF NOT EXISTS archive."{table}" (LIKE public."{table}")'
-        )
-        cur = await conn.execute(
-            f'WITH moved AS ({expired}) INSERT INTO archive."{table}" SELECT * FROM moved', [days]
-        )
-    else:
-        cur = await conn.execute(expired, [days])
-    return cur.rowcount
+async def run_retention(conn: Connection) -> dict[str, Any]:
+    rows = await fetch(conn, "SELECT ops_run_retention() AS done")
+    return rows[0]["done"]
 
 
 async def archive_tables(conn: Connection) -> list[dict[str, Any]]:
@@ -122,35 +74,13 @@ async def archive_tables(conn: Connection) -> list[dict[str, Any]]:
 
 
 async def close_billing_periods(conn: Connection) -> int:
-    """Freeze every tenant's months that ended (from the rollup); how many closed."""
-    cur = await conn.execute(
-        """
-        INSERT INTO billing_periods (tenant_id, period_start, period_end, status,
-            runs_completed, runs_failed, runs_cancelled, calls, prompt_tokens,
-            completion_tokens, cached_tokens, cost_usd, token_limit, closed_at)
-        SELECT d.tenant_id, m.start, (m.start + interval '1 month')::date, 'closed',
-               sum(d.runs_completed), sum(d.runs_failed), sum(d.runs_cancelled), sum(d.calls),
-               sum(d.prompt_tokens), sum(d.completion_tokens), sum(d.cached_tokens),
-               sum(d.cost_usd), t.token_limit, now()
-        FROM usage_daily d
-        JOIN tenants t ON t.id = d.tenant_id
-        CROSS JOIN LATERAL (SELECT date_trunc('month', d.day)::date AS start) m
-        WHERE d.dimension = 'tenant'
-          AND d.day < date_trunc('month', usage_utc_day(now()))::date
-          AND NOT EXISTS (SELECT 1 FROM billing_periods b
-                          WHERE b.tenant_id = d.tenant_id AND b.period_start = m.start)
-        GROUP BY d.tenant_id, m.start, t.token_limit
-        ON CONFLICT DO NOTHING
-        """
-    )
-    return cur.rowcount
+    rows = await fetch(conn, "SELECT ops_close_billing_periods() AS n")
+    return rows[0]["n"]
 
 
-VIEWS = ("analytics.agent_performance_daily", "analytics.project_task_stats")
-
-
-async def refresh_view(conn: Connection, view: str) -> None:
-    await conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
+async def refresh_views(conn: Connection) -> list[str]:
+    rows = await fetch(conn, "SELECT ops_refresh_views() AS views")
+    return rows[0]["views"]
 
 
 async def table_sizes(conn: Connection, limit: int) -> list[dict[str, Any]]:
@@ -216,3 +146,28 @@ async def slow_statements(conn: Connection, limit: int) -> list[dict[str, Any]]:
         """,
         [limit],
     )
+
+
+async def claim_tasks(conn: Connection) -> tuple[list[str], float]:
+    """The system tasks due now, claimed for this caller; seconds until the next is due."""
+    rows = await fetch(conn, "SELECT * FROM system_tasks_claim()")
+    return rows[0]["names"], rows[0]["wait_seconds"]
+
+
+async def finish_task(conn: Connection, name: str, result: Any, error: str | None) -> None:
+    from psycopg.types.json import Jsonb
+
+    await conn.execute("SELECT system_task_finish(%s, %s, %s)", [name, Jsonb(result), error])
+
+
+async def tasks(conn: Connection) -> list[dict[str, Any]]:
+    return await fetch(conn, "SELECT * FROM system_tasks ORDER BY name")
+
+
+async def set_task(conn: Connection, name: str, seconds: float) -> int:
+    cur = await conn.execute(
+        "UPDATE system_tasks SET every = make_interval(secs => %s), "
+        "next_run_at = least(next_run_at, now() + make_interval(secs => %s)) WHERE name = %s",
+        [seconds, seconds, name],
+    )
+    return cur.rowcount

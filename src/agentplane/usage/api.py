@@ -115,16 +115,16 @@ async def billing_periods(
     return [BillingPeriod.model_validate(r) for r in await store.billing_periods(conn, limit)]
 
 
-@router.get("/v1/usage/agents/{agent_id}/metrics", response_model=UsageReport)
+@router.get("/v1/usage/agents/{slug}/metrics", response_model=UsageReport)
 async def agent_metrics(
-    agent_id: UUID,
+    slug: str,
     conn: UsageReader,
     period: Period = "day",
     since: Since = None,
     until: Since = None,
 ) -> UsageReport:
     """An agent's time series: tasks, success and error rate, latency, tokens, cost."""
-    return await reports.agent_metrics(conn, agent_id, period=period, since=since, until=until)
+    return await reports.agent_metrics(conn, slug, period=period, since=since, until=until)
 
 
 @router.get("/v1/usage/alerts")

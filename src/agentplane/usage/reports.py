@@ -159,10 +159,12 @@ async def summary(conn: Connection) -> UsageSummary:
 
 
 async def agent_metrics(
-    conn: Connection, agent_id: UUID, *, period: str, since: str | None, until: str | None
+    conn: Connection, slug: str, *, period: str, since: str | None, until: str | None
 ) -> UsageReport:
-    if not await store.agent_exists(conn, agent_id):
-        raise NotFound(f"agent {agent_id} not found")
+    """An agent's series; the route names it by slug like every agent route."""
+    agent_id = await store.agent_id(conn, slug)
+    if agent_id is None:
+        raise NotFound(f"agent {slug!r} not found")
     return await report(
         conn, period=period, by="agent", since=since, until=until, value=str(agent_id)
     )

@@ -176,9 +176,10 @@ async def period_totals(conn: Connection, since: date, until: date) -> dict[str,
     return await cur.fetchone()
 
 
-async def agent_exists(conn: Connection, agent_id: UUID) -> bool:
-    cur = await conn.execute("SELECT 1 FROM agents WHERE id = %s", [agent_id])
-    return await cur.fetchone() is not None
+async def agent_id(conn: Connection, slug: str) -> UUID | None:
+    cur = await conn.execute("SELECT id FROM agents WHERE slug = %s", [slug])
+    row = await cur.fetchone()
+    return row["id"] if row else None
 
 
 async def billing_periods(conn: Connection, limit: int) -> list[dict[str, Any]]:

@@ -1,0 +1,215 @@
+"""Maintenance that runs on its own: a real worker process claims the system tasks and
+creates partitions, applies retention, closes billing periods and refreshes the views;
+claims are exclusive; retention of llm_calls; alerts through the real LLM call path."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from agentplane.config import Settings
+from agentplane.db.pool import Database
+from agentplane.llm.adapters.base import ChatRequest
+from agentplane.llm.calls import LLM, CallContext
+from agentplane.ops import service as ops
+from tests.conftest import cli_env, make_tenant
+from tests.llm.helpers import MESSAGES
+from tests.queue.workers import start_worker, stop, wait_until
+from tests.usage.helpers import agent_and_run, insert_records, record
+
+NOW = datetime.now(UTC)
+
+
+async def scalar(db: Database, sql: str, *params: object) -> object:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(sql, list(params))
+        return next(iter((await cur.fetchone()).values()))
+
+
+async def old_call(db: Database, tenant_id: object, days: int) -> object:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO llm_calls (tenant_id, provider, model, status, created_at) "
+            "VALUES (%s, 'offline', 'offline-1', 'completed', now() - make_interval(days => %s))"
+            " RETURNING id", [tenant_id, days])
+        return (await cur.fetchone())["id"]
+
+
+async def test_a_worker_runs_the_system_tasks_with_no_one_scheduling_them(
+    db: Database, settings: Settings
+) -> None:
+    ctx = await make_tenant(db)
+    agent, run = await agent_and_run(db, ctx.tenant_id)
+    next_month = f"{(NOW.replace(day=1) + timedelta(days=32)):%Y_%m}"
+    long_ago = NOW - timedelta(days=30 * 31)
+    async with db.admin_connection() as conn:
+        # A missing month (as after a long outage): the worker makes it before anything.
+        await conn.execute(f"DROP TABLE usage_records_{next_month}, events_{next_month}")
+        await conn.execute("SELECT usage_records_create_partition(%s)", [long_ago])
+    async with db.tenant_connection(ctx.tenant_id) as conn:
+        await insert_records(conn, [
+            record(at=long_ago), record(at=NOW - timedelta(days=40)),
+            record(at=NOW, agent=agent, run=run)])
+        cur = await conn.execute(
+            "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
+            "VALUES (app_current_tenant(), %s, 'n1', %s, 'running', now()) RETURNING id",
+            [run, agent])
+        task = (await cur.fetchone())["id"]
+        await conn.execute("UPDATE tasks SET status = 'completed', completed_at = now(), "
+                           "duration_ms = 250 WHERE id = %s", [task])
+    expired_call = await old_call(db, ctx.tenant_id, 3)
+    kept_call = await old_call(db, ctx.tenant_id, 0)
+    await ops.set_policy(db, "usage_records", 730, "delete", True)
+    await ops.set_policy(db, "llm_calls", 1, "delete", True)
+    old = f"usage_records_{long_ago:%Y_%m}"
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE system_tasks SET every = '1 second', next_run_at = now()")
+
+    proc = start_worker(cli_env(settings))
+    try:
+        async def done() -> bool:
+            return await scalar(
+                db, "SELECT bool_and(last_finished_at IS NOT NULL) FROM system_tasks") is True
+
+        await wait_until(done, 30, "every system task to run once")
+        await wait_until(lambda: _view_has(db, agent), 30, "the refreshed view")
+        assert await scalar(db, "SELECT to_regclass(%s) IS NOT NULL",
+                            f"public.usage_records_{next_month}") is True
+        assert await scalar(db, "SELECT to_regclass(%s) IS NOT NULL",
+                            f"public.events_{next_month}") is True
+        assert await scalar(db, "SELECT to_regclass(%s) IS NULL", f"public.{old}") is True
+        assert await scalar(db, "SELECT to_regclass(%s) IS NULL", f"archive.{old}") is True
+        assert await scalar(db, "SELECT count(*) FROM llm_calls WHERE id = %s", expired_call) == 0
+        assert await scalar(db, "SELECT count(*) FROM llm_calls WHERE id = %s", kept_call) == 1
+        assert await scalar(db, "SELECT prompt_tokens FROM billing_periods WHERE tenant_id = %s "
+                            "AND period_start = %s", ctx.tenant_id,
+                            (NOW - timedelta(days=40)).date().replace(day=1)) == 100
+        errors = await scalar(db, "SELECT array_agg(last_error) FILTER (WHERE last_error IS "
+                              "NOT NULL) FROM system_tasks")
+        assert errors is None
+        # Still running on its own: a second round of the 1-second tasks.
+        first = await scalar(db, "SELECT max(last_finished_at) FROM system_tasks")
+        await wait_until(lambda: _finished_after(db, first), 30, "a second round")
+    finally:
+        err = stop(proc)
+    assert "Traceback" not in err, err
+
+
+async def _view_has(db: Database, agent: object) -> bool:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT tasks_completed, avg_duration_ms, llm_calls "
+            "FROM analytics.agent_performance_daily WHERE agent_id = %s", [agent])
+        rows = await cur.fetchall()
+    return rows == [{"tasks_completed": 1, "avg_duration_ms": 250, "llm_calls": 1}]
+
+
+async def _finished_after(db: Database, first: object) -> bool:
+    return await scalar(db, "SELECT bool_and(last_finished_at > %s) FROM system_tasks "
+                        "WHERE every = '1 second'", first) is True
+
+
+async def test_one_claim_per_due_run_among_concurrent_workers(db: Database) -> None:
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE system_tasks SET every = '1 hour', next_run_at = now()")
+    async with db.autocommit_connection() as a, db.autocommit_connection() as b:
+        async with a.transaction():
+            cur = await a.execute("SELECT * FROM system_tasks_claim()")
+            first = await cur.fetchone()
+
+            async def claim_b() -> dict:
+                async with b.transaction():
+                    return await (await b.execute("SELECT * FROM system_tasks_claim()")).fetchone()
+
+            other = asyncio.create_task(claim_b())
+            await asyncio.sleep(0.3)
+            assert not other.done()  # waits on the rows the first claim holds
+        second = await other
+        cur = await b.execute("SELECT * FROM system_tasks_claim()")
+        third = await cur.fetchone()
+    assert sorted(first["names"]) == ["billing_periods", "partitions", "refresh_views",
+                                      "retention"]
+    assert second["names"] == [] and third["names"] == []
+    assert 3500 < third["wait_seconds"] <= 3600  # nothing to ask for before the next run
+
+
+async def test_llm_calls_retention_archives_or_deletes_only_expired_rows(db: Database) -> None:
+    ctx = await make_tenant(db)
+    old, recent = await old_call(db, ctx.tenant_id, 10), await old_call(db, ctx.tenant_id, 2)
+    await ops.set_policy(db, "usage_records", 36500, "delete", False)
+    await ops.set_policy(db, "events", 36500, "delete", False)
+    await ops.set_policy(db, "llm_calls", 5, "archive", True)
+    done = await ops.run_retention(db)
+    assert set(done) == {"llm_calls"} and done["llm_calls"]["rows"] >= 1
+    assert await scalar(db, "SELECT count(*) FROM archive.llm_calls WHERE id = %s", old) == 1
+    assert await scalar(db, "SELECT count(*) FROM llm_calls WHERE id IN (%s, %s)",
+                        old, recent) == 1
+    await ops.set_policy(db, "llm_calls", 1, "delete", True)
+    assert (await ops.run_retention(db))["llm_calls"]["rows"] >= 1
+    assert await scalar(db, "SELECT count(*) FROM llm_calls WHERE id = %s", recent) == 0
+    assert await scalar(db, "SELECT count(*) FROM archive.llm_calls WHERE id = %s", recent) == 0
+    policy = await scalar(db, "SELECT last_result FROM retention_policies "
+                          "WHERE table_name = 'llm_calls'")
+    assert policy["action"] == "delete" and policy["rows"] >= 1
+
+
+async def test_an_alert_fires_from_a_real_llm_call(db: Database, settings: Settings) -> None:
+    ctx = await make_tenant(db)
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE tenants SET token_limit = 100000000 WHERE id = %s",
+                           [ctx.tenant_id])
+    _, run = await agent_and_run(db, ctx.tenant_id)
+    async with db.tenant_connection(ctx.tenant_id) as conn:
+        cur = await conn.execute(
+            "INSERT INTO usage_alerts (tenant_id, name, scope, subject_id, metric, period, "
+            "threshold) VALUES (app_current_tenant(), 'any use', 'user', %s, 'tokens', 'day', 1)"
+            " RETURNING id", [ctx.user_id])
+        alert = (await cur.fetchone())["id"]
+    llm = LLM(db, settings)
+    call = CallContext(tenant_id=ctx.tenant_id, user_id=ctx.user_id, run_id=run)
+    for _ in range(2):  # crosses on the first call; fires once in the day
+        await llm.complete(call, ChatRequest(messages=MESSAGES))
+    assert await scalar(db, "SELECT count(*) FROM usage_alert_firings WHERE alert_id = %s",
+                        alert) == 1
+    assert await scalar(db, "SELECT count(*) FROM audit_logs WHERE tenant_id = %s "
+                        "AND event_type = 'budget_warning'", ctx.tenant_id) == 1
+    payload = await scalar(db, "SELECT payload FROM events WHERE run_id = %s "
+                           "AND type = 'budget.warning'", run)
+    assert payload["alert_id"] == str(alert) and payload["value"] > 0
+
+
+async def test_views_hold_each_tenants_project_and_agent_statistics(db: Database) -> None:
+    tenants = [await make_tenant(db) for _ in range(2)]
+    made = []
+    for n, ctx in enumerate(tenants):
+        agent, run = await agent_and_run(db, ctx.tenant_id)
+        async with db.tenant_connection(ctx.tenant_id) as conn:
+            cur = await conn.execute(
+                "INSERT INTO projects (tenant_id, name, slug) VALUES (app_current_tenant(), "
+                "'Apollo', 'apollo') RETURNING id")
+            project = (await cur.fetchone())["id"]
+            await conn.execute("UPDATE agents SET project_id = %s WHERE id = %s",
+                               [project, agent])
+            for status in ("completed", "failed", "completed")[: n + 2]:
+                cur = await conn.execute(
+                    "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
+                    "VALUES (app_current_tenant(), %s, gen_random_uuid()::text, %s, 'running',"
+                    " now()) RETURNING id", [run, agent])
+                task = (await cur.fetchone())["id"]
+                await conn.execute("UPDATE tasks SET status = %s, completed_at = now(), "
+                                   "duration_ms = 100 WHERE id = %s", [status, task])
+        made.append((ctx, agent, project))
+    assert sorted(await ops.refresh_views(db)) == ["analytics.agent_performance_daily",
+                                                   "analytics.project_task_stats"]
+    for (ctx, agent, project), (done, failed) in zip(made, [(1, 1), (2, 1)], strict=True):
+        async with db.tenant_connection(ctx.tenant_id) as conn:  # the tenant's view only
+            cur = await conn.execute("SELECT * FROM project_task_stats")
+            [stats] = await cur.fetchall()
+            cur = await conn.execute("SELECT * FROM agent_performance_daily")
+            [perf] = await cur.fetchall()
+        assert (stats["project_id"], stats["project"]) == (project, "Apollo")
+        assert (stats["completed_tasks"], stats["failed_tasks"]) == (done, failed)
+        assert stats["total_tasks"] == done + failed and stats["avg_duration_ms"] == 100
+        assert float(stats["success_rate"]) == round(100 * done / (done + failed), 2)
+        assert (perf["agent_id"], perf["agent"]) == (agent, "akira")
+        assert (perf["tasks_completed"], perf["tasks_failed"]) == (done, failed)
