@@ -121,14 +121,14 @@ WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
 -- Only what the worker uses: decoding every column (timestamps, errors) of
 -- every claimed row costs the worker more than the claim itself. Rows not
 -- running were held back by a limit: `due_in` says when to claim them again.
-SELECT tenant_id, id, attempts, type, queue, payload, timeout_seconds,
+SELECT tenant_id, id, attempts, type, queue, payload::text, timeout_seconds,
        CASE WHEN status <> 'running'
             THEN extract(epoch FROM scheduled_at - now())::float8 END AS due_in
 FROM queue_claim(%(worker)s, %(queues)s::text[], %(limit)s::int, %(lease)s::float8,
                           %(start)s::uuid, %(share)s::int, %(tenants)s::int);
 
 -- name: complete
-SELECT * FROM queue_complete(%(worker)s, %(tenants)b::uuid[], %(ids)b::uuid[],
+SELECT count(*) AS written FROM queue_complete(%(worker)s, %(tenants)b::uuid[], %(ids)b::uuid[],
                              %(attempts)b::int[], %(results)s::jsonb[]) AS id;
 
 -- name: finish

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -26,28 +26,60 @@ class JobCancelled(Exception):
     """Raised by `ctx.raise_if_cancelled()`: the job was cancelled while running."""
 
 
-@dataclass
 class JobContext:
-    tenant_id: UUID
-    job_id: UUID
-    attempt: int
-    type: str
-    queue: str
-    payload: Any
-    worker_id: str
-    _cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    """What a handler gets. The payload is decoded on first read and the cancel flag
+    made on first use: a worker starts thousands of jobs a second, most of which
+    never look at either."""
+
+    __slots__ = (
+        "_flag",
+        "_payload",
+        "_raw",
+        "attempt",
+        "job_id",
+        "queue",
+        "tenant_id",
+        "type",
+        "worker_id",
+    )
+
+    def __init__(self, *, tenant_id: UUID, job_id: UUID, attempt: int, type: str, queue: str,
+                 worker_id: str, payload: Any = None, payload_json: str | None = None) -> None:
+        self.tenant_id, self.job_id, self.attempt = tenant_id, job_id, attempt
+        self.type, self.queue, self.worker_id = type, queue, worker_id
+        self._payload, self._raw = payload, payload_json
+        self._flag: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"JobContext(type={self.type!r}, job_id={self.job_id}, attempt={self.attempt})"
+
+    @property
+    def payload(self) -> Any:
+        if self._raw is not None:
+            self._payload, self._raw = json.loads(self._raw), None
+        return self._payload
 
     @property
     def idempotency_key(self) -> str:
         return f"{self.job_id}:{self.attempt}"
 
     @property
+    def _cancelled(self) -> asyncio.Event:
+        if self._flag is None:
+            self._flag = asyncio.Event()
+        return self._flag
+
+    @property
     def cancelled(self) -> bool:
         """True once the job was cancelled or this worker lost its lease."""
-        return self._cancelled.is_set()
+        return self._flag is not None and self._flag.is_set()
 
     async def wait_cancelled(self) -> None:
         await self._cancelled.wait()
+
+    def cancel(self) -> None:
+        """Raise the flag the handler sees (the worker's side)."""
+        self._cancelled.set()
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
