@@ -8,8 +8,11 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from agentplane.api.app import create_app
+from agentplane.db import endpoints as ep
 from agentplane.db.migrate import head
+from agentplane.db.pool import Database
 from agentplane.errors import PROBLEM_BASE, Conflict
+from tests.conftest import create_database, drop_database, make_settings
 
 PROBLEM = "application/problem+json"
 
@@ -98,3 +101,23 @@ async def test_ready_is_503_when_migrations_are_behind(client, endpoints) -> Non
     body = assert_problem(r, 503, "schema-mismatch")
     assert body["expected"] == head()
     assert (await client.get("/ready")).status_code == 200
+
+
+async def test_ready_is_503_when_the_database_is_gone(settings, endpoints, pg_server) -> None:
+    """/health answers while the process lives; /ready only while its database does."""
+    name = "t_ready_gone"
+    create_database(pg_server, name)
+    conf = make_settings(settings.home, settings.embedded_port, name, pool_min_size=1)
+    own = Database(conf, ep.resolve(conf, start=False))
+    await own.open()
+    try:
+        transport = httpx.ASGITransport(app=create_app(conf, db=own))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.get("/ready")).status_code == 200
+            drop_database(pg_server, name)  # terminates the pool's connections
+            body = assert_problem(await c.get("/ready"), 503, "database-unavailable")
+            assert "Traceback" not in body["detail"]
+            assert (await c.get("/health")).status_code == 200
+    finally:
+        await own.close()
+        drop_database(pg_server, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -396,3 +397,147 @@ async def test_deleted_tenant_stops_authenticating(client: httpx.AsyncClient, db
     r = await client.delete(f"/v1/tenants/{ctx.tenant_id}", headers=ctx.headers)
     assert r.status_code == 204
     assert (await client.get("/me", headers=ctx.headers)).status_code == 401
+
+
+async def test_audit_trail_of_a_tenants_life(client: httpx.AsyncClient, db: Database) -> None:
+    """Each identity change leaves its entry, with actor, origin and old/new values; the
+    log filters by user, resource and time; login sessions keep only token digests."""
+    ua = {"User-Agent": "audit-probe/1.0"}
+    r = await client.post(
+        "/v1/auth/register",
+        json={"email": "life@example.com", "password": PASSWORD, "tenant_slug": "life"},
+        headers=ua,
+    )
+    owner = r.json()
+    auth = {**bearer(owner["access_token"]), **ua}
+    r = await client.post(
+        "/v1/auth/refresh", json={"refresh_token": owner["refresh_token"]}, headers=ua
+    )
+    assert r.status_code == 200
+    auth = {**bearer(r.json()["access_token"]), **ua}
+    r = await client.post(
+        "/v1/invitations", headers=auth, json={"email": "joiner@example.com", "role": "viewer"}
+    )
+    joined = await register(client, "joiner@example.com", invitation=r.json()["token"])
+    joiner = joined["user_id"]
+    r = await client.patch(f"/v1/members/{joiner}", headers=auth, json={"role": "developer"})
+    assert r.status_code == 200
+    assert (await client.delete(f"/v1/members/{joiner}", headers=auth)).status_code == 204
+    r = await client.patch(
+        f"/v1/tenants/{owner['tenant_id']}", headers=auth, json={"name": "Life Inc"}
+    )
+    assert r.status_code == 200
+    r = await client.post("/v1/auth/login", json={"email": "life@example.com", "password": "no"})
+    assert r.status_code == 401
+    r = await client.post(
+        "/v1/auth/login", json={"email": "life@example.com", "password": PASSWORD}, headers=ua
+    )
+    later = {**bearer(r.json()["access_token"]), **ua}
+    assert (await client.post("/v1/auth/logout", headers=auth)).status_code == 204
+
+    page = await audit_events(client, later, limit=500)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for entry in page["items"]:
+        by_type.setdefault(entry["event_type"], []).append(entry)
+    wanted = {"tenant_created", "login", "login_failed", "token_refreshed", "logout",
+              "member_invited", "member_joined", "permission_changed", "member_removed",
+              "tenant_updated"}
+    assert wanted <= set(by_type), sorted(by_type)
+    for kind in wanted - {"login_failed", "member_joined"}:
+        entry = by_type[kind][0]
+        assert entry["user_id"] == owner["user_id"], kind  # the actor
+        assert entry["user_agent"] == "audit-probe/1.0", kind
+        assert entry["ip_address"] == "127.0.0.1", kind
+    assert by_type["tenant_updated"][0]["new_values"]["name"] == "Life Inc"
+    assert by_type["member_removed"][0]["resource_id"] == joiner
+    assert PASSWORD not in str(page) and owner["refresh_token"] not in str(page)
+
+    # Filters: by actor, by resource, by time.
+    mine = await audit_events(client, later, user_id=owner["user_id"], limit=500)
+    assert mine["items"] and all(e["user_id"] == owner["user_id"] for e in mine["items"])
+    assert len(mine["items"]) < len(page["items"])  # the joiner's own entries are not there
+    about = await audit_events(client, later, resource_type="membership", resource_id=joiner)
+    assert {e["event_type"] for e in about["items"]} >= {"permission_changed", "member_removed"}
+    assert all(e["resource_id"] == joiner for e in about["items"])
+    middle = by_type["permission_changed"][0]["created_at"]
+    after = await audit_events(client, later, since=middle, limit=500)
+    before = await audit_events(client, later, until=middle, limit=500)
+    assert all(e["created_at"] >= middle for e in after["items"])
+    assert all(e["created_at"] < middle for e in before["items"])  # until is exclusive
+    assert "logout" in {e["event_type"] for e in after["items"]}
+    assert "tenant_created" in {e["event_type"] for e in before["items"]}
+    assert len(after["items"]) + len(before["items"]) == len(page["items"])
+
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT token_hash, ip_address::text AS ip, user_agent, revoked_at, rotated_at"
+            " FROM login_sessions WHERE user_id = %s ORDER BY created_at",
+            [owner["user_id"]],
+        )
+        sessions = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT password_hash FROM users WHERE id = %s", [owner["user_id"]]
+        )
+        assert (await cur.fetchone())["password_hash"].startswith("$argon2id$")
+    assert len(sessions) == 3  # registered, refreshed (rotated), signed in again
+    assert all(len(s["token_hash"]) == 32 for s in sessions)
+    assert {s["ip"] for s in sessions} == {"127.0.0.1/32"}
+    assert sessions[0]["rotated_at"] is not None and sessions[1]["revoked_at"] is not None
+    assert sessions[2]["revoked_at"] is None and sessions[2]["user_agent"] == "audit-probe/1.0"
+
+
+async def test_extra_permissions_and_soft_deleted_users(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    from agentplane.auth import scopes as sc
+    from agentplane.auth import service as auth_service
+    from agentplane.auth.models import ApiKeyIn
+
+    dev = await make_tenant(db, role="developer")
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT user_id FROM memberships WHERE tenant_id = %s AND role = 'owner'",
+            [dev.tenant_id],
+        )
+        owner_id = (await cur.fetchone())["user_id"]
+        # A key's scope beyond what its owner's membership grants gives nothing.
+        await conn.execute(
+            "UPDATE api_keys SET scopes = scopes || '{audit:read}' WHERE id = %s",
+            [dev.api_key_id],
+        )
+    assert (await client.get("/v1/audit-log", headers=dev.headers)).status_code == 403
+
+    async def owner_key(scopes: list[str]) -> dict[str, str]:
+        _, key = await auth_service.create_key(
+            db, dev.tenant_id, ApiKeyIn(name="o", scopes=scopes, user_id=owner_id), actor=None
+        )
+        return bearer(key)
+
+    narrow = await owner_key(["members:manage"])
+    grant = {"permissions": ["audit:read"]}
+    r = await client.patch(f"/v1/members/{dev.user_id}", headers=narrow, json=grant)
+    assert r.status_code == 403 and "permissions you do not have" in r.json()["detail"]
+    full = await owner_key(sorted(sc.granted("owner")))
+    r = await client.patch(
+        f"/v1/members/{dev.user_id}", headers=full, json={"permissions": ["nope:x"]}
+    )
+    assert r.status_code == 422
+    r = await client.patch(f"/v1/members/{dev.user_id}", headers=full, json=grant)
+    assert r.status_code == 200, r.text
+    assert r.json()["permissions"] == ["audit:read"] and r.json()["role"] == "developer"
+    me = (await client.get("/me", headers=dev.headers)).json()
+    assert "audit:read" in me["scopes"] and "keys:manage" not in me["scopes"]
+    assert (await client.get("/v1/audit-log", headers=dev.headers)).status_code == 200
+
+    # A soft-deleted user's credentials stop working; the row stays.
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE users SET deleted_at = now() WHERE id = %s", [dev.user_id])
+    for _ in range(200):  # a cached key learns of it by notification, within moments
+        if (await client.get("/me", headers=dev.headers)).status_code == 401:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("a soft-deleted user's key still works")
+    async with db.admin_connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM users WHERE id = %s", [dev.user_id])
+        assert (await cur.fetchone())["n"] == 1

@@ -10,6 +10,7 @@ import pytest
 
 from agentplane.config import Settings
 from agentplane.db.embedded import EmbeddedServer
+from agentplane.errors import ConfigError
 from tests.conftest import free_port
 from tests.support.old_postgres import OldPostgres
 
@@ -39,7 +40,8 @@ def test_wrong_password(cli, pg_server: EmbeddedServer, pg_port: int,
         conn.execute("CREATE ROLE pw_user LOGIN PASSWORD 'the-right-one'")
     url = f"postgresql://pw_user:not-the-password@127.0.0.1:{pg_port}/{settings.database_name}"
     result = cli("db", "current", AGENTPLANE_DATABASE_URL=url)
-    assert_one_line_error(result, "rejected the password", "pw_user")
+    assert_one_line_error(result, "rejected the password", "pw_user",
+                          "fix the password in AGENTPLANE_DATABASE_URL")
     assert "not-the-password" not in result.stderr + result.stdout
 
 
@@ -47,14 +49,16 @@ def test_server_older_than_14(cli) -> None:
     with OldPostgres("13.4") as old:
         url = f"postgresql://someone@127.0.0.1:{old.port}/agentplane?sslmode=disable"
         result = cli("db", "current", AGENTPLANE_DATABASE_URL=url)
-    assert_one_line_error(result, "PostgreSQL 13.4", "older than 14")
+    assert_one_line_error(result, "PostgreSQL 13.4", "older than 14",
+                          "AGENTPLANE_DATABASE_URL at PostgreSQL 14 or newer")
 
 
 def test_home_not_writable(cli, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     result = cli("db", "current", AGENTPLANE_HOME=str(blocker / "home"))
-    assert_one_line_error(result, "AGENTPLANE_HOME", "is not writable")
+    assert_one_line_error(result, "AGENTPLANE_HOME", "is not writable",
+                          "point AGENTPLANE_HOME at a directory you can write to")
 
 
 def test_port_in_use(cli) -> None:
@@ -76,7 +80,7 @@ def test_database_ahead_of_code_is_refused(cli, endpoints, command) -> None:
             after = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
         finally:
             conn.execute("UPDATE alembic_version SET version_num = %s", [before])
-    assert_one_line_error(result, "9999_future", "newer version")
+    assert_one_line_error(result, "9999_future", "newer version", "install that version")
     assert after == "9999_future"  # nothing was guessed or rewritten
 
 
@@ -85,8 +89,19 @@ def test_invalid_setting_value(cli) -> None:
     assert_one_line_error(result, "AGENTPLANE_PORT")
 
 
-def test_placeholder_secret_refused_in_production(cli) -> None:
+def test_placeholder_secret_refused_outside_development(cli) -> None:
     result = cli("config", AGENTPLANE_ENV="production", AGENTPLANE_SECRET_KEY="change-me")
     assert_one_line_error(result, "AGENTPLANE_SECRET_KEY", "placeholder")
+    assert "change-me" not in result.stderr
     ok = cli("config", AGENTPLANE_ENV="development", AGENTPLANE_SECRET_KEY="change-me")
     assert ok.returncode == 0, ok.stderr
+    assert "change-me" not in ok.stdout  # masked all the same
+
+
+@pytest.mark.parametrize("env", ["production", "test"])
+@pytest.mark.parametrize("name", ["secret_key", "encryption_key"])
+def test_each_secret_is_checked_in_every_mode_but_development(env: str, name: str) -> None:
+    with pytest.raises(ConfigError, match=f"AGENTPLANE_{name.upper()} is a placeholder"):
+        Settings(env=env, **{name: "Change-Me "}).check_secrets()
+    Settings(env="development", **{name: "change-me"}).check_secrets()
+    Settings(env=env, **{name: "a-real-secret-of-some-length"}).check_secrets()

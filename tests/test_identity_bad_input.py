@@ -64,6 +64,8 @@ async def existing(db: Database, app) -> dict[str, Any]:
         ({"email": "new@example.com", "password": "short"}, 422, "password"),
         ({"email": "new@example.com", "password": "aaaaaaaaaaaaaaaa"}, 422, "password"),
         ({"email": "new@example.com", "password": "x" * 300}, 422, "password"),
+        ({"email": "new@example.com", "password": "New@Example.com"}, 422, "password"),
+        ({"email": "new@example.com", "password": "Password1234"}, 422, "password"),
         (
             {"email": "new@example.com", "password": GOOD, "tenant_slug": "Bad Slug"},
             422,

@@ -126,6 +126,47 @@ async def test_every_tenant_scoped_table_is_forced_under_a_tenant_policy(db: Dat
             assert f"{expected} | {expected}" in row["policies"], (table, row["policies"])
 
 
+async def test_no_other_way_around_the_policies(db: Database) -> None:
+    """Partitions, other schemas and views hold tenant rows too: each is either out of
+    the application role's reach or filtered to the transaction's tenant."""
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            """SELECT n.nspname, c.relname, c.relkind::text AS kind, c.relispartition,
+                      c.relrowsecurity AND c.relforcerowsecurity AS forced,
+                      coalesce(c.reloptions, '{}') AS options,
+                      CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END AS body,
+                      has_schema_privilege(%(app)s, n.oid, 'USAGE')
+                        AND has_any_column_privilege(%(app)s, c.oid, 'SELECT, INSERT, UPDATE')
+                        AS reachable
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+                  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                                 AND a.attname = 'tenant_id' AND NOT a.attisdropped)""",
+            {"app": db.settings.app_role},
+        )
+        rows = await cur.fetchall()
+    partitions = [r for r in rows if r["relispartition"]]
+    views = [r for r in rows if r["kind"] in ("v", "m")]
+    assert partitions and views  # events and usage records are partitioned; reports are views
+    for r in rows:
+        name = f"{r['nspname']}.{r['relname']}"
+        if not r["reachable"]:
+            continue
+        assert r["nspname"] == "public", f"{name}: reachable outside public"
+        assert not r["relispartition"], f"{name}: a partition reachable around its parent"
+        if r["kind"] == "v":
+            # A view runs as its owner: it must filter by the tenant itself, or run as
+            # the caller (security_invoker) so the tables' policies apply.
+            invoker = "security_invoker=true" in r["options"]
+            assert invoker or (
+                "security_barrier=true" in r["options"]
+                and "(tenant_id = app_current_tenant())" in r["body"]
+            ), f"{name}: a view that shows every tenant"
+        else:
+            assert r["kind"] in ("r", "p") and r["forced"], f"{name}: no forced policy"
+
+
 async def test_a_sees_only_its_own_rows(db: Database, two_tenants: dict[str, Any]) -> None:
     a = two_tenants["a"]
     for table in await _tenant_scoped_tables(db):

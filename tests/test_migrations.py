@@ -87,3 +87,40 @@ def test_history_is_one_linear_chain() -> None:
     for (prev, _, _), (_rev, down, doc) in itertools.pairwise(revisions):
         assert down == prev
         assert doc.strip(), "every revision says what it does"
+
+
+def test_an_external_owner_without_superuser_rights(pg_server: EmbeddedServer, pg_port, cli):
+    """A managed PostgreSQL: the owner may create roles but not the untrusted extension
+    vector, and the application role already exists, made by someone else. Each says
+    so in one line; the migrations carry on without vector."""
+    owner, name = "ext_owner", "t_migrations_external"
+    with psycopg.connect(pg_server.conninfo(), autocommit=True) as su:
+        su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        su.execute(f"DROP ROLE IF EXISTS {owner}")
+        su.execute(f"CREATE ROLE {owner} LOGIN PASSWORD 'pw' CREATEROLE")
+        su.execute(f"CREATE DATABASE {name} OWNER {owner}")
+    url = f"postgresql://{owner}:pw@127.0.0.1:{pg_port}/{name}"
+    try:
+        refused = cli("db", "upgrade", AGENTPLANE_DATABASE_URL=url)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
+        assert f"GRANT agentplane_app TO {owner}" in refused.stderr
+        with psycopg.connect(pg_server.conninfo(), autocommit=True) as su:
+            su.execute(f"GRANT agentplane_app TO {owner}")
+
+        up = cli("db", "upgrade", AGENTPLANE_DATABASE_URL=url)
+        assert up.returncode == 0, up.stderr
+        assert "extension vector needs a superuser" in up.stderr
+        assert "Traceback" not in up.stderr
+        doctor = cli("doctor", AGENTPLANE_DATABASE_URL=url)
+        assert doctor.returncode == 0, doctor.stdout
+        row = next(line for line in doctor.stdout.splitlines() if "extensions" in line)
+        assert "warn" in row and "vector" in doctor.stdout
+        assert f"at head {head()}" in doctor.stdout
+        down = cli("db", "downgrade", "base", AGENTPLANE_DATABASE_URL=url)
+        assert down.returncode == 0, down.stderr
+    finally:
+        with psycopg.connect(pg_server.conninfo(), autocommit=True) as su:
+            su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            su.execute(f"REVOKE agentplane_app FROM {owner}")
+            su.execute(f"DROP ROLE {owner}")

@@ -22,7 +22,12 @@ from pydantic_settings import (
 
 from agentplane.errors import ConfigError
 
-PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "placeholder", "xxx"}
+PLACEHOLDERS = {"", "change-me", "changeme", "secret", "placeholder", "xxx"}
+_HOW_TO_MAKE = {
+    "secret_key": "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`",
+    "encryption_key": "32 random bytes, base64url: "
+    "`python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'`",
+}
 
 
 def default_home() -> Path:
@@ -103,15 +108,16 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     def check_secrets(self) -> None:
-        """Refuse placeholder secrets anywhere but development and tests."""
-        if self.env != "production" or self.secret_key is None:
+        """Refuse placeholder secrets anywhere but development."""
+        if self.env == "development":
             return
-        if self.secret_key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-            raise ConfigError(
-                "AGENTPLANE_SECRET_KEY is a placeholder; set a real secret "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
-                "or unset it to have one generated"
-            )
+        for name in ("secret_key", "encryption_key"):
+            value: SecretStr | None = getattr(self, name)
+            if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDERS:
+                raise ConfigError(
+                    f"AGENTPLANE_{name.upper()} is a placeholder; set a real secret "
+                    f"({_HOW_TO_MAKE[name]}) or unset it to have one generated"
+                )
 
     def masked(self) -> dict[str, Any]:
         """The effective settings, secrets masked, for `agentplane config`."""

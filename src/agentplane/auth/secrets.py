@@ -1,5 +1,5 @@
 """Credentials we mint: API keys, refresh and invitation tokens, JWT access tokens,
-and the server's signing secret (which also seals MFA secrets at rest).
+and the server's signing secret.
 
 Only SHA-256 digests of keys and tokens are stored. They are 256-bit random values, so
 a fast hash is enough (nothing to brute-force) and lookups by digest leak no timing
@@ -20,7 +20,6 @@ from uuid import UUID
 
 import jwt
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agentplane.config import Settings
@@ -137,16 +136,7 @@ def read_access_token(settings: Settings, token: str) -> AccessClaims:
 BEARER = {"WWW-Authenticate": 'Bearer realm="agentplane"'}
 
 
-# --- sealing (MFA secrets at rest) -------------------------------------------------
-
-
-def seal(settings: Settings, plaintext: bytes) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + AESGCM(_derive(settings, b"seal")).encrypt(nonce, plaintext, None)
-
-
-def unseal(settings: Settings, sealed: bytes) -> bytes:
-    return AESGCM(_derive(settings, b"seal")).decrypt(sealed[:12], sealed[12:], None)
+# --- TOTP (sealed at rest by agentplane.crypto) ------------------------------------
 
 
 def new_totp_secret() -> str:

@@ -90,8 +90,8 @@ def check_version(version_num: int, where: str) -> None:
     if version_num < MIN_SERVER_VERSION:
         major, minor = divmod(version_num, 10000)
         raise DatabaseUnavailable(
-            f"PostgreSQL {major}.{minor} at {where} is older than 14; "
-            "agentplane needs PostgreSQL 14 or newer"
+            f"PostgreSQL {major}.{minor} at {where} is older than 14; upgrade it or point "
+            "AGENTPLANE_DATABASE_URL at PostgreSQL 14 or newer"
         )
 
 
@@ -110,10 +110,15 @@ def bootstrap(settings: Settings, endpoints: Endpoints) -> None:
             ensure_app_role(conn, settings.app_role, login=True)
         return
     with connect(endpoints.owner, autocommit=True) as conn:
-        ensure_app_role(conn, settings.app_role, login=False)
+        # With a URL of its own the application role logs in by itself; otherwise the
+        # owner switches to it at connection start, which needs membership.
+        ensure_app_role(conn, settings.app_role, login=False,
+                        switch=settings.app_database_url is None)
 
 
-def ensure_app_role(conn: psycopg.Connection, role: str, *, login: bool) -> None:
+def ensure_app_role(
+    conn: psycopg.Connection, role: str, *, login: bool, switch: bool = False
+) -> None:
     row = conn.execute(
         "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = %s", [role]
     ).fetchone()
@@ -137,8 +142,15 @@ def ensure_app_role(conn: psycopg.Connection, role: str, *, login: bool) -> None
             f"the application role {role} can bypass row-level security; "
             f"run ALTER ROLE {role} NOSUPERUSER NOBYPASSRLS"
         )
-    if not login:
+    if switch:
         # Let the owner switch to the role at connection start (SET ROLE).
         member = conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", [role]).fetchone()
         if member and not member[0]:
-            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+            try:
+                conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+            except psycopg.errors.InsufficientPrivilege:
+                raise ConfigError(
+                    f"the owner role cannot switch to the application role {role}, which "
+                    f"another role created; as a superuser run GRANT {role} TO "
+                    f"{conn.info.user}, or set AGENTPLANE_APP_DATABASE_URL"
+                ) from None

@@ -7,7 +7,9 @@ Create Date: 2026-11-24
 
 import logging
 
+import psycopg
 from alembic import op
+from sqlalchemy.exc import DBAPIError
 
 from agentplane.db.migrations import sql
 
@@ -32,11 +34,23 @@ def upgrade() -> None:
         )
     }
     for name in EXTENSIONS:
-        if name in available:
-            op.execute(f'CREATE EXTENSION IF NOT EXISTS "{name}"')
-        else:
+        if name not in available:
             log.warning(
                 "extension %s is not available on this server; features that need it are off",
+                name,
+            )
+            continue
+        try:
+            with bind.begin_nested():  # a refusal must not abort the whole migration
+                bind.exec_driver_sql(f'CREATE EXTENSION IF NOT EXISTS "{name}"')
+        except DBAPIError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            # vector is not a trusted extension: only a superuser may create it.
+            log.warning(
+                "extension %s needs a superuser to create it (as one, run CREATE EXTENSION %s "
+                "in this database); features that need it are off until then",
+                name,
                 name,
             )
     sql("""
@@ -72,5 +86,13 @@ def downgrade() -> None:
         REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM {app};
     REVOKE USAGE ON SCHEMA public FROM {app};
     """)
+    # Only what this owner may drop: a superuser may have created vector for it.
+    owned = {
+        row[0]
+        for row in op.get_bind().exec_driver_sql(
+            "SELECT extname FROM pg_extension WHERE pg_has_role(extowner, 'USAGE')"
+        )
+    }
     for name in reversed(EXTENSIONS):
-        op.execute(f'DROP EXTENSION IF EXISTS "{name}"')
+        if name in owned:
+            op.execute(f'DROP EXTENSION "{name}"')
