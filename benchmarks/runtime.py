@@ -370,6 +370,14 @@ async def main(args: argparse.Namespace) -> None:
         " autocommit counts as one), and CPU in ms of the worker processes (py) and of the"
         " database server (db); db share = db / (db + py), the share of time in the database"
     )
+    single = [m for workflow, workers, m in rows if workers == "1x1"]
+    if single:
+        m = single[0]
+        print(
+            f"\nper-task overhead (1x1: one task at a time, state machine, LLM layer"
+            f" bookkeeping and tracing writes): p50 {m['p50']:.1f} ms;"
+            f" share of time in the database {m['db_share']:.0%}"
+        )
     print("\ngoal: >= 500 tasks/s with 4 workers; per-task overhead p50 < 5 ms")
 
 

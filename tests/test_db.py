@@ -79,3 +79,34 @@ async def test_driver_errors_become_agentplane_errors(db: Database) -> None:
 def test_operational_errors_become_database_unavailable() -> None:
     with pytest.raises(DatabaseUnavailable), translate_errors():
         raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+async def test_updated_at_is_kept_by_a_trigger_on_every_table_that_has_it(db: Database) -> None:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            """SELECT c.relname, EXISTS (
+                      SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+                       WHERE t.tgrelid = c.oid AND p.proname = 'set_updated_at'
+                         AND t.tgtype & 2 = 2 AND t.tgtype & 16 = 16) AS kept  -- BEFORE UPDATE
+                 FROM pg_class c
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'updated_at'
+                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+                  AND NOT c.relispartition"""
+        )
+        tables = {r["relname"]: r["kept"] for r in await cur.fetchall()}
+        assert {"tenants", "users", "memberships", "projects", "tasks"} <= tables.keys()
+        # retention_policies.updated_at says when the policy changed (its writer sets it),
+        # not when it last ran.
+        assert [name for name, kept in tables.items() if not kept] == ["retention_policies"]
+        # And it works: a later UPDATE moves updated_at, whatever the statement says.
+        cur = await conn.execute(
+            "INSERT INTO tenants (name, slug, updated_at) VALUES ('u', 'upd-at', now() - '1 day'"
+            "::interval) RETURNING id, updated_at"
+        )
+        row = await cur.fetchone()
+        cur = await conn.execute(
+            "UPDATE tenants SET name = 'v', updated_at = '2000-01-01' WHERE id = %s"
+            " RETURNING updated_at",
+            [row["id"]],
+        )
+        assert (await cur.fetchone())["updated_at"] > row["updated_at"]

@@ -291,10 +291,15 @@ class LLM:
         started: datetime,
         t0: float,
     ) -> dict[str, Any]:
-        ids = asdict(ctx)
-        ids.pop("tenant_id")
         return {
-            **ids,
+            # Field by field: asdict() deep-copies, which shows at a call per task.
+            "user_id": ctx.user_id,
+            "api_key_id": ctx.api_key_id,
+            "session_id": ctx.session_id,
+            "run_id": ctx.run_id,
+            "task_id": ctx.task_id,
+            "agent_execution_id": ctx.agent_execution_id,
+            "agent_id": ctx.agent_id,
             "id": uuid.uuid4(),
             "provider_id": row["id"],
             "provider": row["name"],

@@ -44,27 +44,11 @@ async def lock_and_context(
     before any result is read)."""
     lock = await _exec(conn, LOCK, {"run": run_id, "task": task_id})
     context = await _exec(conn, CONTEXT, {"task": task_id, "run": run_id})
-    provider = await _exec(conn, PROVIDER, {"task": task_id})
     row = await lock.fetchone()
     ctx = await context.fetchone()
-    ctx["provider"] = await provider.fetchone()
+    provider = {c: ctx.pop(f"p.{c}") for c in _PROVIDER}
+    ctx["provider"] = provider if provider["id"] is not None else None
     return row["run"], row["task"], ctx
-
-
-# The provider of the task's agent: named by its model ("name/model"), as
-# llm.store.get_provider finds it, else the default one, as llm.store.default_provider.
-PROVIDER = f"""
-WITH m AS (
-    SELECT CASE WHEN strpos(a.model, '/') BETWEEN 1 AND length(a.model) - 1
-                THEN split_part(a.model, '/', 1) END AS ref
-    FROM tasks t JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
-    WHERE t.id = %(task)s
-)
-SELECT {PROVIDER_COLUMNS}, p.api_key_ciphertext FROM llm_providers p, m
-WHERE CASE WHEN m.ref IS NULL THEN p.enabled ELSE p.name = m.ref OR p.id::text = m.ref END
-ORDER BY p.tenant_id IS NULL, CASE WHEN m.ref IS NULL THEN p.weight END DESC, p.name
-LIMIT 1
-"""
 
 
 # The run with KEY SHARE: it does not block the other tasks of the run (their counter
@@ -83,20 +67,31 @@ SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task,
        (SELECT count(*) FROM g) AS generic
 """
 
+_PROVIDER = [c.split(" AS ")[-1].strip() for c in PROVIDER_COLUMNS.split(",")] + [
+    "api_key_ciphertext"
+]
 # The agent (its totals are not needed), upstream outputs, run data, an unfinished agent
 # execution to resume, the task's answered input requests, the session's context, the
-# team the agent may delegate to and the tools the tenant's settings deny.
-CONTEXT = """
-        WITH task AS (SELECT agent_id, parent_task_id FROM tasks WHERE id = %(task)s)
-        SELECT
-          (SELECT to_jsonb(a) FROM agents a WHERE a.id = (SELECT agent_id FROM task)) AS agent,
+# team the agent may delegate to (when it has a tool that delegates), the tools the
+# tenant's settings deny, and the provider its model names ("name/model", as
+# llm.store.get_provider finds it), else the default one (llm.store.default_provider).
+CONTEXT = f"""
+        WITH task AS (SELECT agent_id, parent_task_id FROM tasks WHERE id = %(task)s),
+        agent AS MATERIALIZED (SELECT a.* FROM agents a WHERE a.id = (SELECT agent_id FROM task)),
+        m AS (
+            SELECT CASE WHEN strpos(a.model, '/') BETWEEN 1 AND length(a.model) - 1
+                        THEN split_part(a.model, '/', 1) END AS ref
+            FROM agent a
+        )
+        SELECT {", ".join(f'p.{c} AS "p.{c}"' for c in _PROVIDER)},
+          (SELECT to_jsonb(a) FROM agent a) AS agent,
           (SELECT coalesce(jsonb_agg(jsonb_build_object('node', u.node, 'output', u.output,
                                                         'agent', ua.slug)), '[]')
              FROM tasks u JOIN agents ua ON ua.tenant_id = u.tenant_id AND ua.id = u.agent_id
             WHERE u.id = ANY(ARRAY(SELECT d.depends_on_task_id FROM task_dependencies d
                                    WHERE d.task_id = %(task)s
                                    UNION ALL SELECT parent_task_id FROM task))) AS upstream,
-          (SELECT coalesce(jsonb_object_agg(d.key, d.value), '{}')
+          (SELECT coalesce(jsonb_object_agg(d.key, d.value), '{{}}')
              FROM (SELECT key, value FROM run_data WHERE run_id = %(run)s
                    ORDER BY created_at LIMIT 50) d) AS run_data,
           (SELECT to_jsonb(e) FROM agent_executions e WHERE e.task_id = %(task)s
@@ -108,11 +103,19 @@ CONTEXT = """
             AS answers,
           (SELECT s.context FROM sessions s JOIN runs r ON r.session_id = s.id
             WHERE r.id = %(run)s) AS session_context,
-          (SELECT coalesce(array_agg(slug ORDER BY slug), '{}') FROM (
+          (SELECT coalesce(array_agg(slug ORDER BY slug), '{{}}') FROM (
              SELECT o.slug FROM agents o WHERE o.status = 'active'
-                AND o.id <> (SELECT agent_id FROM task) ORDER BY o.slug LIMIT 50) o) AS team,
-          (SELECT coalesce(settings #> '{tools,denied}', '[]') FROM tenants
+                AND o.id <> (SELECT agent_id FROM task)
+                AND (SELECT tools && ARRAY['spawn_subtask', 'handoff'] FROM agent)
+                ORDER BY o.slug LIMIT 50) o) AS team,
+          (SELECT coalesce(settings #> '{{tools,denied}}', '[]') FROM tenants
             WHERE id = app_current_tenant()) AS denied
+        FROM (SELECT 1) one LEFT JOIN LATERAL (
+            SELECT {PROVIDER_COLUMNS}, p.api_key_ciphertext FROM llm_providers p, m
+            WHERE CASE WHEN m.ref IS NULL THEN p.enabled
+                       ELSE p.name = m.ref OR p.id::text = m.ref END
+            ORDER BY p.tenant_id IS NULL, CASE WHEN m.ref IS NULL THEN p.weight END DESC, p.name
+            LIMIT 1) p ON true
 """
 
 

@@ -158,6 +158,8 @@ def upgrade() -> None:
         FOREIGN KEY (tenant_id, api_key_id) REFERENCES api_keys (tenant_id, id) ON DELETE CASCADE
     );
     CREATE INDEX api_key_budgets_tenant_idx ON api_key_budgets (tenant_id);
+    CREATE TRIGGER api_key_budgets_updated_at BEFORE UPDATE ON api_key_budgets
+        FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
     -- Worst-case tokens held by calls in flight; a crashed caller's hold expires. `used`
     -- is written with the call's ledger rows, so the hold can be settled (by the caller,

@@ -277,6 +277,8 @@ CREATE INDEX tasks_run_idx ON tasks (tenant_id, run_id, created_at);
 CREATE INDEX tasks_agent_idx ON tasks (tenant_id, agent_id, status, created_at DESC);
 CREATE INDEX tasks_parent_idx ON tasks (tenant_id, parent_task_id)
     WHERE parent_task_id IS NOT NULL;
+CREATE TRIGGER tasks_updated_at BEFORE UPDATE ON tasks
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
 CREATE TABLE task_dependencies (
     tenant_id           uuid NOT NULL,
