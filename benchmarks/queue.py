@@ -203,6 +203,8 @@ async def pgq_run(conninfo: str, n: int, seconds: float) -> tuple[float, float]:
     queries = Queries(PsycopgDriver(conn))
     await queries.install()
 
+    last = [0.0]  # when the drain's last job finished: its shutdown is not the drain's
+
     async def consume(target: int | None) -> tuple[QueueManager, asyncio.Task, list[int]]:
         wconn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
         qm = QueueManager(Queries(PsycopgDriver(wconn)))
@@ -212,6 +214,7 @@ async def pgq_run(conninfo: str, n: int, seconds: float) -> tuple[float, float]:
         async def noop(job) -> None:
             done[0] += 1
             if target is not None and done[0] >= target:
+                last[0] = time.perf_counter()
                 qm.shutdown.set()
 
         task = asyncio.create_task(qm.run(batch_size=CONCURRENCY // 2,
@@ -224,7 +227,7 @@ async def pgq_run(conninfo: str, n: int, seconds: float) -> tuple[float, float]:
     started = time.perf_counter()
     qm, task, done = await consume(n)
     await task
-    drain = n / (time.perf_counter() - started)
+    drain = n / (last[0] - started)
 
     qm, task, done = await consume(None)
     sent = [0]
@@ -255,11 +258,12 @@ async def proc_run(conninfo: str, n: int, seconds: float) -> tuple[float, float]
     import procrastinate
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
-    done = [0]
+    done, last = [0], [0.0]
 
     @app.task(name="noop")
     async def noop() -> None:
         done[0] += 1
+        last[0] = time.perf_counter()  # the drain ends with its last job, not the shutdown
 
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
@@ -268,7 +272,7 @@ async def proc_run(conninfo: str, n: int, seconds: float) -> tuple[float, float]
         started = time.perf_counter()
         await app.run_worker_async(concurrency=CONCURRENCY, wait=False,
                                    install_signal_handlers=False)
-        drain = done[0] / (time.perf_counter() - started)
+        drain = done[0] / (last[0] - started)
 
         done[0] = 0
         worker = asyncio.create_task(app.run_worker_async(

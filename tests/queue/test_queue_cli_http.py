@@ -14,8 +14,8 @@ from agentplane.db.pool import Database
 from agentplane.queue import JobQueue
 from agentplane.queue.service import make_spec
 from tests.conftest import cli_env, free_port, make_tenant
-from tests.queue.test_queue_reliability import new_tenant
-from tests.queue.workers import ROOT, install_effects, start_worker, stop
+from tests.queue.test_queue_reliability import new_tenant, scalar
+from tests.queue.workers import ROOT, dead_letter, install_effects, start_worker, stop
 from tests.support.processes import start_up, wait_ready
 
 
@@ -39,6 +39,38 @@ async def test_cli_jobs_and_dead_letters(db: Database, cli) -> None:
     empty = cli("dlq", "list", "--tenant", str(tenant), "--json")
     assert json.loads(empty.stdout)["items"] == []
     assert cli("dlq", "requeue", "00000000-0000-0000-0000-000000000000").returncode == 2
+
+
+async def test_cli_pages_and_requeues_dead_letters(db: Database, cli) -> None:
+    tenant = await new_tenant(db)
+    q = f"c{uuid.uuid4().hex[:6]}"
+    made = [await dead_letter(db, tenant, "cli.dead", {"i": i}, q) for i in range(2)]
+    first = cli("dlq", "list", "--tenant", str(tenant), "--limit", "1", "--json")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)
+    assert [d["id"] for d in page["items"]] == [str(made[1][1])] and page["next_cursor"]
+    second = json.loads(cli("dlq", "list", "--tenant", str(tenant), "--limit", "1",
+                            "--cursor", page["next_cursor"], "--json").stdout)
+    assert [d["id"] for d in second["items"]] == [str(made[0][1])]
+    assert second["items"][0]["error"] == "bad payload" and second["next_cursor"] is None
+    requeued = cli("dlq", "requeue", str(made[0][1]))
+    assert requeued.returncode == 0, requeued.stderr
+    fresh = uuid.UUID(requeued.stdout.split()[-1])
+    job = await JobQueue(db).get(fresh)
+    assert fresh != made[0][0] and job.status == "pending" and job.payload == {"i": 0}
+    again = cli("dlq", "requeue", str(made[0][1]))
+    assert again.returncode == 2 and "already requeued" in again.stderr
+    jobs = json.loads(cli("jobs", "list", "--tenant", str(tenant), "--limit", "2",
+                          "--json").stdout)
+    rest = json.loads(cli("jobs", "list", "--tenant", str(tenant), "--limit", "2",
+                          "--cursor", jobs["next_cursor"], "--json").stdout)
+    assert [j["id"] for j in jobs["items"] + rest["items"]] == \
+        [str(fresh), str(made[1][0]), str(made[0][0])]
+    for args in (("jobs", "list", "--status", "bogus"), ("dlq", "list", "--cursor", "garbage")):
+        bad = cli(*args)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, (args, bad.stderr)
+    count = await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s", tenant)
+    assert count == 3
 
 
 async def test_cli_pause_and_resume_a_queue_or_type(db: Database, cli) -> None:
@@ -75,7 +107,13 @@ async def test_cli_worker_runs_jobs_and_stops_gracefully_on_sigterm(
     ids = await queue.enqueue_many(
         [make_spec("test.effect", {"n": i, "fail": i == 0}, max_attempts=1) for i in range(20)],
         tenant_id=tenant, allow_unknown=True)
-    worker = start_worker(cli_env(settings, TEST_EFFECTS_URL=endpoints.owner), "--concurrency", "4")
+    q, unserved = f"c{uuid.uuid4().hex[:6]}", f"u{uuid.uuid4().hex[:6]}"
+    ids += [await queue.enqueue("test.effect", {"n": 20}, tenant_id=tenant, queue=q,
+                                allow_unknown=True)]
+    left = await queue.enqueue("test.effect", {}, tenant_id=tenant, queue=unserved,
+                               allow_unknown=True)
+    worker = start_worker(cli_env(settings, TEST_EFFECTS_URL=endpoints.owner),
+                          "--concurrency", "4", "--queue", "default", "--queue", q)
     try:
         for job in ids:
             await queue.wait_for_result(job, tenant_id=tenant, timeout=30)
@@ -83,7 +121,8 @@ async def test_cli_worker_runs_jobs_and_stops_gracefully_on_sigterm(
         err = stop(worker)
     assert worker.returncode == 0, err
     statuses = [(await queue.get(j)).status for j in ids]
-    assert statuses == ["dead_letter"] + ["completed"] * 19
+    assert statuses == ["dead_letter"] + ["completed"] * 20
+    assert (await queue.get(left)).status == "pending", "not one of the worker's queues"
     dead = (await queue.dead_letters(tenant_id=tenant)).items
     assert len(dead) == 1 and dead[0].job_id == ids[0]
     requeue = await queue.requeue(dead[0].id, tenant_id=tenant)
@@ -122,6 +161,88 @@ async def test_http_jobs_for_admins_with_pagination(db: Database, client: httpx.
     assert r.status_code == 403
     r = await client.get("/v1/jobs")
     assert r.status_code == 401
+
+
+async def test_http_dead_letters_paged_requeue_and_retry(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    owner, other = await make_tenant(db), await make_tenant(db)
+    q = f"d{uuid.uuid4().hex[:6]}"
+    made = [await dead_letter(db, owner.tenant_id, "h.dead", {"i": i}, q) for i in range(3)]
+    await dead_letter(db, other.tenant_id, "h.dead", {}, q)
+    page1 = await client.get("/v1/dead-letters?limit=2", headers=owner.headers)
+    assert page1.status_code == 200, page1.text
+    body = page1.json()
+    assert len(body["items"]) == 2 and body["next_cursor"]
+    page2 = (await client.get(f"/v1/dead-letters?limit=2&cursor={body['next_cursor']}",
+                              headers=owner.headers)).json()
+    assert page2["next_cursor"] is None
+    items = body["items"] + page2["items"]
+    assert [d["id"] for d in items] == [str(d) for _, d in reversed(made)], "newest first"
+    assert items[0]["payload"] == {"i": 2} and items[0]["error"] == "bad payload"
+    assert items[0]["error_stack"] == "stack" and len(items[0]["retry_history"]) == 1
+
+    job, letter = made[0]
+    r = await client.post(f"/v1/dead-letters/{letter}/requeue", headers=other.headers)
+    assert r.status_code == 404  # another tenant's dead letter is not there
+    r = await client.post(f"/v1/dead-letters/{letter}/requeue", headers=owner.headers)
+    assert r.status_code == 201, r.text
+    fresh = r.json()["id"]
+    assert fresh != str(job)
+    r = await client.get(f"/v1/jobs/{fresh}", headers=owner.headers)
+    assert r.json()["status"] == "pending" and r.json()["payload"] == {"i": 0}
+    r = await client.post(f"/v1/dead-letters/{letter}/requeue", headers=owner.headers)
+    assert r.status_code == 409 and "already requeued" in r.json()["detail"]
+
+    r = await client.post(f"/v1/jobs/{fresh}/retry", headers=owner.headers)
+    assert r.status_code == 409, "a pending job has nothing to retry"
+    retried, _ = made[1]
+    r = await client.post(f"/v1/jobs/{retried}/retry", headers=owner.headers)
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert r.json()["max_attempts"] > r.json()["attempts"]
+    # One or the other runs, never both: a retried job's dead letter is spent, and a
+    # job whose dead letter was requeued is not retried.
+    r = await client.post(f"/v1/dead-letters/{made[1][1]}/requeue", headers=owner.headers)
+    assert r.status_code == 409 and str(retried) in r.json()["detail"]
+    r = await client.post(f"/v1/jobs/{job}/retry", headers=owner.headers)
+    assert r.status_code == 409 and f"requeued as job {fresh}" in r.json()["detail"]
+    assert await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s",
+                        owner.tenant_id) == 4
+    dev = await make_tenant(db, role="developer")
+    assert (await client.get("/v1/dead-letters", headers=dev.headers)).status_code == 403
+    r = await client.post(f"/v1/dead-letters/{made[2][1]}/requeue", headers=dev.headers)
+    assert r.status_code == 403
+
+
+async def test_http_bad_input_writes_nothing(db: Database, client: httpx.AsyncClient) -> None:
+    owner = await make_tenant(db)
+
+    async def jobs() -> int:
+        return await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s",
+                            owner.tenant_id)
+
+    bad = [
+        {"type": "nobody.knows"},
+        {"type": "h.x", "allow_unknown": True, "priority": "urgent"},
+        {"type": "h.x", "allow_unknown": True, "priority": -1},
+        {"type": "h.x", "allow_unknown": True, "delay": -5},
+        {"type": "h.x", "allow_unknown": True, "delay": 10**12},
+        {"type": "h.x", "allow_unknown": True, "max_attempts": 0},
+        {"type": "h.x", "allow_unknown": True, "queue": "no spaces"},
+        {"type": "h.x", "allow_unknown": True, "surprise": 1},
+    ]
+    for body in bad:
+        r = await client.post("/v1/jobs", headers=owner.headers, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    for query in ("status=bogus", "limit=0", "limit=5000", "cursor=garbage"):
+        r = await client.get(f"/v1/jobs?{query}", headers=owner.headers)
+        assert r.status_code == 422, (query, r.text)
+    r = await client.get("/v1/dead-letters?cursor=garbage", headers=owner.headers)
+    assert r.status_code == 422
+    r = await client.post("/v1/jobs/not-a-uuid/cancel", headers=owner.headers)
+    assert r.status_code == 422
+    assert await jobs() == 0
 
 
 async def test_http_pause_and_resume_a_tenants_own_queue(db: Database, client: httpx.AsyncClient):

@@ -5,6 +5,8 @@ none is completed twice, and each completed job's effect is recorded once."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import uuid
 from pathlib import Path
 
@@ -127,32 +129,46 @@ async def test_2000_jobs_3_workers_one_killed_and_restarted(
 async def test_sigterm_hands_back_a_long_job_after_the_grace_period(
     db: Database, settings: Settings, endpoints: ep.Endpoints, effects: None
 ) -> None:
-    """Graceful shutdown: the job outlives the grace period, so the worker stops its
+    """Graceful shutdown: SIGTERM stops the claiming; the short job in flight finishes
+    within the grace period; the long one outlives it, so the worker stops its
     handler and hands the job back unrun; another worker completes it."""
     env = cli_env(settings, TEST_EFFECTS_URL=endpoints.owner)
     queue = JobQueue(db)
     tenant = await new_tenant(db)
     job = await queue.enqueue("test.effect", {"sleep_first": 60}, tenant_id=tenant,
                               allow_unknown=True)
-    first = start_worker(env, "--shutdown-grace", "0.5", "--concurrency", "2")
+    short = await queue.enqueue("test.effect", {"sleep": 1.0}, tenant_id=tenant,
+                                allow_unknown=True)
+    first = start_worker(env, "--shutdown-grace", "3", "--concurrency", "3")  # a slot free
     try:
         await wait_until(
-            lambda: scalar(db, "SELECT count(*) = 1 FROM queue_runs WHERE job_id = %s", job),
-            30, "the first attempt to start")
+            lambda: scalar(db, "SELECT count(*) = 2 FROM queue_runs WHERE job_id = ANY(%s)",
+                           [job, short]),
+            30, "both jobs to start")
+        first.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)  # the signal is handled
+        unclaimed = await queue.enqueue("test.effect", {}, tenant_id=tenant,
+                                        allow_unknown=True)
     finally:
         err = stop(first)
     assert first.returncode == 0, err
+    finished = await queue.get(short, tenant_id=tenant)
+    assert finished.status == "completed" and finished.attempts == 1
+    assert (await queue.get(unclaimed, tenant_id=tenant)).status == "pending", \
+        "a stopping worker claims nothing new"
     handed_back = await queue.get(job, tenant_id=tenant)
     assert handed_back.status == "queued" and handed_back.attempts == 1
     assert handed_back.lease_expires_at is None and handed_back.errors == []
     second = start_worker(env, "--concurrency", "2")
     try:
         done = await queue.wait_for_result(job, tenant_id=tenant, timeout=30)
+        await queue.wait_for_result(unclaimed, tenant_id=tenant, timeout=30)
     finally:
         stop(second)
     assert done.status == "completed" and done.attempts == 2
     assert done.worker_id != handed_back.worker_id
-    await assert_exactly_once(db, {job}, set())
+    assert finished.worker_id == handed_back.worker_id
+    await assert_exactly_once(db, {job, short, unclaimed}, set())
 
 
 @pytest.fixture(scope="module")

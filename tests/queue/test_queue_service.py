@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agentplane.db.pool import Database
-from agentplane.errors import Conflict, ValidationFailed
+from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.queue import JobQueue, Limit, PermanentError, Registry
 from agentplane.queue import schedules as sched
 from agentplane.queue.service import make_spec
@@ -78,6 +78,16 @@ async def test_idempotency_key_gives_the_live_job(db: Database) -> None:
     a = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True, idempotency_key="k")
     b = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True, idempotency_key="k")
     assert a == b and await count_jobs(db, tenant) == 1
+    other = await new_tenant(db)  # unique per tenant only
+    assert await queue.enqueue("x", {}, tenant_id=other, allow_unknown=True,
+                               idempotency_key="k") != a
+    await queue.cancel(a, tenant_id=tenant)  # a finished job frees its key
+    c = await queue.enqueue("x", {}, tenant_id=tenant, allow_unknown=True, idempotency_key="k")
+    assert c != a and await count_jobs(db, tenant) == 2
+    [d, e] = await queue.enqueue_many([make_spec("x", idempotency_key="k"),
+                                       make_spec("x", idempotency_key="k2")],
+                                      tenant_id=tenant, allow_unknown=True)
+    assert d == c and e not in (a, c) and await count_jobs(db, tenant) == 3
 
 
 def registry_with(log: list, signal: tuple | None = None) -> Registry:
@@ -109,19 +119,54 @@ async def run_worker(db: Database, reg: Registry, until, **opts) -> None:
 
 async def test_fairness_small_tenant_is_not_starved(db: Database) -> None:
     """Policy: each claim visits tenants with waiting jobs round-robin and gives each
-    an equal share of the batch; a 5,000-job backlog does not delay another tenant."""
+    an equal share of the batch; one tenant's 100,000 waiting jobs, enqueued first
+    and of the same priority, do not delay another tenant's."""
     big, small = await new_tenant(db), await new_tenant(db)
     queue = JobQueue(db)
-    await queue.enqueue_many([make_spec("rec", {"n": i}) for i in range(5000)],
-                             tenant_id=big, allow_unknown=True)
-    await queue.enqueue_many([make_spec("rec", {"n": i}) for i in range(10)],
+    q = f"f{uuid.uuid4().hex[:6]}"
+    for lo in range(0, 100_000, 10_000):
+        await queue.enqueue_many([make_spec("rec", {"n": i}, queue=q)
+                                  for i in range(lo, lo + 10_000)],
+                                 tenant_id=big, allow_unknown=True)
+    await queue.enqueue_many([make_spec("rec", {"n": i}, queue=q) for i in range(10)],
                              tenant_id=small, allow_unknown=True)
     log: list = []
     done = asyncio.Event()
     reg = registry_with(log, (done, lambda lg, _: sum(1 for t, _ in lg if t == small) == 10))
-    await run_worker(db, reg, done.wait, concurrency=20)
+    try:
+        await run_worker(db, reg, done.wait, concurrency=20, queues=(q,))
+    finally:
+        async with db.admin_connection() as conn:  # the backlog is in nobody's way after
+            await conn.execute("DELETE FROM jobs WHERE tenant_id = %s", [big])
     position = max(i for i, (t, _) in enumerate(log) if t == small)
     assert position < 100, f"the small tenant's last job ran {position}th"
+
+
+async def test_fair_shares_do_not_leave_free_slots_idle(db: Database) -> None:
+    """A claim's fair shares are a floor, not a cap: slots that other tenants cannot
+    fill (they have one job, or jobs only in other queues or not yet due) go to the
+    tenant with the backlog at once, not after the next poll."""
+    big, small = await new_tenant(db), await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"s{uuid.uuid4().hex[:6]}"
+    for _ in range(10):  # more tenants than a claim visits, with jobs it cannot take
+        await queue.enqueue("rec", {}, tenant_id=await new_tenant(db), queue=q, delay=3600,
+                            allow_unknown=True)
+        await queue.enqueue("rec", {}, tenant_id=await new_tenant(db), queue=f"{q}-other",
+                            allow_unknown=True)
+    ids = await queue.enqueue_many([make_spec("rec", {"n": i}, queue=q) for i in range(60)],
+                                   tenant_id=big, allow_unknown=True)
+    ids.append(await queue.enqueue("rec", {}, tenant_id=small, queue=q, allow_unknown=True))
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=20,
+                                                    poll_interval=10), registry_with([]))
+    task = asyncio.create_task(worker.run())
+    try:
+        for job in ids:
+            done = await queue.wait_for_result(job, tenant_id=None, timeout=5)
+            assert done.status == "completed"
+    finally:
+        worker.stop()
+        await task
 
 
 async def test_pause_resume_and_running_cancel(db: Database) -> None:
@@ -218,6 +263,185 @@ async def test_fencing_stale_attempt_cannot_write(db: Database) -> None:
     assert (await queue.get(job, tenant_id=tenant)).result == "fresh"
 
 
+async def test_a_cancel_request_outlives_the_attempt_it_was_made_for(db: Database) -> None:
+    """A running job asked to stop is not run again: neither when its worker dies
+    before seeing the flag (lease recovery), nor when its handler fails with a
+    retryable error or is handed back at shutdown."""
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"k{uuid.uuid4().hex[:6]}"
+    ids = [await queue.enqueue("x", {}, tenant_id=tenant, queue=q, allow_unknown=True,
+                               max_attempts=5) for _ in range(3)]
+    async with db.app_connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, attempts FROM queue_claim('w', %s, 3, 0.05, %s, 3, 16)",
+            [[q], uuid.uuid4()])
+        attempts = {r["id"]: r["attempts"] for r in await cur.fetchall()}
+    assert set(attempts) == set(ids)
+    for job in ids:
+        assert (await queue.cancel(job, tenant_id=tenant)).cancel_requested
+    lost, failing, handed_back = ids
+    async with db.app_connection() as conn:
+        for job, outcome in ((failing, "error"), (handed_back, "released")):
+            cur = await conn.execute(
+                "SELECT queue_finish('w', %s, %s, %s, %s, 'boom', NULL) AS s",
+                [tenant, job, attempts[job], outcome])
+            assert (await cur.fetchone())["s"] == "cancelled"
+    await asyncio.sleep(0.1)  # the first job's lease lapses
+    async with db.app_connection() as conn:
+        assert (await (await conn.execute("SELECT queue_recover(10) AS n")).fetchone())["n"] == 1
+    for job in ids:
+        done = await queue.get(job, tenant_id=tenant)
+        assert done.status == "cancelled" and done.finished_at is not None, job
+    assert "lease expired" in (await queue.get(lost, tenant_id=tenant)).errors[0]["error"]
+    async with db.app_connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM queue_claim('w', %s, 3, 30, %s, 3, 16)", [[q], uuid.uuid4()])
+        assert await cur.fetchall() == []
+    assert await scalar(db, "SELECT count(*) FROM dead_letters WHERE tenant_id = %s",
+                        tenant) == 0
+
+
+async def test_notify_wakes_an_idle_worker_and_polling_finds_delayed_jobs(
+    db: Database,
+) -> None:
+    """Polling every 30 s, a worker still starts a new job at once (NOTIFY), and only
+    on its own queues. A delayed job sends no notification when it comes due: the
+    poll picks it up."""
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q, elsewhere = f"n{uuid.uuid4().hex[:6]}", f"m{uuid.uuid4().hex[:6]}"
+    log: list = []
+    deaf = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=30),
+                  registry_with(log))
+    task = asyncio.create_task(deaf.run())
+    try:
+        await asyncio.sleep(0.5)  # started, listening, and idle until the next poll
+        other = await queue.enqueue("rec", {}, tenant_id=tenant, queue=elsewhere,
+                                    allow_unknown=True)
+        job = await queue.enqueue("rec", {"n": 1}, tenant_id=tenant, queue=q,
+                                  allow_unknown=True)
+        done = await queue.wait_for_result(job, tenant_id=tenant, timeout=5)
+        assert done.status == "completed"
+        assert (done.started_at - done.created_at).total_seconds() < 1
+        assert (await queue.get(other, tenant_id=tenant)).status == "pending"
+    finally:
+        deaf.stop()
+        await task
+    polling = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=0.2),
+                     registry_with(log))
+    task = asyncio.create_task(polling.run())
+    try:
+        await asyncio.sleep(0.3)
+        later = await queue.enqueue("rec", {"n": 2}, tenant_id=tenant, queue=q, delay=0.5,
+                                    allow_unknown=True)
+        done = await queue.wait_for_result(later, tenant_id=tenant, timeout=5)
+    finally:
+        polling.stop()
+        await task
+    assert done.status == "completed" and done.started_at >= done.scheduled_at
+    assert (done.started_at - done.scheduled_at).total_seconds() < 1
+
+
+async def test_a_worker_runs_at_most_its_concurrency(db: Database) -> None:
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"c{uuid.uuid4().hex[:6]}"
+    reg = Registry()
+    now_running, peak = [0], [0]
+
+    @reg.handler("slow")
+    async def slow(ctx) -> None:
+        now_running[0] += 1
+        peak[0] = max(peak[0], now_running[0])
+        await asyncio.sleep(0.05)
+        now_running[0] -= 1
+
+    ids = await queue.enqueue_many([make_spec("slow", queue=q) for _ in range(15)],
+                                   tenant_id=tenant, allow_unknown=True)
+    worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=3,
+                                                    poll_interval=0.05), reg)
+    task = asyncio.create_task(worker.run())
+    try:
+        for job in ids:
+            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=20)).status == \
+                "completed"
+    finally:
+        worker.stop()
+        await task
+    assert peak[0] == 3
+
+
+async def test_heartbeats_keep_a_long_job_s_lease(db: Database) -> None:
+    """A handler running for several lease lengths keeps its job: heartbeats extend
+    the lease, and the lease recovery every worker runs leaves it alone."""
+    tenant = await new_tenant(db)
+    queue = JobQueue(db)
+    q = f"h{uuid.uuid4().hex[:6]}"
+    reg = Registry()
+
+    @reg.handler("long")
+    async def long(ctx) -> int:
+        await asyncio.sleep(2.0)
+        return ctx.attempt
+
+    job = await queue.enqueue("long", {}, tenant_id=tenant, queue=q, allow_unknown=True)
+    workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), lease=0.6,
+                                                       poll_interval=0.05), reg)
+               for _ in range(2)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        done = await queue.wait_for_result(job, tenant_id=tenant, timeout=15)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+    assert done.status == "completed" and done.attempts == 1 and done.result == 1
+    assert done.errors == [] and done.heartbeat_at > done.started_at
+
+
+async def test_running_workers_fire_a_schedule_once_for_its_latest_tick(db: Database) -> None:
+    """Three workers run their maintenance (lease recovery, due schedules) several
+    times a second; a schedule ten minutes overdue enqueues one job, not one per
+    worker nor one per missed tick, and moves to its next tick."""
+    tenant = await new_tenant(db)
+    s = await sched.create(db, {"name": "w", "cron": "* * * * *", "type": "sched.w",
+                                "payload": {"from": "cron"}, "queue": "sched-w"},
+                           tenant_id=tenant)
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE schedules SET next_run_at = now() - interval '10 minutes'"
+                           " WHERE id = %s", [s.id])
+    workers = [Worker(db.endpoints.app, WorkerOptions(queues=(f"none-{i}",), poll_interval=0.05,
+                                                       lease=0.3), Registry())
+               for i in range(3)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        for _ in range(100):
+            if await scalar(db, "SELECT last_run_at IS NOT NULL FROM schedules WHERE id = %s",
+                            s.id):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # every worker has run its maintenance again since
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+    async with db.admin_connection() as conn:
+        cur = await conn.execute("SELECT payload, status::text FROM jobs WHERE tenant_id = %s"
+                                 " AND type = 'sched.w'", [tenant])
+        jobs = await cur.fetchall()
+        cur = await conn.execute("SELECT next_run_at > now() AS ahead, last_job_id"
+                                 " FROM schedules WHERE id = %s", [s.id])
+        after = await cur.fetchone()
+    assert jobs == [{"payload": {"from": "cron"}, "status": "pending"}]
+    assert after["ahead"] and after["last_job_id"] is not None
+    assert [x.id for x in await sched.list_(db, tenant_id=tenant)] == [s.id]
+    await sched.delete(db, s.id, tenant_id=tenant)
+    with pytest.raises(NotFound):
+        await sched.delete(db, s.id, tenant_id=tenant)
+    assert await sched.list_(db, tenant_id=tenant) == []
+
+
 def test_cron_ticks_in_a_time_zone() -> None:
     after = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
     # 09:00 in Paris is 08:00 UTC before the DST switch (March 29) and 07:00 after.
@@ -234,6 +458,10 @@ async def test_schedule_fires_once_per_tick_with_many_firers(db: Database) -> No
     with pytest.raises(ValidationFailed, match="invalid cron"):
         await sched.create(db, {"name": "bad", "cron": "every minute", "type": "x"},
                            tenant_id=tenant)
+    with pytest.raises(ValidationFailed, match="time zone"):
+        await sched.create(db, {"name": "bad", "cron": "* * * * *", "timezone": "Mars/Base",
+                                "type": "x"}, tenant_id=tenant)
+    assert await scalar(db, "SELECT count(*) FROM schedules WHERE tenant_id = %s", tenant) == 0
     s = await sched.create(db, {"name": "tick", "cron": "* * * * *", "type": "sched.x",
                                 "queue": "sched"}, tenant_id=tenant)
     async with db.admin_connection() as conn:  # make it due now
@@ -466,6 +694,8 @@ async def test_retryable_errors_retry_permanent_ones_go_straight_to_dead_letters
     dead = {d.job_id: d for d in (await queue.dead_letters(tenant_id=tenant)).items}
     history = dead[flaky_id].retry_history
     assert [h["attempt"] for h in history] == [1, 2, 3]
+    times = [datetime.fromisoformat(h["at"]) for h in history]
+    assert times == sorted(times) and times[-1] <= dead[flaky_id].moved_at
     assert [h["error"] for h in history] == [f"ValueError: boom {n}" for n in (1, 2, 3)]
     assert dead[flaky_id].payload == {"k": 1} and dead[flaky_id].error == "ValueError: boom 3"
     assert "raise ValueError" in dead[flaky_id].error_stack

@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
+
+from agentplane.db.pool import Database
+from agentplane.queue import JobQueue
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,3 +71,23 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+async def dead_letter(
+    db: Database, tenant: uuid.UUID, type_: str, payload: dict, queue: str
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A job that failed for good, made through the worker functions (claim, then a
+    permanent failure): returns (job id, dead letter id)."""
+    job = await JobQueue(db).enqueue(type_, payload, tenant_id=tenant, queue=queue,
+                                     allow_unknown=True)
+    async with db.app_connection() as conn:
+        cur = await conn.execute("SELECT attempts FROM queue_claim('w', %s, 1, 30, %s, 1, 16)",
+                                 [[queue], uuid.uuid4()])
+        attempt = (await cur.fetchone())["attempts"]
+        cur = await conn.execute(
+            "SELECT queue_finish('w', %s, %s, %s, 'permanent', 'bad payload', 'stack') AS s",
+            [tenant, job, attempt])
+        assert (await cur.fetchone())["s"] == "dead_letter"
+    async with db.admin_connection() as conn:
+        cur = await conn.execute("SELECT id FROM dead_letters WHERE job_id = %s", [job])
+        return job, (await cur.fetchone())["id"]

@@ -14,14 +14,23 @@ Statuses (the seed's set) and their transitions:
     dead_letter  permanent error or attempts exhausted; a dead letter row holds
                  the payload, final error, stack and every attempt's error (final)
 
-    enqueue -> pending | paused
+    enqueue -> pending | paused (its queue or type is paused)
     pending, queued, failed, stuck -> running (claim: attempts + 1)
-    running -> completed | failed | dead_letter | cancelled | queued (hand-back)
+    running -> completed (the handler returned, even after a cancel request)
+    running -> failed | dead_letter (the handler raised: retryable, or permanent
+               or attempts exhausted)
+    running -> queued (handed back unrun at shutdown)
     running -> stuck | dead_letter (lease expired, by any live worker)
+    running -> cancelled (cancel requested: the handler honoured it, raised, was
+               handed back, or its lease expired; a cancelled job never runs again)
     pending, queued, failed, stuck, paused -> cancelled (cancel)
-    pending, queued, failed, stuck <-> paused (pause, resume)
-    dead_letter, cancelled -> queued (retry, a fresh set of attempts)
-    dead_letter -> a new job (requeue from the dead letter)
+    pending, queued, failed, stuck -> paused (pause)
+    paused -> pending (never attempted) | queued (resume, unless another pause holds)
+    dead_letter, cancelled, failed, stuck -> queued (retry: now, a fresh set of
+               attempts; the dead letter is marked requeued as the job itself)
+    dead_letter -> a new job (requeue from the dead letter; the old job then
+               cannot be retried)
+    completed, cancelled, dead_letter: cancel is refused (409)
 
 Finished jobs stay in `jobs` (one table to read and page through) but out of the
 claim's way: the claim reads a partial index on the four claimable statuses and

@@ -157,7 +157,7 @@ def jobs_cancel(job_id: str) -> None:
 
 @jobs_app.command("retry")
 def jobs_retry(job_id: str) -> None:
-    """Queue a dead-lettered or cancelled job again with a fresh set of attempts."""
+    """Queue a dead-lettered, cancelled, failed or stuck job again, now, with fresh attempts."""
     job = _run(lambda q: q.retry(job_id))
     out.print(f"job {job.id} queued again (attempt {job.attempts + 1} of {job.max_attempts})")
 

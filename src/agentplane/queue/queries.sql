@@ -83,13 +83,31 @@ WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
 RETURNING *;
 
 -- name: retry_job
--- A finished-unsuccessfully job gets a fresh set of attempts. The attempt counter
--- keeps counting, so a stale handler of an earlier attempt stays fenced out.
-UPDATE jobs SET status = 'queued', scheduled_at = now(), finished_at = NULL,
-    max_attempts = least(attempts + max_attempts, 1000), cancel_requested = false
-WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
-  AND status IN ('dead_letter', 'cancelled', 'failed', 'stuck')
-RETURNING *;
+-- A dead-lettered or cancelled job, or one waiting out a backoff (failed, stuck),
+-- is queued at once with a fresh set of attempts. The attempt counter keeps
+-- counting, so a stale handler of an earlier attempt stays fenced out. The job's
+-- dead letter is marked requeued (as the job itself); a job whose dead letter was
+-- requeued as a fresh job is not retried: one of the two runs, not both.
+WITH retried AS (
+    UPDATE jobs SET status = 'queued', scheduled_at = now(), finished_at = NULL,
+        max_attempts = least(attempts + max_attempts, 1000), cancel_requested = false
+    WHERE id = %(id)s AND (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+      AND status IN ('dead_letter', 'cancelled', 'failed', 'stuck')
+      AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                      WHERE d.tenant_id = jobs.tenant_id AND d.job_id = jobs.id
+                        AND d.requeued_job_id <> jobs.id)
+    RETURNING *
+), marked AS (
+    UPDATE dead_letters d SET requeued_job_id = r.id, requeued_at = now()
+    FROM retried r
+    WHERE d.tenant_id = r.tenant_id AND d.job_id = r.id AND d.requeued_job_id IS NULL
+)
+SELECT * FROM retried;
+
+-- name: requeued_as
+SELECT requeued_job_id FROM dead_letters
+WHERE tenant_id = %(tenant_id)s AND job_id = %(id)s AND requeued_job_id <> job_id
+LIMIT 1;
 
 -- name: notify
 SELECT pg_notify('agentplane_jobs', %(queue)s);

@@ -293,7 +293,8 @@ class JobQueue:
         return Job.model_validate(row)
 
     async def retry(self, job_id: UUID | str, *, tenant_id: UUID | str | None = None) -> Job:
-        """Queue a dead-lettered or cancelled job again, with a fresh set of attempts."""
+        """Queue a dead-lettered, cancelled, failed or stuck job again, at once and with a
+        fresh set of attempts. Not when its dead letter was requeued as a fresh job."""
         job_id = _uuid(job_id, "job id")
         async with self._conn(tenant_id) as c:
             row = await store.fetch_one(c, "retry_job", id=job_id, tenant_id=tenant_id)
@@ -301,8 +302,13 @@ class JobQueue:
                 current = await store.fetch_one(c, "get_job", id=job_id, tenant_id=tenant_id)
                 if current is None:
                     raise NotFound(f"job {job_id} not found")
-                raise Conflict(f"job {job_id} is {current['status']}; only dead-lettered or "
-                               "cancelled jobs can be retried")
+                fresh = await store.fetch_one(c, "requeued_as", id=job_id,
+                                              tenant_id=current["tenant_id"])
+                if fresh is not None:
+                    raise Conflict(f"job {job_id}'s dead letter was already requeued as job "
+                                   f"{fresh['requeued_job_id']}")
+                raise Conflict(f"job {job_id} is {current['status']}; only dead-lettered, "
+                               "cancelled, failed or stuck jobs can be retried")
             await store.execute(c, "notify", queue=row["queue"])
         return Job.model_validate(row)
 

@@ -19,6 +19,7 @@ branch_labels = None
 depends_on = None
 
 CLAIMABLE = "('pending', 'queued', 'failed', 'stuck')"
+WALK = "500"  # tenants with waiting jobs one claim looks at, on each side of its start
 
 UPGRADE = """
 CREATE TYPE job_status AS ENUM (
@@ -213,12 +214,19 @@ AS $$
                                  * (0.5 + random() / 2))
 $$;
 
--- The claim. Fairness: up to p_tenants tenants with waiting jobs are visited
--- from a random start (p_start) and each may fill only its share of the batch
+-- The claim. Fairness: up to p_tenants tenants with jobs due in the worker's
+-- queues are visited, in tenant order from a random start (p_start; at most
+-- WALK tenants with waiting jobs are looked at on each side of it), and each
+-- may fill only its share of the batch
 -- (p_limit / tenants visited, at least p_share), so a tenant with 100,000 waiting
 -- jobs takes half of each claim while one other tenant has ready jobs, instead
 -- of all of them until its backlog is gone. Within the batch: priority, then
 -- schedule time. A worker claims again at once while claims fill its free slots.
+-- The shares are a floor, not a cap: when they leave part of the batch unfilled
+-- (a visited tenant had fewer jobs, or none due in these queues) while some
+-- tenant did fill its share, a second pass gives the rest to whoever is next by
+-- priority and schedule time. Otherwise the worker, seeing fewer jobs than it
+-- asked for, would take the queue for empty and wait for its next poll.
 -- Fast path: when the first and last tenant with waiting jobs are the same
 -- there is nobody to be fair to, and the tenant walk is skipped (two index
 -- probes instead of one per tenant and lap).
@@ -235,6 +243,9 @@ AS $$
 DECLARE
     lone uuid;
     last uuid;
+    v_limit integer := p_limit;
+    v_share integer := p_share;
+    taken integer;
 BEGIN
     -- (No min/max for uuid: two one-row scans of the claim index instead.)
     lone := (SELECT tenant_id FROM jobs WHERE status IN {claimable}
@@ -247,33 +258,39 @@ BEGIN
     IF lone <> last THEN
         lone := NULL;
     END IF;
+    FOR pass IN 1..2 LOOP
     RETURN QUERY
 WITH RECURSIVE after_start AS (
-    (SELECT tenant_id FROM jobs
+    (SELECT tenant_id, 1 AS steps FROM jobs
      WHERE status IN {claimable} AND tenant_id >= p_start ORDER BY tenant_id LIMIT 1)
     UNION ALL
     SELECT (SELECT j.tenant_id FROM jobs j
             WHERE j.status IN {claimable} AND j.tenant_id > a.tenant_id
-            ORDER BY j.tenant_id LIMIT 1)
-    FROM after_start a WHERE a.tenant_id IS NOT NULL
+            ORDER BY j.tenant_id LIMIT 1), a.steps + 1
+    FROM after_start a WHERE a.tenant_id IS NOT NULL AND a.steps < {walk}
 ), before_start AS (
-    (SELECT tenant_id FROM jobs
+    (SELECT tenant_id, 1 AS steps FROM jobs
      WHERE status IN {claimable} AND tenant_id < p_start ORDER BY tenant_id LIMIT 1)
     UNION ALL
     SELECT (SELECT j.tenant_id FROM jobs j
             WHERE j.status IN {claimable} AND j.tenant_id > b.tenant_id
               AND j.tenant_id < p_start
-            ORDER BY j.tenant_id LIMIT 1)
-    FROM before_start b WHERE b.tenant_id IS NOT NULL
+            ORDER BY j.tenant_id LIMIT 1), b.steps + 1
+    FROM before_start b WHERE b.tenant_id IS NOT NULL AND b.steps < {walk}
 ), tenant_ids AS (
     SELECT lone AS tenant_id WHERE lone IS NOT NULL
     UNION ALL
+    -- Only tenants with a job due in these queues count: the others (jobs in
+    -- other queues, or not due yet) would take a share and slots of the walk.
     SELECT tenant_id FROM (
-        (SELECT tenant_id, 0 AS lap FROM after_start WHERE tenant_id IS NOT NULL
-         LIMIT p_tenants)
+        SELECT tenant_id FROM after_start WHERE tenant_id IS NOT NULL
         UNION ALL
-        (SELECT tenant_id, 1 FROM before_start WHERE tenant_id IS NOT NULL LIMIT p_tenants)
-    ) t WHERE lone IS NULL LIMIT p_tenants
+        SELECT tenant_id FROM before_start WHERE tenant_id IS NOT NULL
+    ) t WHERE lone IS NULL AND EXISTS (
+        SELECT 1 FROM jobs e
+        WHERE e.tenant_id = t.tenant_id AND e.queue = ANY(p_queues)
+          AND e.status IN {claimable} AND e.scheduled_at <= now())
+    LIMIT p_tenants
 ), candidates AS (
     SELECT c.* FROM tenant_ids t CROSS JOIN unnest(p_queues) AS q (name)
     CROSS JOIN LATERAL (
@@ -285,11 +302,11 @@ WITH RECURSIVE after_start AS (
                           WHERE p.queue = j.queue AND p.type IN ('*', j.type)
                             AND (p.tenant_id IS NULL OR p.tenant_id = j.tenant_id))
         ORDER BY j.priority, j.scheduled_at
-        LIMIT greatest(p_share, ceil(p_limit::numeric / (SELECT count(*) FROM tenant_ids)))
+        LIMIT greatest(v_share, ceil(v_limit::numeric / (SELECT count(*) FROM tenant_ids)))
         FOR UPDATE SKIP LOCKED
     ) c
     ORDER BY c.priority, c.scheduled_at
-    LIMIT p_limit
+    LIMIT v_limit
 ), ranked AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key
                                    ORDER BY c.priority, c.scheduled_at) AS rank
@@ -320,6 +337,13 @@ WITH RECURSIVE after_start AS (
 -- The held-back jobs come back too (not running): the worker claims again when
 -- the first of them is due.
 SELECT * FROM started UNION ALL SELECT * FROM deferred;
+    GET DIAGNOSTICS taken = ROW_COUNT;
+    -- Unfilled but not empty: the shares held jobs back. (This pass's rows are
+    -- running or deferred now, so the next pass does not see them again.)
+    EXIT WHEN lone IS NOT NULL OR taken = 0 OR taken >= v_limit;
+    v_limit := v_limit - taken;
+    v_share := v_limit;
+    END LOOP;
 END $$;
 
 -- Finished jobs are announced on `agentplane_job_done` (ids, comma-separated, at
@@ -358,7 +382,8 @@ BEGIN
     RETURN QUERY SELECT unnest(done);
 END $$;
 
--- A failed attempt of a locked running job: retry later, or dead letter.
+-- A failed attempt of a locked running job: retry later, or dead letter; or
+-- cancelled when a cancel was requested (the request outlives the attempt).
 CREATE FUNCTION queue_fail_row(
     j jobs, p_error text, p_stack text, p_permanent boolean, p_retry_status job_status
 ) RETURNS job_status
@@ -369,6 +394,13 @@ DECLARE
         'attempt', j.attempts, 'error', p_error, 'at', now(), 'worker', j.worker_id));
     final boolean := p_permanent OR j.attempts >= j.max_attempts;
 BEGIN
+    IF j.cancel_requested THEN
+        UPDATE jobs SET status = 'cancelled', errors = history, last_error = p_error,
+            lease_expires_at = NULL, finished_at = now()
+        WHERE tenant_id = j.tenant_id AND id = j.id;
+        PERFORM queue_notify_done(ARRAY[j.id]);
+        RETURN 'cancelled';
+    END IF;
     UPDATE jobs SET
         status = CASE WHEN final THEN 'dead_letter'::job_status ELSE p_retry_status END,
         errors = history, last_error = p_error, lease_expires_at = NULL,
@@ -406,7 +438,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;  -- fenced: a later attempt or the lease recovery owns the job now
     END IF;
-    IF p_outcome = 'cancelled' THEN
+    IF p_outcome = 'cancelled' OR (p_outcome = 'released' AND j.cancel_requested) THEN
         UPDATE jobs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL,
             last_error = p_error
         WHERE tenant_id = p_tenant AND id = p_id;
@@ -555,6 +587,7 @@ FUNCTIONS = (
 def upgrade() -> None:
     sql(
         UPGRADE.replace("{claimable}", CLAIMABLE)
+        .replace("{walk}", WALK)
         .replace("{rls_jobs}", tenant_rls("jobs"))
         .replace("{rls_dead_letters}", tenant_rls("dead_letters"))
         .replace("{rls_schedules}", tenant_rls("schedules"))
