@@ -105,9 +105,12 @@ async def test_history_refuses_bad_input_and_other_tenants(
     assert (await client.get(f"/v1/runs/{run}/events")).status_code == 401
     blind = await make_tenant(db, scopes=["runs:read"])
     run_b = await make_run(db, blind.tenant_id)
-    response = await client.get(f"/v1/runs/{run_b}/events/stream", headers=blind.headers)
-    assert response.status_code == 403
-    assert response.json()["missing_scopes"] == ["events:read"]
+    for path in (f"/v1/runs/{run_b}/events", f"/v1/runs/{run_b}/events/stream",
+                 "/v1/events/stream"):
+        response = await client.get(path, headers=blind.headers)
+        assert response.status_code == 403, path
+        assert response.json()["missing_scopes"] == ["events:read"]
+    assert Settings.model_fields["events_keepalive_seconds"].default == 15, "the default"
 
 
 # --- live streams ----------------------------------------------------------------------
@@ -154,6 +157,19 @@ async def test_malformed_last_event_id_is_422(http: httpx.AsyncClient, db: Datab
         assert "Last-Event-ID" in response.json()["detail"]
     response = await http.get(f"/v1/runs/{run}/events/stream", params={"after": "x"})
     assert response.status_code == 422
+    # A cursor beyond the run's last event names no event this client saw: refused, where
+    # the stream would otherwise skip every event up to it and never end.
+    await emit(db, tenant.tenant_id, run, t.RUN_STARTED, t.TASK_STARTED)
+    for headers, params in (({"Last-Event-ID": "3"}, {}), ({}, {"after": "99"})):
+        response = await http.get(f"/v1/runs/{run}/events/stream", headers=headers,
+                                  params=params)
+        assert response.status_code == 422, (headers, params)
+        assert "beyond the run's last event (2)" in response.json()["detail"]
+    following = asyncio.create_task(collect(http, f"/v1/runs/{run}/events/stream",
+                                            headers={"Last-Event-ID": "2"}))
+    await asyncio.sleep(0.2)
+    await emit(db, tenant.tenant_id, run, t.RUN_COMPLETED)
+    assert [e.id for e in await following] == ["3"]
 
 
 @hsettings(max_examples=40, deadline=None,
@@ -268,3 +284,8 @@ async def test_cli_prints_and_follows_a_run(cli, settings: Settings, db: Databas
     assert missing.returncode == 2 and "not found" in missing.stderr
     bad = await asyncio.to_thread(cli, "events", "not-a-uuid")
     assert bad.returncode == 2 and "not a run id" in bad.stderr
+    both = await asyncio.to_thread(cli, "events", str(run), "--follow", "--type", "task.*")
+    assert both.returncode == 2 and "cannot be combined" in both.stderr
+    for args in (["--after", "-1"], ["--type", "Not A Type"]):
+        refused = await asyncio.to_thread(cli, "events", str(run), *args)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, args

@@ -39,8 +39,10 @@ async def following(
     read, dispatch = hub.read, hub.dispatch
 
     async def counted_read(*args: Any) -> list[Event]:
+        # Counted once done: a read counted when it starts may still see a later commit.
+        rows = await read(*args)
         seen.reads += 1
-        return await read(*args)
+        return rows
 
     def lossy_dispatch(payload: str) -> None:
         seen.notes.append(payload)

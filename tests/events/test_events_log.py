@@ -262,3 +262,18 @@ def test_migration_0007_steps_down_and_up_to_the_same_schema(pg_server, pg_home,
         assert schema_dump(endpoints.owner) == before
     finally:
         drop_database(pg_server, name)
+
+
+async def test_the_setting_decides_whether_llm_delta_is_stored(db: Database, monkeypatch) -> None:
+    from agentplane.config import get_settings
+
+    tenant = await make_tenant(db)
+    run = await make_run(db, tenant.tenant_id)
+    try:
+        for value, expected in (("false", []), ("true", [1])):
+            monkeypatch.setenv("AGENTPLANE_EVENTS_PERSIST_LLM_DELTA", value)
+            get_settings.cache_clear()
+            assert await emit(db, tenant.tenant_id, run, t.LLM_DELTA) == expected
+    finally:
+        get_settings.cache_clear()
+    assert await stored(db, tenant.tenant_id, run) == [(1, t.LLM_DELTA)]

@@ -131,3 +131,33 @@ async def tasks_vs_raw(db: Database, tenant_id: UUID) -> tuple[list[Any], list[A
         )
         raw = [tuple(r.values()) for r in await cur.fetchall()]
     return rolled, raw
+
+
+async def runs_vs_raw(db: Database, tenant_id: UUID) -> tuple[list[Any], list[Any]]:
+    """Runs ended per day and way: rollup against the runs' states."""
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            """
+            SELECT day, sum(runs_completed) AS ok, sum(runs_failed) AS failed,
+                   sum(runs_cancelled) AS cancelled
+            FROM usage_daily WHERE tenant_id = %s AND dimension = 'tenant'
+            GROUP BY 1
+            HAVING sum(runs_completed) <> 0 OR sum(runs_failed) <> 0 OR sum(runs_cancelled) <> 0
+            ORDER BY 1
+            """,
+            [tenant_id],
+        )
+        rolled = [tuple(r.values()) for r in await cur.fetchall()]
+        cur = await conn.execute(
+            """
+            SELECT usage_utc_day(completed_at) AS day,
+                   count(*) FILTER (WHERE status = 'completed') AS ok,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+            FROM runs WHERE tenant_id = %s AND status IN ('completed', 'failed', 'cancelled')
+            GROUP BY 1 ORDER BY 1
+            """,
+            [tenant_id],
+        )
+        raw = [tuple(r.values()) for r in await cur.fetchall()]
+    return rolled, raw

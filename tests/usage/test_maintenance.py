@@ -213,3 +213,72 @@ async def test_views_hold_each_tenants_project_and_agent_statistics(db: Database
         assert float(stats["success_rate"]) == round(100 * done / (done + failed), 2)
         assert (perf["agent_id"], perf["agent"]) == (agent, "akira")
         assert (perf["tasks_completed"], perf["tasks_failed"]) == (done, failed)
+
+
+async def test_events_retention_drops_only_expired_months_and_touches_nothing_else(
+    db: Database,
+) -> None:
+    ctx = await make_tenant(db)
+    _, run = await agent_and_run(db, ctx.tenant_id)
+    old, recent = NOW - timedelta(days=30 * 31), NOW - timedelta(days=62)
+    async with db.admin_connection() as conn:
+        for at in (old, recent):
+            await conn.execute("SELECT events_create_partition(%s)", [at])
+        await conn.execute(
+            "INSERT INTO events (tenant_id, run_id, seq, type, created_at) "
+            "SELECT %s, %s, n, 'agent.output', t FROM unnest(%s::timestamptz[]) "
+            "WITH ORDINALITY AS x (t, n)", [ctx.tenant_id, run, [old, recent, NOW]])
+    before = [p["partition"] for p in (await ops.partitions(db))["events"]]
+    records = await scalar(db, "SELECT count(*) FROM usage_records")
+    archived = await scalar(db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'")
+    await ops.set_policy(db, "events", 365, "delete", True)
+    await ops.set_policy(db, "usage_records", 1, "delete", False)
+    await ops.set_policy(db, "llm_calls", 1, "delete", False)
+    expired = f"events_{old:%Y_%m}"
+    status = await ops.retention_status(db)
+    due = {p["table_name"]: p["due"] for p in status["policies"]}
+    assert due["events"] == [expired]
+
+    done = await ops.run_retention(db)
+    assert done == {"events": {"action": "delete", "retention_days": 365,
+                               "partitions": [expired]}}
+    after = [p["partition"] for p in (await ops.partitions(db))["events"]]
+    assert after == [p for p in before if p != expired]
+    assert await scalar(db, "SELECT array_agg(seq ORDER BY seq) FROM events WHERE run_id = %s",
+                        run) == [2, 3]
+    assert await scalar(db, "SELECT to_regclass(%s)", f"archive.{expired}") is None
+    assert await scalar(db, "SELECT count(*) FROM usage_records") == records
+    assert await scalar(db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'") \
+        == archived
+    async with db.admin_connection() as conn:  # dropped, not deleted: nothing dead left
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    assert await scalar(db, "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables "
+                        "WHERE relname LIKE 'events%%'") == 0
+
+
+async def test_a_failed_system_task_is_recorded_shown_and_retried_soon(
+    db: Database, cli, monkeypatch
+) -> None:
+    from agentplane.ops import maintenance
+
+    async def broken(conn: object) -> object:
+        raise RuntimeError("archive disk full")
+
+    monkeypatch.setitem(maintenance.TASKS, "retention", broken)
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE system_tasks SET every = '1 day', next_run_at = CASE name "
+                           "WHEN 'retention' THEN now() ELSE now() + interval '1 day' END, "
+                           "last_error = NULL")
+    maintenance._next_check.clear()
+    async with db.autocommit_connection() as conn:
+        assert await maintenance.run_due(conn) == ["retention"]
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT last_error, next_run_at - now() AS wait, running_since FROM system_tasks "
+            "WHERE name = 'retention'")
+        row = await cur.fetchone()
+    assert row["last_error"] == "RuntimeError: archive disk full"
+    assert timedelta(minutes=4) < row["wait"] <= timedelta(minutes=5), "not a day later"
+    assert row["running_since"] is None
+    shown = await asyncio.to_thread(cli, "ops", "tasks", "status")
+    assert shown.returncode == 0 and "archive disk full" in shown.stdout, shown.stderr

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
-from tests.usage.helpers import agent_and_run, insert_records, record, rollup_vs_raw, tasks_vs_raw
+from tests.usage.helpers import (
+    agent_and_run,
+    insert_records,
+    record,
+    rollup_vs_raw,
+    runs_vs_raw,
+    tasks_vs_raw,
+)
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
@@ -39,14 +46,17 @@ task = st.tuples(
     st.just("task"), st.sampled_from(["complete", "fail", "retry", "manual_retry"]),
     st.integers(0, 3000),
 )
-operations = st.lists(st.one_of(batch, task), min_size=1, max_size=12)
+run_end = st.tuples(
+    st.just("run"), st.sampled_from(["complete", "fail", "cancel", "fail_then_complete"]),
+)
+operations = st.lists(st.one_of(batch, task, run_end), min_size=1, max_size=12)
 
 
 async def _writer(db: Database, ctx: Any, agent: uuid.UUID, run: uuid.UUID,
                   ops: list[Any], users: list[uuid.UUID]) -> None:
     for op in ops:
-        async with db.tenant_connection(ctx.tenant_id) as conn:
-            if op[0] == "records":
+        if op[0] == "records":
+            async with db.tenant_connection(ctx.tenant_id) as conn:
                 await insert_records(conn, [
                     record(at=NOW - timedelta(days=back, minutes=i),
                            user=users[u], key=ctx.api_key_id if k == 0 else None,
@@ -55,29 +65,40 @@ async def _writer(db: Database, ctx: Any, agent: uuid.UUID, run: uuid.UUID,
                            cost=None if unknown else Decimal(p) / 10**6)
                     for i, (back, u, k, model, unknown, p, c) in enumerate(op[1])
                 ])
-                continue
-            _, outcome, ms = op
-            cur = await conn.execute(
-                "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
-                "VALUES (app_current_tenant(), %s, %s, %s, 'running', now()) RETURNING id",
-                [run, f"n-{uuid.uuid4().hex[:10]}", agent],
-            )
-            tid = (await cur.fetchone())["id"]
-        steps = {
-            "complete": ["completed"],
-            "fail": ["failed"],
-            "retry": ["queued", "running", "completed"],
-            "manual_retry": ["failed", "queued", "running", "completed"],
-        }[outcome]
+            continue
+        async with db.tenant_connection(ctx.tenant_id) as conn:
+            if op[0] == "run":
+                table, steps = "runs", {
+                    "complete": ["completed"], "fail": ["failed"], "cancel": ["cancelled"],
+                    "fail_then_complete": ["failed", "running", "completed"],
+                }[op[1]]
+                ms = 0
+                cur = await conn.execute(
+                    "INSERT INTO runs (tenant_id, kind, query, status) "
+                    "VALUES (app_current_tenant(), 'query', 'q', 'running') RETURNING id")
+            else:
+                _, outcome, ms = op
+                table, steps = "tasks", {
+                    "complete": ["completed"],
+                    "fail": ["failed"],
+                    "retry": ["queued", "running", "completed"],
+                    "manual_retry": ["failed", "queued", "running", "completed"],
+                }[outcome]
+                cur = await conn.execute(
+                    "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
+                    "VALUES (app_current_tenant(), %s, %s, %s, 'running', now()) RETURNING id",
+                    [run, f"n-{uuid.uuid4().hex[:10]}", agent],
+                )
+            made = (await cur.fetchone())["id"]
         for status in steps:  # each step its own transaction, as the runtime does
             async with db.tenant_connection(ctx.tenant_id) as conn:
                 await conn.execute(
-                    """UPDATE tasks SET status = %(s)s,
-                           completed_at = CASE WHEN %(s)s IN ('completed', 'failed')
-                                               THEN now() END,
-                           duration_ms = %(ms)s
+                    f"""UPDATE {table} SET status = %(s)s,
+                           completed_at = CASE WHEN %(s)s IN ('completed', 'failed', 'cancelled')
+                                               THEN now() END
+                           {", duration_ms = %(ms)s" if table == "tasks" else ""}
                        WHERE id = %(id)s""",
-                    {"s": status, "ms": ms, "id": tid},
+                    {"s": status, "ms": ms, "id": made},
                 )
 
 
@@ -96,6 +117,8 @@ async def test_rollup_equals_recomputation_from_raw_rows(
     assert rolled == raw
     rolled_tasks, raw_tasks = await tasks_vs_raw(db, ctx.tenant_id)
     assert rolled_tasks == raw_tasks
+    rolled_runs, raw_runs = await runs_vs_raw(db, ctx.tenant_id)
+    assert rolled_runs == raw_runs
 
 
 async def test_concurrent_writers_take_separate_stripes_and_never_wait(db: Database) -> None:
@@ -126,3 +149,52 @@ async def test_a_batch_of_many_rows_makes_one_row_per_key(db: Database) -> None:
         )
         rows = {r["dimension"]: (r["n"], r["calls"]) for r in await cur.fetchall()}
     assert rows == {"model": (1, 50), "tenant": (1, 50), "user": (1, 50)}
+
+
+async def test_a_rolled_back_write_leaves_the_rollup_as_it_was(db: Database) -> None:
+    ctx = await make_tenant(db)
+    agent, run = await agent_and_run(db, ctx.tenant_id)
+    committed = [record(at=NOW, user=ctx.user_id, agent=agent, run=run)]
+    async with db.tenant_connection(ctx.tenant_id) as conn:
+        await insert_records(conn, committed)
+    before, _ = await rollup_vs_raw(db, ctx.tenant_id)
+
+    class Undo(Exception):
+        pass
+
+    try:
+        async with db.tenant_connection(ctx.tenant_id) as conn:
+            await insert_records(conn, [record(at=NOW, user=ctx.user_id, agent=agent,
+                                               run=run, prompt=999)] * 3)
+            cur = await conn.execute(
+                "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
+                "VALUES (app_current_tenant(), %s, 'n', %s, 'running', now()) RETURNING id",
+                [run, agent])
+            task = (await cur.fetchone())["id"]
+            await conn.execute("UPDATE tasks SET status = 'completed', completed_at = now() "
+                               "WHERE id = %s", [task])
+            raise Undo
+    except Undo:
+        pass
+    after, raw = await rollup_vs_raw(db, ctx.tenant_id)
+    assert after == before == raw
+    assert await tasks_vs_raw(db, ctx.tenant_id) == ([], [])
+
+
+async def test_a_failed_run_that_runs_on_counts_once_as_it_ends(db: Database) -> None:
+    """A task retried by hand takes a failed run back to running: the failure it had
+    counted is taken back, and the run counts once, as what it finally became."""
+    ctx = await make_tenant(db)
+    _, run = await agent_and_run(db, ctx.tenant_id)
+    yesterday = NOW - timedelta(days=1)
+    for status, at in (("failed", yesterday), ("running", yesterday), ("completed", NOW)):
+        async with db.tenant_connection(ctx.tenant_id) as conn:
+            await conn.execute("UPDATE runs SET status = %s, completed_at = %s WHERE id = %s",
+                               [status, at, run])
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT day, sum(runs_completed) AS ok, sum(runs_failed) AS failed "
+            "FROM usage_daily WHERE tenant_id = %s AND dimension = 'tenant' "
+            "GROUP BY day HAVING sum(runs_completed) <> 0 OR sum(runs_failed) <> 0",
+            [ctx.tenant_id])
+        assert [tuple(r.values()) for r in await cur.fetchall()] == [(NOW.date(), 1, 0)]

@@ -19,7 +19,7 @@ async def test_report_by_model_per_day_and_csv(db: Database, client: httpx.Async
     ctx = await make_tenant(db)
     async with db.tenant_connection(ctx.tenant_id) as conn:
         await insert_records(conn, [
-            record(at=NOW, model="gpt-4o", prompt=100, cost=Decimal("0.5")),
+            record(at=NOW, model="gpt-4o", prompt=100, cached=75, cost=Decimal("0.5")),
             record(at=NOW, model="gpt-4o", prompt=50, cost=Decimal("0.25")),
             record(at=NOW - timedelta(days=1), model="gpt-4o-mini", prompt=10, cost=None),
         ])
@@ -33,6 +33,7 @@ async def test_report_by_model_per_day_and_csv(db: Database, client: httpx.Async
     today = NOW.date().isoformat()
     assert rows[(today, "openai/gpt-4o")]["prompt_tokens"] == 150
     assert Decimal(rows[(today, "openai/gpt-4o")]["cost_usd"]) == Decimal("0.75")
+    assert rows[(today, "openai/gpt-4o")]["cache_hit_rate"] == 0.5  # 75 of 150 prompt tokens
     yesterday = (NOW - timedelta(days=1)).date().isoformat()
     assert rows[(yesterday, "openai/gpt-4o-mini")]["unpriced_calls"] == 1
 
@@ -42,6 +43,10 @@ async def test_report_by_model_per_day_and_csv(db: Database, client: httpx.Async
     lines = r.text.strip().splitlines()
     assert lines[0].startswith("period_start,key,calls") and len(lines) >= 2
     assert all(",openai," in line for line in lines[1:])
+    accepted = await client.get("/v1/usage", params={"by": "provider", "period": "month"},
+                                headers={**ctx.headers, "Accept": "text/csv"})
+    assert accepted.headers["content-type"].startswith("text/csv") and accepted.text == r.text
+    assert "attachment" in accepted.headers["content-disposition"]
 
     r = await client.get("/v1/usage/summary", headers=ctx.headers)
     assert r.status_code == 200 and r.json()["calls"] >= 2
@@ -77,6 +82,7 @@ async def test_agent_metrics(db: Database, client: httpx.AsyncClient) -> None:
     [day] = r.json()["rows"]
     assert (day["tasks_completed"], day["tasks_failed"]) == (2, 1)
     assert day["success_rate"] == round(2 / 3, 4) and day["avg_task_duration_ms"] == 300
+    assert day["error_rate"] == round(1 / 3, 4)
     assert day["avg_llm_latency_ms"] == 40
     missing = await client.get(f"/v1/usage/agents/{agent}/metrics", headers=ctx.headers)
     assert missing.status_code == 404
@@ -110,7 +116,8 @@ async def test_alert_fires_once_per_period_with_event_and_audit(
         events = await cur.fetchall()
     assert len(events) == 1 and events[0]["payload"]["value"] == 1200
     r = await client.get(f"/v1/usage/alerts/{alert}/firings", headers=ctx.headers)
-    assert [f["value"] for f in r.json()] == ["1200.0000000000"] or len(r.json()) == 1
+    [firing] = r.json()
+    assert Decimal(firing["value"]) == 1200 and firing["run_id"] == str(run)
 
     r = await client.patch(f"/v1/usage/alerts/{alert}", headers=ctx.headers,
                            json={"enabled": False})
@@ -158,11 +165,20 @@ async def test_retention_retires_exactly_the_expired_partitions(db: Database) ->
     assert again["usage_records"]["partitions"] == []
 
 
-async def test_billing_periods_close_past_months_once(db: Database) -> None:
+async def test_billing_periods_close_past_months_once(
+    db: Database, client: httpx.AsyncClient
+) -> None:
     ctx = await make_tenant(db)
+    last_month = NOW - timedelta(days=40)
     async with db.tenant_connection(ctx.tenant_id) as conn:
-        await insert_records(conn, [record(at=NOW - timedelta(days=40), prompt=7, completion=3),
+        await insert_records(conn, [record(at=last_month, prompt=7, completion=3,
+                                           cost=Decimal("0.25")),
                                     record(at=NOW, prompt=1)])
+    runs = [(await agent_and_run(db, ctx.tenant_id, slug=f"a{i}"))[1] for i in range(3)]
+    async with db.admin_connection() as conn:  # runs that ended last month, one each way
+        for run, status in zip(runs, ("completed", "failed", "cancelled"), strict=True):
+            await conn.execute("UPDATE runs SET status = %s, completed_at = %s WHERE id = %s",
+                               [status, last_month, run])
     assert await ops.close_billing_periods(db) >= 1
     assert await ops.close_billing_periods(db) == 0
     async with db.admin_connection() as conn:
@@ -170,7 +186,16 @@ async def test_billing_periods_close_past_months_once(db: Database) -> None:
                                  [ctx.tenant_id])
         [period] = await cur.fetchall()
     assert period["prompt_tokens"] == 7 and period["status"] == "closed"
-    await ops.refresh_views(db)
+    assert (period["runs_completed"], period["runs_failed"], period["runs_cancelled"]) == (1, 1, 1)
+    assert period["period_start"] == last_month.date().replace(day=1)
+    r = await client.get("/v1/usage/periods", headers=ctx.headers)
+    assert r.status_code == 200, r.text
+    [shown] = r.json()
+    assert (shown["period_start"], shown["calls"], Decimal(shown["cost_usd"])) == (
+        str(period["period_start"]), 1, Decimal("0.25"))
+    assert (shown["runs_completed"], shown["runs_failed"], shown["runs_cancelled"]) == (1, 1, 1)
+    assert (await client.get("/v1/usage/periods", params={"limit": 0},
+                             headers=ctx.headers)).status_code == 422
 
 
 def test_cli_usage_ops_and_bad_input(cli) -> None:
@@ -197,3 +222,51 @@ def test_cli_usage_ops_and_bad_input(cli) -> None:
     assert "Traceback" not in r.stderr
     r = cli("ops", "tasks", "set", "retention", "--every", "0")
     assert r.returncode == 2 and "between 1 second" in r.stderr
+
+
+async def test_cli_usage_is_the_tenants_report_as_a_table_or_csv(db: Database, cli) -> None:
+    import asyncio
+    import csv
+    import io
+
+    ctx = await make_tenant(db)
+    async with db.tenant_connection(ctx.tenant_id) as conn:
+        await insert_records(conn, [
+            record(at=NOW, model="gpt-4o", prompt=1200, completion=34, cost=Decimal("0.5")),
+            record(at=NOW - timedelta(days=3), model="gpt-4o-mini", prompt=7, completion=0),
+            record(at=NOW - timedelta(days=45), model="o4-mini", prompt=5, completion=0),
+        ])
+    env = {"AGENTPLANE_TENANT": ctx.slug, "COLUMNS": "200"}
+    shown = await asyncio.to_thread(cli, "usage", "--by", "model", "--since", "30d", **env)
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split("│")[2].strip(): line for line in shown.stdout.splitlines()
+             if line.count("│") > 3 and "openai/" in line}
+    assert set(lines) == {"openai/gpt-4o", "openai/gpt-4o-mini"}, shown.stdout  # not 45 days
+    assert "1234" in lines["openai/gpt-4o"] and "0.5000" in lines["openai/gpt-4o"]
+    exported = await asyncio.to_thread(cli, "usage", "--by", "model", "--period", "day",
+                                       "--since", "60d", "--csv", **env)
+    assert exported.returncode == 0, exported.stderr
+    got = {(r["period_start"], r["key"]): r for r in csv.DictReader(io.StringIO(exported.stdout))}
+    assert got[(str((NOW - timedelta(days=45)).date()), "openai/o4-mini")]["total_tokens"] == "5"
+    assert got[(str(NOW.date()), "openai/gpt-4o")]["cost_usd"].startswith("0.5")
+    assert len(got) == 3
+    bad = await asyncio.to_thread(cli, "usage", "--since", "soon", **env)
+    assert bad.returncode == 2 and "is not a date" in bad.stderr
+
+
+def test_cli_ops_health_reports_sizes_indexes_and_bloat(cli) -> None:
+    import json
+
+    r = cli("ops", "health", "--json")
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)
+    sizes = [t["bytes"] for t in found["tables"]]
+    # The largest tables, partitioned or not, each with its size (indexes included).
+    assert len(sizes) == 15 and all(sizes) and sizes == sorted(sizes, reverse=True), sizes
+    assert "public.usage_records" in {t["table"] for t in found["tables"]}
+    assert {"table", "index", "scans", "bytes", "unique"} <= set(found["indexes"][0])
+    assert {"table", "live", "dead", "dead_pct"} <= set(found["bloat"][0])
+    # The embedded server has no pg_stat_statements: said so, not an error.
+    assert found["slow_statements"] is None
+    r = cli("ops", "health")
+    assert "pg_stat_statements is not installed" in r.stdout

@@ -155,13 +155,23 @@ async def run_tenant(db: Database, run_id: UUID) -> UUID:
 
 async def check_run(db: Database, *, tenant_id: UUID, run_id: UUID, after: int = 0) -> bool:
     """Whether the run has ended by sequence number `after` (a stream resumed after its
-    terminal event is empty); NotFound if it is not this tenant's."""
+    terminal event is empty); NotFound if it is not this tenant's. A cursor beyond the
+    run's last event is refused: no client saw it, and a stream resumed there would pass
+    over every event up to it, the terminal one included, and never end."""
     async with db.tenant_connection(tenant_id) as conn:
         if await store.run_tenant(conn, run_id) is None:
             raise NotFound(f"run {run_id} not found")
-        return after > 0 and await store.ended_by(
+        if after == 0:
+            return False
+        last, ended = await store.position(
             conn, tenant_id=tenant_id, run_id=run_id, seq=after, terminal=sorted(t.TERMINAL)
         )
+    if after > last:
+        raise ValidationFailed(
+            f"cursor {after} is beyond the run's last event ({last})",
+            errors=[{"field": "after", "message": "beyond the run's last event"}],
+        )
+    return ended
 
 
 async def open_stream(

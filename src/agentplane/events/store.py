@@ -131,18 +131,23 @@ async def run_tenant(conn: AsyncConnection[Any], run_id: UUID) -> UUID | None:
     return None if row is None else _first(row)
 
 
-async def ended_by(conn: AsyncConnection[Any], *, tenant_id: UUID, run_id: UUID, seq: int,
-                   terminal: list[str]) -> bool:
-    """Whether a terminal event of the run has a sequence number up to `seq`."""
+async def position(conn: AsyncConnection[Any], *, tenant_id: UUID, run_id: UUID, seq: int,
+                   terminal: list[str]) -> tuple[int, bool]:
+    """The run's last committed sequence number (0 before any event), and whether a
+    terminal event has a sequence number up to `seq`."""
     cur = await conn.execute(
         """
-        SELECT EXISTS (SELECT 1 FROM events
-                       WHERE tenant_id = %s AND run_id = %s AND seq <= %s AND type = ANY(%s))
+        SELECT coalesce((SELECT last_seq FROM event_counters
+                         WHERE tenant_id = %(t)s AND run_id = %(r)s), 0),
+               EXISTS (SELECT 1 FROM events WHERE tenant_id = %(t)s AND run_id = %(r)s
+                       AND seq <= %(seq)s AND type = ANY(%(terminal)s))
         """,
-        [tenant_id, run_id, seq, terminal],
+        {"t": tenant_id, "r": run_id, "seq": seq, "terminal": terminal},
     )
     row = await cur.fetchone()
-    return bool(row and _first(row))
+    assert row is not None
+    last, ended = row.values() if isinstance(row, dict) else row
+    return int(last), bool(ended)
 
 
 async def listen(conn: AsyncConnection[Any]) -> None:

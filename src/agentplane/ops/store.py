@@ -87,12 +87,16 @@ async def table_sizes(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return await fetch(
         conn,
         """
-        SELECT n.nspname || '.' || c.relname AS table,
-               (SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
-               )::bigint AS bytes,
-               (SELECT sum(greatest(k.reltuples, 0)) FROM pg_partition_tree(c.oid) t
-                JOIN pg_class k ON k.oid = t.relid)::bigint AS rows_estimate
+        SELECT n.nspname || '.' || c.relname AS table, s.bytes, s.rows_estimate
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        -- A partitioned table: its partitions' sum (pg_partition_tree lists nothing for
+        -- any other relation).
+        CROSS JOIN LATERAL (
+            SELECT sum(pg_total_relation_size(k.oid))::bigint AS bytes,
+                   sum(greatest(k.reltuples, 0))::bigint AS rows_estimate
+            FROM pg_class k
+            WHERE k.oid = c.oid OR k.oid IN (SELECT relid FROM pg_partition_tree(c.oid))
+        ) s
         WHERE n.nspname IN ('public', 'archive', 'analytics') AND c.relkind IN ('r', 'p', 'm')
           AND NOT c.relispartition
         ORDER BY bytes DESC NULLS LAST LIMIT %s

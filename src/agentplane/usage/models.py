@@ -69,6 +69,9 @@ class UsageRow(BaseModel):
     tasks_completed: int
     tasks_failed: int
     success_rate: float | None
+    """Completed tasks over finished (completed or failed) tasks."""
+    error_rate: float | None
+    """Failed tasks over finished tasks."""
     avg_task_duration_ms: float | None
     tool_calls: int
     tool_failures: int

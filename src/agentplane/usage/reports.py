@@ -85,6 +85,7 @@ def row(raw: dict[str, Any]) -> UsageRow:
         tasks_completed=raw["tasks_completed"],
         tasks_failed=raw["tasks_failed"],
         success_rate=_ratio(raw["tasks_completed"], tasks),
+        error_rate=_ratio(raw["tasks_failed"], tasks),
         avg_task_duration_ms=_ratio(raw["task_duration_ms"], tasks),
         tool_calls=raw["tool_calls"],
         tool_failures=raw["tool_failures"],

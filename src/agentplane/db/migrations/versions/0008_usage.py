@@ -9,8 +9,8 @@ Create Date: 2026-11-24
 dimension value (the tenant itself, a user, an API key, an agent, a project, a model as
 `provider/model`, a tool). Triggers keep it in the transaction that writes the fact
 (Shannon's semantics): usage records (statement triggers, so a COPY of many rows makes one
-upsert per key), a task entering or leaving completed/failed, tool executions, runs
-ending. Nothing ever rescans raw rows.
+upsert per key), a task entering or leaving completed/failed, tool executions, a run
+entering or leaving an end state. Nothing ever rescans raw rows.
 
 Hot rows are striped: concurrent writers of one tenant would otherwise queue on the
 tenant's row of the day until they commit. A transaction takes a free stripe of its
@@ -35,7 +35,7 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-STRIPES = 16
+STRIPES = 64
 TABLES = ("usage_daily", "billing_periods", "usage_alerts", "usage_alert_firings")
 
 UPGRADE = """
@@ -206,23 +206,36 @@ END $$;
 CREATE TRIGGER tool_executions_usage_rollup AFTER INSERT ON tool_executions
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_tools_rollup();
 
+-- Like tasks: a run entering an end state counts on the day it ended, and leaving one (a
+-- failed run that runs on after a task is retried by hand) takes the count back.
 CREATE FUNCTION usage_runs_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_stripe smallint := usage_stripe(NEW.tenant_id);
+    t record;
 BEGIN
-    INSERT INTO usage_daily AS u (tenant_id, day, dimension, key, stripe, runs_completed,
-                                  runs_failed, runs_cancelled)
-    VALUES (NEW.tenant_id, usage_utc_day(coalesce(NEW.completed_at, now())), 'tenant', '',
-            usage_stripe(NEW.tenant_id), (NEW.status = 'completed')::int,
-            (NEW.status = 'failed')::int, (NEW.status = 'cancelled')::int)
-    ON CONFLICT (tenant_id, dimension, key, day, stripe) DO UPDATE SET
-        runs_completed = u.runs_completed + excluded.runs_completed,
-        runs_failed = u.runs_failed + excluded.runs_failed,
-        runs_cancelled = u.runs_cancelled + excluded.runs_cancelled;
+    FOR t IN
+        SELECT OLD.status AS status, OLD.completed_at AS at, -1 AS sign
+        WHERE OLD.status IN ('completed', 'failed', 'cancelled')
+        UNION ALL
+        SELECT NEW.status, NEW.completed_at, 1
+        WHERE NEW.status IN ('completed', 'failed', 'cancelled')
+    LOOP
+        INSERT INTO usage_daily AS u (tenant_id, day, dimension, key, stripe, runs_completed,
+                                      runs_failed, runs_cancelled)
+        VALUES (NEW.tenant_id, usage_utc_day(coalesce(t.at, now())), 'tenant', '', v_stripe,
+                t.sign * (t.status = 'completed')::int, t.sign * (t.status = 'failed')::int,
+                t.sign * (t.status = 'cancelled')::int)
+        ON CONFLICT (tenant_id, dimension, key, day, stripe) DO UPDATE SET
+            runs_completed = u.runs_completed + excluded.runs_completed,
+            runs_failed = u.runs_failed + excluded.runs_failed,
+            runs_cancelled = u.runs_cancelled + excluded.runs_cancelled;
+    END LOOP;
     RETURN NULL;
 END $$;
 CREATE TRIGGER runs_usage_rollup AFTER UPDATE OF status ON runs FOR EACH ROW
     WHEN (OLD.status IS DISTINCT FROM NEW.status
-          AND NEW.status IN ('completed', 'failed', 'cancelled')
-          AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+          AND (OLD.status IN ('completed', 'failed', 'cancelled')
+               OR NEW.status IN ('completed', 'failed', 'cancelled')))
     EXECUTE FUNCTION usage_runs_rollup();
 
 -- One row per tenant and closed month (Shaman's organization_usage per billing period).
