@@ -23,6 +23,12 @@ async def one(db: Database, sql: str, *params: Any) -> dict[str, Any]:
         return await cur.fetchone()
 
 
+async def event_types(client, ctx, run_id: str) -> list[str]:
+    r = await client.get(f"/v1/runs/{run_id}/events?limit=500", headers=ctx.headers)
+    assert r.status_code == 200, r.text
+    return [e["type"] for e in r.json()["events"]]
+
+
 async def test_a_runs_calls_settle_to_what_they_used(db, settings, client) -> None:
     ctx = await tenant(db)
     await add_agents(client, ctx, agent("ana"), agent("calc", tools=["calculator"]))
@@ -59,6 +65,15 @@ async def test_a_runs_calls_settle_to_what_they_used(db, settings, client) -> No
     assert held["n"] == 0
     t = await one(db, "SELECT tokens_reserved FROM tenants WHERE id = %s", ctx.tenant_id)
     assert t["tokens_reserved"] == 0
+    # The trail: each call announced before it goes out and reported after; calc's
+    # answer comes as its output once its tool ran.
+    types = await event_types(client, ctx, run["id"])
+    assert types.count("llm.call_started") == types.count("llm.call_completed") == calls["n"]
+    assert types.count("agent.output") == 2
+    calc = types[types.index("task.completed") + 1 :]
+    order = [t for t in calc if t in ("llm.call_started", "tool.called", "agent.output")]
+    assert order == ["llm.call_started", "tool.called", "llm.call_started", "agent.output"]
+    assert "budget.exceeded" not in types
 
 
 async def test_a_budget_too_small_for_the_first_call_fails_the_task(db, settings, client) -> None:
@@ -86,3 +101,8 @@ async def test_a_budget_too_small_for_the_first_call_fails_the_task(db, settings
         UUID(run["id"]),
     )
     assert executions["n"] >= 1 and executions["failed"]
+    types = await event_types(client, ctx, run["id"])
+    assert "budget.exceeded" in types and "llm.call_completed" not in types
+    assert types.index("llm.call_started") < types.index("budget.exceeded") < types.index(
+        "task.failed"
+    )

@@ -30,7 +30,7 @@ from uuid import UUID
 
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
-from agentplane.errors import AgentplaneError
+from agentplane.errors import AgentplaneError, BudgetExceeded
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall, Resolved
 from agentplane.runtime import prompt, tools
@@ -332,7 +332,28 @@ class Executor:
             request = self._request(turn, number)
             if isinstance(turn.resolved, AgentplaneError):
                 raise turn.resolved
-            call = await self.llm.call(ctx, request, resolved=turn.resolved)
+            turn.events.append(
+                event(
+                    "llm.call_started",
+                    task_id=turn.task_id,
+                    agent=turn.agent["slug"],
+                    model=turn.agent["model"],
+                    number=number + 1,
+                    tools_offered=len(request.tools or ()),
+                )
+            )
+            try:
+                call = await self.llm.call(ctx, request, resolved=turn.resolved)
+            except BudgetExceeded as exc:
+                turn.events.append(
+                    event(
+                        "budget.exceeded",
+                        task_id=turn.task_id,
+                        agent=turn.agent["slug"],
+                        message=exc.detail,
+                    )
+                )
+                raise
             if turn.resolved.then is not None and call.row["id"] != turn.resolved.row["id"]:
                 turn.resolved = turn.resolved.then  # its trial failed: the turn falls back
             result = call.result
@@ -345,7 +366,25 @@ class Executor:
                 # its event takes its place in the trail then.
                 turn.pending.append(call)
                 turn.events.append({"pending": call})
+                turn.events.append(
+                    event(
+                        "agent.output",
+                        task_id=turn.task_id,
+                        agent=turn.agent["slug"],
+                        message=(result.content or "")[:500],
+                        chars=len(result.content or ""),
+                    )
+                )
                 return result.content
+            if result.content:  # what the model said before acting: its reasoning
+                turn.events.append(
+                    event(
+                        "agent.thinking",
+                        task_id=turn.task_id,
+                        agent=turn.agent["slug"],
+                        message=result.content[:2000],
+                    )
+                )
             self._recorded(turn, await self.llm.record(call))
             turn.messages.append(
                 {
