@@ -2,7 +2,7 @@
 with 32 concurrent callers on the offline provider, side by side with the same calls
 without budgets (the ratio is what enforcement costs).
 
-    python benchmarks/budgets.py [--calls 4000] [--callers 32] [--rounds 3]
+    python -m benchmarks.budgets [--calls 4000] [--callers 32] [--rounds 3]
 
 One embedded PostgreSQL. Every caller has its own session (budget: exactly
 `--per-session` calls) and all share the tenant's monthly limit, the row every call

@@ -144,6 +144,26 @@ async def test_tool_result_round_trip(vendor) -> None:
         assert sent[2]["content"][0]["type"] == "tool_result"
 
 
+async def test_broken_tool_arguments_from_a_model_are_sent_back_not_a_crash() -> None:
+    # Models do emit broken JSON; the conversation replays it on the next turn.
+    broken = '{"q": "Oslo'
+    messages = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "function": {"name": "get_weather", "arguments": broken}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "bad arguments"},
+    ]
+    with serve(AnthropicHandler) as server:
+        result = await adapter("anthropic", server).complete(
+            ChatRequest(messages=messages, tools=TOOLS, max_tokens=50)
+        )
+        sent = server.requests[-1]["body"]["messages"]
+    assert sent[1]["content"][0]["input"] == {"_raw": broken}
+    assert "bad arguments" in result.content
+
+
 async def test_cached_tokens_are_reported(vendor) -> None:
     kind, server = vendor
     server.cached_tokens = 3
@@ -205,6 +225,40 @@ async def test_timeout_is_a_provider_timeout(vendor) -> None:
         await adapter(kind, server, timeout=0.2, max_retries=0).complete(
             ChatRequest(messages=MESSAGES)
         )
+    assert info.value.status == 504
+
+
+@pytest.mark.parametrize(
+    ("raw", "stream", "message"),
+    [
+        (b"data: {not json\n\n", True, "sent a stream that is not"),
+        (b'data: [1, 2]\n\nevent: x\ndata: "text"\n\n', True, "sent a stream that is not"),
+        (b'{"answer": "not a stream"}', True, "sent no stream events|no message_start event"),
+        (b"<html>gateway</html>", False, "sent an answer that is not"),
+    ],
+)
+async def test_unreadable_answers_are_provider_errors(vendor, raw, stream, message) -> None:
+    kind, server = vendor
+    server.raw = raw
+    a = adapter(kind, server, max_retries=0)
+    with pytest.raises(ProviderError, match=message) as info:
+        if stream:
+            await collect(a.stream(ChatRequest(messages=MESSAGES)))
+        else:
+            await a.complete(ChatRequest(messages=MESSAGES))
+    assert info.value.status == 502 and KEY not in info.value.detail
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_that_stalls_midway_is_a_provider_timeout(vendor, stream) -> None:
+    kind, server = vendor
+    server.raw, server.stall = b'data: {"choices": []}\n\n' if stream else b'{"id": ', 1.0
+    a = adapter(kind, server, timeout=0.3, max_retries=0)
+    with pytest.raises(ProviderTimeout, match=r"stopped answering for 0\.3s") as info:
+        if stream:
+            await collect(a.stream(ChatRequest(messages=MESSAGES)))
+        else:
+            await a.complete(ChatRequest(messages=MESSAGES))
     assert info.value.status == 504
 
 

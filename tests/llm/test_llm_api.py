@@ -224,3 +224,115 @@ async def test_api_key_budget_over_http(client: httpx.AsyncClient, db: Database)
     assert tested.status_code == 402
     assert tested.json()["budget"] == "api_key"
     assert tested.json()["type"].endswith("/budget-exceeded")
+
+
+async def test_provider_updates_refuse_bad_input_clearly(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    t = await tenant(db)
+    created = await client.post(
+        "/v1/llm/providers",
+        headers=t.headers,
+        json={"name": "vllm", "type": "openai_compatible", "base_url": "http://gpu-box:8000/v1"},
+    )
+    assert created.status_code == 201, created.text
+    await client.post("/v1/llm/providers", headers=t.headers, json={"name": "o", "type": "offline"})
+    before = await row(
+        db, "SELECT * FROM llm_providers WHERE tenant_id = %s AND name = 'o'", t.tenant_id
+    )
+    for ref, body, message in [
+        ("o", {"base_url": "http://example.com/v1"}, "offline provider takes no base_url"),
+        ("o", {"api_key": "sk-nope"}, "offline provider takes no base_url or api_key"),
+        ("vllm", {"base_url": "htp:/broken"}, "base_url"),
+        ("vllm", {"type": "anthropic"}, "type"),
+        ("vllm", {"config": {"timeout": -1}}, "config: timeout"),
+    ]:
+        r = await client.patch(f"/v1/llm/providers/{ref}", headers=t.headers, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert message in r.text, (body, r.text)
+    after = await row(
+        db, "SELECT * FROM llm_providers WHERE tenant_id = %s AND name = 'o'", t.tenant_id
+    )
+    assert after == before
+    dup = await client.post(
+        "/v1/llm/providers", headers=t.headers, json={"name": "vllm", "type": "offline"}
+    )
+    assert dup.status_code == 409 and "a provider named vllm already exists" in dup.text
+    # A null base_url restores the type's default, as on creation (the column needs one).
+    r = await client.patch("/v1/llm/providers/vllm", headers=t.headers, json={"base_url": None})
+    assert r.status_code == 200 and r.json()["base_url"] == "https://api.openai.com/v1"
+
+
+async def test_models_crud(client: httpx.AsyncClient, db: Database) -> None:
+    t = await tenant(db)
+    r = await client.post(
+        "/v1/llm/models",
+        headers=t.headers,
+        json={
+            "provider": "vllm",
+            "name": "llama-3-8b",
+            "context_window": 8192,
+            "price": {"input_per_mtok": "0.05", "output_per_mtok": "0.10"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    model_id = r.json()["id"]
+    assert [float(p["input_per_mtok"]) for p in r.json()["prices"]] == [0.05]
+    dup = await client.post(
+        "/v1/llm/models", headers=t.headers, json={"provider": "vllm", "name": "llama-3-8b"}
+    )
+    assert dup.status_code == 409 and "vllm/llama-3-8b already" in dup.text
+    listed = (await client.get("/v1/llm/models?provider=vllm", headers=t.headers)).json()
+    assert [m["id"] for m in listed] == [model_id]
+    other = await tenant(db)
+    assert (await client.get("/v1/llm/models?provider=vllm", headers=other.headers)).json() == []
+    assert (
+        await client.delete(f"/v1/llm/models/{model_id}", headers=other.headers)
+    ).status_code == 404
+    assert (await client.delete(f"/v1/llm/models/{model_id}", headers=t.headers)).status_code == 204
+    assert (await client.get("/v1/llm/models?provider=vllm", headers=t.headers)).json() == []
+    prices = await row(db, "SELECT count(*) AS n FROM llm_prices WHERE model_id = %s", model_id)
+    assert prices["n"] == 0
+    builtin = (await client.get("/v1/llm/models?provider=openai", headers=t.headers)).json()[0]
+    r = await client.delete(f"/v1/llm/models/{builtin['id']}", headers=t.headers)
+    assert r.status_code == 409 and "built-in" in r.json()["detail"]
+
+
+async def test_a_negative_tenant_token_limit_is_refused(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    t = await tenant(db, token_limit=5000)
+    r = await client.patch(
+        f"/v1/tenants/{t.tenant_id}", headers=t.headers, json={"token_limit": -1}
+    )
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "token_limit" in r.text
+    limit = await row(db, "SELECT token_limit FROM tenants WHERE id = %s", t.tenant_id)
+    assert limit["token_limit"] == 5000
+
+
+async def test_an_external_session_id_is_unique_per_user(db: Database) -> None:
+    from agentplane.errors import Conflict
+    from agentplane.sessions import service
+    from agentplane.sessions.models import SessionCreate
+    from agentplane.tenancy import service as tenancy
+    from agentplane.tenancy.service import NewUser
+
+    t = await tenant(db)
+    other, _ = await tenancy.add_member(
+        db, t.tenant_id, NewUser(email=f"member@{t.slug}.test"), "developer"
+    )
+    async with db.tenant_connection(t.tenant_id) as conn:
+        mine = await service.create(conn, t.user_id, SessionCreate(external_id="chat"))
+        theirs = await service.create(conn, other, SessionCreate(external_id="chat"))
+        assert (await service.get(conn, "chat", t.user_id)).id == mine.id
+        assert (await service.get(conn, "chat", other)).id == theirs.id
+    try:
+        async with db.tenant_connection(t.tenant_id) as conn:
+            await service.create(conn, other, SessionCreate(external_id="chat"))
+        raise AssertionError("a second live session with the same external id")
+    except Conflict as exc:
+        assert "external_id chat is already used" in exc.detail
+    n = await row(db, "SELECT count(*) AS n FROM sessions WHERE tenant_id = %s", t.tenant_id)
+    assert n["n"] == 2

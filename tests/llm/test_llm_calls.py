@@ -485,3 +485,72 @@ async def test_anthropic_prompt_cache_writes_are_recorded_and_priced(
     assert call["cost_usd"] == out.cost_usd
     usage = await row(db, "SELECT cost_usd FROM usage_records WHERE llm_call_id = %s", out.call_id)
     assert usage["cost_usd"] == out.cost_usd
+
+
+async def test_a_call_records_its_latency_and_health_on_the_provider(
+    db: Database, llm: LLM, settings: Settings
+) -> None:
+    t = await tenant(db)
+    with serve(OpenAIHandler) as vendor:
+        vendor.delay = 0.15
+        await add(
+            db,
+            settings,
+            t.tenant_id,
+            name="slow",
+            type="openai_compatible",
+            base_url=vendor.url + "/v1",
+            api_key=KEY,
+            model="gpt-4o",
+        )
+        out = await llm.complete(
+            CallContext(tenant_id=t.tenant_id), ChatRequest(messages=MESSAGES), provider="slow"
+        )
+    p = await row(
+        db,
+        "SELECT health_status, response_time, last_checked_at FROM llm_providers "
+        "WHERE tenant_id = %s AND name = 'slow'",
+        t.tenant_id,
+    )
+    assert p["health_status"] == "healthy" and p["last_checked_at"] is not None
+    assert p["response_time"] == out.latency_ms >= 150
+
+
+async def test_the_call_and_its_usage_record_carry_who_and_what_for(db: Database, llm: LLM) -> None:
+    import uuid
+
+    from tests.llm.helpers import session
+
+    t = await tenant(db)
+    sid = await session(db, t.tenant_id, budget=10**6)
+    run, task, execution, agent = (uuid.uuid4() for _ in range(4))
+    ctx = CallContext(
+        tenant_id=t.tenant_id,
+        user_id=t.user_id,
+        api_key_id=t.api_key_id,
+        session_id=sid,
+        run_id=run,
+        task_id=task,
+        agent_execution_id=execution,
+        agent_id=agent,
+    )
+    before = datetime.now(UTC)
+    out = await llm.complete(ctx, ChatRequest(messages=MESSAGES, max_tokens=8, temperature=0.2))
+    call = await row(db, "SELECT * FROM llm_calls WHERE id = %s", out.call_id)
+    ids = (t.user_id, t.api_key_id, sid, run, task, agent)
+    columns = ("user_id", "api_key_id", "session_id", "run_id", "task_id", "agent_id")
+    assert tuple(call[c] for c in columns) == ids
+    assert call["agent_execution_id"] == execution and call["provider"] == "offline"
+    assert call["request"]["params"] == {"max_tokens": 8, "temperature": 0.2}
+    assert call["finish_reason"] == "length" and call["latency_ms"] >= 0
+    assert call["ttft_ms"] is not None and call["error"] is None
+    usage = await row(db, "SELECT * FROM usage_records WHERE llm_call_id = %s", out.call_id)
+    assert tuple(usage[c] for c in columns) == ids
+    assert (usage["provider"], usage["model"]) == ("offline", "offline-1")
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        call["prompt_tokens"],
+        call["completion_tokens"],
+    )
+    assert usage["cost_usd"] == call["cost_usd"] == 0 and before <= usage["created_at"]
+    s = await row(db, "SELECT tokens_used, request_count FROM sessions WHERE id = %s", sid)
+    assert s == {"tokens_used": call["total_tokens"], "request_count": 1}

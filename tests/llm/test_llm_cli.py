@@ -28,6 +28,8 @@ async def test_add_list_and_test_a_provider(cli, db: Database) -> None:
         )
         assert r.returncode == 0, r.stderr
         assert "provider claude (anthropic) added" in r.stdout
+        again = cli("providers", "add", "--tenant", t.slug, "--name", "claude", "--type", "offline")
+        assert again.returncode == 2 and "a provider named claude already exists" in again.stderr
         r = cli("providers", "list", "--tenant", t.slug)
         assert r.returncode == 0 and "claude" in r.stdout and "offline (built-in)" in r.stdout
         assert "set" in r.stdout and KEY not in r.stdout

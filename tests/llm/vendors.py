@@ -39,6 +39,10 @@ class Vendor(ThreadingHTTPServer):
         self.cached_tokens = 0
         self.cache_write_tokens = 0  # Anthropic only: prompt tokens written to its cache
         self.cost: float | None = None
+        # Sent as-is instead of an answer: a body the adapters cannot read, or one cut short
+        # (`stall` seconds of silence after it, against a declared length of `length`).
+        self.raw: bytes | None = None
+        self.stall = 0.0
         self.lock = threading.Lock()
 
     @property
@@ -74,6 +78,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(text.encode())
         self.wfile.flush()
 
+    def _raw(self, stream: bool) -> None:
+        raw = self.server.raw or b""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
+        self.send_header("Content-Length", str(len(raw) + (100 if self.server.stall else 0)))
+        self.end_headers()
+        self.wfile.write(raw)
+        self.wfile.flush()
+        time.sleep(self.server.stall)
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
@@ -90,6 +104,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(status, payload, headers)
         if not self.authorized():
             return self.unauthorized()
+        if self.server.raw is not None:
+            return self._raw(bool(body.get("stream")))
         if body.get("stream"):
             return self.stream(body)
         return self.complete(body)

@@ -57,7 +57,8 @@ async def get_provider(ref: str, conn: Reader) -> Provider:
 async def update_provider(
     ref: str, body: ProviderUpdate, conn: Writer, request: Request
 ) -> Provider:
-    """Change a provider; an empty api_key removes the key."""
+    """Change a provider; an empty api_key removes the key, a null base_url restores the
+    type's default."""
     return await service.update_provider(conn, settings_of(request), ref, body)
 
 

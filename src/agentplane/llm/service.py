@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentplane import crypto
 from agentplane.config import Settings
+from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection
 from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.llm import store
@@ -71,20 +72,25 @@ async def create_provider(conn: Connection, settings: Settings, body: ProviderCr
         base_url = base_url or DEFAULT_BASE_URLS[body.type]
     provider_id = uuid.uuid4()
     key = body.api_key.get_secret_value() if body.api_key else None
-    row = await store.insert_provider(
-        conn,
-        {
-            "id": provider_id,
-            "name": body.name,
-            "type": body.type,
-            "base_url": base_url,
-            "ciphertext": crypto.encrypt(settings, key, _context(provider_id)) if key else None,
-            "model": body.model,
-            "weight": body.weight,
-            "enabled": body.enabled,
-            "config": body.config,
-        },
-    )
+    ciphertext = crypto.encrypt(settings, key, _context(provider_id)) if key else None
+    try:
+        with translate_errors():  # here, so that the conflict names the provider
+            row = await store.insert_provider(
+                conn,
+                {
+                    "id": provider_id,
+                    "name": body.name,
+                    "type": body.type,
+                    "base_url": base_url,
+                    "ciphertext": ciphertext,
+                    "model": body.model,
+                    "weight": body.weight,
+                    "enabled": body.enabled,
+                    "config": body.config,
+                },
+            )
+    except Conflict:
+        raise Conflict(f"a provider named {body.name} already exists") from None
     return Provider.model_validate(row)
 
 
@@ -108,6 +114,11 @@ async def update_provider(
     values = body.model_dump(exclude_unset=True, exclude={"api_key"})
     if "config" in values:
         options(values["config"])
+    if current.type == "offline":
+        if values.get("base_url") or (body.api_key and body.api_key.get_secret_value()):
+            raise ValidationFailed("an offline provider takes no base_url or api_key")
+    elif "base_url" in values and values["base_url"] is None:
+        values["base_url"] = DEFAULT_BASE_URLS[current.type]  # as on creation
     if body.api_key is not None:
         secret = body.api_key.get_secret_value()
         values["api_key_ciphertext"] = (
@@ -181,7 +192,11 @@ async def list_models(conn: Connection, provider: str | None = None) -> list[Mod
 
 
 async def create_model(conn: Connection, body: ModelCreate) -> Model:
-    row = await store.insert_model(conn, body.provider, body.name, body.context_window)
+    try:
+        with translate_errors():
+            row = await store.insert_model(conn, body.provider, body.name, body.context_window)
+    except Conflict:
+        raise Conflict(f"this tenant has a model {body.provider}/{body.name} already") from None
     model = _model(row)
     if body.price is not None:
         model.prices = [await set_price(conn, model.id, body.price)]

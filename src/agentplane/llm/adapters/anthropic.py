@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from agentplane.llm.adapters.base import (
     Adapter,
     ChatRequest,
@@ -74,7 +76,10 @@ class AnthropicAdapter(Adapter):
                 "POST", self._url(), json=self._body(request, False), headers=self._headers()
             )
             resp = await self.send(client, req)
-            await resp.aread()
+            try:
+                await resp.aread()
+            except httpx.TransportError as exc:
+                raise self.broken_off(exc) from None
         try:
             body = resp.json()
             blocks = body["content"]
@@ -109,11 +114,13 @@ class AnthropicAdapter(Adapter):
                 "POST", self._url(), json=self._body(request, True), headers=self._headers()
             )
             resp = await self.send(client, req)
+            started = False
             try:
                 async for event, data in sse_events(resp):
                     msg = json.loads(data)
                     kind = msg.get("type") or event
                     if kind == "message_start":
+                        started = True
                         result.model = msg["message"].get("model") or result.model
                         _usage(result, msg["message"].get("usage") or {})
                     elif kind == "content_block_start":
@@ -146,6 +153,12 @@ class AnthropicAdapter(Adapter):
                         )
                     elif kind == "message_stop":
                         break
+                if not started:
+                    raise self.off_protocol("a stream with no message_start event")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise self.off_protocol("a stream that is not message events") from None
+            except httpx.TransportError as exc:
+                raise self.broken_off(exc) from None
             finally:
                 await resp.aclose()
         result.content = "".join(parts)
@@ -205,7 +218,7 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, An
                         "type": "tool_use",
                         "id": c.get("id", ""),
                         "name": fn.get("name", ""),
-                        "input": json.loads(args) if isinstance(args, str) else args,
+                        "input": _json(args) if isinstance(args, str) else args,
                     }
                 )
             out.append({"role": "assistant", "content": content})

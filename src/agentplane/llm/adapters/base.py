@@ -152,6 +152,24 @@ class Adapter:
                 delay = self.config.backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)
             await asyncio.sleep(min(delay, MAX_RETRY_AFTER))
 
+    def broken_off(self, exc: httpx.TransportError) -> ProviderError:
+        """The connection failed while the answer was being read (not retried: the model
+        may have done the work already)."""
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderTimeout(
+                f"provider {self.config.name} stopped answering for {self.config.timeout:g}s",
+                provider=self.config.name,
+            )
+        return ProviderError(
+            f"provider {self.config.name} broke off its answer: "
+            f"{self.redact(str(exc)) or type(exc).__name__}",
+            provider=self.config.name,
+        )
+
+    def off_protocol(self, what: str) -> ProviderError:
+        """A 2xx answer this adapter cannot read: the vendor's fault, said as such."""
+        return ProviderError(f"provider {self.config.name} sent {what}", provider=self.config.name)
+
     def http_error(self, resp: httpx.Response) -> ProviderError:
         message = _vendor_message(resp)
         detail = f"provider {self.config.name} answered {resp.status_code}: {message}"

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
+
 from agentplane.llm.adapters.base import (
     Adapter,
     ChatRequest,
@@ -43,7 +45,10 @@ class OpenAIAdapter(Adapter):
                 "POST", "chat/completions", json=self._body(request, False), headers=self._headers()
             )
             resp = await self.send(client, req)
-            await resp.aread()
+            try:
+                await resp.aread()
+            except httpx.TransportError as exc:
+                raise self.broken_off(exc) from None
         try:
             body = resp.json()
             choice = body["choices"][0]
@@ -77,8 +82,10 @@ class OpenAIAdapter(Adapter):
                 "POST", "chat/completions", json=self._body(request, True), headers=self._headers()
             )
             resp = await self.send(client, req)
+            events = 0
             try:
                 async for _, data in sse_events(resp):
+                    events += 1
                     if data.strip() == "[DONE]":
                         break
                     chunk = json.loads(data)
@@ -103,6 +110,12 @@ class OpenAIAdapter(Adapter):
                             slot["args"] += fn.get("arguments") or ""
                         if choice.get("finish_reason"):
                             result.finish_reason = choice["finish_reason"]
+                if not events:
+                    raise self.off_protocol("no stream events")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise self.off_protocol("a stream that is not chat completion chunks") from None
+            except httpx.TransportError as exc:
+                raise self.broken_off(exc) from None
             finally:
                 await resp.aclose()
         result.content = "".join(parts)
