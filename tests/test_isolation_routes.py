@@ -27,6 +27,7 @@ NAMESPACES = {("POST", "/v1/queues/{queue}/pause"), ("POST", "/v1/queues/{queue}
 
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/llm/providers/{ref}"): {"enabled": False},
+    ("PATCH", "/v1/llm/models/{model_id}"): {"context_window": 1},
     ("POST", "/v1/llm/models/{model_id}/prices"): {"input_per_mtok": 1, "output_per_mtok": 2},
     ("PATCH", "/v1/sessions/{ref}"): {"token_budget": 1},
     ("PUT", "/v1/api-keys/{key_id}/budget"): {"token_budget": 1},

@@ -290,13 +290,42 @@ async def test_models_crud(client: httpx.AsyncClient, db: Database) -> None:
     assert (
         await client.delete(f"/v1/llm/models/{model_id}", headers=other.headers)
     ).status_code == 404
+    # One model; its context window changes, a bad value is refused and changes nothing.
+    one = await client.get(f"/v1/llm/models/{model_id}", headers=t.headers)
+    assert one.status_code == 200 and one.json()["context_window"] == 8192
+    assert len(one.json()["prices"]) == 1
+    r = await client.patch(
+        f"/v1/llm/models/{model_id}", headers=t.headers, json={"context_window": 131072}
+    )
+    assert r.status_code == 200 and r.json()["context_window"] == 131072
+    for bad in ({"context_window": 0}, {"context_window": "big"}, {"name": "x"}, {}):
+        r = await client.patch(f"/v1/llm/models/{model_id}", headers=t.headers, json=bad)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get(f"/v1/llm/models/{model_id}", headers=t.headers)).json()[
+        "context_window"
+    ] == 131072
+    for method in ("GET", "PATCH"):
+        r = await client.request(
+            method, f"/v1/llm/models/{model_id}", headers=other.headers,
+            json={"context_window": 1} if method == "PATCH" else None,
+        )
+        assert r.status_code == 404, r.text
     assert (await client.delete(f"/v1/llm/models/{model_id}", headers=t.headers)).status_code == 204
+    assert (await client.get(f"/v1/llm/models/{model_id}", headers=t.headers)).status_code == 404
     assert (await client.get("/v1/llm/models?provider=vllm", headers=t.headers)).json() == []
     prices = await row(db, "SELECT count(*) AS n FROM llm_prices WHERE model_id = %s", model_id)
     assert prices["n"] == 0
     builtin = (await client.get("/v1/llm/models?provider=openai", headers=t.headers)).json()[0]
     r = await client.delete(f"/v1/llm/models/{builtin['id']}", headers=t.headers)
     assert r.status_code == 409 and "built-in" in r.json()["detail"]
+    r = await client.patch(
+        f"/v1/llm/models/{builtin['id']}", headers=t.headers, json={"context_window": 1}
+    )
+    assert r.status_code == 409 and "built-in" in r.json()["detail"]
+    assert (await client.get(f"/v1/llm/models/{builtin['id']}", headers=t.headers)).json()[
+        "context_window"
+    ] == builtin["context_window"]
 
 
 async def test_a_negative_tenant_token_limit_is_refused(

@@ -18,6 +18,7 @@ from agentplane.llm.models import (
     LLMCall,
     Model,
     ModelCreate,
+    ModelUpdate,
     Price,
     PriceSet,
     Provider,
@@ -115,6 +116,17 @@ async def list_models(conn: Reader, provider: str | None = None) -> list[Model]:
 async def create_model(body: ModelCreate, conn: Writer) -> Model:
     """A model for this tenant (same provider and name as a built-in one overrides it)."""
     return await service.create_model(conn, body)
+
+
+@router.get("/v1/llm/models/{model_id}")
+async def get_model(model_id: UUID, conn: Reader) -> Model:
+    return await service.get_model(conn, model_id)
+
+
+@router.patch("/v1/llm/models/{model_id}")
+async def update_model(model_id: UUID, body: ModelUpdate, conn: Writer) -> Model:
+    """A tenant model's context window (built-in ones are shared: add your own)."""
+    return await service.update_model(conn, model_id, body)
 
 
 @router.post("/v1/llm/models/{model_id}/prices", status_code=201)

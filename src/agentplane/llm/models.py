@@ -89,6 +89,13 @@ class ModelCreate(BaseModel):
     price: PriceSet | None = None
 
 
+class ModelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    context_window: int | None = Field(gt=0)
+    """Tokens the model takes in; null when unknown."""
+
+
 class PriceSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -19,6 +19,7 @@ from agentplane.llm.adapters import AdapterConfig
 from agentplane.llm.models import (
     Model,
     ModelCreate,
+    ModelUpdate,
     Price,
     PriceSet,
     Provider,
@@ -189,6 +190,25 @@ def _model(row: dict[str, Any]) -> Model:
 
 async def list_models(conn: Connection, provider: str | None = None) -> list[Model]:
     return [_model(r) for r in await store.list_models(conn, provider)]
+
+
+async def get_model(conn: Connection, model_id: UUID) -> Model:
+    rows = await store.list_models(conn, model_id=model_id)
+    if not rows:
+        raise NotFound(f"model {model_id} not found")
+    return _model(rows[0])
+
+
+async def update_model(conn: Connection, model_id: UUID, body: ModelUpdate) -> Model:
+    model = await store.get_model(conn, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} not found")
+    if model["builtin"] or not await store.update_model(conn, model_id, body.context_window):
+        raise Conflict(
+            "built-in models are shared; add the model for your tenant (same provider and "
+            "name) and change that: it takes precedence"
+        )
+    return await get_model(conn, model_id)
 
 
 async def create_model(conn: Connection, body: ModelCreate) -> Model:

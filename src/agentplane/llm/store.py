@@ -159,7 +159,9 @@ async def insert_model(
     return await cur.fetchone()
 
 
-async def list_models(conn: Connection, provider: str | None = None) -> list[dict[str, Any]]:
+async def list_models(
+    conn: Connection, provider: str | None = None, model_id: UUID | None = None
+) -> list[dict[str, Any]]:
     cur = await conn.execute(
         f"""
         SELECT {MODEL_COLUMNS}, coalesce((
@@ -172,10 +174,11 @@ async def list_models(conn: Connection, provider: str | None = None) -> list[dic
                 'valid_from', p.valid_from, 'valid_to', p.valid_to) ORDER BY p.valid_from DESC)
             FROM llm_prices p WHERE p.model_id = m.id), '[]') AS prices
         FROM llm_models m
-        WHERE %(provider)s::text IS NULL OR provider = %(provider)s
+        WHERE (%(provider)s::text IS NULL OR provider = %(provider)s)
+          AND (%(id)s::uuid IS NULL OR id = %(id)s)
         ORDER BY provider, name, tenant_id IS NULL
         """,
-        {"provider": provider},
+        {"provider": provider, "id": model_id},
     )
     return await cur.fetchall()
 
@@ -183,6 +186,17 @@ async def list_models(conn: Connection, provider: str | None = None) -> list[dic
 async def get_model(conn: Connection, model_id: UUID) -> dict[str, Any] | None:
     cur = await conn.execute(f"SELECT {MODEL_COLUMNS} FROM llm_models m WHERE id = %s", [model_id])
     return await cur.fetchone()
+
+
+async def update_model(
+    conn: Connection, model_id: UUID, context_window: int | None
+) -> bool:
+    cur = await conn.execute(
+        "UPDATE llm_models SET context_window = %s WHERE id = %s"
+        " AND tenant_id = app_current_tenant()",
+        [context_window, model_id],
+    )
+    return cur.rowcount == 1
 
 
 async def delete_model(conn: Connection, model_id: UUID) -> bool:
