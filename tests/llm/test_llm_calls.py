@@ -420,6 +420,58 @@ async def test_a_failed_over_provider_is_tried_again_after_its_cool_down_and_rec
     assert failed["n"] == 4  # every attempt on the vendor is recorded, the trial included
 
 
+async def test_a_stream_whose_trial_fails_before_its_first_delta_falls_back(
+    db: Database, llm: LLM, settings: Settings
+) -> None:
+    t = await tenant(db)
+
+    async def stream() -> tuple[str, CallOutcome]:
+        text, outcome = "", None
+        async for item in llm.stream(ctx, ChatRequest(messages=MESSAGES), provider="flaky"):
+            if isinstance(item, TextDelta):
+                text += item.text
+            else:
+                outcome = item
+        assert isinstance(outcome, CallOutcome)
+        return text, outcome
+
+    with serve(OpenAIHandler) as vendor:
+        vendor.queue = [(503, {}, {"error": {"message": "down"}})] * 4
+        await add(
+            db,
+            settings,
+            t.tenant_id,
+            name="flaky",
+            type="openai_compatible",
+            api_key=KEY,
+            base_url=vendor.url + "/v1",
+            model="gpt-4o",
+            config={"max_retries": 0, "fallback": "offline", "cooldown_s": 1},
+        )
+        ctx = CallContext(tenant_id=t.tenant_id)
+        for _ in range(3):
+            with pytest.raises(Exception, match="answered 503"):
+                await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        # After the cool-down a streamed call is the trial: the vendor fails before any
+        # text, so the fallback streams the answer instead of the caller getting an error.
+        await asyncio.sleep(1.1)
+        text, outcome = await stream()
+        assert vendor.queue == [] and outcome.provider == "offline"
+        assert text == outcome.result.content and text
+        # The vendor is back: the next trial streams from it and heals it.
+        await asyncio.sleep(1.1)
+        text, outcome = await stream()
+        assert outcome.provider == "flaky" and text == outcome.result.content
+    calls = await row(
+        db,
+        "SELECT count(*) FILTER (WHERE stream AND status = 'failed' AND provider = 'flaky') AS"
+        " failed, count(*) FILTER (WHERE stream AND status = 'completed') AS completed"
+        " FROM llm_calls WHERE tenant_id = %s",
+        t.tenant_id,
+    )
+    assert (calls["failed"], calls["completed"]) == (1, 2)
+
+
 def test_cache_writes_are_priced_at_their_own_rate_else_as_input() -> None:
     price = {
         "input_per_mtok": Decimal("3.00"),

@@ -263,23 +263,36 @@ class LLM:
     async def stream(
         self, ctx: CallContext, request: ChatRequest, *, provider: str | None = None
     ) -> AsyncIterator[TextDelta | CallOutcome]:
-        """Text deltas as the model produces them, then the recorded CallOutcome."""
-        row, adapter, request, reservation = await self._prepare(ctx, request, provider, True)
-        started, t0 = datetime.now(UTC), time.perf_counter()
-        result: ChatResult | None = None
-        try:
-            async for item in adapter.stream(request):
-                if isinstance(item, ChatResult):
-                    result = item
-                else:
-                    yield item
-            assert result is not None, "an adapter stream ends with its result"
-        except BaseException as exc:  # includes the consumer closing the stream early
-            await self._record_failure(
-                ctx, row, request, reservation, started, t0, exc, True, adapter.redact
+        """Text deltas as the model produces them, then the recorded CallOutcome. A
+        provider that fails before its first delta gives way to its fallback, as in
+        complete(); after one, the caller has text already and gets the error."""
+        async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
+            resolved: Resolved | None = await self.resolve_in(conn, provider)
+        while resolved is not None:
+            row, adapter, sent, reservation = await self._prepare(
+                ctx, request, None, True, resolved
             )
-            raise
-        yield await self._record(ctx, row, request, reservation, started, t0, result, True)
+            started, t0 = datetime.now(UTC), time.perf_counter()
+            result: ChatResult | None = None
+            began = False
+            try:
+                async for item in adapter.stream(sent):
+                    if isinstance(item, ChatResult):
+                        result = item
+                    else:
+                        began = True
+                        yield item
+                assert result is not None, "an adapter stream ends with its result"
+            except BaseException as exc:  # includes the consumer closing the stream early
+                await self._record_failure(
+                    ctx, row, sent, reservation, started, t0, exc, True, adapter.redact
+                )
+                if began or resolved.then is None or not isinstance(exc, Exception):
+                    raise
+                resolved = resolved.then
+                continue
+            yield await self._record(ctx, row, sent, reservation, started, t0, result, True)
+            return
 
     def _call_row(
         self,
