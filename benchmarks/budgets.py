@@ -175,6 +175,9 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(f"{'ratio (with / without)':<28}{on['rate'] / off['rate']:>10.2f}")
     print(f"{'p50 difference, 32 callers':<28}{'':>10}{p50_on - p50_off:>10.2f}  (queueing incl.)")
+    # What each call adds to the work of the whole system: 1/rate with budgets, less without.
+    added = 1000 / on["rate"] - 1000 / off["rate"]
+    print(f"{'added per call, 32 callers':<28}{'':>10}{added:>10.2f}  (1000/rate with - without)")
     print(f"{'1 caller, without budgets':<28}{'':>10}{alone_off:>10.2f}")
     print(f"{'1 caller, with budgets':<28}{'':>10}{alone_on:>10.2f}")
     print(f"{'p50 overhead per call':<28}{'':>10}{alone_on - alone_off:>10.2f}  (1 caller)")
