@@ -362,6 +362,28 @@ async def test_unhealthy_provider_gives_way_to_its_fallback(
     assert out.provider == "offline"
 
 
+async def make_flaky(db: Database, llm: LLM, settings: Settings, tenant_id, vendor) -> CallContext:
+    """Provider `flaky` (fallback: offline, cool-down 1 s) made unhealthy by three 503s;
+    the vendor has one more 503 queued."""
+    vendor.queue = [(503, {}, {"error": {"message": "down"}})] * 4
+    await add(
+        db,
+        settings,
+        tenant_id,
+        name="flaky",
+        type="openai_compatible",
+        api_key=KEY,
+        base_url=vendor.url + "/v1",
+        model="gpt-4o",
+        config={"max_retries": 0, "fallback": "offline", "cooldown_s": 1},
+    )
+    ctx = CallContext(tenant_id=tenant_id)
+    for _ in range(3):
+        with pytest.raises(Exception, match="answered 503"):
+            await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+    return ctx
+
+
 async def test_a_failed_over_provider_is_tried_again_after_its_cool_down_and_recovers(
     db: Database, llm: LLM, settings: Settings
 ) -> None:
@@ -376,22 +398,7 @@ async def test_a_failed_over_provider_is_tried_again_after_its_cool_down_and_rec
         )
 
     with serve(OpenAIHandler) as vendor:
-        vendor.queue = [(503, {}, {"error": {"message": "down"}})] * 4
-        await add(
-            db,
-            settings,
-            t.tenant_id,
-            name="flaky",
-            type="openai_compatible",
-            api_key=KEY,
-            base_url=vendor.url + "/v1",
-            model="gpt-4o",
-            config={"max_retries": 0, "fallback": "offline", "cooldown_s": 1},
-        )
-        ctx = CallContext(tenant_id=t.tenant_id)
-        for _ in range(3):
-            with pytest.raises(Exception, match="answered 503"):
-                await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        ctx = await make_flaky(db, llm, settings, t.tenant_id, vendor)
         assert (await health())["health_status"] == "unhealthy"
         # Resting: calls go to the fallback without touching the vendor.
         out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
@@ -436,22 +443,7 @@ async def test_a_stream_whose_trial_fails_before_its_first_delta_falls_back(
         return text, outcome
 
     with serve(OpenAIHandler) as vendor:
-        vendor.queue = [(503, {}, {"error": {"message": "down"}})] * 4
-        await add(
-            db,
-            settings,
-            t.tenant_id,
-            name="flaky",
-            type="openai_compatible",
-            api_key=KEY,
-            base_url=vendor.url + "/v1",
-            model="gpt-4o",
-            config={"max_retries": 0, "fallback": "offline", "cooldown_s": 1},
-        )
-        ctx = CallContext(tenant_id=t.tenant_id)
-        for _ in range(3):
-            with pytest.raises(Exception, match="answered 503"):
-                await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="flaky")
+        ctx = await make_flaky(db, llm, settings, t.tenant_id, vendor)
         # After the cool-down a streamed call is the trial: the vendor fails before any
         # text, so the fallback streams the answer instead of the caller getting an error.
         await asyncio.sleep(1.1)
