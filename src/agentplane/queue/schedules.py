@@ -9,6 +9,7 @@ for its latest missed tick, not once per missed tick.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,8 +58,6 @@ async def create(db: Database, spec: ScheduleSpec | dict, *, tenant_id: UUID | s
     except ValidationError as exc:
         raise ValidationFailed(validation_message(exc)) from None
     first = next_tick(spec.cron, spec.timezone, datetime.now(UTC))
-    import json
-
     async with db.tenant_connection(tenant_id) as conn:
         row = await store.fetch_one(
             conn, "create_schedule", tenant_id=tenant_id, name=spec.name, cron=spec.cron,
