@@ -77,6 +77,8 @@ class PendingCall:
     result: ChatResult
     id: UUID = field(default_factory=uuid.uuid4)
     """Fixed, so that recording the call twice fails instead of counting it twice."""
+    settled: bool = False
+    """Its hold was settled by the transaction that recorded it."""
 
 
 @dataclass
@@ -257,7 +259,7 @@ class LLM:
 
     async def settle(self, pending: PendingCall) -> None:
         """After the transaction that recorded the call has committed."""
-        if pending.reservation is not None:
+        if pending.reservation is not None and not pending.settled:
             await self.budgets.settle(pending.ctx.tenant_id, pending.reservation)
 
     async def stream(
@@ -369,27 +371,13 @@ class LLM:
         stream: bool,
         call_id: UUID | None = None,
     ) -> CallOutcome:
-        call = self._call_row(ctx, row, request, stream, reservation, started, 0.0)
-        call.update(
-            id=call_id or call["id"],
-            latency_ms=latency_ms,
-            response_content=result.content,
-            tool_calls=[asdict(c) for c in result.tool_calls] or None,
-            finish_reason=result.finish_reason,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            cached_tokens=result.cached_tokens,
-            cache_write_tokens=result.cache_write_tokens,
-            ttft_ms=result.ttft_ms,
-        )
+        wanted = _priced_as(row, request, result, started)
+        prices = [await store.price_at(conn, *wanted[0])]
+        if prices[0] is None and len(wanted) > 1:
+            prices.append(await store.price_at(conn, *wanted[1]))
+        pending = PendingCall(ctx, row, request, reservation, started, latency_ms, result)
+        call, outcome = self._entry(pending, stream, call_id or pending.id, prices)
         used = result.prompt_tokens + result.completion_tokens
-        family = FAMILIES[row["type"]]
-        price = await store.price_at(conn, row["name"], family, request.model, started)
-        if price is None and result.model and result.model != request.model:
-            price = await store.price_at(conn, row["name"], family, result.model, started)
-        call["cost_usd"], call["cost_source"] = cost_of(result, price)
-        if call["cost_source"] == "unknown":
-            log.warning("no price for %s/%s: cost recorded as unknown", row["name"], request.model)
         # A caller's pipelined connection sends these with its next round trip.
         already = conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
         async with contextlib.nullcontext() if already else conn.pipeline():
@@ -399,15 +387,70 @@ class LLM:
                 await Budgets.journal(conn, reservation, used)
             if row["tenant_id"] is not None:
                 await store.record_health(conn, row["id"], True, call["latency_ms"], None)
-        return CallOutcome(
+        return outcome
+
+    def _entry(
+        self,
+        pending: PendingCall,
+        stream: bool,
+        call_id: UUID,
+        prices: list[dict[str, Any] | None],
+    ) -> tuple[dict[str, Any], CallOutcome]:
+        """The call's row, priced by the first of `prices` found (see _priced_as)."""
+        result = pending.result
+        call = self._call_row(
+            pending.ctx,
+            pending.row,
+            pending.request,
+            stream,
+            pending.reservation,
+            pending.started,
+            0.0,
+        )
+        call.update(
+            id=call_id,
+            latency_ms=pending.latency_ms,
+            response_content=result.content,
+            tool_calls=[asdict(c) for c in result.tool_calls] or None,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cached_tokens=result.cached_tokens,
+            cache_write_tokens=result.cache_write_tokens,
+            ttft_ms=result.ttft_ms,
+        )
+        price = next((p for p in prices if p is not None), None)
+        call["cost_usd"], call["cost_source"] = cost_of(result, price)
+        if call["cost_source"] == "unknown":
+            log.warning(
+                "no price for %s/%s: cost recorded as unknown",
+                pending.row["name"],
+                pending.request.model,
+            )
+        outcome = CallOutcome(
             call_id=call["id"],
-            provider=row["name"],
+            provider=pending.row["name"],
             result=result,
             cost_usd=call["cost_usd"],
             cost_source=call["cost_source"],
             latency_ms=call["latency_ms"],
             reserved_tokens=call["reserved_tokens"],
         )
+        return call, outcome
+
+    @staticmethod
+    def priced_as(pending: PendingCall) -> list[tuple[str, str, str, datetime]]:
+        """The prices a pending call may be charged at, for store.prices_at."""
+        return _priced_as(pending.row, pending.request, pending.result, pending.started)
+
+    def ledger(
+        self, pending: PendingCall, prices: list[dict[str, Any] | None]
+    ) -> tuple[dict[str, Any], dict[str, Any], CallOutcome]:
+        """A pending call's LLM call row, usage record and outcome, for a caller that
+        writes many calls at once (the runtime's finish batches); `prices` as found for
+        priced_as(pending)."""
+        call, outcome = self._entry(pending, False, pending.id, prices)
+        return call, _usage(pending.ctx, call), outcome
 
     async def _record_failure(
         self,
@@ -450,6 +493,17 @@ class LLM:
                     )
         except AgentplaneError as exc:  # the call's own error matters more; the hold expires
             log.error("could not record a failed LLM call: %s", exc.detail)
+
+
+def _priced_as(
+    row: dict[str, Any], request: ChatRequest, result: ChatResult, started: datetime
+) -> list[tuple[str, str, str, datetime]]:
+    """The price of the model asked for, else of the model that answered."""
+    family = FAMILIES[row["type"]]
+    wanted = [(row["name"], family, request.model, started)]
+    if result.model and result.model != request.model:
+        wanted.append((row["name"], family, result.model, started))
+    return wanted
 
 
 def _usage(ctx: CallContext, call: dict[str, Any]) -> dict[str, Any]:

@@ -188,9 +188,7 @@ async def get_model(conn: Connection, model_id: UUID) -> dict[str, Any] | None:
     return await cur.fetchone()
 
 
-async def update_model(
-    conn: Connection, model_id: UUID, context_window: int | None
-) -> bool:
+async def update_model(conn: Connection, model_id: UUID, context_window: int | None) -> bool:
     cur = await conn.execute(
         "UPDATE llm_models SET context_window = %s WHERE id = %s"
         " AND tenant_id = app_current_tenant()",
@@ -260,6 +258,35 @@ async def price_at(
         {"provider": provider, "family": family, "model": model, "at": at},
     )
     return await cur.fetchone()
+
+
+async def prices_at(
+    conn: Connection, wanted: list[tuple[str, str, str, datetime]]
+) -> list[dict[str, Any] | None]:
+    """price_at for many (provider, family, model, at) at once, in their order."""
+    if not wanted:
+        return []
+    providers, families, models, ats = (list(c) for c in zip(*wanted, strict=True))
+    cur = await _exec(
+        conn,
+        """
+        SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
+               p.cache_write_per_mtok, p.found
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])
+             WITH ORDINALITY AS w(provider, family, model, at, n)
+        LEFT JOIN LATERAL (
+            SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
+                   p.cache_write_per_mtok, true AS found
+            FROM llm_models m JOIN llm_prices p ON p.model_id = m.id
+            WHERE m.provider IN (w.provider, w.family) AND m.name = w.model
+              AND p.valid_from <= w.at AND (p.valid_to IS NULL OR p.valid_to > w.at)
+            ORDER BY m.provider = w.provider DESC, m.tenant_id IS NULL LIMIT 1
+        ) p ON true
+        ORDER BY w.n
+        """,
+        [providers, families, models, ats],
+    )
+    return [row if row.pop("found") else None for row in await cur.fetchall()]
 
 
 # -- LLM calls -----------------------------------------------------------------------------

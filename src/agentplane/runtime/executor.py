@@ -31,13 +31,16 @@ from uuid import UUID
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded
+from agentplane.llm import store as llm_store
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall, Resolved
 from agentplane.runtime import prompt, tools
 from agentplane.runtime import store as rt
+from agentplane.runtime.batcher import Batcher
 from agentplane.runtime.emit import emit, event
 from agentplane.runtime.fsm import Machine
 from agentplane.runtime.jobs import enqueue_tasks
+from agentplane.usage.service import Budgets
 from agentplane.workflows import store as wf
 from agentplane.workflows.models import TERMINAL
 
@@ -99,15 +102,99 @@ class Turn:
     def to(self, state: str, note: str | None = None) -> None:
         old = self.machine.state
         self.machine.to(state, note)
-        self.events.append(
-            event(
-                "agent.state_changed",
-                task_id=self.task_id,
-                agent=self.agent["slug"],
-                message=f"{old} -> {state}",
-                **{"from": old, "to": state},
-            )
+        self.events.append(self.changed(old, state))
+
+    def changed(self, old: str, new: str) -> dict[str, Any]:
+        return event(
+            "agent.state_changed",
+            task_id=self.task_id,
+            agent=self.agent["slug"],
+            message=f"{old} -> {new}",
+            **{"from": old, "to": new},
         )
+
+    def completed(self) -> dict[str, Any]:
+        return event(
+            "task.completed",
+            task_id=self.task_id,
+            agent=self.agent["slug"],
+            message=self.task["node"],
+            tokens=self.prompt_tokens + self.completion_tokens,
+            cost_usd=self.cost,
+        )
+
+
+class Batch:
+    """What runtime_complete takes: completed tasks of one tenant, as arrays per table
+    (see 0009_finish_batches.py)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.usage: list[dict[str, Any]] = []
+        self.finishes: list[dict[str, Any]] = []
+        self.executions: list[dict[str, Any]] = []
+        self.transitions: list[dict[str, Any]] = []
+        self.tools: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, turn: Turn, output: dict[str, Any], latency_ms: int) -> None:
+        """The turn as completed, leaving it as it is (the batch may not apply to it)."""
+        machine = turn.machine.copy()
+        old = machine.state
+        machine.to("COMPLETED")
+        task_id, run_id = turn.task_id, turn.run_id
+        self.tasks.append({"task_id": task_id, "run_id": run_id, "dispatch": turn.task["dispatch"]})
+        self.finishes.append(
+            {
+                "task_id": task_id,
+                "run_id": run_id,
+                "agent_id": turn.agent_id,
+                "output": output,
+                "prompt": turn.prompt_tokens,
+                "completion": turn.completion_tokens,
+                "cost": turn.cost,
+                "tools": len(turn.tools),
+                "latency": latency_ms,
+            }
+        )
+        self.executions.append(
+            {
+                "id": turn.execution_id,
+                "task_id": task_id,
+                "state": machine.state,
+                "output": output["text"][:RESULT_CHARS],
+                "messages": turn.messages,
+                "prompt_tokens": turn.prompt_tokens,
+                "completion_tokens": turn.completion_tokens,
+                "cost": turn.cost,
+                "llm_calls": turn.llm_calls,
+                "duration_ms": latency_ms,
+                "metadata": {
+                    "seq": machine.seq,
+                    "waiting_call_id": None,
+                    "model_used": turn.model_used,
+                },
+            }
+        )
+        self.transitions.extend(
+            {
+                "task_id": task_id,
+                "agent_execution_id": turn.execution_id,
+                "seq": seq,
+                "from_state": from_,
+                "to_state": to,
+                "note": note,
+                "at": at,
+            }
+            for seq, from_, to, note, at in machine.take()
+        )
+        self.tools.extend(turn.tools)
+        events = [*turn.events, turn.changed(old, machine.state), turn.completed()]
+        self.events.extend({"owner": task_id, "run_id": run_id, **e} for e in events)
+
+    def dump(self) -> str:
+        return json.dumps(vars(self), default=str, separators=(",", ":"))
 
 
 def split_model(model: str) -> tuple[str | None, str]:
@@ -120,6 +207,7 @@ class Executor:
         self.db = db
         self.settings = settings
         self.llm = llm or LLM(db, settings)
+        self.finishing: Batcher[tuple[Turn, dict[str, Any]], str] = Batcher(self._complete_many)
 
     async def run_task(self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int) -> str:
         """Returns what happened: completed, failed, retrying, waiting, or skipped (stale job,
@@ -426,9 +514,7 @@ class Executor:
         """The pending LLM calls, on the finish transaction; each one's event replaces
         its placeholder so the trail keeps the order in which things happened."""
         for call in turn.pending:
-            note = self._recorded(turn, await self.llm.record_in(conn, call))
-            turn.events.pop()
-            turn.events = [note if e.get("pending") is call else e for e in turn.events]
+            self._place(turn, call, await self.llm.record_in(conn, call))
         turn.pending = []
 
     # -- tools -----------------------------------------------------------------------------
@@ -683,58 +769,89 @@ class Executor:
         )
 
     async def _complete(self, turn: Turn, output: dict[str, Any]) -> str:
-        async with self.db.tenant_pipeline(turn.tenant_id) as conn:
-            # The lock and the price lookup of the pending call share a round trip.
-            lock = await rt.send_lock(conn, turn.run_id, turn.task_id)
-            await self._record_pending(conn, turn)
-            _, task = await rt.read_lock(lock)
-            if self._taken_over(turn, task):
+        return await self.finishing.submit(turn.tenant_id, (turn, output))
+
+    async def _complete_many(
+        self, tenant_id: UUID, finished: list[tuple[Turn, dict[str, Any]]]
+    ) -> list[str]:
+        """The finish of completed tasks of one tenant, in one transaction: their LLM
+        calls (priced in the first round trip), traces, outputs, dependants released
+        and queued, run counters, agent totals deltas and events (runtime_complete, the
+        second), the runs they complete, and the calls' holds settled last, so that the
+        tenant's budget row is locked only while the transaction commits. A task no
+        longer running under its dispatch (cancelled, taken over) gets its calls and a
+        FAILED trace only."""
+        calls = [(turn, call) for turn, _ in finished for call in turn.pending]
+        # Written again on their own if the batch fails: the turns must be as they came.
+        saved = [(t, t.machine.copy(), list(t.events), list(t.tools), t.cost) for t, _ in finished]
+        try:
+            return await self._write_completed(tenant_id, finished, calls)
+        except BaseException:
+            for turn, machine, events, tools_, cost in saved:
+                turn.machine, turn.events, turn.tools, turn.cost = machine, events, tools_, cost
+            raise
+
+    async def _write_completed(
+        self,
+        tenant_id: UUID,
+        finished: list[tuple[Turn, dict[str, Any]]],
+        calls: list[tuple[Turn, PendingCall]],
+    ) -> list[str]:
+        async with self.db.tenant_pipeline(tenant_id) as conn:
+            wanted = [LLM.priced_as(call) for _, call in calls]
+            found = iter(await llm_store.prices_at(conn, [w for ws in wanted for w in ws]))
+            batch = Batch()
+            holds = []
+            for (turn, call), ws in zip(calls, wanted, strict=True):
+                row, usage, outcome = self.llm.ledger(call, [next(found) for _ in ws])
+                batch.calls.append(row)
+                batch.usage.append(usage)
+                if call.reservation is not None:
+                    used = call.result.prompt_tokens + call.result.completion_tokens
+                    holds.append((call.reservation, used))
+                self._place(turn, call, outcome)
+            for turn, output in finished:
+                batch.add(turn, output, self._latency(turn))
+            done = await rt.complete_batch(conn, batch.dump())
+            applied = set(done["applied"])
+            outcomes = []
+            for turn, _ in finished:
+                if str(turn.task_id) in applied:
+                    outcomes.append("completed")
+                    continue
                 turn.to("FAILED", "the task was cancelled or taken over")
                 await self._flush(conn, turn, error="the task was cancelled while it ran")
-                return "skipped"
-            turn.to("COMPLETED")
-            tool_count = len(turn.tools)
-            turn.events.append(
-                event(
-                    "task.completed",
-                    task_id=turn.task_id,
-                    agent=turn.agent["slug"],
-                    message=turn.task["node"],
-                    tokens=turn.prompt_tokens + turn.completion_tokens,
-                    cost_usd=turn.cost,
-                )
-            )
-            finish = await rt.send_finish(
-                conn,
-                turn.task_id,
-                turn.run_id,
-                turn.agent_id,
-                output,
-                turn.usage(),
-                tools=tool_count,
-                latency_ms=self._latency(turn),
-            )
-            # The trace and events; their round trip also brings the finish's result.
-            await self._flush(conn, turn, output=output["text"][:RESULT_CHARS])
-            counts, released = await rt.read_finish(finish)
-            ready = [r for r in released if r["status"] == "queued"]
-            await enqueue_tasks(conn, self.db, turn.tenant_id, ready)
-            if (
-                counts["status"] not in TERMINAL
-                and counts["completed_tasks"] == counts["total_tasks"]
-            ):
-                outputs = await rt.run_outputs(conn, turn.run_id)
+                outcomes.append("skipped")
+            ready = [r for r in done["released"] if r["status"] == "queued"]
+            await enqueue_tasks(conn, self.db, tenant_id, ready)
+            ended = [run for run in done["runs"] if "outputs" in run]
+            for run in ended:
+                outputs = run["outputs"]
                 result = "\n\n".join(prompt.output_text(o["output"]) for o in outputs if o["sink"])
                 response = {o["node"]: prompt.output_text(o["output"]) for o in outputs}
-                await rt.finish_run(conn, turn.run_id, result[:RESULT_CHARS], response)
-                await rt.fold_agent_totals(conn)
+                await rt.finish_run(conn, UUID(run["id"]), result[:RESULT_CHARS], response)
                 await emit(
                     conn,
-                    turn.tenant_id,
-                    turn.run_id,
-                    [event("run.completed", tasks=counts["total_tasks"])],
+                    tenant_id,
+                    UUID(run["id"]),
+                    [event("run.completed", tasks=run["total_tasks"])],
                 )
-        return "completed"
+            if ended:
+                await rt.fold_agent_totals(conn)
+            for _, call in calls:
+                if call.row["tenant_id"] is not None:
+                    await llm_store.record_health(conn, call.row["id"], True, call.latency_ms, None)
+            await Budgets.settle_used_in(conn, holds)
+        for turn, call in calls:
+            call.settled = True
+            turn.pending = []
+        return outcomes
+
+    def _place(self, turn: Turn, call: PendingCall, outcome: CallOutcome) -> None:
+        """A recorded call's event takes its placeholder's place in the trail."""
+        note = self._recorded(turn, outcome)
+        turn.events.pop()
+        turn.events = [note if e.get("pending") is call else e for e in turn.events]
 
     async def _fail(self, turn: Turn, error: str) -> str:
         error = error[:2000]

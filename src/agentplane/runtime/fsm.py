@@ -52,6 +52,12 @@ class Machine:
         old, self.state = self.state, new
         self._record(old, new, note)
 
+    def copy(self) -> Machine:
+        """A machine to move ahead on, leaving this one where it is."""
+        other = Machine.__new__(Machine)
+        other.state, other.seq, other.pending = self.state, self.seq, list(self.pending)
+        return other
+
     def take(self) -> list[tuple[int, str | None, str, str | None, datetime]]:
         """The transitions not yet written; the caller writes them in its transaction."""
         out, self.pending = self.pending, []

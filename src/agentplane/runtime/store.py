@@ -474,3 +474,11 @@ async def insert_subtask(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
         """,
         v,
     )
+
+
+async def complete_batch(conn: Connection, batch: str) -> dict[str, Any]:
+    """runtime_complete (0009_finish_batches.py) on a batch given as JSON: which tasks
+    were completed, the dependants released, and the runs' counters (with outputs for
+    runs whose tasks all completed)."""
+    cur = await _exec(conn, "SELECT runtime_complete(%s::jsonb) AS done", [batch])
+    return (await cur.fetchone())["done"]

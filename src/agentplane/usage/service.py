@@ -75,6 +75,20 @@ class Budgets:
         if reservation.id is not None:
             await store.settle(conn, tenant_id, reservation.id)
 
+    @staticmethod
+    async def settle_used_in(conn: Connection, holds: list[tuple[Reservation, int]]) -> None:
+        """In the transaction writing the calls' ledger rows: each hold settled to what
+        its call used (journal and settle in one; a call without a hold has its use
+        applied). The budget rows stay locked until that transaction ends."""
+        if holds:
+            await store.settle_many(
+                conn,
+                [r.id for r, _ in holds],
+                [r.session_id for r, _ in holds],
+                [r.api_key_id for r, _ in holds],
+                [used for _, used in holds],
+            )
+
     async def settle(self, tenant_id: UUID, reservation: Reservation) -> None:
         """After the ledger commit. If this is lost, the sweeper settles the hold later."""
         if reservation.id is None:

@@ -43,6 +43,20 @@ async def settle(conn: Connection, tenant_id: UUID, reservation_id: UUID) -> Non
     await conn.execute("SELECT llm_settle(%s, %s)", [tenant_id, reservation_id])
 
 
+async def settle_many(
+    conn: Connection,
+    reservation_ids: list[UUID | None],
+    session_ids: list[UUID | None],
+    api_key_ids: list[UUID | None],
+    used: list[int],
+) -> None:
+    """Holds settled to what their calls used, in the transaction recording the calls."""
+    await conn.execute(
+        "SELECT llm_settle_many(%s::uuid[], %s::uuid[], %s::uuid[], %s::bigint[])",
+        [reservation_ids, session_ids, api_key_ids, used],
+    )
+
+
 async def release_expired(conn: Connection) -> int:
     cur = await conn.execute("SELECT llm_release_expired() AS n")
     return (await cur.fetchone())["n"]
@@ -158,8 +172,7 @@ async def report(
           AND (%(value)s::text IS NULL OR {key} = %(value)s)
         GROUP BY 1, 2 ORDER BY 1, 2
         """,
-        {"period": period, "dimension": dimension, "since": since, "until": until,
-         "value": value},
+        {"period": period, "dimension": dimension, "since": since, "until": until, "value": value},
     )
     return await cur.fetchall()
 
@@ -226,8 +239,7 @@ async def list_alerts(conn: Connection) -> list[dict[str, Any]]:
 
 
 async def get_alert(conn: Connection, alert_id: UUID) -> dict[str, Any] | None:
-    cur = await conn.execute(f"SELECT {ALERT_COLUMNS} FROM usage_alerts WHERE id = %s",
-                             [alert_id])
+    cur = await conn.execute(f"SELECT {ALERT_COLUMNS} FROM usage_alerts WHERE id = %s", [alert_id])
     return await cur.fetchone()
 
 

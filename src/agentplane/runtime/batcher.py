@@ -1,0 +1,92 @@
+"""Group commit: what a tenant's tasks submit while a write of that tenant is in flight
+waits for it to end, then goes in the next write, all together. A worker running one
+task at a time writes each on its own, as before; a busy one writes many per
+transaction, so per-transaction costs (round trips, commit, locks on a run's row)
+are paid once per batch. No timer: nothing waits for company that is not already
+waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+from uuid import UUID
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+LIMIT = 64
+log = logging.getLogger("agentplane.runtime")
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(
+        self, write: Callable[[UUID, list[Item]], Awaitable[list[Result]]], limit: int = LIMIT
+    ) -> None:
+        self._write = write
+        self._limit = limit
+        self._waiting: dict[UUID, list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._drains: dict[UUID, asyncio.Task[None]] = {}
+
+    async def submit(self, key: UUID, item: Item) -> Result:
+        """The item's result once its batch has committed; the batch's error if it
+        failed with the item alone in it. Cancelled before its batch starts, the item
+        is not written."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append((item, future))
+        if key not in self._drains:
+            self._drains[key] = asyncio.create_task(self._drain(key))
+        return await future
+
+    async def _drain(self, key: UUID) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        try:
+            while waiting := [(i, f) for i, f in self._waiting.pop(key, []) if not f.done()]:
+                batch, rest = waiting[: self._limit], waiting[self._limit :]
+                if rest:
+                    self._waiting[key] = rest + self._waiting.get(key, [])
+                await self._write_batch(key, batch)
+                batch = []
+        except BaseException as exc:
+            # Interrupted (the worker is stopping): nothing of this batch committed, and
+            # no one may wait forever for the rest.
+            for _, future in batch + self._waiting.pop(key, []):
+                if not future.done():
+                    future.set_exception(RuntimeError(f"the write was interrupted: {exc!r}"))
+            raise
+        finally:
+            del self._drains[key]
+
+    async def _write_batch(
+        self, key: UUID, batch: list[tuple[Item, asyncio.Future[Result]]]
+    ) -> None:
+        try:
+            results = await self._write(key, [item for item, _ in batch])
+        except Exception as exc:
+            log.warning("a batch of %d failed: %r", len(batch), exc)
+            if len(batch) == 1:
+                _settle(batch[0][1], exc=exc)
+                return
+            # One item may be what failed (or the batch met a deadlock): each on its own,
+            # so that the others still commit.
+            for item, future in batch:
+                try:
+                    (result,) = await self._write(key, [item])
+                except Exception as alone:
+                    _settle(future, exc=alone)
+                else:
+                    _settle(future, result)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(
+    future: asyncio.Future[Result], result: Result | None = None, *, exc: Exception | None = None
+) -> None:
+    if future.done():  # its submitter was cancelled; the write stands
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
