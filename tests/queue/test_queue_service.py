@@ -199,22 +199,35 @@ async def test_pause_resume_and_running_cancel(db: Database) -> None:
         await task
 
 
+class Peak:
+    """How many "slow" jobs ran at once, at most."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.highest = 0
+
+
+def peak_tracking_registry() -> tuple[Registry, Peak]:
+    """A registry whose "slow" handler sleeps briefly, recording how many run at once."""
+    reg, peak = Registry(), Peak()
+
+    @reg.handler("slow")
+    async def slow(ctx) -> None:
+        peak.running += 1
+        peak.highest = max(peak.highest, peak.running)
+        await asyncio.sleep(0.05)
+        peak.running -= 1
+
+    return reg, peak
+
+
 async def test_concurrency_limit_holds_across_workers(db: Database) -> None:
     tenant = await new_tenant(db)
     queue = JobQueue(db)
     key = f"provider-{uuid.uuid4().hex[:6]}"
     await queue.set_limit(Limit(key=key, max_running=2))
     q = f"l{uuid.uuid4().hex[:6]}"
-    reg = Registry()
-    now_running, peak = [0], [0]
-
-    @reg.handler("slow")
-    async def slow(ctx) -> None:
-        now_running[0] += 1
-        peak[0] = max(peak[0], now_running[0])
-        await asyncio.sleep(0.05)
-        now_running[0] -= 1
-
+    reg, peak = peak_tracking_registry()
     ids = await queue.enqueue_many(
         [make_spec("slow", queue=q, concurrency_key=key) for _ in range(12)],
         tenant_id=tenant, allow_unknown=True)
@@ -230,7 +243,7 @@ async def test_concurrency_limit_holds_across_workers(db: Database) -> None:
         for w in workers:
             w.stop()
         await asyncio.gather(*tasks)
-    assert peak[0] == 2
+    assert peak.highest == 2
     assert await scalar(db, "SELECT running FROM job_limits WHERE key = %s", key) == 0
 
 
@@ -347,16 +360,7 @@ async def test_a_worker_runs_at_most_its_concurrency(db: Database) -> None:
     tenant = await new_tenant(db)
     queue = JobQueue(db)
     q = f"c{uuid.uuid4().hex[:6]}"
-    reg = Registry()
-    now_running, peak = [0], [0]
-
-    @reg.handler("slow")
-    async def slow(ctx) -> None:
-        now_running[0] += 1
-        peak[0] = max(peak[0], now_running[0])
-        await asyncio.sleep(0.05)
-        now_running[0] -= 1
-
+    reg, peak = peak_tracking_registry()
     ids = await queue.enqueue_many([make_spec("slow", queue=q) for _ in range(15)],
                                    tenant_id=tenant, allow_unknown=True)
     worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=3,
@@ -369,7 +373,7 @@ async def test_a_worker_runs_at_most_its_concurrency(db: Database) -> None:
     finally:
         worker.stop()
         await task
-    assert peak[0] == 3
+    assert peak.highest == 3
 
 
 async def test_heartbeats_keep_a_long_job_s_lease(db: Database) -> None:

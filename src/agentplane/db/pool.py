@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -77,7 +78,7 @@ class Database:
         """A transaction on the application role that sees one tenant's rows only."""
         with translate_errors():
             async with self.app_pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+                await set_tenant(conn, tenant_id)
                 yield conn
 
     @contextlib.asynccontextmanager
@@ -91,7 +92,7 @@ class Database:
                 conn.pipeline(),
                 conn.transaction(),
             ):
-                await conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+                await set_tenant(conn, tenant_id)
                 yield conn
 
     @contextlib.asynccontextmanager
@@ -114,3 +115,10 @@ class Database:
         with translate_errors():
             async with self.owner_pool.connection() as conn, conn.transaction():
                 yield conn
+
+
+async def set_tenant(conn: Connection, tenant_id: UUID | str) -> Any:
+    """For the rest of the transaction (an implicit one included), row-level security
+    sees this tenant's rows only. Returns the cursor: in a pipeline it is sent, not
+    waited for."""
+    return await conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])

@@ -39,10 +39,6 @@ WHERE tenant_id = coalesce(%(tenant_id)s::uuid, app_current_tenant())
   AND idempotency_key = ANY(%(keys)s::text[])
   AND status NOT IN ('completed', 'cancelled', 'dead_letter');
 
--- name: set_tenant
--- For the rest of the transaction, row-level security sees this tenant only.
-SELECT set_config('app.tenant_id', %(tenant_id)s, true);
-
 -- name: current_tenant
 SELECT app_current_tenant() AS tenant_id;
 

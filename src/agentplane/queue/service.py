@@ -24,7 +24,7 @@ import psycopg
 from pydantic import ValidationError
 
 from agentplane.db.errors import translate_errors
-from agentplane.db.pool import Connection, Database
+from agentplane.db.pool import Connection, Database, set_tenant
 from agentplane.errors import AgentplaneError, Conflict, NotFound, ValidationFailed
 from agentplane.queue import store
 from agentplane.queue.models import (
@@ -161,14 +161,14 @@ class JobQueue:
                 if not allow_unknown:
                     await self._check_types(conn, {s.type for s in specs})
                 async with conn.pipeline():
-                    await store.send(conn, "set_tenant", tenant_id=str(tenant_id))
+                    await set_tenant(conn, tenant_id)
                     cur = await store.send(conn, "enqueue", tenant_id=tenant_id,
                                            **_columns(ids, specs))
                 inserted = {r["id"] for r in await cur.fetchall()}
                 if len(inserted) == len(ids):
                     return ids
                 async with conn.transaction():
-                    await store.execute(conn, "set_tenant", tenant_id=str(tenant_id))
+                    await set_tenant(conn, tenant_id)
                     return await self._live_ids(conn, tenant_id, ids, specs, inserted)
 
     async def _live_ids(
