@@ -118,18 +118,22 @@ CREATE FUNCTION runtime_complete(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_tenant uuid := app_current_tenant();
     v_applied uuid[];
+    v_runs_ids uuid[];
+    v_task_ids uuid[];
     v_released jsonb;
     v_runs jsonb;
     g record;
 BEGIN
-    PERFORM 1 FROM runs
-    WHERE id IN (SELECT (x->>'run_id')::uuid FROM jsonb_array_elements(p->'tasks') x)
-    ORDER BY id FOR NO KEY UPDATE;
+    -- Rows are found by `id = ANY(array)`: the planner takes a JSON record set for 100
+    -- rows, which would make it scan whole tables to join them.
+    SELECT array_agg(DISTINCT (x->>'run_id')::uuid), array_agg((x->>'task_id')::uuid)
+    INTO v_runs_ids, v_task_ids FROM jsonb_array_elements(p->'tasks') x;
+    PERFORM 1 FROM runs WHERE id = ANY(v_runs_ids) ORDER BY id FOR NO KEY UPDATE;
     SELECT coalesce(array_agg(id), '{}') INTO v_applied FROM (
         SELECT t.id FROM tasks t
         JOIN jsonb_to_recordset(p->'tasks') AS i(task_id uuid, run_id uuid, dispatch integer)
           ON t.id = i.task_id AND t.run_id = i.run_id
-        WHERE t.status = 'running' AND t.dispatch = i.dispatch
+        WHERE t.id = ANY(v_task_ids) AND t.status = 'running' AND t.dispatch = i.dispatch
         ORDER BY t.id FOR UPDATE OF t
     ) locked;
 
@@ -166,7 +170,7 @@ BEGIN
     FROM jsonb_to_recordset(p->'executions') AS x(id uuid, task_id uuid, state text,
         output text, messages jsonb, prompt_tokens integer, completion_tokens integer,
         cost numeric, llm_calls integer, duration_ms integer, metadata jsonb)
-    WHERE e.id = x.id AND x.task_id = ANY(v_applied);
+    WHERE e.task_id = ANY(v_applied) AND e.id = x.id AND x.task_id = ANY(v_applied);
     INSERT INTO agent_execution_transitions (tenant_id, agent_execution_id, seq, from_state,
                                              to_state, note, at)
     SELECT v_tenant, x.agent_execution_id, x.seq, x.from_state, x.to_state, x.note, x.at
@@ -190,7 +194,7 @@ BEGIN
         duration_ms = (extract(epoch FROM now() - t.started_at) * 1000)::int
     FROM jsonb_to_recordset(p->'finishes') AS f(task_id uuid, output jsonb, prompt integer,
         completion integer, cost numeric)
-    WHERE t.id = f.task_id AND f.task_id = ANY(v_applied);
+    WHERE t.id = ANY(v_applied) AND t.id = f.task_id;
 
     -- One dependency fewer per completed upstream; those left with none become queued.
     WITH n AS (
@@ -223,7 +227,7 @@ BEGIN
             completion_tokens = r.completion_tokens + s.completion,
             total_tokens = r.total_tokens + s.prompt + s.completion,
             total_cost_usd = r.total_cost_usd + s.cost
-        FROM per_run s WHERE r.id = s.run_id
+        FROM per_run s WHERE r.id = ANY(v_runs_ids) AND r.id = s.run_id
         RETURNING r.id, r.status, r.total_tasks, r.completed_tasks, r.failed_tasks
     ), delta AS (
         -- What the tasks add to their agents' totals: rows of their own, so that tasks of
