@@ -1,17 +1,17 @@
 """Runs one task: the agent's state machine, its LLM calls (through the LLM layer, so
 every call is recorded with usage and checked against budgets) and tool calls.
 
-Transactions per task: one to start (task running, agent execution opened, provider
-resolved), one per stateful tool call or LLM call that asks for tools, and one to
-finish (output, trace, the last LLM call's record, dependants released and queued, run
-counters, agent totals delta, events) — so a task's effects commit together or not at
-all. Both are pipelined: statements go out without waiting for each other, and a
-transaction costs a round trip per result the runtime needs to decide what comes next
-(the start: one for the locked task and its context, agent, team and provider; then the
-commit). The trace of a step is one statement (execution, transitions, tool executions).
-Budget holds are taken before each call and settled after the commit that records it,
-each a statement on its own: a hold taken inside a transaction would keep the tenant's
-budget row locked until the worker gets round to committing, serialising its calls.
+A task's writes are one transaction to start (task running, agent execution opened,
+events), one per stateful tool call or LLM call that asks for tools, and one to finish
+(the last LLM call's record, output, trace, dependants released and queued, run
+counters, agent totals delta, events, the call's hold settled), so that its effects
+commit together or not at all. Starts and finishes go through group commit (batcher.py):
+the tasks of a tenant that start or finish while one such transaction is in flight share
+the next one, written by one SQL call (runtime_start, runtime_complete), so a busy worker
+pays round trips, commits and the locks of a run's row once per batch rather than per
+task. A batch locks runs, then tasks, each in id order. Budget holds are taken before
+each call on their own; the finish settles them last, just before it commits, so the
+tenant's budget row is held only while it commits.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -33,168 +32,25 @@ from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded
 from agentplane.llm import store as llm_store
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall, Resolved
+from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall
 from agentplane.runtime import prompt, tools
 from agentplane.runtime import store as rt
 from agentplane.runtime.batcher import Batcher
+from agentplane.runtime.batches import Completions, Starts
 from agentplane.runtime.emit import emit, event
 from agentplane.runtime.fsm import Machine
 from agentplane.runtime.jobs import enqueue_tasks
+from agentplane.runtime.turn import RESULT_CHARS, Turn
 from agentplane.usage.service import Budgets
 from agentplane.workflows import store as wf
 from agentplane.workflows.models import TERMINAL
 
 log = logging.getLogger("agentplane.runtime")
 MAX_TURNS = 6
-RESULT_CHARS = 20_000
 
 
 class Suspended(Exception):
     """The agent asked a person; the task waits for the answer."""
-
-
-@dataclass
-class Turn:
-    """One agent execution in memory: what is written when the task finishes."""
-
-    tenant_id: UUID
-    run: dict[str, Any]
-    task: dict[str, Any]
-    agent: dict[str, Any]
-    execution_id: UUID
-    machine: Machine
-    messages: list[dict[str, Any]]
-    started: float = field(default_factory=time.perf_counter)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
-    llm_calls: int = 0
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    model_used: str | None = None
-    retrieved: str = ""
-    resolved: Resolved | AgentplaneError | None = None
-    """The provider, resolved when the task starts (or why it could not be)."""
-    pending: list[PendingCall] = field(default_factory=list)
-    """LLM calls recorded with the finish transaction; their holds settle after it."""
-    offered: list[dict[str, Any]] = field(default_factory=list)
-    """The tool specs offered to the model."""
-
-    @property
-    def run_id(self) -> UUID:
-        return UUID(self.run["id"])
-
-    @property
-    def task_id(self) -> UUID:
-        return UUID(self.task["id"])
-
-    @property
-    def agent_id(self) -> UUID:
-        return UUID(self.agent["id"])
-
-    def usage(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt_tokens,
-            "completion": self.completion_tokens,
-            "cost": self.cost,
-        }
-
-    def to(self, state: str, note: str | None = None) -> None:
-        old = self.machine.state
-        self.machine.to(state, note)
-        self.events.append(self.changed(old, state))
-
-    def changed(self, old: str, new: str) -> dict[str, Any]:
-        return event(
-            "agent.state_changed",
-            task_id=self.task_id,
-            agent=self.agent["slug"],
-            message=f"{old} -> {new}",
-            **{"from": old, "to": new},
-        )
-
-    def completed(self) -> dict[str, Any]:
-        return event(
-            "task.completed",
-            task_id=self.task_id,
-            agent=self.agent["slug"],
-            message=self.task["node"],
-            tokens=self.prompt_tokens + self.completion_tokens,
-            cost_usd=self.cost,
-        )
-
-
-class Batch:
-    """What runtime_complete takes: completed tasks of one tenant, as arrays per table
-    (see 0009_finish_batches.py)."""
-
-    def __init__(self) -> None:
-        self.tasks: list[dict[str, Any]] = []
-        self.calls: list[dict[str, Any]] = []
-        self.usage: list[dict[str, Any]] = []
-        self.finishes: list[dict[str, Any]] = []
-        self.executions: list[dict[str, Any]] = []
-        self.transitions: list[dict[str, Any]] = []
-        self.tools: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-
-    def add(self, turn: Turn, output: dict[str, Any], latency_ms: int) -> None:
-        """The turn as completed, leaving it as it is (the batch may not apply to it)."""
-        machine = turn.machine.copy()
-        old = machine.state
-        machine.to("COMPLETED")
-        task_id, run_id = turn.task_id, turn.run_id
-        self.tasks.append({"task_id": task_id, "run_id": run_id, "dispatch": turn.task["dispatch"]})
-        self.finishes.append(
-            {
-                "task_id": task_id,
-                "run_id": run_id,
-                "agent_id": turn.agent_id,
-                "output": output,
-                "prompt": turn.prompt_tokens,
-                "completion": turn.completion_tokens,
-                "cost": turn.cost,
-                "tools": len(turn.tools),
-                "latency": latency_ms,
-            }
-        )
-        self.executions.append(
-            {
-                "id": turn.execution_id,
-                "task_id": task_id,
-                "state": machine.state,
-                "output": output["text"][:RESULT_CHARS],
-                "messages": turn.messages,
-                "prompt_tokens": turn.prompt_tokens,
-                "completion_tokens": turn.completion_tokens,
-                "cost": turn.cost,
-                "llm_calls": turn.llm_calls,
-                "duration_ms": latency_ms,
-                "metadata": {
-                    "seq": machine.seq,
-                    "waiting_call_id": None,
-                    "model_used": turn.model_used,
-                },
-            }
-        )
-        self.transitions.extend(
-            {
-                "task_id": task_id,
-                "agent_execution_id": turn.execution_id,
-                "seq": seq,
-                "from_state": from_,
-                "to_state": to,
-                "note": note,
-                "at": at,
-            }
-            for seq, from_, to, note, at in machine.take()
-        )
-        self.tools.extend(turn.tools)
-        events = [*turn.events, turn.changed(old, machine.state), turn.completed()]
-        self.events.extend({"owner": task_id, "run_id": run_id, **e} for e in events)
-
-    def dump(self) -> str:
-        return json.dumps(vars(self), default=str, separators=(",", ":"))
 
 
 def split_model(model: str) -> tuple[str | None, str]:
@@ -207,6 +63,7 @@ class Executor:
         self.db = db
         self.settings = settings
         self.llm = llm or LLM(db, settings)
+        self.starting: Batcher[tuple[UUID, UUID, int], Turn | str] = Batcher(self._start_many)
         self.finishing: Batcher[tuple[Turn, dict[str, Any]], str] = Batcher(self._complete_many)
 
     async def run_task(self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int) -> str:
@@ -255,68 +112,91 @@ class Executor:
     async def _start(
         self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int
     ) -> Turn | str:
+        return await self.starting.submit(tenant_id, (run_id, task_id, dispatch))
+
+    async def _start_many(
+        self, tenant_id: UUID, wanted: list[tuple[UUID, UUID, int]]
+    ) -> list[Turn | str]:
+        """The start of tasks of one tenant, in one transaction: the runs and tasks
+        locked and each turn's context read (one round trip), then the runs started, the
+        tasks marked running, the agent executions opened and the events written by one
+        runtime_start call, sent with the commit."""
         async with self.db.tenant_pipeline(tenant_id) as conn:
-            run, task, ctx = await rt.lock_and_context(conn, run_id, task_id)
-            if run is None or task is None or task["dispatch"] != dispatch:
-                return "skipped"  # a stale job: the task was dispatched again since
-            if run["status"] in TERMINAL:
-                if task["status"] in ("queued", "running"):
-                    await wf.cancel_open_tasks(
-                        conn, run_id, f"run {run['status']}", ("queued", "running")
-                    )
-                return "skipped"
-            if run["status"] == "paused" and run["metadata"].get("paused_by") == "user":
-                return "skipped"  # stays queued; resume dispatches it again
-            if task["status"] not in ("queued", "running"):
-                return "skipped"
-            agent = ctx["agent"]
-            events: list[dict[str, Any]] = []
-            if run["status"] == "pending":
-                await rt.mark_run_started(conn, run_id)
-                events.append(
-                    event("run.started", kind=run["kind"], workflow_version=run["workflow_version"])
+            found = await rt.lock_and_contexts(conn, [(run, task) for run, task, _ in wanted])
+            batch = Starts()
+            out = [
+                await self._begin(conn, tenant_id, dispatch, run, task, ctx, batch)
+                for (_, _, dispatch), (run, task, ctx) in zip(wanted, found, strict=True)
+            ]
+            if batch.executions or batch.events:
+                await rt.start_batch(conn, batch.dump())
+        return out
+
+    async def _begin(
+        self,
+        conn: Connection,
+        tenant_id: UUID,
+        dispatch: int,
+        run: dict[str, Any] | None,
+        task: dict[str, Any] | None,
+        ctx: dict[str, Any],
+        batch: Starts,
+    ) -> Turn | str:
+        """One task of a start batch: the turn on it, or why there is none."""
+        if run is None or task is None or task["dispatch"] != dispatch:
+            return "skipped"  # a stale job: the task was dispatched again since
+        run_id, task_id = UUID(run["id"]), UUID(task["id"])
+        if run["status"] in TERMINAL:
+            if task["status"] in ("queued", "running"):
+                await wf.cancel_open_tasks(
+                    conn, run_id, f"run {run['status']}", ("queued", "running")
                 )
+            return "skipped"
+        if run["status"] == "paused" and run["metadata"].get("paused_by") == "user":
+            return "skipped"  # stays queued; resume dispatches it again
+        if task["status"] not in ("queued", "running"):
+            return "skipped"
+        agent = ctx["agent"]
+        events: list[dict[str, Any]] = []
+        if run["status"] == "pending" and run_id not in batch.runs_started:
+            batch.runs_started.append(run_id)
             events.append(
-                event(
-                    "task.started",
-                    task_id=task_id,
-                    agent=agent["slug"],
-                    message=task["node"],
-                    attempt=task["retry_count"] + 1,
-                )
+                event("run.started", kind=run["kind"], workflow_version=run["workflow_version"])
             )
-            open_exec = ctx["open_execution"]
-            resumable = (
-                open_exec is not None
-                and task["status"] == "queued"
-                and open_exec["metadata"].get("waiting_call_id")
+        events.append(
+            event(
+                "task.started",
+                task_id=task_id,
+                agent=agent["slug"],
+                message=task["node"],
+                attempt=task["retry_count"] + 1,
             )
-            if open_exec is not None and not resumable:
-                await rt.fail_open_executions(conn, task_id, "abandoned: its worker stopped")
-            if resumable:
-                turn = self._resume(tenant_id, run, task, agent, open_exec, ctx["answers"])
-                opened = None
-            else:
-                turn = self._fresh(tenant_id, run, task, agent, ctx)
-                opened = {
-                    "run_id": run_id,
-                    "task_id": task_id,
-                    "agent_id": turn.agent_id,
-                    "attempt": task["retry_count"] + 1,
-                    "strategy": "react" if agent["tools"] else "direct",
-                    "model": agent["model"],
-                    "input": turn.messages[-1]["content"],
-                }
-            turn.events[:0] = events
-            try:
-                turn.resolved = await self.llm.resolve_in(
-                    conn, split_model(agent["model"])[0], ctx["provider"]
-                )
-            except AgentplaneError as exc:  # the turn fails on its first call, as it would
-                turn.resolved = exc
-            turn.offered = _offered(agent, ctx)
-            await self._flush(conn, turn, opened=opened, starting=True)
-            return turn
+        )
+        open_exec = ctx["open_execution"]
+        resumable = (
+            open_exec is not None
+            and task["status"] == "queued"
+            and open_exec["metadata"].get("waiting_call_id")
+        )
+        if open_exec is not None and not resumable:
+            await rt.fail_open_executions(conn, task_id, "abandoned: its worker stopped")
+        if resumable:
+            turn = self._resume(tenant_id, run, task, agent, open_exec, ctx["answers"])
+        else:
+            turn = self._fresh(tenant_id, run, task, agent, ctx)
+        turn.events[:0] = events
+        try:
+            turn.resolved = await self.llm.resolve_in(
+                conn, split_model(agent["model"])[0], ctx["provider"]
+            )
+        except AgentplaneError as exc:  # the turn fails on its first call, as it would
+            turn.resolved = exc
+        turn.offered = _offered(agent, ctx)
+        if resumable:
+            await self._flush(conn, turn, starting=True)
+        else:
+            batch.add(turn)
+        return turn
 
     def _fresh(self, tenant_id: UUID, run: dict, task: dict, agent: dict, ctx: dict) -> Turn:
         user = prompt.user_prompt(
@@ -800,7 +680,7 @@ class Executor:
         async with self.db.tenant_pipeline(tenant_id) as conn:
             wanted = [LLM.priced_as(call) for _, call in calls]
             found = iter(await llm_store.prices_at(conn, [w for ws in wanted for w in ws]))
-            batch = Batch()
+            batch = Completions()
             holds = []
             for (turn, call), ws in zip(calls, wanted, strict=True):
                 row, usage, outcome = self.llm.ledger(call, [next(found) for _ in ws])

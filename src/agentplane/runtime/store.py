@@ -35,20 +35,23 @@ async def read_lock(cur: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | N
     return row["run"], row["task"]
 
 
-async def lock_and_context(
-    conn: Connection, run_id: UUID, task_id: UUID
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
-    """The locked run and task and what a turn on the task needs, including the row of
-    the provider its agent's model names (or the default one) under "provider" (None if
-    there is none), in one round trip on a pipelined connection (all statements are sent
-    before any result is read)."""
-    lock = await _exec(conn, LOCK, {"run": run_id, "task": task_id})
-    context = await _exec(conn, CONTEXT, {"task": task_id, "run": run_id})
-    row = await lock.fetchone()
-    ctx = await context.fetchone()
-    provider = {c: ctx.pop(f"p.{c}") for c in _PROVIDER}
-    ctx["provider"] = provider if provider["id"] is not None else None
-    return row["run"], row["task"], ctx
+async def lock_and_contexts(
+    conn: Connection, wanted: list[tuple[UUID, UUID]]
+) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]]:
+    """For each (run, task): the run and the locked task and what a turn on the task
+    needs, including the row of the provider its agent's model names (or the default
+    one) under "provider" (None if there is none). One round trip on a pipelined
+    connection: the runs are locked (by id) before the tasks (by id), the order every
+    writer of a run takes."""
+    ids = {"runs": [r for r, _ in wanted], "tasks": [t for _, t in wanted]}
+    await _exec(conn, LOCK_MANY, ids)
+    cur = await _exec(conn, CONTEXTS, ids)
+    out = []
+    for row in await cur.fetchall():
+        provider = {c: row.pop(f"p.{c}") for c in _PROVIDER}
+        row["provider"] = provider if provider["id"] is not None else None
+        out.append((row.pop("run"), row.pop("task"), row))
+    return out
 
 
 # The run with KEY SHARE: it does not block the other tasks of the run (their counter
@@ -65,6 +68,16 @@ WITH g AS MATERIALIZED (SELECT set_config('plan_cache_mode', 'force_generic_plan
      t AS (SELECT * FROM tasks WHERE id = %(task)s AND run_id = %(run)s FOR UPDATE)
 SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task,
        (SELECT count(*) FROM g) AS generic
+"""
+
+# LOCK for many tasks: the runs (KEY SHARE), then the tasks, each in id order (a select
+# list is evaluated in order). CONTEXTS then reads them, after the locks.
+LOCK_MANY = """
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+       (SELECT count(*) FROM (SELECT 1 FROM runs WHERE id = ANY(%(runs)s::uuid[])
+                              ORDER BY id FOR KEY SHARE) r) AS runs,
+       (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE id = ANY(%(tasks)s::uuid[])
+                              ORDER BY id FOR UPDATE) t) AS tasks
 """
 
 _PROVIDER = [c.split(" AS ")[-1].strip() for c in PROVIDER_COLUMNS.split(",")] + [
@@ -118,14 +131,15 @@ CONTEXT = f"""
             LIMIT 1) p ON true
 """
 
-
-async def mark_run_started(conn: Connection, run_id: UUID) -> None:
-    await _exec(
-        conn,
-        "UPDATE runs SET status = 'running', started_at = coalesce(started_at, now()) "
-        "WHERE id = %s",
-        [run_id],
-    )
+# CONTEXT for many (run, task) pairs, in their order, with the run and the task.
+CONTEXTS = f"""
+SELECT (SELECT to_jsonb(r) FROM runs r WHERE r.id = w.run) AS run,
+       (SELECT to_jsonb(t) FROM tasks t WHERE t.id = w.task AND t.run_id = w.run) AS task,
+       c.*
+FROM unnest(%(runs)s::uuid[], %(tasks)s::uuid[]) WITH ORDINALITY AS w(run, task, n)
+CROSS JOIN LATERAL ({CONTEXT.replace("%(task)s", "w.task").replace("%(run)s", "w.run")}) c
+ORDER BY w.n
+"""
 
 
 async def fail_open_executions(conn: Connection, task_id: UUID, reason: str) -> None:
@@ -482,3 +496,8 @@ async def complete_batch(conn: Connection, batch: str) -> dict[str, Any]:
     runs whose tasks all completed)."""
     cur = await _exec(conn, "SELECT runtime_complete(%s::jsonb) AS done", [batch])
     return (await cur.fetchone())["done"]
+
+
+async def start_batch(conn: Connection, batch: str) -> None:
+    """runtime_start (0009_finish_batches.py) on a batch given as JSON."""
+    await _exec(conn, "SELECT runtime_start(%s::jsonb)", [batch])

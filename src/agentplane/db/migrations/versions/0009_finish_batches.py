@@ -1,5 +1,6 @@
-"""Tasks finish in batches: the tasks of a tenant that finish while a worker commits
-are written together by the next commit, in one call of `runtime_complete`.
+"""Tasks start and finish in batches: the tasks of a tenant that start (or finish)
+while a worker commits are written together by the next commit, in one call of
+`runtime_start` (or `runtime_complete`).
 
 Revision ID: 0009
 Revises: 0008
@@ -76,6 +77,28 @@ BEGIN
     RETURN v_last;
 END $$;
 
+-- Events of several runs, given as one array of events with their run_id, in order:
+-- each run's appended by events_append, the runs in id order (writers of several runs
+-- take their counters in that order, so they never deadlock on them).
+CREATE FUNCTION events_append_runs(p_tenant uuid, p_events jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT e.run_id, count(*)::int AS n,
+               jsonb_agg(jsonb_build_object('type', e.type, 'task_id', e.task_id,
+                                            'agent', e.agent, 'message', e.message,
+                                            'payload', e.payload) ORDER BY e.i) AS rows
+        FROM ROWS FROM (jsonb_to_recordset(coalesce(p_events, '[]')) AS (run_id uuid,
+                        type text, task_id uuid, agent text, message text, payload jsonb))
+             WITH ORDINALITY AS e(run_id, type, task_id, agent, message, payload, i)
+        GROUP BY e.run_id ORDER BY e.run_id
+    LOOP
+        PERFORM events_append(p_tenant, g.run_id, g.n, g.rows);
+    END LOOP;
+END $$;
+
 -- Settle holds, each to what its call used (a hold that is gone, swept or never taken
 -- (NULL), has its use applied directly), in the transaction that records the calls.
 -- Rows are locked in llm_reserve's order: sessions, API key budgets, then the tenant.
@@ -104,6 +127,36 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The writes of a batch of started tasks, given as one JSON object of arrays:
+-- runs_started (run ids), tasks (task ids, now running), executions (agent executions
+-- opened), transitions, events [{run_id, type, task_id, agent, message, payload}] in
+-- order. The caller holds KEY SHARE on the runs and the tasks' rows.
+CREATE FUNCTION runtime_start(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_tenant uuid := app_current_tenant();
+    v_runs uuid[] := ARRAY(SELECT jsonb_array_elements_text(p->'runs_started')::uuid);
+BEGIN
+    IF cardinality(v_runs) > 0 THEN
+        PERFORM 1 FROM runs WHERE id = ANY(v_runs) ORDER BY id FOR NO KEY UPDATE;
+        UPDATE runs SET status = 'running', started_at = coalesce(started_at, now())
+        WHERE id = ANY(v_runs);
+    END IF;
+    UPDATE tasks SET status = 'running', started_at = coalesce(started_at, now()),
+        deadline_at = now() + make_interval(secs => coalesce(timeout_s, 300))
+    WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(p->'tasks')::uuid));
+    INSERT INTO agent_executions (tenant_id, id, run_id, task_id, agent_id, attempt, state,
+                                  strategy, model_used, input, messages, metadata)
+    SELECT v_tenant, x.id, x.run_id, x.task_id, x.agent_id, x.attempt, x.state, x.strategy,
+           x.model_used, x.input, x.messages, x.metadata
+    FROM jsonb_populate_recordset(NULL::agent_executions, p->'executions') x;
+    INSERT INTO agent_execution_transitions (tenant_id, agent_execution_id, seq, from_state,
+                                             to_state, note, at)
+    SELECT v_tenant, x.agent_execution_id, x.seq, x.from_state, x.to_state, x.note, x.at
+    FROM jsonb_to_recordset(p->'transitions') AS x(agent_execution_id uuid, seq integer,
+        from_state text, to_state text, note text, at timestamptz);
+    PERFORM events_append_runs(v_tenant, p->'events');
+END $$;
+
 -- The writes of a batch of completed tasks, given as one JSON object of arrays:
 --   tasks        [{task_id, run_id, dispatch}]  the batch; a task no longer running under
 --                this dispatch (cancelled, taken over) is left to the caller
@@ -122,7 +175,6 @@ DECLARE
     v_task_ids uuid[];
     v_released jsonb;
     v_runs jsonb;
-    g record;
 BEGIN
     -- Rows are found by `id = ANY(array)`: the planner takes a JSON record set for 100
     -- rows, which would make it scan whole tables to join them.
@@ -240,19 +292,10 @@ BEGIN
     )
     SELECT coalesce(jsonb_agg(to_jsonb(run)), '[]') INTO v_runs FROM run;
 
-    FOR g IN
-        SELECT e.run_id, count(*)::int AS n,
-               jsonb_agg(jsonb_build_object('type', e.type, 'task_id', e.task_id,
-                                            'agent', e.agent, 'message', e.message,
-                                            'payload', e.payload) ORDER BY e.i) AS rows
-        FROM ROWS FROM (jsonb_to_recordset(p->'events') AS (owner uuid, run_id uuid,
-                        type text, task_id uuid, agent text, message text, payload jsonb))
-             WITH ORDINALITY AS e(owner, run_id, type, task_id, agent, message, payload, i)
-        WHERE e.owner = ANY(v_applied)
-        GROUP BY e.run_id ORDER BY e.run_id
-    LOOP
-        PERFORM events_append(v_tenant, g.run_id, g.n, g.rows);
-    END LOOP;
+    PERFORM events_append_runs(v_tenant, (
+        SELECT jsonb_agg(e ORDER BY i) FROM jsonb_array_elements(p->'events')
+            WITH ORDINALITY AS x(e, i)
+        WHERE (e->>'owner')::uuid = ANY(v_applied)));
 
     -- Runs whose tasks all completed come back with their outputs (creation order; `sink`
     -- marks those nothing depends on), for the caller to complete them.
@@ -286,6 +329,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     sql("""
     DROP FUNCTION runtime_complete(jsonb);
+    DROP FUNCTION runtime_start(jsonb);
     DROP FUNCTION llm_settle_many(uuid[], uuid[], uuid[], bigint[]);
+    DROP FUNCTION events_append_runs(uuid, jsonb);
     DROP FUNCTION events_append(uuid, uuid, integer, jsonb);
     """)

@@ -1,0 +1,127 @@
+"""What a batch of tasks writes at their start (runtime_start) and at their completion
+(runtime_complete): one JSON document of arrays, one per table (0009_finish_batches.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from agentplane.runtime.turn import RESULT_CHARS, Turn
+
+
+class Starts:
+    """What runtime_start takes: started tasks of one tenant."""
+
+    def __init__(self) -> None:
+        self.runs_started: list[UUID] = []
+        self.tasks: list[UUID] = []
+        self.executions: list[dict[str, Any]] = []
+        self.transitions: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, turn: Turn) -> None:
+        """A fresh turn: its agent execution opened, its task running, its events."""
+        self.tasks.append(turn.task_id)
+        self.executions.append(
+            {
+                "id": turn.execution_id,
+                "run_id": turn.run_id,
+                "task_id": turn.task_id,
+                "agent_id": turn.agent_id,
+                "attempt": turn.task["retry_count"] + 1,
+                "state": turn.machine.state,
+                "strategy": "react" if turn.agent["tools"] else "direct",
+                "model_used": turn.agent["model"],
+                "input": turn.messages[-1]["content"],
+                "messages": turn.messages,
+                "metadata": {"seq": turn.machine.seq, "waiting_call_id": None, "model_used": None},
+            }
+        )
+        self.transitions.extend(transitions(turn, turn.machine.take()))
+        self.events.extend({"run_id": turn.run_id, **e} for e in turn.events)
+        turn.events = []
+
+    def dump(self) -> str:
+        return dump(self)
+
+
+class Completions:
+    """What runtime_complete takes: completed tasks of one tenant."""
+
+    def __init__(self) -> None:
+        self.tasks: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.usage: list[dict[str, Any]] = []
+        self.finishes: list[dict[str, Any]] = []
+        self.executions: list[dict[str, Any]] = []
+        self.transitions: list[dict[str, Any]] = []
+        self.tools: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, turn: Turn, output: dict[str, Any], latency_ms: int) -> None:
+        """The turn as completed, leaving it as it is (the batch may not apply to it)."""
+        machine = turn.machine.copy()
+        old = machine.state
+        machine.to("COMPLETED")
+        task_id, run_id = turn.task_id, turn.run_id
+        self.tasks.append({"task_id": task_id, "run_id": run_id, "dispatch": turn.task["dispatch"]})
+        self.finishes.append(
+            {
+                "task_id": task_id,
+                "run_id": run_id,
+                "agent_id": turn.agent_id,
+                "output": output,
+                "prompt": turn.prompt_tokens,
+                "completion": turn.completion_tokens,
+                "cost": turn.cost,
+                "tools": len(turn.tools),
+                "latency": latency_ms,
+            }
+        )
+        self.executions.append(
+            {
+                "id": turn.execution_id,
+                "task_id": task_id,
+                "state": machine.state,
+                "output": output["text"][:RESULT_CHARS],
+                "messages": turn.messages,
+                "prompt_tokens": turn.prompt_tokens,
+                "completion_tokens": turn.completion_tokens,
+                "cost": turn.cost,
+                "llm_calls": turn.llm_calls,
+                "duration_ms": latency_ms,
+                "metadata": {
+                    "seq": machine.seq,
+                    "waiting_call_id": None,
+                    "model_used": turn.model_used,
+                },
+            }
+        )
+        self.transitions.extend(transitions(turn, machine.take()))
+        self.tools.extend(turn.tools)
+        events = [*turn.events, turn.changed(old, machine.state), turn.completed()]
+        self.events.extend({"owner": task_id, "run_id": run_id, **e} for e in events)
+
+    def dump(self) -> str:
+        return dump(self)
+
+
+def transitions(turn: Turn, taken: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": turn.task_id,
+            "agent_execution_id": turn.execution_id,
+            "seq": seq,
+            "from_state": from_,
+            "to_state": to,
+            "note": note,
+            "at": at,
+        }
+        for seq, from_, to, note, at in taken
+    ]
+
+
+def dump(batch: Starts | Completions) -> str:
+    """UUIDs, Decimals and times as strings: the server casts them to their columns."""
+    return json.dumps(vars(batch), default=str, separators=(",", ":"))

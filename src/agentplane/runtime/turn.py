@@ -1,0 +1,88 @@
+"""A turn: one agent execution on a task, in memory, with what is written when the task
+finishes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from agentplane.errors import AgentplaneError
+from agentplane.llm.calls import PendingCall, Resolved
+from agentplane.runtime.emit import event
+from agentplane.runtime.fsm import Machine
+
+RESULT_CHARS = 20_000
+
+
+@dataclass
+class Turn:
+    """One agent execution in memory: what is written when the task finishes."""
+
+    tenant_id: UUID
+    run: dict[str, Any]
+    task: dict[str, Any]
+    agent: dict[str, Any]
+    execution_id: UUID
+    machine: Machine
+    messages: list[dict[str, Any]]
+    started: float = field(default_factory=time.perf_counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    llm_calls: int = 0
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    model_used: str | None = None
+    retrieved: str = ""
+    resolved: Resolved | AgentplaneError | None = None
+    """The provider, resolved when the task starts (or why it could not be)."""
+    pending: list[PendingCall] = field(default_factory=list)
+    """LLM calls recorded with the finish transaction; their holds settle after it."""
+    offered: list[dict[str, Any]] = field(default_factory=list)
+    """The tool specs offered to the model."""
+
+    @property
+    def run_id(self) -> UUID:
+        return UUID(self.run["id"])
+
+    @property
+    def task_id(self) -> UUID:
+        return UUID(self.task["id"])
+
+    @property
+    def agent_id(self) -> UUID:
+        return UUID(self.agent["id"])
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt_tokens,
+            "completion": self.completion_tokens,
+            "cost": self.cost,
+        }
+
+    def to(self, state: str, note: str | None = None) -> None:
+        old = self.machine.state
+        self.machine.to(state, note)
+        self.events.append(self.changed(old, state))
+
+    def changed(self, old: str, new: str) -> dict[str, Any]:
+        return event(
+            "agent.state_changed",
+            task_id=self.task_id,
+            agent=self.agent["slug"],
+            message=f"{old} -> {new}",
+            **{"from": old, "to": new},
+        )
+
+    def completed(self) -> dict[str, Any]:
+        return event(
+            "task.completed",
+            task_id=self.task_id,
+            agent=self.agent["slug"],
+            message=self.task["node"],
+            tokens=self.prompt_tokens + self.completion_tokens,
+            cost_usd=self.cost,
+        )
