@@ -217,7 +217,7 @@ async def worker_process(name: str, concurrency: int) -> None:
     print("ready", flush=True)
     assert (await reader.readline()).strip() == b"go"
     opts = WorkerOptions(
-        poll_interval=0.01, concurrency=concurrency, schedules=False, worker_id=name
+        poll_interval=1.0, concurrency=concurrency, schedules=False, worker_id=name
     )
     w = Worker(endpoints.app, opts, registry)
     before = meter.snapshot()

@@ -145,6 +145,11 @@ class JobQueue:
                 if row is None or row["tenant_id"] is None:
                     raise ValidationFailed("the connection has no tenant (app.tenant_id)")
             ids = [uuid7() for _ in specs]
+            if all(s.idempotency_key is None for s in specs):
+                # Every job is inserted: nothing to read back, so on a pipelined
+                # connection the insert goes out with the caller's next round trip.
+                await store.send(conn, "enqueue", tenant_id=tenant_id, **_columns(ids, specs))
+                return ids
             rows = await store.fetch_all(conn, "enqueue", tenant_id=tenant_id,
                                          **_columns(ids, specs))
             return await self._live_ids(conn, tenant_id, ids, specs, {r["id"] for r in rows})

@@ -12,6 +12,10 @@ of the same runs. The holds of the batch's LLM calls are settled by `llm_settle_
 which takes sessions, then API key budgets, then the tenant: the order of
 `llm_reserve`. `events_append` is the event log's one insert, shared by the event
 service and the batches.
+
+The two batch functions plan their statements generically from the first call: they are
+key lookups (`id = ANY(array)`), and PL/pgSQL would otherwise plan each of them afresh on
+each of a connection's first five calls, which costs more than running them.
 """
 
 from agentplane.db.migrations import sql
@@ -131,7 +135,8 @@ END $$;
 -- runs_started (run ids), tasks (task ids, now running), executions (agent executions
 -- opened), transitions, events [{run_id, type, task_id, agent, message, payload}] in
 -- order. The caller holds KEY SHARE on the runs and the tasks' rows.
-CREATE FUNCTION runtime_start(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION runtime_start(p jsonb) RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_tenant uuid := app_current_tenant();
     v_runs uuid[] := ARRAY(SELECT jsonb_array_elements_text(p->'runs_started')::uuid);
@@ -167,7 +172,8 @@ END $$;
 --   events       [{owner, run_id, type, task_id, agent, message, payload}] in order
 -- Returns {applied: [task ids], released: [dependants, with their status], runs:
 -- [counters of each run, with outputs when all its tasks completed]}.
-CREATE FUNCTION runtime_complete(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+CREATE FUNCTION runtime_complete(p jsonb) RETURNS jsonb LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_tenant uuid := app_current_tenant();
     v_applied uuid[];
