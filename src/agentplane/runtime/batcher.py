@@ -1,5 +1,6 @@
-"""Group commit: what a tenant's tasks submit while a write of that tenant is in flight
-waits for it to end, then goes in the next write, all together. A worker running one
+"""Group commit: what a tenant's tasks submit while the writes of that tenant in flight
+(WRITERS at most) are busy waits for one to end, then goes in its next write, all
+together. A worker running one
 task at a time writes each on its own, as before; a busy one writes many per
 transaction, so per-transaction costs (round trips, commit, locks on a run's row)
 are paid once per batch. No timer: nothing waits for company that is not already
@@ -16,17 +17,24 @@ from uuid import UUID
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 LIMIT = 64
+WRITERS = 2
+"""Writes of one key in flight at once: a write keeps one server process busy, so with
+one at a time a busy tenant could use one core of the database and no more."""
 log = logging.getLogger("agentplane.runtime")
 
 
 class Batcher(Generic[Item, Result]):
     def __init__(
-        self, write: Callable[[UUID, list[Item]], Awaitable[list[Result]]], limit: int = LIMIT
+        self,
+        write: Callable[[UUID, list[Item]], Awaitable[list[Result]]],
+        limit: int = LIMIT,
+        writers: int = WRITERS,
     ) -> None:
         self._write = write
         self._limit = limit
+        self._writers = writers
         self._waiting: dict[UUID, list[tuple[Item, asyncio.Future[Result]]]] = {}
-        self._drains: dict[UUID, asyncio.Task[None]] = {}
+        self._drains: dict[UUID, set[asyncio.Task[None]]] = {}
 
     async def submit(self, key: UUID, item: Item) -> Result:
         """The item's result once its batch has committed; the batch's error if it
@@ -34,8 +42,9 @@ class Batcher(Generic[Item, Result]):
         is not written."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append((item, future))
-        if key not in self._drains:
-            self._drains[key] = asyncio.create_task(self._drain(key))
+        drains = self._drains.setdefault(key, set())
+        if len(drains) < self._writers:
+            drains.add(asyncio.create_task(self._drain(key)))
         return await future
 
     async def _drain(self, key: UUID) -> None:
@@ -55,7 +64,10 @@ class Batcher(Generic[Item, Result]):
                     future.set_exception(RuntimeError(f"the write was interrupted: {exc!r}"))
             raise
         finally:
-            del self._drains[key]
+            drains = self._drains[key]
+            drains.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if not drains:
+                del self._drains[key]
 
     async def _write_batch(
         self, key: UUID, batch: list[tuple[Item, asyncio.Future[Result]]]

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from agentplane.config import Settings
+from agentplane.db.errors import APP_ERRCODES
 from agentplane.db.pool import Connection, Database
-from agentplane.errors import DatabaseUnavailable, ValidationFailed
+from agentplane.errors import AgentplaneError, DatabaseUnavailable, ValidationFailed
 from agentplane.llm.errors import BudgetUnavailable
+from agentplane.runtime.batcher import Batcher
 from agentplane.usage import store
 
 log = logging.getLogger("agentplane.usage")
@@ -34,6 +36,10 @@ class Budgets:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        # At most 32 holds per statement: each is a subtransaction, and a transaction
+        # with more than 64 makes every other session's snapshots slower.
+        self._holding: Batcher[tuple[int, UUID | None, UUID | None], UUID | AgentplaneError]
+        self._holding = Batcher(self._hold_many, limit=32)
 
     async def reserve(
         self, tenant_id: UUID, tokens: int, *, session_id: UUID | None, api_key_id: UUID | None
@@ -42,16 +48,7 @@ class Budgets:
         if tokens < 0:
             raise ValidationFailed("tokens to reserve must not be negative")
         try:
-            async with self.db.autocommit_connection() as conn:
-                rid = await store.reserve(
-                    conn,
-                    tenant_id,
-                    session_id,
-                    api_key_id,
-                    tokens,
-                    self.settings.budget_reservation_ttl_s,
-                    self.settings.budget_lock_timeout_ms,
-                )
+            held = await self._holding.submit(tenant_id, (tokens, session_id, api_key_id))
         except DatabaseUnavailable as exc:
             if self.settings.budget_fail_closed:
                 raise BudgetUnavailable(
@@ -59,8 +56,28 @@ class Budgets:
                     f"(AGENTPLANE_BUDGET_FAIL_CLOSED): {exc.detail}"
                 ) from None
             log.warning("budget not verified, call allowed (fail-open): %s", exc.detail)
-            rid = None
-        return Reservation(rid, tokens, session_id, api_key_id)
+            held = None
+        if isinstance(held, AgentplaneError):
+            raise held
+        return Reservation(held, tokens, session_id, api_key_id)
+
+    async def _hold_many(
+        self, tenant_id: UUID, holds: list[tuple[int, UUID | None, UUID | None]]
+    ) -> list[UUID | AgentplaneError]:
+        """Holds asked for while another batch of the tenant's was being taken, in one
+        statement; each one's result is its id or its refusal (BudgetExceeded...)."""
+        async with self.db.autocommit_connection() as conn:
+            found = await store.reserve_many(
+                conn,
+                tenant_id,
+                holds,
+                self.settings.budget_reservation_ttl_s,
+                self.settings.budget_lock_timeout_ms,
+            )
+        return [
+            UUID(r["id"]) if "id" in r else APP_ERRCODES[r["code"]](r["message"]) for r in found
+        ]
+
 
     @staticmethod
     async def journal(conn: Connection, reservation: Reservation, used: int) -> None:

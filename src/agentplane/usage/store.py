@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -9,21 +10,28 @@ from uuid import UUID
 from agentplane.db.pool import Connection
 
 
-async def reserve(
+async def reserve_many(
     conn: Connection,
     tenant_id: UUID,
-    session_id: UUID | None,
-    api_key_id: UUID | None,
-    tokens: int,
+    holds: list[tuple[int, UUID | None, UUID | None]],
     ttl_s: int,
     lock_timeout_ms: int,
-) -> UUID:
-    """One statement on an autocommit connection (it sets the tenant itself)."""
+) -> list[dict[str, Any]]:
+    """One statement on an autocommit connection (it sets the tenant itself): for each
+    (tokens, session, API key), {"id": hold} or {"code": SQLSTATE, "message": refusal}."""
     cur = await conn.execute(
-        "SELECT llm_reserve(%s, %s, %s, %s, make_interval(secs => %s), %s) AS id",
-        [tenant_id, session_id, api_key_id, tokens, ttl_s, f"{lock_timeout_ms}ms"],
+        "SELECT llm_reserve_many(%s, %s::jsonb, make_interval(secs => %s), %s) AS holds",
+        [
+            tenant_id,
+            json.dumps(
+                [{"tokens": t, "session_id": s, "api_key_id": k} for t, s, k in holds],
+                default=str,
+            ),
+            ttl_s,
+            f"{lock_timeout_ms}ms",
+        ],
     )
-    return (await cur.fetchone())["id"]
+    return (await cur.fetchone())["holds"]
 
 
 async def journal(

@@ -1,6 +1,7 @@
 """Tasks start and finish in batches: the tasks of a tenant that start (or finish)
 while a worker commits are written together by the next commit, in one call of
-`runtime_start` (or `runtime_complete`).
+`runtime_start` (or `runtime_complete`). Budget holds are taken in batches the same
+way (`llm_reserve_many`).
 
 Revision ID: 0009
 Revises: 0008
@@ -101,6 +102,42 @@ BEGIN
     LOOP
         PERFORM events_append(p_tenant, g.run_id, g.n, g.rows);
     END LOOP;
+END $$;
+
+-- Holds for many calls of one tenant at once, each taken (or refused) as llm_reserve
+-- takes it: the result has, in order, {"id": hold} or {"code": SQLSTATE, "message": ...}
+-- for a refusal. The sessions and API key budgets are locked first, in id order, before
+-- the tenant's row: llm_reserve's order, so that batches and single holds never deadlock.
+-- Each hold is a subtransaction: a refusal undoes its own updates only.
+CREATE FUNCTION llm_reserve_many(p_tenant uuid, p_holds jsonb, p_ttl interval,
+                                 p_lock_timeout text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    h record;
+    v_id uuid;
+    v_out jsonb := '[]';
+BEGIN
+    PERFORM set_config('app.tenant_id', p_tenant::text, true);
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    PERFORM 1 FROM sessions
+    WHERE id IN (SELECT (x->>'session_id')::uuid FROM jsonb_array_elements(p_holds) x)
+    ORDER BY id FOR NO KEY UPDATE;
+    PERFORM 1 FROM api_key_budgets
+    WHERE api_key_id IN (SELECT (x->>'api_key_id')::uuid FROM jsonb_array_elements(p_holds) x)
+    ORDER BY api_key_id FOR NO KEY UPDATE;
+    FOR h IN SELECT * FROM jsonb_to_recordset(p_holds)
+                 AS x(session_id uuid, api_key_id uuid, tokens bigint)
+    LOOP
+        BEGIN
+            v_id := llm_reserve(p_tenant, h.session_id, h.api_key_id, h.tokens, p_ttl,
+                                p_lock_timeout);
+            v_out := v_out || jsonb_build_object('id', v_id);
+        EXCEPTION WHEN SQLSTATE 'AP402' OR SQLSTATE 'AP404' OR SQLSTATE 'AP409'
+                       OR SQLSTATE 'AP422' THEN
+            v_out := v_out || jsonb_build_object('code', SQLSTATE, 'message', SQLERRM);
+        END;
+    END LOOP;
+    RETURN v_out;
 END $$;
 
 -- Settle holds, each to what its call used (a hold that is gone, swept or never taken
@@ -337,6 +374,7 @@ def downgrade() -> None:
     DROP FUNCTION runtime_complete(jsonb);
     DROP FUNCTION runtime_start(jsonb);
     DROP FUNCTION llm_settle_many(uuid[], uuid[], uuid[], bigint[]);
+    DROP FUNCTION llm_reserve_many(uuid, jsonb, interval, text);
     DROP FUNCTION events_append_runs(uuid, jsonb);
     DROP FUNCTION events_append(uuid, uuid, integer, jsonb);
     """)
