@@ -164,6 +164,40 @@ async def test_budget_refusal_changes_nothing(db: Database, llm: LLM) -> None:
     assert n["n"] == 0
 
 
+async def test_holds_taken_together_are_admitted_or_refused_each_on_its_own(
+    db: Database, settings: Settings
+) -> None:
+    """Holds asked for at once go to the database in batches; a refusal in a batch undoes
+    its own updates only (a session it was admitted by included), and each caller gets
+    its own answer."""
+    t = await tenant(db, token_limit=350)
+    roomy = await session(db, t.tenant_id, budget=1000)
+    tight = await session(db, t.tenant_id, budget=150)
+    budgets = Budgets(db, settings)
+    asked = [(roomy, 100), (tight, 100), (roomy, 100), (tight, 100), (roomy, 100), (tight, 100)]
+    answers = await asyncio.gather(
+        *(budgets.reserve(t.tenant_id, n, session_id=sid, api_key_id=None) for sid, n in asked),
+        return_exceptions=True,
+    )
+    refused = [a for a in answers if isinstance(a, BudgetExceeded)]
+    held = [a for a in answers if not isinstance(a, BaseException)]
+    assert len(held) == 3 and len({h.id for h in held}) == 3, answers
+    assert len(refused) == 3
+    assert {e.extra["budget"] for e in refused} <= {"session", "tenant"}
+    for sid in (roomy, tight):
+        s = await row(db, "SELECT tokens_reserved FROM sessions WHERE id = %s", sid)
+        assert s["tokens_reserved"] == 100 * [h.session_id for h in held].count(sid)
+    tenant_row = await row(db, "SELECT tokens_reserved FROM tenants WHERE id = %s", t.tenant_id)
+    assert tenant_row == {"tokens_reserved": 300}
+    holds = await row(
+        db,
+        "SELECT count(*) AS n, sum(tokens) AS tokens FROM budget_reservations "
+        "WHERE tenant_id = %s",
+        t.tenant_id,
+    )
+    assert holds == {"n": 3, "tokens": 300}
+
+
 async def test_deleted_expired_and_unknown_sessions(db: Database, llm: LLM) -> None:
     import uuid
     from datetime import UTC, datetime, timedelta
