@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -44,15 +45,16 @@ class Turn:
     offered: list[dict[str, Any]] = field(default_factory=list)
     """The tool specs offered to the model."""
 
-    @property
+    # Cached: read a score of times per task, and a UUID from text costs.
+    @cached_property
     def run_id(self) -> UUID:
         return UUID(self.run["id"])
 
-    @property
+    @cached_property
     def task_id(self) -> UUID:
         return UUID(self.task["id"])
 
-    @property
+    @cached_property
     def agent_id(self) -> UUID:
         return UUID(self.agent["id"])
 
