@@ -606,12 +606,10 @@ class Executor:
         output: str | None = None,
         error: str | None = None,
         metadata: dict[str, Any] | None = None,
-        opened: dict[str, Any] | None = None,
         starting: bool = False,
     ) -> None:
-        """Write the agent execution (inserted when `opened` gives its other columns), its
-        new transitions, tool executions and events; with `starting`, the task is marked
-        running by the same statement."""
+        """Write the agent execution, its new transitions, tool executions and events;
+        with `starting`, the task is marked running by the same statement."""
         values = {
             "id": turn.execution_id,
             "task_id": turn.task_id,
@@ -633,10 +631,9 @@ class Executor:
         }
         await rt.write_trace(
             conn,
-            {**(opened or {}), **values},
+            values,
             turn.machine.take(),
             turn.tools,
-            opened=opened is not None,
             starting=starting,
         )
         turn.tools = []

@@ -151,12 +151,6 @@ async def fail_open_executions(conn: Connection, task_id: UUID, reason: str) -> 
     )
 
 
-EXECUTION_INSERT = """
-    INSERT INTO agent_executions (tenant_id, id, run_id, task_id, agent_id, attempt, state,
-                                  strategy, model_used, input, messages, metadata)
-    VALUES (app_current_tenant(), %(id)s, %(run_id)s, %(task_id)s, %(agent_id)s, %(attempt)s,
-            %(state)s, %(strategy)s, %(model)s, %(input)s, %(messages)s, %(metadata)s)
-"""
 EXECUTION_UPDATE = """
     UPDATE agent_executions SET state = %(state)s, output = %(output)s,
         messages = %(messages)s, prompt_tokens = %(prompt_tokens)s,
@@ -212,13 +206,12 @@ async def write_trace(
     transitions: list[tuple[int, str | None, str, str | None, Any]],
     tools: list[dict[str, Any]],
     *,
-    opened: bool = False,
     starting: bool = False,
 ) -> None:
-    """The agent execution (inserted when `opened`, else updated), its new transitions
-    and tool executions, and with `starting` the task marked running: one statement, one
-    data-modifying CTE per table (the transitions' foreign key is checked at its end)."""
-    parts = [EXECUTION_INSERT if opened else EXECUTION_UPDATE]
+    """The agent execution updated, its new transitions and tool executions, and with
+    `starting` the task marked running: one statement, one data-modifying CTE per table
+    (the transitions' foreign key is checked at its end)."""
+    parts = [EXECUTION_UPDATE]
     params = {
         **execution,
         "messages": Jsonb(execution["messages"]),
