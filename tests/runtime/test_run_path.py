@@ -84,6 +84,14 @@ async def test_workflow_run_executes_the_dag_with_tools_and_counters(db, setting
     # Totals agree across the run, its tasks and the usage ledger.
     assert run["total_tokens"] == sum(t["tokens_used"] for t in tree["tasks"])
     async with db.admin_connection() as conn:
+        # Each execution keeps its conversation: the tool round included where there was one.
+        cur = await conn.execute(
+            "SELECT id::text, messages FROM agent_executions WHERE run_id = %s", [run["id"]]
+        )
+        conversations = {r["id"]: [m["role"] for m in r["messages"]] for r in await cur.fetchall()}
+        assert conversations[review["id"]] == ["system", "user", "assistant", "tool"]
+        tests_run = tasks["tests"]["agent_executions"][0]
+        assert conversations[tests_run["id"]] == ["system", "user"]
         cur = await conn.execute(
             "SELECT coalesce(sum(total_tokens), 0) AS n FROM usage_records WHERE run_id = %s",
             [run["id"]],

@@ -58,8 +58,9 @@ class Batcher(Generic[Item, Result]):
                 batch = []
         except BaseException as exc:
             # Interrupted (the worker is stopping): nothing of this batch committed, and
-            # no one may wait forever for the rest.
-            for _, future in batch + self._waiting.pop(key, []):
+            # no one may wait forever for the rest, unless another writer takes them.
+            alone = self._drains[key] == {asyncio.current_task()}
+            for _, future in batch + (self._waiting.pop(key, []) if alone else []):
                 if not future.done():
                     future.set_exception(RuntimeError(f"the write was interrupted: {exc!r}"))
             raise

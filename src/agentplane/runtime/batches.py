@@ -41,6 +41,7 @@ class Starts:
         self.transitions.extend(transitions(turn, turn.machine.take()))
         self.events.extend({"run_id": turn.run_id, **e} for e in turn.events)
         turn.events = []
+        turn.written = len(turn.messages)
 
     def dump(self) -> str:
         return dump(self)
@@ -85,7 +86,8 @@ class Completions:
                 "task_id": task_id,
                 "state": machine.state,
                 "output": output["text"][:RESULT_CHARS],
-                "messages": turn.messages,
+                # Sent only if the row lacks some: a conversation can be long.
+                "messages": turn.messages if len(turn.messages) != turn.written else None,
                 "prompt_tokens": turn.prompt_tokens,
                 "completion_tokens": turn.completion_tokens,
                 "cost": turn.cost,

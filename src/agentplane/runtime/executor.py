@@ -29,7 +29,7 @@ from uuid import UUID
 
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
-from agentplane.errors import AgentplaneError, BudgetExceeded
+from agentplane.errors import AgentplaneError, BudgetExceeded, DatabaseUnavailable
 from agentplane.llm import store as llm_store
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall
@@ -89,7 +89,15 @@ class Executor:
             return await self._finish(
                 turn, self._fail(turn, f"internal error: {type(exc).__name__}: {exc}")
             )
-        return await self._finish(turn, self._complete(turn, output))
+        try:
+            return await self._finish(turn, self._complete(turn, output))
+        except DatabaseUnavailable:
+            raise  # the job runs again once the database is back
+        except Exception as exc:  # the completion cannot be written: fail, never hang
+            log.exception("task %s: its completion could not be written", task_id)
+            return await self._finish(
+                turn, self._fail(turn, f"internal error: the completion was not written: {exc}")
+            )
 
     async def _finish(self, turn: Turn, writing: Any) -> str:
         """Settle the holds of the calls the finish transaction recorded; if it did not
@@ -98,10 +106,12 @@ class Executor:
         try:
             outcome = await writing
         except BaseException:
-            # Rolled back: record them now (a call already committed is refused by its id).
+            # Rolled back: record them now (a call already committed is refused by its id),
+            # and they are no longer pending for whatever the turn writes next.
             for call in pending:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.llm.record(call))
+                    self._place(turn, call, await asyncio.shield(self.llm.record(call)))
+                    turn.pending.remove(call)
             raise
         for call in pending:
             await self.llm.settle(call)
@@ -241,6 +251,7 @@ class Executor:
         turn.completion_tokens = execution["completion_tokens"]
         turn.cost = Decimal(str(execution["cost_usd"]))
         turn.llm_calls = execution["llm_calls"]
+        turn.written = len(turn.messages)
         answer = next((a for a in answers if a["call_id"] == meta["waiting_call_id"]), None)
         turn.messages.append(
             {
@@ -637,6 +648,7 @@ class Executor:
             starting=starting,
         )
         turn.tools = []
+        turn.written = len(turn.messages)
         await emit(conn, turn.tenant_id, turn.run_id, turn.events)
         turn.events = []
 

@@ -43,6 +43,8 @@ class Turn:
     pending: list[PendingCall] = field(default_factory=list)
     """LLM calls recorded with the finish transaction; their holds settle after it."""
     offered: list[dict[str, Any]] = field(default_factory=list)
+    written: int = 0
+    """How many of the messages the agent execution's row has (they are only appended)."""
     """The tool specs offered to the model."""
 
     # Cached: read a score of times per task, and a UUID from text costs.

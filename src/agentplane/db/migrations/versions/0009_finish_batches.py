@@ -257,7 +257,8 @@ BEGIN
                                   'runs', '[]'::jsonb);
     END IF;
 
-    UPDATE agent_executions e SET state = x.state, output = x.output, messages = x.messages,
+    UPDATE agent_executions e SET state = x.state, output = x.output,
+        messages = coalesce(x.messages, e.messages),
         prompt_tokens = x.prompt_tokens, completion_tokens = x.completion_tokens,
         tokens_used = x.prompt_tokens + x.completion_tokens, cost_usd = x.cost,
         llm_calls = x.llm_calls, duration_ms = x.duration_ms, error_message = NULL,
