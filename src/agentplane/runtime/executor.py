@@ -5,7 +5,7 @@ A task's writes are one transaction to start (task running, agent execution open
 events), one per stateful tool call or LLM call that asks for tools, and one to finish
 (the last LLM call's record, output, trace, dependants released and queued, run
 counters, agent totals delta, events, the call's hold settled), so that its effects
-commit together or not at all. Starts and finishes go through group commit (batcher.py):
+commit together or not at all. Starts and finishes go through group commit (db/batcher.py):
 the tasks of a tenant that start or finish while one such transaction is in flight share
 the next one, written by one SQL call (runtime_start, runtime_complete), so a busy worker
 pays round trips, commits and the locks of a run's row once per batch rather than per
@@ -28,6 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from agentplane.config import Settings
+from agentplane.db.batcher import Batcher
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, DatabaseUnavailable
 from agentplane.llm import store as llm_store
@@ -35,7 +36,6 @@ from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall
 from agentplane.runtime import prompt, tools
 from agentplane.runtime import store as rt
-from agentplane.runtime.batcher import Batcher
 from agentplane.runtime.batches import Completions, Starts
 from agentplane.runtime.emit import emit, event
 from agentplane.runtime.fsm import Machine

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from agentplane.config import Settings
+from agentplane.db.batcher import Batcher
 from agentplane.db.errors import APP_ERRCODES
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, DatabaseUnavailable, ValidationFailed
 from agentplane.llm.errors import BudgetUnavailable
-from agentplane.runtime.batcher import Batcher
 from agentplane.usage import store
 
 log = logging.getLogger("agentplane.usage")

@@ -1,4 +1,4 @@
-"""The group commit of finishing tasks (runtime/batcher.py) on its own: what arrives
+"""Group commit (db/batcher.py) on its own: what arrives
 while a key's writes are all in flight (`writers` of them) goes together in the next
 write; each submitter gets its own item's result or error; a cancelled item is not
 written; `limit` caps a write; keys are written apart."""
@@ -12,7 +12,7 @@ from uuid import UUID
 
 import pytest
 
-from agentplane.runtime.batcher import Batcher
+from agentplane.db.batcher import Batcher
 
 TENANT, OTHER = uuid.uuid4(), uuid.uuid4()
 

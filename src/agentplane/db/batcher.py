@@ -1,10 +1,9 @@
-"""Group commit: what a tenant's tasks submit while the writes of that tenant in flight
+"""Group commit: what callers submit for a key (a tenant) while its writes in flight
 (WRITERS at most) are busy waits for one to end, then goes in its next write, all
-together. A worker running one
-task at a time writes each on its own, as before; a busy one writes many per
-transaction, so per-transaction costs (round trips, commit, locks on a run's row)
-are paid once per batch. No timer: nothing waits for company that is not already
-waiting."""
+together. A caller alone is written at once, on its own; busy callers share writes, so
+per-transaction costs (round trips, commit, locks on hot rows) are paid once per batch.
+No timer: nothing waits for company that is not already waiting. The runtime starts and
+finishes tasks this way, and budgets take their holds so."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ LIMIT = 64
 WRITERS = 2
 """Writes of one key in flight at once: a write keeps one server process busy, so with
 one at a time a busy tenant could use one core of the database and no more."""
-log = logging.getLogger("agentplane.runtime")
+log = logging.getLogger("agentplane.db")
 
 
 class Batcher(Generic[Item, Result]):
