@@ -344,7 +344,10 @@ async def test_an_item_that_breaks_its_batch_fails_alone_and_the_others_commit(
     done = sorted(e["task_id"] for e in trail if e["type"] == "task.completed")
     assert done == sorted([tasks["good1"]["id"], tasks["good2"]["id"]])
     assert [e["task_id"] for e in trail if e["type"] == "task.failed"] == [tasks["bad"]["id"]]
-    assert trail[-1]["type"] == "run.failed"
+    # good2 is written while bad fails the run: either may commit first.
+    types = [e["type"] for e in trail]
+    assert types.count("run.failed") == 1
+    assert types.index("run.failed") > types.index("task.failed")
     counts = await one(
         db, "SELECT status, completed_tasks, failed_tasks FROM runs WHERE id = %s", UUID(run["id"])
     )
