@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -153,14 +153,32 @@ class LLM:
         provider: str | None,
         enforce: bool,
         resolved: Resolved | None = None,
+        hold: Awaitable[Reservation] | None = None,
     ) -> tuple[dict[str, Any], Any, ChatRequest, Reservation | None]:
         if resolved is None:
             async with self.db.tenant_connection(ctx.tenant_id) as conn:
                 resolved = await self.resolve_in(conn, provider)
         row, config = resolved.row, resolved.config
         request = self._defaults(request, row)
-        reservation = await self._reserve(ctx, self._worst(request)) if enforce else None
+        if hold is not None:
+            reservation: Reservation | None = await hold
+        else:
+            reservation = await self._reserve(ctx, self._worst(request)) if enforce else None
         return row, adapter_for(config), request, reservation
+
+    def hold_for(
+        self, ctx: CallContext, request: ChatRequest, resolved: Resolved
+    ) -> asyncio.Future[Reservation]:
+        """The hold call(request, resolved=...) would take, taken now in the background:
+        a caller that knows its next call early overlaps the hold's round trip with its
+        own work, then passes it to call(hold=...) or releases it (release)."""
+        tokens = self._worst(self._defaults(request, resolved.row))
+        return asyncio.ensure_future(self._reserve(ctx, tokens))
+
+    async def release(self, ctx: CallContext, hold: asyncio.Future[Reservation]) -> None:
+        """Give back a hold from hold_for that no call used."""
+        with contextlib.suppress(Exception):
+            await self.budgets.settle(ctx.tenant_id, await hold)
 
     def _sweeper(self) -> Sweeper:
         return sweeper_for(self.db, self.budgets, self.settings.budget_reservation_ttl_s)
@@ -214,12 +232,20 @@ class LLM:
         return await self._record(ctx, row, sent, reservation, started, t0, result, False)
 
     async def call(
-        self, ctx: CallContext, request: ChatRequest, *, resolved: Resolved
+        self,
+        ctx: CallContext,
+        request: ChatRequest,
+        *,
+        resolved: Resolved,
+        hold: Awaitable[Reservation] | None = None,
     ) -> PendingCall:
         """One model call whose recording the caller folds into its own transaction
         (record_in, then settle after the commit): no transaction of its own when it
-        succeeds. A failed call is recorded at once, as by complete()."""
-        row, adapter, sent, reservation = await self._prepare(ctx, request, None, True, resolved)
+        succeeds. A failed call is recorded at once, as by complete(). `hold`: the call's
+        hold from hold_for, if the caller took it early."""
+        row, adapter, sent, reservation = await self._prepare(
+            ctx, request, None, True, resolved, hold
+        )
         started, t0 = datetime.now(UTC), time.perf_counter()
         try:
             result = await adapter.complete(sent)

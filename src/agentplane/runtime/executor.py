@@ -63,6 +63,7 @@ class Executor:
         self.db = db
         self.settings = settings
         self.llm = llm or LLM(db, settings)
+        self._releasing: set[asyncio.Future[None]] = set()
         self.starting: Batcher[tuple[UUID, UUID, int], Turn | str] = Batcher(self._start_many)
         self.finishing: Batcher[tuple[Turn, dict[str, Any]], str] = Batcher(self._complete_many)
 
@@ -72,6 +73,15 @@ class Executor:
         turn = await self._start(tenant_id, run_id, task_id, dispatch)
         if isinstance(turn, str):
             return turn
+        try:
+            return await self._run(turn)
+        finally:
+            hold, turn.hold = turn.hold, None
+            if hold is not None:  # no call used it: given back now
+                await self.llm.release(self._context(turn), hold)
+
+    async def _run(self, turn: Turn) -> str:
+        task_id = turn.task_id
         deadline = float(turn.task.get("timeout_s") or 300)
         try:
             output = await asyncio.wait_for(self._machine(turn), timeout=deadline)
@@ -131,15 +141,30 @@ class Executor:
         locked and each turn's context read (one round trip), then the runs started, the
         tasks marked running, the agent executions opened and the events written by one
         runtime_start call, sent with the commit."""
-        async with self.db.tenant_pipeline(tenant_id) as conn:
-            found = await rt.lock_and_contexts(conn, [(run, task) for run, task, _ in wanted])
-            batch = Starts()
-            out = [
-                await self._begin(conn, tenant_id, dispatch, run, task, ctx, batch)
-                for (_, _, dispatch), (run, task, ctx) in zip(wanted, found, strict=True)
-            ]
-            if batch.executions or batch.events:
-                await rt.start_batch(conn, batch.dump())
+        out: list[Turn | str] = []
+        try:
+            async with self.db.tenant_pipeline(tenant_id) as conn:
+                found = await rt.lock_and_contexts(conn, [(run, task) for run, task, _ in wanted])
+                batch = Starts()
+                for (_, _, dispatch), (run, task, ctx) in zip(wanted, found, strict=True):
+                    out.append(await self._begin(conn, tenant_id, dispatch, run, task, ctx, batch))
+                if batch.executions or batch.events:
+                    await rt.start_batch(conn, batch.dump())
+                # Each turn's first call is known: its hold goes out beside the commit.
+                for turn in out:
+                    if isinstance(turn, Turn) and not isinstance(turn.resolved, AgentplaneError):
+                        turn.hold = self.llm.hold_for(
+                            self._context(turn), self._request(turn, 0), turn.resolved
+                        )
+        except BaseException:
+            # Not started after all (each is tried again on its own): their holds go back,
+            # in the background, as nothing waits for them.
+            for turn in out:
+                if isinstance(turn, Turn) and turn.hold is not None:
+                    task = asyncio.ensure_future(self.llm.release(self._context(turn), turn.hold))
+                    self._releasing.add(task)
+                    task.add_done_callback(self._releasing.discard)
+            raise
         return out
 
     async def _begin(
@@ -321,8 +346,9 @@ class Executor:
                     tools_offered=len(request.tools or ()),
                 )
             )
+            hold, turn.hold = turn.hold, None
             try:
-                call = await self.llm.call(ctx, request, resolved=turn.resolved)
+                call = await self.llm.call(ctx, request, resolved=turn.resolved, hold=hold)
             except BudgetExceeded as exc:
                 turn.events.append(
                     event(

@@ -3,6 +3,7 @@ finishes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,6 +15,7 @@ from agentplane.errors import AgentplaneError
 from agentplane.llm.calls import PendingCall, Resolved
 from agentplane.runtime.emit import event
 from agentplane.runtime.fsm import Machine
+from agentplane.usage.service import Reservation
 
 RESULT_CHARS = 20_000
 
@@ -43,6 +45,8 @@ class Turn:
     pending: list[PendingCall] = field(default_factory=list)
     """LLM calls recorded with the finish transaction; their holds settle after it."""
     offered: list[dict[str, Any]] = field(default_factory=list)
+    hold: asyncio.Future[Reservation] | None = None
+    """The budget hold of the turn's first LLM call, taken while the task starts."""
     written: int = 0
     """How many of the messages the agent execution's row has (they are only appended)."""
     """The tool specs offered to the model."""
