@@ -75,10 +75,10 @@ class Batcher(Generic[Item, Result]):
         try:
             results = await self._write(key, [item for item, _ in batch])
         except Exception as exc:
-            log.warning("a batch of %d failed: %r", len(batch), exc)
-            if len(batch) == 1:
+            if len(batch) == 1:  # its caller gets the error, and says what it means
                 _settle(batch[0][1], exc=exc)
                 return
+            log.warning("a write of %d items failed, writing each alone: %r", len(batch), exc)
             # One item may be what failed (or the batch met a deadlock): each on its own,
             # so that the others still commit.
             for item, future in batch:

@@ -66,14 +66,21 @@ class Budgets:
     ) -> list[UUID | AgentplaneError]:
         """Holds asked for while another batch of the tenant's was being taken, in one
         statement; each one's result is its id or its refusal (BudgetExceeded...)."""
+        ttl, lock_timeout = (
+            self.settings.budget_reservation_ttl_s,
+            self.settings.budget_lock_timeout_ms,
+        )
         async with self.db.autocommit_connection() as conn:
-            found = await store.reserve_many(
-                conn,
-                tenant_id,
-                holds,
-                self.settings.budget_reservation_ttl_s,
-                self.settings.budget_lock_timeout_ms,
-            )
+            if len(holds) == 1:
+                # Alone: the plain function, without a batch's bookkeeping; a refusal is
+                # raised, and the batcher hands it to the one caller.
+                (tokens, session_id, api_key_id) = holds[0]
+                return [
+                    await store.reserve(
+                        conn, tenant_id, session_id, api_key_id, tokens, ttl, lock_timeout
+                    )
+                ]
+            found = await store.reserve_many(conn, tenant_id, holds, ttl, lock_timeout)
         return [
             UUID(r["id"]) if "id" in r else APP_ERRCODES[r["code"]](r["message"]) for r in found
         ]

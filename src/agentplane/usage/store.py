@@ -10,6 +10,23 @@ from uuid import UUID
 from agentplane.db.pool import Connection
 
 
+async def reserve(
+    conn: Connection,
+    tenant_id: UUID,
+    session_id: UUID | None,
+    api_key_id: UUID | None,
+    tokens: int,
+    ttl_s: int,
+    lock_timeout_ms: int,
+) -> UUID:
+    """One statement on an autocommit connection (it sets the tenant itself)."""
+    cur = await conn.execute(
+        "SELECT llm_reserve(%s, %s, %s, %s, make_interval(secs => %s), %s) AS id",
+        [tenant_id, session_id, api_key_id, tokens, ttl_s, f"{lock_timeout_ms}ms"],
+    )
+    return (await cur.fetchone())["id"]
+
+
 async def reserve_many(
     conn: Connection,
     tenant_id: UUID,
