@@ -82,6 +82,15 @@ BEGIN
     RETURN v_last;
 END $$;
 
+-- The completion of a batch of tasks rolls up the batch at once (runtime_complete):
+-- the row trigger leaves the statement that completes them alone.
+DROP TRIGGER tasks_usage_rollup ON tasks;
+CREATE TRIGGER tasks_usage_rollup AFTER UPDATE OF status ON tasks FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          AND (OLD.status IN ('completed', 'failed') OR NEW.status IN ('completed', 'failed'))
+          AND current_setting('agentplane.tasks_rolled_up', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION usage_tasks_rollup();
+
 -- Events of several runs, given as one array of events with their run_id, in order:
 -- each run's appended by events_append, the runs in id order (writers of several runs
 -- take their counters in that order, so they never deadlock on them).
@@ -218,6 +227,7 @@ DECLARE
     v_task_ids uuid[];
     v_released jsonb;
     v_runs jsonb;
+    v_stripe smallint;
 BEGIN
     -- Rows are found by `id = ANY(array)`: the planner takes a JSON record set for 100
     -- rows, which would make it scan whole tables to join them.
@@ -282,6 +292,10 @@ BEGIN
     FROM jsonb_populate_recordset(NULL::tool_executions, p->'tools') x
     WHERE x.task_id = ANY(v_applied);
 
+    -- The tasks completed, and their day's rollup written here for the whole batch, one
+    -- upsert per dimension value, instead of by the row trigger (usage_tasks_rollup, which
+    -- the setting turns off for this statement) a few upserts per task.
+    PERFORM set_config('agentplane.tasks_rolled_up', 'on', true);
     UPDATE tasks t SET status = 'completed', output = f.output, error = NULL,
         completed_at = now(), prompt_tokens = t.prompt_tokens + f.prompt,
         completion_tokens = t.completion_tokens + f.completion,
@@ -291,6 +305,23 @@ BEGIN
     FROM jsonb_to_recordset(p->'finishes') AS f(task_id uuid, output jsonb, prompt integer,
         completion integer, cost numeric)
     WHERE t.id = ANY(v_applied) AND t.id = f.task_id;
+    PERFORM set_config('agentplane.tasks_rolled_up', 'off', true);
+    v_stripe := usage_stripe(v_tenant);
+    INSERT INTO usage_daily AS u (tenant_id, day, dimension, key, stripe, tasks_completed,
+                                  tasks_failed, task_duration_ms)
+    SELECT v_tenant, usage_utc_day(t.completed_at), x.dimension, x.key, v_stripe, count(*),
+           0, sum(coalesce(t.duration_ms, 0))
+    FROM tasks t
+    JOIN runs r ON r.tenant_id = t.tenant_id AND r.id = t.run_id
+    JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
+    CROSS JOIN LATERAL (VALUES ('tenant', ''), ('agent', t.agent_id::text),
+                               ('user', r.user_id::text), ('api_key', r.api_key_id::text),
+                               ('project', a.project_id::text)) AS x (dimension, key)
+    WHERE t.id = ANY(v_applied) AND x.key IS NOT NULL
+    GROUP BY 2, 3, 4
+    ON CONFLICT (tenant_id, dimension, key, day, stripe) DO UPDATE SET
+        tasks_completed = u.tasks_completed + excluded.tasks_completed,
+        task_duration_ms = u.task_duration_ms + excluded.task_duration_ms;
 
     -- One dependency fewer per completed upstream; those left with none become queued.
     WITH n AS (
@@ -372,6 +403,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     sql("""
+    DROP TRIGGER tasks_usage_rollup ON tasks;
+    CREATE TRIGGER tasks_usage_rollup AFTER UPDATE OF status ON tasks FOR EACH ROW
+        WHEN (OLD.status IS DISTINCT FROM NEW.status
+              AND (OLD.status IN ('completed', 'failed') OR NEW.status IN ('completed', 'failed')))
+        EXECUTE FUNCTION usage_tasks_rollup();
     DROP FUNCTION runtime_complete(jsonb);
     DROP FUNCTION runtime_start(jsonb);
     DROP FUNCTION llm_settle_many(uuid[], uuid[], uuid[], bigint[]);
