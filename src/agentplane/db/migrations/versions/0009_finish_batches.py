@@ -12,7 +12,9 @@ every other writer of a run takes the run first, so two batches never deadlock o
 of the same runs. The holds of the batch's LLM calls are settled by `llm_settle_many`,
 which takes sessions, then API key budgets, then the tenant: the order of
 `llm_reserve`. `events_append` is the event log's one insert, shared by the event
-service and the batches.
+service and the batches. A batch of completed tasks is rolled up into `usage_daily` by
+`runtime_complete` itself, one upsert per dimension value, so the row trigger of 0008
+(`tasks_usage_rollup`) now skips a statement that sets `agentplane.tasks_rolled_up`.
 
 The two batch functions plan their statements generically from the first call: they are
 key lookups (`id = ANY(array)`), and PL/pgSQL would otherwise plan each of them afresh on
