@@ -137,7 +137,10 @@ async def test_rollback_leaves_no_event_and_wakes_no_follower(db: Database) -> N
         await eventually(lambda: bool(notes))
         assert len(notes) == 1
         head, carried = notes[0].split(" [", 1)
-        assert head == f"E {tenant.tenant_id} {run} 1 1", "the committed event, carried"
+        *numbers, at = head.split(" ")
+        assert numbers == ["E", str(tenant.tenant_id), str(run), "1", "1"], "the committed event"
+        page = await service.history(db, tenant_id=tenant.tenant_id, run_id=run, limit=10)
+        assert datetime.fromisoformat(at) == page.events[0].created_at, "the stored time"
         assert [e["type"] for e in json.loads("[" + carried)] == [t.RUN_COMPLETED]
         collecting.cancel()
     finally:

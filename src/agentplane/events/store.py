@@ -11,7 +11,8 @@ from psycopg.rows import dict_row
 CHANNEL = "agentplane_events"  # also named by events_append (0009_finish_batches.py)
 
 # Notes on CHANNEL (space-separated head, then a body):
-#   E <tenant> <run> <first> <last> <JSON array of the events>  - the events themselves
+#   E <tenant> <run> <first> <last> <created_at> <JSON array of the events: type,
+#     task_id, agent, message, payload; numbered first..last>  - the events themselves
 #   A <tenant> <run> <first> <last>  - too many or too big to carry: read the table
 #   D <JSON event>                   - an unstored llm.delta
 

@@ -19,6 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -27,13 +28,13 @@ from pydantic import TypeAdapter
 
 from agentplane.db.pool import Database
 from agentplane.events import store
-from agentplane.events.models import Event
+from agentplane.events.models import Event, NewEvent
 from agentplane.events.types import RUN_LEVEL_PREFIX
 
 log = logging.getLogger("agentplane.events")
 
 READ_BATCH = 500
-_EVENTS = TypeAdapter(list[Event])
+_CARRIED = TypeAdapter(list[NewEvent])
 Note = tuple[UUID, int, int, list[Event] | None]
 
 
@@ -182,14 +183,14 @@ class EventHub:
     def dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
         if kind in ("E", "A"):
-            tenant, run, first, last, *body = rest.split(" ", 4)
+            tenant, run, first, last, *carried = rest.split(" ", 5)
             tenant_id, run_id = UUID(tenant), UUID(run)
             subs = self._runs.get((tenant_id, run_id))
             dashboards = self._tenants.get(tenant_id)
             if not subs and not dashboards:
                 return
             # Parsed once, for all the followers of the run and of its tenant.
-            events = _EVENTS.validate_json(body[0]) if body else None
+            events = _whole(run_id, int(first), *carried) if kind == "E" else None
             for sub in subs or ():
                 if events is not None:
                     sub.push(events)
@@ -263,3 +264,21 @@ async def close_hub(db: Database) -> None:
     hub = _hubs.pop(db, None)
     if hub is not None:
         await hub.stop()
+
+
+def _whole(run_id: UUID, first: int, at: str, body: str) -> list[Event]:
+    """The events an "E" note carries, numbered from `first`, created `at`."""
+    created = datetime.fromisoformat(at)
+    return [
+        Event.model_construct(
+            run_id=run_id,
+            seq=first + i,
+            type=e.type,
+            task_id=e.task_id,
+            agent=e.agent,
+            message=e.message,
+            payload=e.payload,
+            created_at=created,
+        )
+        for i, e in enumerate(_CARRIED.validate_json(body))
+    ]

@@ -38,9 +38,10 @@ UPGRADE = """
 -- queue one notification, delivered only if the transaction commits. An event's number
 -- is its place in the array (WITH ORDINALITY). jsonb, not json: each payload is taken out
 -- already in binary form, where json would parse it a second time into the column. The
--- note carries the stored events when they fit (`now()` is the transaction's timestamp,
--- hence the rows' created_at). Returns the run's last sequence number, NULL if no such
--- run.
+-- note carries the events when they fit: the array as given, after the numbers of the
+-- first and last and their created_at (`now()`, the transaction's timestamp), from which
+-- a follower makes each event whole. Returns the run's last sequence number, NULL if no
+-- such run.
 CREATE FUNCTION events_append(p_tenant uuid, p_run uuid, p_n integer, p_rows jsonb)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -65,20 +66,21 @@ BEGIN
     ), note AS (
         SELECT concat_ws(' ', counter.tenant_id, p_run::text,
                          counter.last_seq - p_n + 1, counter.last_seq) AS head,
-               CASE WHEN p_n <= {carry_max} THEN (
-                   SELECT json_agg(json_build_object(
-                       'run_id', p_run, 'seq', counter.last_seq - p_n + e.i, 'type', e.type,
-                       'task_id', e.task_id, 'agent', e.agent, 'message', e.message,
-                       'payload', e.payload, 'created_at', now()) ORDER BY e.i)::text
-                   FROM batch e) END AS body,
+               CASE WHEN p_n <= {carry_max} THEN
+                   'E ' || concat_ws(' ', counter.tenant_id, p_run::text,
+                                     counter.last_seq - p_n + 1, counter.last_seq,
+                                     to_char(now() AT TIME ZONE 'UTC',
+                                             'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                                     p_rows::text)
+               END AS carried,
                counter.last_seq
         FROM counter
     )
     SELECT last_seq INTO v_last FROM (
         SELECT last_seq,
                pg_notify('agentplane_events',
-                         CASE WHEN octet_length(body) + octet_length(head) + 3 <= {note_max}
-                              THEN 'E ' || head || ' ' || body ELSE 'A ' || head END)
+                         CASE WHEN octet_length(carried) <= {note_max} THEN carried
+                              ELSE 'A ' || head END)
         FROM note
     ) n;
     RETURN v_last;
