@@ -25,8 +25,8 @@ async def _one(conn: Connection, query: str, params: Any = None) -> dict[str, An
 
 
 async def send_lock(conn: Connection, run_id: UUID, task_id: UUID) -> Any:
-    """lock_run_and_task on a pipelined connection, read later with read_lock: other
-    statements can share its round trip."""
+    """LOCK on a pipelined connection, read later with read_lock: other statements can
+    share its round trip."""
     return await _exec(conn, LOCK, {"run": run_id, "task": task_id})
 
 
@@ -54,9 +54,11 @@ async def lock_and_contexts(
     return out
 
 
-# The run with KEY SHARE: it does not block the other tasks of the run (their counter
-# updates take NO KEY UPDATE), while cancel, pause and retry (FOR UPDATE on the run, then
-# its tasks) wait for it, so the lock order run -> task holds everywhere.
+# The transaction of a task that fails: the run with NO KEY UPDATE, then the task. It
+# writes the run's counters and events later, and every writer of a run takes the run's
+# row before its event counter (runtime_complete does the same, runtime_start takes a
+# run's row before its counter too), so they cannot deadlock; cancel, pause and retry
+# (FOR UPDATE on the run, then its tasks) wait for it, so run -> task holds everywhere.
 #
 # It also makes the transaction's later statements run their prepared generic plans: the
 # runtime's statements are key lookups whose custom plans cost more to make each time
@@ -64,14 +66,15 @@ async def lock_and_contexts(
 # plan is an index lookup whatever the statistics.
 LOCK = """
 WITH g AS MATERIALIZED (SELECT set_config('plan_cache_mode', 'force_generic_plan', true)),
-     r AS (SELECT * FROM runs WHERE id = %(run)s FOR KEY SHARE),
+     r AS (SELECT * FROM runs WHERE id = %(run)s FOR NO KEY UPDATE),
      t AS (SELECT * FROM tasks WHERE id = %(task)s AND run_id = %(run)s FOR UPDATE)
 SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task,
        (SELECT count(*) FROM g) AS generic
 """
 
-# LOCK for many tasks: the runs (KEY SHARE), then the tasks, each in id order (a select
-# list is evaluated in order). CONTEXTS then reads them, after the locks.
+# The start of many tasks: the runs (KEY SHARE: starts do not wait for each other or for
+# finishes), then the tasks, each in id order (a select list is evaluated in order).
+# CONTEXTS then reads them, after the locks.
 LOCK_MANY = """
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
        (SELECT count(*) FROM (SELECT 1 FROM runs WHERE id = ANY(%(runs)s::uuid[])
