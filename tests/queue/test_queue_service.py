@@ -22,6 +22,21 @@ async def count_jobs(db: Database, tenant: uuid.UUID) -> int:
     return await scalar(db, "SELECT count(*) FROM jobs WHERE tenant_id = %s", tenant)
 
 
+async def run_until_completed(
+    queue: JobQueue, workers: list[Worker], ids: list, tenant, per_job: float
+) -> None:
+    """The workers run until every job of `ids` has completed."""
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        for job in ids:
+            done = await queue.wait_for_result(job, tenant_id=tenant, timeout=per_job)
+            assert done.status == "completed"
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+
+
 async def test_enqueue_rolls_back_with_the_callers_transaction(db: Database) -> None:
     tenant = await new_tenant(db)
     queue = JobQueue(db)
@@ -159,14 +174,7 @@ async def test_fair_shares_do_not_leave_free_slots_idle(db: Database) -> None:
     ids.append(await queue.enqueue("rec", {}, tenant_id=small, queue=q, allow_unknown=True))
     worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=20,
                                                     poll_interval=10), registry_with([]))
-    task = asyncio.create_task(worker.run())
-    try:
-        for job in ids:
-            done = await queue.wait_for_result(job, tenant_id=None, timeout=5)
-            assert done.status == "completed"
-    finally:
-        worker.stop()
-        await task
+    await run_until_completed(queue, [worker], ids, None, per_job=5)
 
 
 async def test_pause_resume_and_running_cancel(db: Database) -> None:
@@ -234,15 +242,7 @@ async def test_concurrency_limit_holds_across_workers(db: Database) -> None:
     workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=10,
                                                        poll_interval=0.05), reg)
                for _ in range(2)]
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
-        for job in ids:
-            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=20)).status == \
-                "completed"
-    finally:
-        for w in workers:
-            w.stop()
-        await asyncio.gather(*tasks)
+    await run_until_completed(queue, workers, ids, tenant, per_job=20)
     assert peak.highest == 2
     assert await scalar(db, "SELECT running FROM job_limits WHERE key = %s", key) == 0
 
@@ -365,14 +365,7 @@ async def test_a_worker_runs_at_most_its_concurrency(db: Database) -> None:
                                    tenant_id=tenant, allow_unknown=True)
     worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=3,
                                                     poll_interval=0.05), reg)
-    task = asyncio.create_task(worker.run())
-    try:
-        for job in ids:
-            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=20)).status == \
-                "completed"
-    finally:
-        worker.stop()
-        await task
+    await run_until_completed(queue, [worker], ids, tenant, per_job=20)
     assert peak.highest == 3
 
 
@@ -513,15 +506,7 @@ async def test_rate_limit_holds_across_two_workers(db: Database) -> None:
     workers = [Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=1,
                                                        poll_interval=0.02), reg)
                for _ in range(2)]
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
-        for job in ids:
-            assert (await queue.wait_for_result(job, tenant_id=tenant, timeout=20)).status == \
-                "completed"
-    finally:
-        for w in workers:
-            w.stop()
-        await asyncio.gather(*tasks)
+    await run_until_completed(queue, workers, ids, tenant, per_job=20)
     async with db.admin_connection() as conn:
         cur = await conn.execute("SELECT started_at FROM jobs WHERE id = ANY(%s)"
                                  " ORDER BY started_at", [ids])
@@ -554,14 +539,7 @@ async def test_jobs_held_by_a_rate_limit_run_as_tokens_come_not_at_the_next_poll
         [make_spec("tick", queue=q, concurrency_key=key) for _ in range(20)],
         tenant_id=tenant, allow_unknown=True)
     worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), poll_interval=30), reg)
-    task = asyncio.create_task(worker.run())
-    try:
-        for job in ids:
-            done = await queue.wait_for_result(job, tenant_id=tenant, timeout=10)
-            assert done.status == "completed"
-    finally:
-        worker.stop()
-        await task
+    await run_until_completed(queue, [worker], ids, tenant, per_job=10)
     async with db.admin_connection() as conn:
         cur = await conn.execute("SELECT min(started_at) AS a, max(started_at) AS b FROM jobs"
                                  " WHERE id = ANY(%s)", [ids])

@@ -263,18 +263,7 @@ class LLM:
         """Write a pending call, its usage record and its journal entry on the caller's
         transaction. On a pipelined connection this costs the price lookup's round trip;
         the writes go out with the caller's next one."""
-        return await self._write(
-            conn,
-            pending.ctx,
-            pending.row,
-            pending.request,
-            pending.reservation,
-            pending.started,
-            pending.latency_ms,
-            pending.result,
-            False,
-            pending.id,
-        )
+        return await self._write(conn, pending, False)
 
     async def record(self, pending: PendingCall) -> CallOutcome:
         """Record a pending call in a transaction of its own, then settle its hold."""
@@ -376,39 +365,26 @@ class LLM:
         stream: bool,
     ) -> CallOutcome:
         latency = round((time.perf_counter() - t0) * 1000)
+        pending = PendingCall(ctx, row, request, reservation, started, latency, result)
         async with self.db.tenant_connection(ctx.tenant_id) as conn:
-            outcome = await self._write(
-                conn, ctx, row, request, reservation, started, latency, result, stream
-            )
+            outcome = await self._write(conn, pending, stream)
         if reservation is not None:
             await self.budgets.settle(ctx.tenant_id, reservation)
         return outcome
 
-    async def _write(
-        self,
-        conn: Connection,
-        ctx: CallContext,
-        row: dict[str, Any],
-        request: ChatRequest,
-        reservation: Reservation | None,
-        started: datetime,
-        latency_ms: int,
-        result: ChatResult,
-        stream: bool,
-        call_id: UUID | None = None,
-    ) -> CallOutcome:
-        wanted = _priced_as(row, request, result, started)
+    async def _write(self, conn: Connection, pending: PendingCall, stream: bool) -> CallOutcome:
+        wanted = self.priced_as(pending)
         prices = [await store.price_at(conn, *wanted[0])]
         if prices[0] is None and len(wanted) > 1:
             prices.append(await store.price_at(conn, *wanted[1]))
-        pending = PendingCall(ctx, row, request, reservation, started, latency_ms, result)
-        call, outcome = self._entry(pending, stream, call_id or pending.id, prices)
+        call, outcome = self._entry(pending, stream, prices)
+        result, reservation, row = pending.result, pending.reservation, pending.row
         used = result.prompt_tokens + result.completion_tokens
         # A caller's pipelined connection sends these with its next round trip.
         already = conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
         async with contextlib.nullcontext() if already else conn.pipeline():
             await store.insert_call(conn, call)
-            await usage_store.insert_record(conn, _usage(ctx, call))
+            await usage_store.insert_record(conn, _usage(pending.ctx, call))
             if reservation is not None:
                 await Budgets.journal(conn, reservation, used)
             if row["tenant_id"] is not None:
@@ -419,7 +395,6 @@ class LLM:
         self,
         pending: PendingCall,
         stream: bool,
-        call_id: UUID,
         prices: list[dict[str, Any] | None],
     ) -> tuple[dict[str, Any], CallOutcome]:
         """The call's row, priced by the first of `prices` found (see _priced_as)."""
@@ -434,7 +409,7 @@ class LLM:
             0.0,
         )
         call.update(
-            id=call_id,
+            id=pending.id,
             latency_ms=pending.latency_ms,
             response_content=result.content,
             tool_calls=[asdict(c) for c in result.tool_calls] or None,
@@ -466,8 +441,14 @@ class LLM:
 
     @staticmethod
     def priced_as(pending: PendingCall) -> list[tuple[str, str, str, datetime]]:
-        """The prices a pending call may be charged at, for store.prices_at."""
-        return _priced_as(pending.row, pending.request, pending.result, pending.started)
+        """The prices a pending call may be charged at, in order (store.prices_at): the
+        model asked for, else the model that answered."""
+        row, request, result = pending.row, pending.request, pending.result
+        family = FAMILIES[row["type"]]
+        wanted = [(row["name"], family, request.model, pending.started)]
+        if result.model and result.model != request.model:
+            wanted.append((row["name"], family, result.model, pending.started))
+        return wanted
 
     def ledger(
         self, pending: PendingCall, prices: list[dict[str, Any] | None]
@@ -475,7 +456,7 @@ class LLM:
         """A pending call's LLM call row, usage record and outcome, for a caller that
         writes many calls at once (the runtime's finish batches); `prices` as found for
         priced_as(pending)."""
-        call, outcome = self._entry(pending, False, pending.id, prices)
+        call, outcome = self._entry(pending, False, prices)
         return call, _usage(pending.ctx, call), outcome
 
     async def _record_failure(
@@ -519,17 +500,6 @@ class LLM:
                     )
         except AgentplaneError as exc:  # the call's own error matters more; the hold expires
             log.error("could not record a failed LLM call: %s", exc.detail)
-
-
-def _priced_as(
-    row: dict[str, Any], request: ChatRequest, result: ChatResult, started: datetime
-) -> list[tuple[str, str, str, datetime]]:
-    """The price of the model asked for, else of the model that answered."""
-    family = FAMILIES[row["type"]]
-    wanted = [(row["name"], family, request.model, started)]
-    if result.model and result.model != request.model:
-        wanted.append((row["name"], family, result.model, started))
-    return wanted
 
 
 def _usage(ctx: CallContext, call: dict[str, Any]) -> dict[str, Any]:

@@ -24,18 +24,14 @@ class Starts:
         """A fresh turn: its agent execution opened, its task running, its events."""
         self.tasks.append(turn.task_id)
         self.executions.append(
-            {
-                "id": turn.execution_id,
+            turn.execution(turn.machine, None)
+            | {
                 "run_id": turn.run_id,
-                "task_id": turn.task_id,
                 "agent_id": turn.agent_id,
                 "attempt": turn.task["retry_count"] + 1,
-                "state": turn.machine.state,
                 "strategy": "react" if turn.agent["tools"] else "direct",
                 "model_used": turn.agent["model"],
                 "input": turn.messages[-1]["content"],
-                "messages": turn.messages,
-                "metadata": {"seq": turn.machine.seq, "waiting_call_id": None, "model_used": None},
             }
         )
         self.transitions.extend(transitions(turn, turn.machine.take()))
@@ -60,7 +56,7 @@ class Completions:
         self.tools: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
 
-    def add(self, turn: Turn, output: dict[str, Any], latency_ms: int) -> None:
+    def add(self, turn: Turn, output: dict[str, Any]) -> None:
         """The turn as completed, leaving it as it is (the batch may not apply to it)."""
         machine = turn.machine.copy()
         old = machine.state
@@ -77,29 +73,13 @@ class Completions:
                 "completion": turn.completion_tokens,
                 "cost": turn.cost,
                 "tools": len(turn.tools),
-                "latency": latency_ms,
+                "latency": turn.elapsed_ms(),
             }
         )
-        self.executions.append(
-            {
-                "id": turn.execution_id,
-                "task_id": task_id,
-                "state": machine.state,
-                "output": output["text"][:RESULT_CHARS],
-                # Sent only if the row lacks some: a conversation can be long.
-                "messages": turn.messages if len(turn.messages) != turn.written else None,
-                "prompt_tokens": turn.prompt_tokens,
-                "completion_tokens": turn.completion_tokens,
-                "cost": turn.cost,
-                "llm_calls": turn.llm_calls,
-                "duration_ms": latency_ms,
-                "metadata": {
-                    "seq": machine.seq,
-                    "waiting_call_id": None,
-                    "model_used": turn.model_used,
-                },
-            }
-        )
+        execution = turn.execution(machine, output["text"][:RESULT_CHARS])
+        if len(turn.messages) == turn.written:
+            execution["messages"] = None  # the row has them all: a conversation can be long
+        self.executions.append(execution)
         self.transitions.extend(transitions(turn, machine.take()))
         self.tools.extend(turn.tools)
         events = [*turn.events, turn.changed(old, machine.state), turn.completed()]

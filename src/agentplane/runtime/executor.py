@@ -647,25 +647,7 @@ class Executor:
     ) -> None:
         """Write the agent execution, its new transitions, tool executions and events;
         with `starting`, the task is marked running by the same statement."""
-        values = {
-            "id": turn.execution_id,
-            "task_id": turn.task_id,
-            "state": turn.machine.state,
-            "output": output,
-            "messages": turn.messages,
-            "prompt_tokens": turn.prompt_tokens,
-            "completion_tokens": turn.completion_tokens,
-            "cost": turn.cost,
-            "llm_calls": turn.llm_calls,
-            "error": error,
-            "duration_ms": round((time.perf_counter() - turn.started) * 1000),
-            "metadata": {
-                "seq": turn.machine.seq,
-                "waiting_call_id": None,
-                "model_used": turn.model_used,
-                **(metadata or {}),
-            },
-        }
+        values = turn.execution(turn.machine, output, error, **(metadata or {}))
         await rt.write_trace(
             conn,
             values,
@@ -726,7 +708,7 @@ class Executor:
                     holds.append((call.reservation, used))
                 self._place(turn, call, outcome)
             for turn, output in finished:
-                batch.add(turn, output, self._latency(turn))
+                batch.add(turn, output)
             done = await rt.complete_batch(conn, batch.dump())
             applied = set(done["applied"])
             outcomes = []
@@ -814,16 +796,12 @@ class Executor:
                 ok=False,
                 tokens=turn.prompt_tokens + turn.completion_tokens,
                 cost=turn.cost,
-                latency_ms=self._latency(turn),
+                latency_ms=turn.elapsed_ms(),
             )
             if not retry:
                 await rt.fold_agent_totals(conn)
             await emit(conn, turn.tenant_id, turn.run_id, events)
         return "retrying" if retry else "failed"
-
-    @staticmethod
-    def _latency(turn: Turn) -> int:
-        return round((time.perf_counter() - turn.started) * 1000)
 
 
 def _uuid(value: Any) -> UUID | None:

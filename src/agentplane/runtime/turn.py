@@ -76,6 +76,33 @@ class Turn:
         self.machine.to(state, note)
         self.events.append(self.changed(old, state))
 
+    def elapsed_ms(self) -> int:
+        return round((time.perf_counter() - self.started) * 1000)
+
+    def execution(
+        self, machine: Machine, output: str | None, error: str | None = None, **metadata: Any
+    ) -> dict[str, Any]:
+        """The agent execution's row as the turn has it, at `machine`'s state."""
+        return {
+            "id": self.execution_id,
+            "task_id": self.task_id,
+            "state": machine.state,
+            "output": output,
+            "messages": self.messages,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "llm_calls": self.llm_calls,
+            "error": error,
+            "duration_ms": self.elapsed_ms(),
+            "metadata": {
+                "seq": machine.seq,
+                "waiting_call_id": None,
+                "model_used": self.model_used,
+                **metadata,
+            },
+        }
+
     def changed(self, old: str, new: str) -> dict[str, Any]:
         return event(
             "agent.state_changed",
