@@ -116,6 +116,17 @@ async def test_workflow_run_executes_the_dag_with_tools_and_counters(db, setting
     types = [e["type"] for e in r.json()["events"]]
     assert types[0] == "run.started" and types[-1] == "run.completed"
     assert types.count("task.completed") == 4 and "tool.called" in types
+    # Moves written together are one event naming the states passed through; together
+    # the review's events name every transition, in order, each once.
+    moves = [
+        e["payload"]
+        for e in r.json()["events"]
+        if e["type"] == "agent.state_changed" and e["task_id"] == tasks["review"]["id"]
+    ]
+    assert len(moves) < 7
+    path = [moves[0]["states"][0]] + [s for m in moves for s in m["states"][1:]]
+    assert path == [t["to_state"] for t in review["transitions"]]
+    assert all(m["from"] == m["states"][0] and m["to"] == m["states"][-1] for m in moves)
     assert Decimal(run["total_cost_usd"]) == 0  # the offline model is free
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 _TOKEN = re.compile(r"\w{1,8}|[^\w\s]")
 MESSAGE_OVERHEAD = 4  # role and separators, as chat formats add them
 
 
+@lru_cache(maxsize=512)  # a prompt is counted for its budget hold, then by the provider
 def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 

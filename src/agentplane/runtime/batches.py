@@ -82,7 +82,7 @@ class Completions:
         self.executions.append(execution)
         self.transitions.extend(transitions(turn, machine.take()))
         self.tools.extend(turn.tools)
-        events = [*turn.events, turn.changed(old, machine.state), turn.completed()]
+        events = [*turn.moved(turn.events, old, machine.state), turn.completed()]
         self.events.extend({"owner": task_id, "run_id": run_id, **e} for e in events)
 
     def dump(self) -> str:

@@ -74,7 +74,7 @@ class Turn:
     def to(self, state: str, note: str | None = None) -> None:
         old = self.machine.state
         self.machine.to(state, note)
-        self.events.append(self.changed(old, state))
+        self.events = self.moved(self.events, old, state)
 
     def elapsed_ms(self) -> int:
         return round((time.perf_counter() - self.started) * 1000)
@@ -103,14 +103,23 @@ class Turn:
             },
         }
 
-    def changed(self, old: str, new: str) -> dict[str, Any]:
-        return event(
+    def moved(self, events: list[dict[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
+        """`events` with the move from `old` to `new`: moves in a row, written together,
+        are one agent.state_changed event naming the states passed through (each is a
+        transition of its own)."""
+        last = events[-1] if events else None
+        if last is not None and last.get("type") == "agent.state_changed":
+            states = [*last["payload"]["states"], new]
+        else:
+            states, last = [old, new], None
+        changed = event(
             "agent.state_changed",
             task_id=self.task_id,
             agent=self.agent["slug"],
-            message=f"{old} -> {new}",
-            **{"from": old, "to": new},
+            message=" -> ".join(states),
+            **{"from": states[0], "to": new, "states": states},
         )
+        return [*events[:-1], changed] if last is not None else [*events, changed]
 
     def completed(self) -> dict[str, Any]:
         return event(
