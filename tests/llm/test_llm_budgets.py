@@ -17,6 +17,7 @@ from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext
 from agentplane.llm.errors import BudgetUnavailable, ProviderError
 from agentplane.llm.tokens import estimate_prompt
+from agentplane.usage import store
 from agentplane.usage.service import Budgets
 from tests.conftest import cli_env
 from tests.llm.helpers import MESSAGES, row, session, tenant
@@ -191,11 +192,78 @@ async def test_holds_taken_together_are_admitted_or_refused_each_on_its_own(
     assert tenant_row == {"tokens_reserved": 300}
     holds = await row(
         db,
-        "SELECT count(*) AS n, sum(tokens) AS tokens FROM budget_reservations "
-        "WHERE tenant_id = %s",
+        "SELECT count(*) AS n, sum(tokens) AS tokens FROM budget_reservations WHERE tenant_id = %s",
         t.tenant_id,
     )
     assert holds == {"n": 3, "tokens": 300}
+
+
+async def tenant_updates(conn) -> int:
+    """Updates of the tenants table by this transaction so far."""
+    cur = await conn.execute(
+        "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'tenants'"
+    )
+    return (await cur.fetchone())["n_tup_upd"]
+
+
+async def test_a_batch_of_tenant_holds_is_taken_whole_or_hold_by_hold(db: Database) -> None:
+    """Holds with the tenant's limit only: a batch that fits is taken at once, each hold
+    with its own tokens, in the order asked; one that does not fit is taken hold by hold,
+    so the holds that fit are admitted and the rest refused."""
+    t = await tenant(db, token_limit=100)
+    async with db.tenant_connection(t.tenant_id) as conn:
+        fits = await store.reserve_many(
+            conn, t.tenant_id, [(10, None, None), (20, None, None), (30, None, None)], 60, 1000
+        )
+        too_many = await store.reserve_many(
+            conn, t.tenant_id, [(15, None, None), (30, None, None), (15, None, None)], 60, 1000
+        )
+        # One update of the tenant's row for the batch that fits, then one per hold admitted.
+        assert await tenant_updates(conn) == 1 + 2
+    ids = [h["id"] for h in fits]
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT id::text, tokens FROM budget_reservations WHERE tenant_id = %s", [t.tenant_id]
+        )
+        tokens = {r["id"]: r["tokens"] for r in await cur.fetchall()}
+    assert [tokens[i] for i in ids] == [10, 20, 30]
+    assert "id" in too_many[0] and too_many[1]["code"] == "AP402" and "id" in too_many[2]
+    assert tokens[too_many[0]["id"]] == 15 and tokens[too_many[2]["id"]] == 15
+    assert len(tokens) == 5
+    tenant_row = await row(db, "SELECT tokens_reserved FROM tenants WHERE id = %s", t.tenant_id)
+    assert tenant_row == {"tokens_reserved": 90}
+
+
+async def test_holds_settled_together_apply_their_sums(db: Database) -> None:
+    """Settling a batch: each budget gets the sum of its holds' use, its holds given back,
+    a session counts the calls that used tokens, and a use without a hold still counts."""
+    t = await tenant(db, token_limit=1000)
+    sid = await session(db, t.tenant_id, budget=1000)
+    async with db.autocommit_connection() as conn:
+        plain = await store.reserve_many(
+            conn, t.tenant_id, [(50, None, None), (70, None, None)], 60, 1000
+        )
+        held = await store.reserve_many(
+            conn, t.tenant_id, [(40, sid, None), (40, sid, None)], 60, 1000
+        )
+    ids = [h["id"] for h in plain + held] + [None]
+    async with db.tenant_connection(t.tenant_id) as conn:
+        await store.settle_many(
+            conn, ids, [None, None, sid, sid, None], [None] * 5, [30, 70, 25, 0, 5]
+        )
+        assert await tenant_updates(conn) == 1
+    tenant_row = await row(
+        db, "SELECT tokens_reserved, monthly_token_usage FROM tenants WHERE id = %s", t.tenant_id
+    )
+    assert tenant_row == {"tokens_reserved": 0, "monthly_token_usage": 130}
+    s = await row(
+        db, "SELECT tokens_reserved, tokens_used, request_count FROM sessions WHERE id = %s", sid
+    )
+    assert s == {"tokens_reserved": 0, "tokens_used": 25, "request_count": 1}
+    left = await row(
+        db, "SELECT count(*) AS n FROM budget_reservations WHERE tenant_id = %s", t.tenant_id
+    )
+    assert left == {"n": 0}
 
 
 async def test_deleted_expired_and_unknown_sessions(db: Database, llm: LLM) -> None:

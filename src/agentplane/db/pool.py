@@ -13,11 +13,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
+from agentplane.db import jsonb
 from agentplane.db.errors import describe_connect_error, translate_errors
 from agentplane.errors import DatabaseUnavailable
 
 Connection = psycopg.AsyncConnection[dict]
 
+
+jsonb.use()  # for every connection of the process, the queue worker's included
 
 class Database:
     """The process's pools: one for the application role, a small one for the owner."""

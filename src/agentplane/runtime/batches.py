@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import UUID
+
+from psycopg.types.json import Jsonb
 
 from agentplane.runtime.turn import RESULT_CHARS, Turn
 
@@ -39,7 +40,7 @@ class Starts:
         turn.events = []
         turn.written = len(turn.messages)
 
-    def dump(self) -> str:
+    def dump(self) -> Jsonb:
         return dump(self)
 
 
@@ -85,7 +86,7 @@ class Completions:
         events = [*turn.moved(turn.events, old, machine.state), turn.completed()]
         self.events.extend({"owner": task_id, "run_id": run_id, **e} for e in events)
 
-    def dump(self) -> str:
+    def dump(self) -> Jsonb:
         return dump(self)
 
 
@@ -104,6 +105,7 @@ def transitions(turn: Turn, taken: list[tuple[Any, ...]]) -> list[dict[str, Any]
     ]
 
 
-def dump(batch: Starts | Completions) -> str:
-    """UUIDs, Decimals and times as strings: the server casts them to their columns."""
-    return json.dumps(vars(batch), default=str, separators=(",", ":"))
+def dump(batch: Starts | Completions) -> Jsonb:
+    """UUIDs, Decimals and times go as strings (db/jsonb.py): the server casts them to
+    their columns."""
+    return Jsonb(vars(batch))

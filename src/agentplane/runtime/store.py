@@ -395,14 +395,14 @@ async def insert_subtask(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def complete_batch(conn: Connection, batch: str) -> dict[str, Any]:
+async def complete_batch(conn: Connection, batch: Jsonb) -> dict[str, Any]:
     """runtime_complete (0009_finish_batches.py) on a batch given as JSON: which tasks
     were completed, the dependants released, and the runs' counters (with outputs for
     runs whose tasks all completed)."""
-    cur = await _exec(conn, "SELECT runtime_complete(%s::jsonb) AS done", [batch])
+    cur = await _exec(conn, "SELECT runtime_complete(%s) AS done", [batch])
     return (await cur.fetchone())["done"]
 
 
-async def start_batch(conn: Connection, batch: str) -> None:
+async def start_batch(conn: Connection, batch: Jsonb) -> None:
     """runtime_start (0009_finish_batches.py) on a batch given as JSON."""
-    await _exec(conn, "SELECT runtime_start(%s::jsonb)", [batch])
+    await _exec(conn, "SELECT runtime_start(%s)", [batch])

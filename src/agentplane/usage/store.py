@@ -1,11 +1,13 @@
-"""SQL of the usage ledger and of budgets (the functions of migration 0005 do the locking)."""
+"""SQL of the usage ledger and of budgets (the functions of migrations 0005, 0009 and 0010 do
+the locking)."""
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 from uuid import UUID
+
+from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection
 
@@ -37,13 +39,10 @@ async def reserve_many(
     """One statement on an autocommit connection (it sets the tenant itself): for each
     (tokens, session, API key), {"id": hold} or {"code": SQLSTATE, "message": refusal}."""
     cur = await conn.execute(
-        "SELECT llm_reserve_many(%s, %s::jsonb, make_interval(secs => %s), %s) AS holds",
+        "SELECT llm_reserve_many(%s, %s, make_interval(secs => %s), %s) AS holds",
         [
             tenant_id,
-            json.dumps(
-                [{"tokens": t, "session_id": s, "api_key_id": k} for t, s, k in holds],
-                default=str,
-            ),
+            Jsonb([{"tokens": t, "session_id": s, "api_key_id": k} for t, s, k in holds]),
             ttl_s,
             f"{lock_timeout_ms}ms",
         ],
