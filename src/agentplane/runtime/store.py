@@ -67,7 +67,8 @@ async def lock_and_contexts(
 LOCK = """
 WITH g AS MATERIALIZED (SELECT set_config('plan_cache_mode', 'force_generic_plan', true)),
      r AS (SELECT * FROM runs WHERE id = %(run)s FOR NO KEY UPDATE),
-     t AS (SELECT * FROM tasks WHERE id = %(task)s AND run_id = %(run)s FOR UPDATE)
+     t AS (SELECT * FROM tasks WHERE id = %(task)s
+           AND run_id IS NOT DISTINCT FROM %(run)s FOR UPDATE)
 SELECT (SELECT to_jsonb(r) FROM r) AS run, (SELECT to_jsonb(t) FROM t) AS task,
        (SELECT count(*) FROM g) AS generic
 """
@@ -101,12 +102,14 @@ CONTEXT = f"""
         )
         SELECT {", ".join(f'p.{c} AS "p.{c}"' for c in _PROVIDER)},
           (SELECT to_jsonb(a) FROM agent a) AS agent,
-          (SELECT coalesce(jsonb_agg(jsonb_build_object('node', u.node, 'output', u.output,
-                                                        'agent', ua.slug)), '[]')
-             FROM tasks u JOIN agents ua ON ua.tenant_id = u.tenant_id AND ua.id = u.agent_id
-            WHERE u.id = ANY(ARRAY(SELECT d.depends_on_task_id FROM task_dependencies d
-                                   WHERE d.task_id = %(task)s
-                                   UNION ALL SELECT parent_task_id FROM task))) AS upstream,
+          (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                      'node', u.node, 'output', u.output,
+                      'agent', (SELECT ua.slug FROM agents ua WHERE ua.id = u.agent_id))
+                    ORDER BY u.created_at, u.node), '[]')
+             FROM (SELECT d.depends_on_task_id AS id FROM task_dependencies d
+                   WHERE d.task_id = %(task)s
+                   UNION ALL SELECT parent_task_id FROM task) up
+             JOIN tasks u ON u.id = up.id) AS upstream,
           (SELECT coalesce(jsonb_object_agg(d.key, d.value), '{{}}')
              FROM (SELECT key, value FROM run_data WHERE run_id = %(run)s
                    ORDER BY created_at LIMIT 50) d) AS run_data,
@@ -137,7 +140,8 @@ CONTEXT = f"""
 # CONTEXT for many (run, task) pairs, in their order, with the run and the task.
 CONTEXTS = f"""
 SELECT (SELECT to_jsonb(r) FROM runs r WHERE r.id = w.run) AS run,
-       (SELECT to_jsonb(t) FROM tasks t WHERE t.id = w.task AND t.run_id = w.run) AS task,
+       (SELECT CASE WHEN t.run_id = w.run THEN to_jsonb(t) END FROM tasks t
+         WHERE t.id = w.task) AS task,
        c.*
 FROM unnest(%(runs)s::uuid[], %(tasks)s::uuid[]) WITH ORDINALITY AS w(run, task, n)
 CROSS JOIN LATERAL ({CONTEXT.replace("%(task)s", "w.task").replace("%(run)s", "w.run")}) c

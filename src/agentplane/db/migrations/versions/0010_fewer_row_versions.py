@@ -1,4 +1,4 @@
-"""Fewer row versions per task: holds taken and settled together update the tenant once.
+"""Fewer row versions per task, and the batch rollup by key.
 
 Each LLM call's budget hold updated the tenant's row twice (taken, settled), one row
 version each, and every hold of a batch waited on that row in turn. Now:
@@ -11,10 +11,13 @@ version each, and every hold of a batch waited on that row in turn. Now:
   budget and of the tenant, their sums (holds are never negative, so clamping the sum at
   zero is clamping each step).
 
-A task's status changes on every step of its life; with `status` out of
-`tasks_agent_idx` (which finds an agent's tasks; nothing looks them up by status there),
-and room left on each page of tasks and agent executions, those updates are HOT: no new
-entry in each index per update.
+`runtime_complete` (0009's, with one statement changed) rolls up its batch looking up each
+task's run and agent by key, where a join let the plan read all the agent's tasks.
+
+A task's status changes on every step of its life; with `status` out of `tasks_agent_idx`
+(which finds an agent's tasks; nothing looks them up by status there), and room left on
+each page of tasks, agent executions and runs (a run's counters change with every batch of
+its tasks), those updates are HOT: no new entry in each index per update.
 
 Revision ID: 0010
 Revises: 0009
@@ -123,6 +126,7 @@ DROP INDEX tasks_agent_idx;
 CREATE INDEX tasks_agent_idx ON tasks (tenant_id, agent_id, created_at DESC);
 ALTER TABLE tasks SET (fillfactor = 80);
 ALTER TABLE agent_executions SET (fillfactor = 80);
+ALTER TABLE runs SET (fillfactor = 80);
 """
 
 
@@ -134,15 +138,41 @@ def _earlier(name: str) -> str:
     return found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
+# runtime_complete's rollup joined the batch's tasks to runs and agents: its generic plan
+# may then start from the agent's tasks (all of them) or the tenant's runs, a cost that
+# grows with the tables. The run and the agent of each task are now looked up by key.
+ROLLUP_JOINED = """
+    FROM tasks t
+    JOIN runs r ON r.tenant_id = t.tenant_id AND r.id = t.run_id
+    JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
+    CROSS JOIN LATERAL (VALUES ('tenant', ''), ('agent', t.agent_id::text),
+                               ('user', r.user_id::text), ('api_key', r.api_key_id::text),
+                               ('project', a.project_id::text)) AS x (dimension, key)
+"""
+ROLLUP_BY_KEY = """
+    FROM tasks t
+    CROSS JOIN LATERAL (VALUES ('tenant', ''), ('agent', t.agent_id::text),
+        ('user', (SELECT r.user_id::text FROM runs r WHERE r.id = t.run_id)),
+        ('api_key', (SELECT r.api_key_id::text FROM runs r WHERE r.id = t.run_id)),
+        ('project', (SELECT a.project_id::text FROM agents a WHERE a.id = t.agent_id)))
+        AS x (dimension, key)
+"""
+
+
 def upgrade() -> None:
     sql(UPGRADE)
+    earlier = _earlier("runtime_complete")
+    assert ROLLUP_JOINED in earlier
+    sql(earlier.replace(ROLLUP_JOINED, ROLLUP_BY_KEY))
 
 
 def downgrade() -> None:
+    sql(_earlier("runtime_complete"))
     sql(_earlier("llm_settle_many"))
     sql("""
     DROP FUNCTION llm_reserve_many(uuid, jsonb, interval, text);
     ALTER FUNCTION llm_reserve_each(uuid, jsonb, interval, text) RENAME TO llm_reserve_many;
+    ALTER TABLE runs RESET (fillfactor);
     ALTER TABLE agent_executions RESET (fillfactor);
     ALTER TABLE tasks RESET (fillfactor);
     DROP INDEX tasks_agent_idx;
