@@ -161,14 +161,32 @@ async def test_a_fan_out_finishes_in_batches_with_every_count_exact(db, settings
     assert totals["total_tasks_completed"] == total
     assert totals["total_tokens_used"] == tokens["n"]
 
-    # Batching happened: leaves' calls were recorded by fewer transactions than leaves
-    # (completed_at is the recording transaction's timestamp).
+    # Batching happened: leaves' calls were recorded by fewer transactions (the inserting
+    # transaction's id, xmin) than leaves.
     stamps = await one(
         db,
-        "SELECT count(DISTINCT completed_at) AS n FROM llm_calls WHERE task_id = ANY(%s)",
+        "SELECT count(DISTINCT xmin::text) AS n FROM llm_calls WHERE task_id = ANY(%s)",
         [tasks[leaf]["id"] for leaf in leaves],
     )
     assert 1 <= stamps["n"] < LEAVES
+    # Yet each call completed when it returned: its start plus its latency.
+    late = await one(
+        db,
+        "SELECT count(*) AS n FROM llm_calls WHERE run_id = %s AND abs(extract(epoch FROM "
+        "completed_at - created_at) * 1000 - latency_ms) > 1",
+        UUID(run["id"]),
+    )
+    assert late == {"n": 0}
+    # One job per task (those of released tasks made by the database), each with a
+    # time-ordered (version 7) id and its task's dispatch.
+    jobs = await rows(
+        db,
+        "SELECT id::text, payload FROM jobs WHERE payload->>'run_id' = %s",
+        run["id"],
+    )
+    assert sorted(j["payload"]["task_id"] for j in jobs) == sorted(str(i) for i in ids)
+    assert {j["id"][14] for j in jobs} == {"7"}
+    assert {j["payload"]["dispatch"] for j in jobs} == {1}
 
 
 class Gated(Executor):

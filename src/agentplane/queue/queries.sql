@@ -4,34 +4,8 @@
 
 -- name: enqueue
 -- Bulk insert from one JSON array (one document to encode and send, instead of
--- an array per column); duplicates of a live idempotency key are skipped.
-WITH ins AS (
-    INSERT INTO jobs (tenant_id, id, queue, type, payload, priority, scheduled_at,
-                      max_attempts, backoff_base, backoff_max, timeout_seconds,
-                      idempotency_key, concurrency_key, status)
-    SELECT coalesce(%(tenant_id)s::uuid, app_current_tenant()), u.id, u.queue, u.type,
-           coalesce(u.payload, 'null'), u.priority, now() + make_interval(secs => u.delay),
-           u.max_attempts, u.backoff_base, u.backoff_max, u.timeout, u.idempotency_key,
-           u.concurrency_key,
-           CASE WHEN EXISTS (SELECT 1 FROM queue_pauses p
-                             WHERE p.queue = u.queue AND p.type IN ('*', u.type)
-                               AND (p.tenant_id IS NULL OR p.tenant_id
-                                    = coalesce(%(tenant_id)s::uuid, app_current_tenant())))
-                THEN 'paused'::job_status ELSE 'pending'::job_status END
-    FROM jsonb_to_recordset(%(jobs)s::jsonb)
-         AS u (id uuid, queue text, type text, payload jsonb, priority job_priority,
-               delay float8, max_attempts int, backoff_base real, backoff_max real,
-               timeout real, idempotency_key text, concurrency_key text)
-    ON CONFLICT (tenant_id, idempotency_key)
-        WHERE idempotency_key IS NOT NULL
-          AND status NOT IN ('completed', 'cancelled', 'dead_letter')
-        DO NOTHING
-    RETURNING id, queue, scheduled_at
-), woken AS (
-    SELECT pg_notify('agentplane_jobs', q.queue)
-    FROM (SELECT DISTINCT queue FROM ins WHERE scheduled_at <= now()) q
-)
-SELECT id, (SELECT count(*) FROM woken) AS notified FROM ins;
+-- an array per column): queue_enqueue (0011) skips duplicates of a live idempotency key.
+SELECT q.id FROM queue_enqueue(%(tenant_id)s::uuid, %(jobs)s::jsonb) AS q (id);
 
 -- name: live_by_idempotency_key
 SELECT idempotency_key, id FROM jobs

@@ -1,5 +1,5 @@
 """What a batch of tasks writes at their start (runtime_start) and at their completion
-(runtime_complete): one JSON document of arrays, one per table (0009_finish_batches.py)."""
+(runtime_complete): one JSON document of arrays, one per table (migrations 0009, 0011)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
+from agentplane.runtime.jobs import job_columns
 from agentplane.runtime.turn import RESULT_CHARS, Turn
 
 
@@ -45,9 +46,12 @@ class Starts:
 
 
 class Completions:
-    """What runtime_complete takes: completed tasks of one tenant."""
+    """What runtime_complete takes: completed tasks of one tenant, the columns of the jobs
+    of the tasks they release, and how long a run's result may be."""
 
     def __init__(self) -> None:
+        self.job = job_columns()
+        self.result_chars = RESULT_CHARS
         self.tasks: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
         self.usage: list[dict[str, Any]] = []

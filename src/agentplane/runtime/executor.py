@@ -671,29 +671,37 @@ class Executor:
     async def _complete_many(
         self, tenant_id: UUID, finished: list[tuple[Turn, dict[str, Any]]]
     ) -> list[str]:
-        """The finish of completed tasks of one tenant, in one transaction: their LLM
-        calls (priced in the first round trip), traces, outputs, dependants released
-        and queued, run counters, agent totals deltas and events (runtime_complete, the
-        second), the runs they complete, and the calls' holds settled last, so that the
-        tenant's budget row is locked only while the transaction commits. A task no
-        longer running under its dispatch (cancelled, taken over) gets its calls and a
-        FAILED trace only."""
+        """The finish of completed tasks of one tenant, in one transaction of two round
+        trips: their LLM calls' prices, then runtime_complete (calls, traces, outputs,
+        dependants released and queued, run counters, agent totals deltas, events, the
+        runs they complete), the calls' holds settled and COMMIT, sent together so that
+        the runs' rows are locked only while the server works. A task no longer running
+        under its dispatch (cancelled, taken over) gets its calls, then a FAILED trace of
+        its own."""
         calls = [(turn, call) for turn, _ in finished for call in turn.pending]
         # Written again on their own if the batch fails: the turns must be as they came.
         saved = [(t, t.machine.copy(), list(t.events), list(t.tools), t.cost) for t, _ in finished]
         try:
-            return await self._write_completed(tenant_id, finished, calls)
+            done = await self._write_completed(tenant_id, finished, calls)
         except BaseException:
             for turn, machine, events, tools_, cost in saved:
                 turn.machine, turn.events, turn.tools, turn.cost = machine, events, tools_, cost
             raise
+        for turn, call in calls:
+            call.settled = True
+            turn.pending = []
+        applied = set(done["applied"])
+        skipped = [turn for turn, _ in finished if str(turn.task_id) not in applied]
+        if skipped:
+            await self._trace_skipped(tenant_id, skipped)
+        return ["completed" if str(turn.task_id) in applied else "skipped" for turn, _ in finished]
 
     async def _write_completed(
         self,
         tenant_id: UUID,
         finished: list[tuple[Turn, dict[str, Any]]],
         calls: list[tuple[Turn, PendingCall]],
-    ) -> list[str]:
+    ) -> dict[str, Any]:
         async with self.db.tenant_pipeline(tenant_id) as conn:
             wanted = [LLM.priced_as(call) for _, call in calls]
             found = iter(await llm_store.prices_at(conn, [w for ws in wanted for w in ws]))
@@ -709,40 +717,25 @@ class Executor:
                 self._place(turn, call, outcome)
             for turn, output in finished:
                 batch.add(turn, output)
-            done = await rt.complete_batch(conn, batch.dump())
-            applied = set(done["applied"])
-            outcomes = []
-            for turn, _ in finished:
-                if str(turn.task_id) in applied:
-                    outcomes.append("completed")
-                    continue
-                turn.to("FAILED", "the task was cancelled or taken over")
-                await self._flush(conn, turn, error="the task was cancelled while it ran")
-                outcomes.append("skipped")
-            ready = [r for r in done["released"] if r["status"] == "queued"]
-            await enqueue_tasks(conn, self.db, tenant_id, ready)
-            ended = [run for run in done["runs"] if "outputs" in run]
-            for run in ended:
-                outputs = run["outputs"]
-                result = "\n\n".join(prompt.output_text(o["output"]) for o in outputs if o["sink"])
-                response = {o["node"]: prompt.output_text(o["output"]) for o in outputs}
-                await rt.finish_run(conn, UUID(run["id"]), result[:RESULT_CHARS], response)
-                await emit(
-                    conn,
-                    tenant_id,
-                    UUID(run["id"]),
-                    [event("run.completed", tasks=run["total_tasks"])],
-                )
-            if ended:
-                await rt.fold_agent_totals(conn)
+            done = await rt.send_complete_batch(conn, batch.dump())
             for _, call in calls:
                 if call.row["tenant_id"] is not None:
                     await llm_store.record_health(conn, call.row["id"], True, call.latency_ms, None)
             await Budgets.settle_used_in(conn, holds)
-        for turn, call in calls:
-            call.settled = True
-            turn.pending = []
-        return outcomes
+        return await rt.read_complete_batch(done)
+
+    async def _trace_skipped(self, tenant_id: UUID, skipped: list[Turn]) -> None:
+        """The FAILED traces of turns whose tasks were cancelled or taken over while they
+        ran, after their batch committed (their calls are recorded and settled): a trace
+        that cannot be written is logged, as the batch stands."""
+        try:
+            async with self.db.tenant_pipeline(tenant_id) as conn:
+                for turn in skipped:
+                    turn.to("FAILED", "the task was cancelled or taken over")
+                    await self._flush(conn, turn, error="the task was cancelled while it ran")
+        except AgentplaneError as exc:
+            log.error("could not write the trace of %d taken-over tasks: %s", len(skipped),
+                      exc.detail)
 
     def _place(self, turn: Turn, call: PendingCall, outcome: CallOutcome) -> None:
         """A recorded call's event takes its placeholder's place in the trail."""

@@ -3,6 +3,7 @@ exactly when the state that made its task ready commits."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +11,23 @@ from agentplane.db.pool import Connection, Database
 
 JOB_TYPE = "runtime.task"
 QUEUE = "default"
+
+
+def _spec(payload: dict[str, Any], delay: float = 0) -> Any:
+    from agentplane.queue.service import make_spec
+
+    return make_spec(JOB_TYPE, payload, queue=QUEUE, delay=delay, max_attempts=5)
+
+
+@cache
+def job_columns() -> dict[str, Any]:
+    """The columns of a task's job but its id and payload, for runtime_complete (0011),
+    which queues the tasks a batch releases."""
+    from agentplane.queue.service import job_columns
+
+    columns = job_columns(_spec({}))
+    del columns["payload"]
+    return columns
 
 
 async def enqueue_tasks(
@@ -24,17 +42,11 @@ async def enqueue_tasks(
     if not tasks:
         return
     from agentplane.queue import JobQueue
-    from agentplane.queue.service import make_spec
     from agentplane.runtime import handler  # registers JOB_TYPE, so enqueue knows it
 
     specs = [
-        make_spec(
-            JOB_TYPE,
-            {"task_id": str(t["id"]), "run_id": str(t["run_id"]), "dispatch": t["dispatch"]},
-            queue=QUEUE,
-            delay=delay,
-            max_attempts=5,
-        )
+        _spec({"task_id": str(t["id"]), "run_id": str(t["run_id"]), "dispatch": t["dispatch"]},
+              delay)
         for t in tasks
     ]
     await JobQueue(db, handler.registry).enqueue_many(specs, tenant_id=tenant_id, conn=conn)

@@ -302,21 +302,6 @@ async def add_to_run(
     )
 
 
-async def finish_run(conn: Connection, run_id: UUID, result: str, response: dict[str, Any]) -> None:
-    await _exec(
-        conn,
-        """
-        UPDATE runs SET status = 'completed', result = %(result)s, response = %(response)s,
-            completed_at = now(),
-            duration_ms = (extract(epoch FROM now() - coalesce(started_at, created_at))
-                           * 1000)::int,
-            agents_used = (SELECT count(DISTINCT agent_id) FROM tasks WHERE run_id = %(id)s)
-        WHERE id = %(id)s
-        """,
-        {"id": run_id, "result": result, "response": Jsonb(response)},
-    )
-
-
 async def fail_run(conn: Connection, run_id: UUID, error: str) -> None:
     await _exec(
         conn,
@@ -349,34 +334,9 @@ async def add_agent_delta(
 
 
 async def fold_agent_totals(conn: Connection) -> None:
-    """Moves the tenant's committed deltas into their agents' rows, skipping agents whose
-    row another transaction holds (their deltas wait for the next fold). Exact under
-    concurrency: a delta is deleted, and so added, by one fold only. NO KEY UPDATE does
-    not block the key-share locks that inserting deltas takes on the agent."""
-    await _exec(
-        conn,
-        """
-        WITH a AS (
-            SELECT tenant_id, id FROM agents
-            WHERE id IN (SELECT agent_id FROM agent_total_deltas)
-            ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
-        ), d AS (
-            DELETE FROM agent_total_deltas d USING a
-            WHERE d.tenant_id = a.tenant_id AND d.agent_id = a.id
-            RETURNING d.*
-        ), s AS (
-            SELECT tenant_id, agent_id, sum(completed) AS completed, sum(failed) AS failed,
-                   sum(tokens) AS tokens, sum(cost_usd) AS cost, sum(latency_ms) AS latency
-            FROM d GROUP BY tenant_id, agent_id
-        )
-        UPDATE agents g SET total_tasks_completed = g.total_tasks_completed + s.completed,
-            total_tasks_failed = g.total_tasks_failed + s.failed,
-            total_tokens_used = g.total_tokens_used + s.tokens,
-            total_cost_usd = g.total_cost_usd + s.cost,
-            total_latency_ms = g.total_latency_ms + s.latency
-        FROM s WHERE g.tenant_id = s.tenant_id AND g.id = s.agent_id
-        """,
-    )
+    """Moves the tenant's committed deltas into their agents' rows (agents_fold_totals,
+    0011)."""
+    await _exec(conn, "SELECT agents_fold_totals()")
 
 
 async def agent_by_slug(conn: Connection, slug: str) -> dict[str, Any] | None:
@@ -399,11 +359,15 @@ async def insert_subtask(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def complete_batch(conn: Connection, batch: Jsonb) -> dict[str, Any]:
-    """runtime_complete (0009_finish_batches.py) on a batch given as JSON: which tasks
-    were completed, the dependants released, and the runs' counters (with outputs for
-    runs whose tasks all completed)."""
-    cur = await _exec(conn, "SELECT runtime_complete(%s) AS done", [batch])
+async def send_complete_batch(conn: Connection, batch: Jsonb) -> Any:
+    """runtime_complete (migrations 0009, 0011) on a batch, sent on a pipelined connection
+    without waiting: read it with read_complete_batch once the transaction commits."""
+    return await _exec(conn, "SELECT runtime_complete(%s) AS done", [batch])
+
+
+async def read_complete_batch(cur: Any) -> dict[str, Any]:
+    """Which tasks were completed, the dependants released (and queued) and the runs
+    the batch completed."""
     return (await cur.fetchone())["done"]
 
 
