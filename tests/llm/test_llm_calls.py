@@ -598,3 +598,42 @@ async def test_the_call_and_its_usage_record_carry_who_and_what_for(db: Database
     assert usage["cost_usd"] == call["cost_usd"] == 0 and before <= usage["created_at"]
     s = await row(db, "SELECT tokens_used, request_count FROM sessions WHERE id = %s", sid)
     assert s == {"tokens_used": call["total_tokens"], "request_count": 1}
+
+
+class NulHandler(OpenAIHandler):
+    """A vendor whose model writes a NUL character."""
+
+    def answer(self, body):
+        _, calls, finish, usage = super().answer(body)
+        return "before\x00after", calls, finish, usage
+
+
+async def test_a_nul_in_an_answer_is_recorded_as_a_replacement_character(
+    db: Database, llm: LLM, settings: Settings
+) -> None:
+    """PostgreSQL holds no NUL: the answer keeps its place as U+FFFD, and the call is
+    recorded, streamed or not."""
+    t = await tenant(db)
+    with serve(NulHandler) as vendor:
+        await add(
+            db,
+            settings,
+            t.tenant_id,
+            name="nul",
+            type="openai_compatible",
+            base_url=vendor.url + "/v1",
+            api_key=KEY,
+            model="gpt-4o",
+        )
+        ctx = CallContext(tenant_id=t.tenant_id)
+        out = await llm.complete(ctx, ChatRequest(messages=MESSAGES), provider="nul")
+        streamed = [
+            item async for item in llm.stream(ctx, ChatRequest(messages=MESSAGES), provider="nul")
+        ]
+    assert out.result.content == "before\ufffdafter"
+    assert isinstance(streamed[-1], CallOutcome)
+    for call_id in (out.call_id, streamed[-1].call_id):
+        call = await row(
+            db, "SELECT status, response_content FROM llm_calls WHERE id = %s", call_id
+        )
+        assert call == {"status": "completed", "response_content": "before\ufffdafter"}

@@ -25,7 +25,7 @@ from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, ValidationFailed
 from agentplane.llm import service, store
 from agentplane.llm.adapters import adapter_for
-from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta
+from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta, storable
 from agentplane.llm.sweep import Sweeper, sweeper_for
 from agentplane.llm.tokens import estimate_prompt
 from agentplane.usage import store as usage_store
@@ -221,7 +221,7 @@ class LLM:
         row, adapter, sent, reservation = await self._prepare(ctx, request, None, enforce, resolved)
         started, t0 = datetime.now(UTC), time.perf_counter()
         try:
-            result = await adapter.complete(sent)
+            result = storable(await adapter.complete(sent))
         except BaseException as exc:
             await self._record_failure(
                 ctx, row, sent, reservation, started, t0, exc, False, adapter.redact
@@ -248,7 +248,7 @@ class LLM:
         )
         started, t0 = datetime.now(UTC), time.perf_counter()
         try:
-            result = await adapter.complete(sent)
+            result = storable(await adapter.complete(sent))
         except BaseException as exc:
             await self._record_failure(
                 ctx, row, sent, reservation, started, t0, exc, False, adapter.redact
@@ -295,7 +295,7 @@ class LLM:
             try:
                 async for item in adapter.stream(sent):
                     if isinstance(item, ChatResult):
-                        result = item
+                        result = storable(item)
                     else:
                         began = True
                         yield item

@@ -8,7 +8,7 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -66,6 +66,29 @@ class ChatResult:
     cost: Decimal | None = None
     """Cost reported by the provider (e.g. OpenRouter); it wins over our price table."""
     ttft_ms: int | None = None
+
+
+def storable(result: ChatResult) -> ChatResult:
+    """The result with any NUL character as U+FFFD: a model may write one, and neither
+    PostgreSQL's text nor its JSON can hold it, so the call and its task could not be
+    recorded."""
+    if "\x00" not in result.content and not result.tool_calls:
+        return result
+    return replace(
+        result,
+        content=_without_nul(result.content),
+        tool_calls=[replace(c, arguments=_without_nul(c.arguments)) for c in result.tool_calls],
+    )
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 @dataclass
