@@ -22,6 +22,7 @@ Connection = psycopg.AsyncConnection[dict]
 
 jsonb.use()  # for every connection of the process, the queue worker's included
 
+
 class Database:
     """The process's pools: one for the application role, a small one for the owner."""
 

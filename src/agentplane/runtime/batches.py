@@ -8,7 +8,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from agentplane.runtime.jobs import job_columns
+from agentplane.runtime.jobs import task_job
 from agentplane.runtime.turn import RESULT_CHARS, Turn
 
 
@@ -50,7 +50,7 @@ class Completions:
     of the tasks they release, and how long a run's result may be."""
 
     def __init__(self) -> None:
-        self.job = job_columns()
+        self.job = task_job()
         self.result_chars = RESULT_CHARS
         self.tasks: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []

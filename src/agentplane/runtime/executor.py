@@ -733,9 +733,8 @@ class Executor:
                 for turn in skipped:
                     turn.to("FAILED", "the task was cancelled or taken over")
                     await self._flush(conn, turn, error="the task was cancelled while it ran")
-        except AgentplaneError as exc:
-            log.error("could not write the trace of %d taken-over tasks: %s", len(skipped),
-                      exc.detail)
+        except Exception:  # the batch committed: failing it now would write it twice
+            log.exception("could not write the traces of %d taken-over tasks", len(skipped))
 
     def _place(self, turn: Turn, call: PendingCall, outcome: CallOutcome) -> None:
         """A recorded call's event takes its placeholder's place in the trail."""

@@ -4,23 +4,26 @@ exactly when the state that made its task ready commits."""
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from agentplane.db.pool import Connection, Database
+
+if TYPE_CHECKING:
+    from agentplane.queue.models import JobSpec
 
 JOB_TYPE = "runtime.task"
 QUEUE = "default"
 
 
-def _spec(payload: dict[str, Any], delay: float = 0) -> Any:
+def _spec(payload: dict[str, Any], delay: float = 0) -> JobSpec:
     from agentplane.queue.service import make_spec
 
     return make_spec(JOB_TYPE, payload, queue=QUEUE, delay=delay, max_attempts=5)
 
 
 @cache
-def job_columns() -> dict[str, Any]:
+def task_job() -> dict[str, Any]:
     """The columns of a task's job but its id and payload, for runtime_complete (0011),
     which queues the tasks a batch releases."""
     from agentplane.queue.service import job_columns
