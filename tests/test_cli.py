@@ -61,6 +61,10 @@ def test_db_downgrade_and_upgrade(cli) -> None:
     assert down.returncode == 0, down.stderr
     assert "database at 0001" in down.stdout
     assert cli("db", "current").stdout.startswith("0001")
+    # A command that needs the schema migrates a database that is behind, then runs.
+    runs = cli("runs", "list")
+    assert runs.returncode == 0, runs.stderr
+    assert cli("db", "current").stdout.strip() == f"{head()} (head)"
     up = cli("db", "upgrade")
     assert up.returncode == 0, up.stderr
     assert cli("db", "current").stdout.strip() == f"{head()} (head)"

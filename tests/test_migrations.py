@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from agentplane.db import endpoints as ep
+from agentplane.db import revisions
 from agentplane.db.embedded import EmbeddedServer, pg_binary
 from agentplane.db.migrate import Migrator, head, history
 from tests.conftest import create_database, drop_database, make_settings
@@ -79,6 +80,11 @@ def test_each_revision_steps_down_and_up(fresh) -> None:
         assert migrator.current() == rev
     migrator.upgrade()
     assert migrator.current() == revisions[-1] == head()
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    """Commands check the schema without loading Alembic: the same head."""
+    assert revisions.latest() == head()
 
 
 def test_history_is_one_linear_chain() -> None:

@@ -5,6 +5,7 @@ Domain errors become one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
@@ -25,27 +26,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-from agentplane.auth.cli import key_app  # noqa: E402
-from agentplane.tenancy.cli import tenant_app, user_app  # noqa: E402
-
-app.add_typer(tenant_app, name="tenant")
-app.add_typer(user_app, name="user")
-app.add_typer(key_app, name="key")
-
-from agentplane.llm.cli import providers_app  # noqa: E402
-
-app.add_typer(providers_app, name="providers")
-
-from agentplane.events.cli import events as events_command  # noqa: E402
-
-app.command("events")(events_command)
-
-from agentplane.ops.cli import ops_app  # noqa: E402
-from agentplane.usage.cli import usage as usage_command  # noqa: E402
-
-app.command("usage")(usage_command)
-app.add_typer(ops_app, name="ops")
 
 out = Console()
 err = Console(stderr=True)
@@ -123,7 +103,7 @@ def show_config() -> None:
 @db_app.command("upgrade")
 def db_upgrade(target: Annotated[str, typer.Argument(help="Revision to reach.")] = "head") -> None:
     """Apply migrations up to TARGET (default: head)."""
-    from agentplane.server import database
+    from agentplane.db.endpoints import database
 
     conf = settings()
     with database(conf) as endpoints:
@@ -139,8 +119,8 @@ def db_downgrade(
     target: Annotated[str, typer.Argument(help="Revision to reach, or 'base'.")],
 ) -> None:
     """Revert migrations down to TARGET."""
+    from agentplane.db.endpoints import database
     from agentplane.db.migrate import Migrator
-    from agentplane.server import database
 
     conf = settings()
     with database(conf) as endpoints:
@@ -152,8 +132,8 @@ def db_downgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's migration."""
+    from agentplane.db.endpoints import database
     from agentplane.db.migrate import Migrator, head
-    from agentplane.server import database
 
     conf = settings()
     with database(conf) as endpoints:
@@ -173,22 +153,50 @@ def db_history() -> None:
     out.print(table)
 
 
-def _register_packages() -> None:
-    from agentplane.queue.cli import register as register_queue
+# The commands defined by the packages, by name: (module, attribute, how it is added). A
+# command line imports only the package it names (the full list only for help or an
+# unknown name), which halves a command's start-up.
+PACKAGES: dict[str, tuple[str, str, str]] = {
+    "tenant": ("agentplane.tenancy.cli", "tenant_app", "group"),
+    "user": ("agentplane.tenancy.cli", "user_app", "group"),
+    "key": ("agentplane.auth.cli", "key_app", "group"),
+    "providers": ("agentplane.llm.cli", "providers_app", "group"),
+    "events": ("agentplane.events.cli", "events", "command"),
+    "usage": ("agentplane.usage.cli", "usage", "command"),
+    "ops": ("agentplane.ops.cli", "ops_app", "group"),
+    "worker": ("agentplane.queue.cli", "register", "register"),
+    "jobs": ("agentplane.queue.cli", "register", "register"),
+    "dlq": ("agentplane.queue.cli", "register", "register"),
+    "run": ("agentplane.workflows.cli", "register", "register"),
+    "runs": ("agentplane.workflows.cli", "register", "register"),
+    "workflows": ("agentplane.workflows.cli", "register", "register"),
+    "demo": ("agentplane.runtime.demo", "demo", "command"),
+}
+BUILT_IN = {"up", "doctor", "config", "db"}
 
-    register_queue(app)
 
-    from agentplane.runtime.demo import demo
-    from agentplane.workflows.cli import register as register_workflows
-
-    register_workflows(app)
-    app.command("demo")(demo)
-
-
-_register_packages()
+def _register(argv: list[str]) -> None:
+    named = next((a for a in argv if not a.startswith("-")), None)
+    if named in BUILT_IN:
+        return
+    wanted = [named] if named in PACKAGES else list(PACKAGES)
+    done: set[tuple[str, str]] = set()
+    for name in wanted:
+        module, attr, how = PACKAGES[name]
+        if (module, attr) in done:
+            continue
+        done.add((module, attr))
+        found = getattr(importlib.import_module(module), attr)
+        if how == "group":
+            app.add_typer(found, name=name)
+        elif how == "command":
+            app.command(name)(found)
+        else:
+            found(app)
 
 
 def main() -> None:
+    _register(sys.argv[1:])
     try:
         app()
     except AgentplaneError as exc:

@@ -14,26 +14,10 @@ import uvicorn
 from agentplane import logs
 from agentplane.api.app import create_app
 from agentplane.config import Settings
-from agentplane.db import endpoints as ep
-from agentplane.db.migrate import Migrator
+from agentplane.db.endpoints import database
 from agentplane.errors import ConfigError
 
 log = logging.getLogger("agentplane.server")
-
-
-@contextlib.contextmanager
-def database(settings: Settings, *, migrate: bool = False) -> Iterator[ep.Endpoints]:
-    """Endpoints of a ready database; the embedded server is released on exit."""
-    endpoints = ep.resolve(settings)
-    try:
-        ep.bootstrap(settings, endpoints)
-        migrator = Migrator(endpoints.owner, settings.app_role)
-        if migrate:
-            migrator.upgrade()
-        yield endpoints
-    finally:
-        if endpoints.server is not None:
-            endpoints.server.release()
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -9,6 +9,8 @@ or else from the owner's connection with the role set at connection start.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -74,6 +76,31 @@ def resolve(settings: Settings, *, start: bool = True) -> Endpoints:
     else:
         app = make_conninfo(owner, options=f"-c role={settings.app_role}")
     return Endpoints(owner=owner, app=app, server=None)
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, migrate: bool = False) -> Iterator[Endpoints]:
+    """Endpoints of a ready database; the embedded server is released on exit."""
+    endpoints = resolve(settings)
+    try:
+        bootstrap(settings, endpoints)
+        if migrate and _behind(endpoints):
+            from agentplane.db.migrate import Migrator  # Alembic: loaded to migrate only
+
+            Migrator(endpoints.owner, settings.app_role).upgrade()
+        yield endpoints
+    finally:
+        if endpoints.server is not None:
+            endpoints.server.release()
+
+
+def _behind(endpoints: Endpoints) -> bool:
+    """Whether the database is not at the latest migration (ahead is for Migrator to
+    refuse)."""
+    from agentplane.db import revisions
+
+    with connect(endpoints.owner) as conn:
+        return revisions.current(conn) != revisions.latest()
 
 
 def connect(conninfo: str, **kwargs: object) -> psycopg.Connection:

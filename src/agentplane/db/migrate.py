@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from agentplane.db import revisions
 from agentplane.db.endpoints import connect
 from agentplane.errors import AgentplaneError, SchemaMismatch, ValidationFailed
 
@@ -71,11 +72,7 @@ class Migrator:
 
     def current(self) -> str | None:
         with connect(self.owner) as conn:
-            exists = conn.execute("SELECT to_regclass('public.alembic_version')").fetchone()
-            if not exists or exists[0] is None:
-                return None
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            return row[0] if row else None
+            return revisions.current(conn)
 
     def check_not_ahead(self) -> str | None:
         """Refuse a database migrated by a newer agentplane rather than guess."""

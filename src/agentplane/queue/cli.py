@@ -36,9 +36,9 @@ def register(app: typer.Typer) -> None:
 def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run fn(queue) with the database open (the embedded server is started if needed)."""
     from agentplane.config import get_settings
+    from agentplane.db.endpoints import database
     from agentplane.db.pool import Database
     from agentplane.queue.service import JobQueue
-    from agentplane.server import database
 
     conf = get_settings()
 
@@ -71,9 +71,9 @@ def worker(
     """Run a worker until SIGTERM or SIGINT: finishes in-flight jobs, hands back the rest."""
     from agentplane import logs
     from agentplane.config import get_settings
+    from agentplane.db.endpoints import database
     from agentplane.queue.registry import import_modules
     from agentplane.queue.worker import Worker, WorkerOptions
-    from agentplane.server import database
 
     conf = get_settings()
     logs.configure(conf.log_level, conf.log_format)

@@ -36,7 +36,7 @@ PasswordStdin = Annotated[
 def with_database(fn: Callable[[Database], Awaitable[T]]) -> T:
     """Run fn on an open Database (the embedded server is started if need be)."""
     from agentplane.config import get_settings
-    from agentplane.server import database
+    from agentplane.db.endpoints import database
 
     conf = get_settings()
 

@@ -49,8 +49,8 @@ async def opened(conf: Any, endpoints: Any) -> AsyncIterator[Any]:
 def with_db(fn: Callable[[Any, Any, Any], Awaitable[T]], *, migrate: bool = True) -> T:
     """Run fn(db, settings, principal) against the configured (or embedded) database."""
     from agentplane.config import get_settings
+    from agentplane.db.endpoints import database
     from agentplane.runtime.local import local_principal
-    from agentplane.server import database
 
     conf = get_settings()
 
