@@ -155,7 +155,7 @@ def db_history() -> None:
 
 # The commands defined by the packages, by name: (module, attribute, how it is added). A
 # command line imports only the package it names (the full list only for help or an
-# unknown name), which halves a command's start-up.
+# unknown name), which spares a command the start-up of all the others.
 PACKAGES: dict[str, tuple[str, str, str]] = {
     "tenant": ("agentplane.tenancy.cli", "tenant_app", "group"),
     "user": ("agentplane.tenancy.cli", "user_app", "group"),
