@@ -167,6 +167,7 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     "worker": ("agentplane.queue.cli", "register", "register"),
     "jobs": ("agentplane.queue.cli", "register", "register"),
     "dlq": ("agentplane.queue.cli", "register", "register"),
+    "schedules": ("agentplane.queue.cli", "register", "register"),
     "run": ("agentplane.workflows.cli", "register", "register"),
     "runs": ("agentplane.workflows.cli", "register", "register"),
     "workflows": ("agentplane.workflows.cli", "register", "register"),

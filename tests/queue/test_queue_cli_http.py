@@ -309,3 +309,81 @@ async def test_up_runs_a_worker_in_process(db: Database, settings, endpoints, tm
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0, err
+
+
+async def test_http_schedules_of_a_tenant(db: Database, client: httpx.AsyncClient) -> None:
+    """Owners and admins create, list and delete their tenant's schedules; bad input is a
+    422 that writes nothing; another tenant sees none of them."""
+    owner = await make_tenant(db)
+
+    async def count() -> int:
+        return await scalar(db, "SELECT count(*) FROM schedules WHERE tenant_id = %s",
+                            owner.tenant_id)
+
+    good = {"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Paris",
+            "type": "report.build", "payload": {"kind": "daily"}, "allow_unknown": True}
+    bad = [
+        {**good, "cron": "every night"},
+        {**good, "timezone": "Mars/Base"},
+        {**good, "allow_unknown": False},  # no worker knows report.build
+        {**good, "priority": "urgent"},
+        {**good, "max_attempts": 0},
+        {**good, "queue": "no spaces"},
+        {**good, "surprise": 1},
+        {key: value for key, value in good.items() if key != "cron"},
+    ]
+    for body in bad:
+        r = await client.post("/v1/schedules", headers=owner.headers, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert await count() == 0
+    r = await client.post("/v1/schedules", headers=owner.headers, json=good)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["cron"] == "0 3 * * *" and made["payload"] == {"kind": "daily"}
+    # 03:00 in Paris is 01:00 or 02:00 UTC, depending on the season.
+    assert made["next_run_at"][11:16] in ("01:00", "02:00")
+    listed = (await client.get("/v1/schedules", headers=owner.headers)).json()
+    assert [s["id"] for s in listed] == [made["id"]]
+
+    other = await make_tenant(db)
+    assert (await client.get("/v1/schedules", headers=other.headers)).json() == []
+    r = await client.delete(f"/v1/schedules/{made['id']}", headers=other.headers)
+    assert r.status_code == 404
+    dev = await make_tenant(db, role="developer")
+    assert (await client.get("/v1/schedules", headers=dev.headers)).status_code == 403
+    r = await client.delete(f"/v1/schedules/{made['id']}", headers=owner.headers)
+    assert r.status_code == 204
+    r = await client.delete(f"/v1/schedules/{made['id']}", headers=owner.headers)
+    assert r.status_code == 404
+    assert await count() == 0
+
+
+async def test_cli_schedules(db: Database, cli) -> None:
+    tenant = await new_tenant(db)
+
+    async def count() -> int:
+        return await scalar(db, "SELECT count(*) FROM schedules WHERE tenant_id = %s", tenant)
+
+    base = ["schedules", "add", "--tenant", str(tenant), "--name", "hourly", "--type", "cli.s"]
+    for extra, says in [
+        (["--cron", "hourly", "--allow-unknown"], "invalid cron"),
+        (["--cron", "0 * * * *", "--timezone", "Mars/Base", "--allow-unknown"], "time zone"),
+        (["--cron", "0 * * * *", "--payload", "{not json"], "not JSON"),
+        (["--cron", "0 * * * *"], "unknown job type"),
+        (["--cron", "0 * * * *", "--tenant", "acme"], "not a UUID"),
+    ]:
+        result = cli(*base, *extra)
+        assert result.returncode == 2, (extra, result.stdout, result.stderr)
+        assert says in result.stderr and "Traceback" not in result.stderr
+    assert await count() == 0
+    added = cli(*base, "--cron", "0 * * * *", "--payload", '{"n": 1}', "--allow-unknown")
+    assert added.returncode == 0, added.stderr
+    schedule_id = added.stdout.split()[1].rstrip(":")
+    listed = json.loads(cli("schedules", "list", "--tenant", str(tenant), "--json").stdout)
+    assert [(s["id"], s["payload"]) for s in listed] == [(schedule_id, {"n": 1})]
+    assert cli("schedules", "delete", schedule_id, "--tenant", str(tenant)).returncode == 0
+    again = cli("schedules", "delete", schedule_id, "--tenant", str(tenant))
+    assert again.returncode == 2 and "not found" in again.stderr
+    assert cli("schedules", "delete", "nope", "--tenant", str(tenant)).returncode == 2
+    assert await count() == 0

@@ -1,16 +1,17 @@
-"""HTTP: a tenant's own jobs and dead letters (owners and admins), cursor-paginated, and
-pausing its own queues."""
+"""HTTP: a tenant's own jobs and dead letters (owners and admins), cursor-paginated,
+pausing its own queues, and its cron schedules."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 
 from agentplane.api.deps import DB, Principal, requires
-from agentplane.queue.models import DeadLetter, Job, Page, Priority
+from agentplane.queue import schedules
+from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule, ScheduleSpec
 from agentplane.queue.service import JobQueue
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -110,3 +111,29 @@ async def resume_queue(queue: str, principal: Writer, db: DB, type: str | None =
     """Lift this tenant's pause of a queue (or type); an operator's pause stays."""
     n = await JobQueue(db).resume(queue, type, tenant_id=principal.tenant_id)
     return Paused(queue=queue, type=type, jobs=n)
+
+
+class ScheduleIn(ScheduleSpec):
+    allow_unknown: bool = False
+    """Accept a job type no worker has a handler for yet."""
+
+
+@router.get("/schedules")
+async def list_schedules(principal: Reader, db: DB) -> list[Schedule]:
+    return await schedules.list_(db, tenant_id=principal.tenant_id)
+
+
+@router.post("/schedules", status_code=201)
+async def create_schedule(body: ScheduleIn, principal: Writer, db: DB) -> Schedule:
+    """A cron expression (in a time zone) that enqueues a job of `type` at each tick, once
+    however many workers run."""
+    if not body.allow_unknown:
+        await JobQueue(db).check_known({body.type})
+    spec = ScheduleSpec.model_validate(body.model_dump(exclude={"allow_unknown"}))
+    return await schedules.create(db, spec, tenant_id=principal.tenant_id)
+
+
+@router.delete("/schedules/{schedule_id}", status_code=204)
+async def delete_schedule(schedule_id: UUID, principal: Writer, db: DB) -> Response:
+    await schedules.delete(db, schedule_id, tenant_id=principal.tenant_id)
+    return Response(status_code=204)

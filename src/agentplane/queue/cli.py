@@ -1,4 +1,5 @@
-"""`agentplane worker`, `agentplane jobs ...`, `agentplane dlq ...`: thin over the Python API.
+"""`agentplane worker`, `agentplane jobs ...`, `agentplane dlq ...`, `agentplane schedules
+...`: thin over the Python API.
 
 Handler modules for `worker` come from `--import module` (repeatable) or the
 comma-separated AGENTPLANE_WORKER_IMPORTS; each registers its handlers with
@@ -17,10 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentplane.queue.models import Job
+from agentplane.queue.models import Job, Priority
 
 jobs_app = typer.Typer(help="Inspect and manage jobs on the queue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: jobs that failed for good.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Cron schedules that enqueue jobs.", no_args_is_help=True)
 out = Console()
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant's (id).")]
@@ -31,6 +33,7 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(dlq_app, name="dlq")
+    app.add_typer(schedules_app, name="schedules")
 
 
 def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -214,3 +217,78 @@ def dlq_requeue(dead_letter_id: str) -> None:
     """Enqueue a fresh job from a dead letter."""
     job_id = _run(lambda q: q.requeue(dead_letter_id))
     out.print(f"requeued as job {job_id}")
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+@schedules_app.command("add")
+def schedules_add(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant (id).")],
+    name: Annotated[str, typer.Option(help="What the schedule is for.")],
+    cron: Annotated[str, typer.Option(help="Five fields, e.g. '0 9 * * 1-5'.")],
+    type_: Annotated[str, typer.Option("--type", help="The job type to enqueue.")],
+    timezone: Annotated[str, typer.Option(help="The zone the cron is read in.")] = "UTC",
+    payload: Annotated[str, typer.Option(help="The jobs' payload, as JSON.")] = "{}",
+    queue: Annotated[str, typer.Option(help="The queue of the jobs.")] = "default",
+    priority: Annotated[Priority, typer.Option(help="The jobs' priority.")] = Priority.normal,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 3,
+    allow_unknown: Annotated[bool, typer.Option(
+        help="Accept a type no worker has a handler for yet.")] = False,
+) -> None:
+    """Enqueue a job of TYPE at each tick of CRON, once however many workers run."""
+    from agentplane.errors import ValidationFailed
+    from agentplane.queue import schedules
+    from agentplane.queue.service import _uuid
+
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise ValidationFailed(f"--payload is not JSON: {exc}") from None
+    spec = {"name": name, "cron": cron, "timezone": timezone, "type": type_, "payload": body,
+            "queue": queue, "priority": priority.value, "max_attempts": max_attempts}
+
+    async def add(q: Any) -> Any:
+        if not allow_unknown:
+            await q.check_known({type_})
+        return await schedules.create(q.db, spec, tenant_id=tenant)
+
+    _uuid(tenant, "tenant id")  # before opening the database
+    s = _run(add)
+    out.print(f"schedule {s.id}: {s.cron} ({s.timezone}), "
+              f"next at {s.next_run_at:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@schedules_app.command("list")
+def schedules_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Schedules by name, with their next tick and last job."""
+    from agentplane.queue import schedules
+    from agentplane.queue.service import _uuid
+
+    if tenant is not None:
+        _uuid(tenant, "tenant id")
+    found = _run(lambda q: schedules.list_(q.db, tenant_id=tenant))
+
+    def table() -> Table:
+        t = Table("id", "tenant", "name", "cron", "zone", "type", "next", "last job")
+        for s in found:
+            t.add_row(str(s.id), str(s.tenant_id)[:8], s.name, s.cron, s.timezone, s.type,
+                      s.next_run_at.strftime("%Y-%m-%d %H:%M:%S"), str(s.last_job_id or ""))
+        return t
+
+    _print([s.model_dump(mode="json") for s in found], as_json, table)
+
+
+@schedules_app.command("delete")
+def schedules_delete(
+    schedule_id: str,
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant (id).")],
+) -> None:
+    """Delete a schedule: no tick enqueues from then on."""
+    from agentplane.queue import schedules
+    from agentplane.queue.service import _uuid
+
+    ident = _uuid(schedule_id, "schedule id")
+    _uuid(tenant, "tenant id")
+    _run(lambda q: schedules.delete(q.db, ident, tenant_id=tenant))
+    out.print(f"schedule {ident} deleted")

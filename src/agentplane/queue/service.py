@@ -192,6 +192,13 @@ class JobQueue:
         return [i if i in inserted else existing.get(s.idempotency_key, i)
                 for i, s in zip(ids, specs, strict=True)]
 
+    async def check_known(self, types: set[str]) -> None:
+        """A ValidationFailed naming the types no worker has a handler for, as enqueue
+        refuses them (for what enqueues later: schedules)."""
+        with translate_errors():
+            async with self.db.autocommit_pool.connection() as conn:
+                await self._check_types(conn, types)
+
     async def _check_types(self, conn: Connection, types: set[str]) -> None:
         unknown = types - set(self.registry.types()) - self._known_types
         if unknown:
