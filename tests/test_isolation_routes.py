@@ -50,6 +50,7 @@ TABLES = (
     "run_data",
     "jobs",
     "dead_letters",
+    "schedules",
     "llm_providers",
     "llm_models",
     "llm_prices",
@@ -115,6 +116,11 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
     r = await client.post("/v1/usage/alerts", json=alert, headers=b.headers)
     assert r.status_code == 201, r.text
     alert_id = r.json()["id"]
+    schedule = {"name": "iso-sched", "cron": "0 3 * * *", "type": "iso.job",
+                "allow_unknown": True}
+    r = await client.post("/v1/schedules", json=schedule, headers=b.headers)
+    assert r.status_code == 201, r.text
+    schedule_id = r.json()["id"]
     r = await client.put(
         f"/v1/api-keys/{b.api_key_id}/budget", json={"token_budget": 10**6}, headers=b.headers
     )
@@ -142,6 +148,7 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
         "model_id": model_id,
         "call_id": call_id,
         "key_id": b.api_key_id,
+        "schedule_id": schedule_id,
     }
 
 
@@ -172,7 +179,7 @@ def test_every_id_route_is_covered() -> None:
     # Every other route is tried by the test below; here: B holds what it names.
     params = {"run_id", "task_id", "request_id", "slug", "instance_id", "ref", "job_id"}
     params |= {"dead_letter_id", "model_id", "call_id", "key_id"}
-    params |= {"alert_id"}
+    params |= {"alert_id", "schedule_id"}
     for method, path in tried:
         names = {p.split("}")[0] for p in path.split("{")[1:]}
         assert names <= params, f"{method} {path}: add its resource to this module"
