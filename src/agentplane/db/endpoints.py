@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agentplane.config import Settings
+from agentplane.db import revisions
 from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.errors import describe_connect_error
 from agentplane.errors import ConfigError, DatabaseUnavailable
@@ -97,8 +98,6 @@ def database(settings: Settings, *, migrate: bool = False) -> Iterator[Endpoints
 def _behind(endpoints: Endpoints) -> bool:
     """Whether the database is not at the latest migration (ahead is for Migrator to
     refuse)."""
-    from agentplane.db import revisions
-
     with connect(endpoints.owner) as conn:
         return revisions.current(conn) != revisions.latest()
 

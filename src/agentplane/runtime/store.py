@@ -366,8 +366,7 @@ async def send_complete_batch(conn: Connection, batch: Jsonb) -> Any:
 
 
 async def read_complete_batch(cur: Any) -> dict[str, Any]:
-    """Which tasks were completed, the dependants released (and queued) and the runs
-    the batch completed."""
+    """{"applied": the ids of the tasks the batch completed}."""
     return (await cur.fetchone())["done"]
 
 

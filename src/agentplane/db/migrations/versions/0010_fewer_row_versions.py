@@ -83,7 +83,9 @@ CREATE OR REPLACE FUNCTION llm_settle_many(p_ids uuid[], p_sessions uuid[], p_ke
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_tenant uuid := app_current_tenant();
-    v_month date := date_trunc('month', now())::date;
+    v_n bigint;
+    v_held bigint;
+    v_used bigint;
 BEGIN
     PERFORM 1 FROM sessions WHERE id = ANY(p_sessions) ORDER BY id FOR NO KEY UPDATE;
     PERFORM 1 FROM api_key_budgets WHERE api_key_id = ANY(p_keys)
@@ -111,15 +113,11 @@ BEGIN
         FROM (SELECT api_key_id, sum(held)::bigint AS held, sum(used)::bigint AS used
               FROM r WHERE api_key_id IS NOT NULL GROUP BY api_key_id) g
         WHERE k.api_key_id = g.api_key_id
-    ), t AS (
-        SELECT count(*) AS n, sum(held)::bigint AS held, sum(used)::bigint AS used FROM r
     )
-    UPDATE tenants SET
-        monthly_token_usage =
-            CASE WHEN usage_month = v_month THEN monthly_token_usage ELSE 0 END + t.used,
-        usage_month = v_month,
-        tokens_reserved = greatest(tokens_reserved - t.held, 0)
-    FROM t WHERE id = v_tenant AND t.n > 0;
+    SELECT count(*), sum(held)::bigint, sum(used)::bigint INTO v_n, v_held, v_used FROM r;
+    IF v_n > 0 THEN
+        PERFORM llm_apply_usage(v_tenant, NULL, NULL, v_held, v_used);  -- the tenant's row
+    END IF;
 END $$;
 
 DROP INDEX tasks_agent_idx;

@@ -104,8 +104,7 @@ END $$;
 --   events       [{owner, run_id, type, task_id, agent, message, payload}] in order
 --   job          the columns of the job that runs a released task, but its id and payload
 --   result_chars how much of its sinks' outputs a completed run keeps as its result
--- Returns {applied: [task ids], released: [dependants, with their status], ended: [runs
--- completed]}.
+-- Returns {applied: [task ids]}: the tasks it completed.
 CREATE OR REPLACE FUNCTION runtime_complete(p jsonb) RETURNS jsonb LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -113,7 +112,7 @@ DECLARE
     v_applied uuid[];
     v_runs_ids uuid[];
     v_task_ids uuid[];
-    v_released jsonb;
+    v_queued integer;
     v_ended uuid[];
     v_ended_tasks integer[];
     v_stripe smallint;
@@ -153,8 +152,7 @@ BEGIN
     FROM jsonb_populate_recordset(NULL::usage_records, p->'usage') u;
 
     IF cardinality(v_applied) = 0 THEN
-        RETURN jsonb_build_object('applied', '[]'::jsonb, 'released', '[]'::jsonb,
-                                  'ended', '[]'::jsonb);
+        RETURN jsonb_build_object('applied', '[]'::jsonb);
     END IF;
 
     UPDATE agent_executions e SET state = x.state, output = x.output,
@@ -225,15 +223,16 @@ BEGIN
                           ELSE t.status END,
             dispatch = t.dispatch + (t.pending_deps = n.n AND t.status = 'pending')::int
         FROM n WHERE t.id = n.task_id
-        RETURNING t.id, t.run_id, t.dispatch, t.node, t.status
+        RETURNING t.id, t.run_id, t.dispatch, t.status
+    ), jobs AS (
+        SELECT queue_enqueue(v_tenant, jsonb_agg(p->'job' || jsonb_build_object(
+                   'id', queue_uuid7(),
+                   'payload', jsonb_build_object('task_id', r.id, 'run_id', r.run_id,
+                                                 'dispatch', r.dispatch)))) AS id
+        FROM released r WHERE r.status = 'queued'
+        HAVING count(*) > 0
     )
-    SELECT coalesce(jsonb_agg(to_jsonb(released)), '[]') INTO v_released FROM released;
-    PERFORM queue_enqueue(v_tenant, jsonb_agg(p->'job' || jsonb_build_object(
-                'id', queue_uuid7(),
-                'payload', jsonb_build_object('task_id', r->'id', 'run_id', r->'run_id',
-                                              'dispatch', r->'dispatch'))))
-    FROM jsonb_array_elements(v_released) r WHERE r->>'status' = 'queued'
-    HAVING count(*) > 0;
+    SELECT count(*) INTO v_queued FROM jobs;
 
     WITH f AS (
         SELECT * FROM jsonb_to_recordset(p->'finishes') AS f(task_id uuid, run_id uuid,
@@ -311,8 +310,7 @@ BEGIN
     IF cardinality(v_ended) > 0 THEN
         PERFORM agents_fold_totals();
     END IF;
-    RETURN jsonb_build_object('applied', to_jsonb(v_applied), 'released', v_released,
-                              'ended', to_jsonb(v_ended));
+    RETURN jsonb_build_object('applied', to_jsonb(v_applied));
 END $$;
 """
 
