@@ -27,6 +27,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from agentplane import clock
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
 from agentplane.db.embedded import EmbeddedServer
@@ -184,7 +185,7 @@ WHERE tenant_id = app_current_tenant() AND created_at >= date_trunc('month', now
 
 
 async def measure(db: Database, tenant: uuid.UUID, user: uuid.UUID, repeat: int) -> list[tuple]:
-    since = reports.today() - timedelta(days=29)
+    since = clock.today() - timedelta(days=29)
     since_ts = datetime.combine(since, datetime.min.time(), UTC)
 
     async def rollup_model(conn):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -134,6 +135,14 @@ async def db(settings: Settings, endpoints: ep.Endpoints) -> AsyncIterator[Datab
     await database.open()
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def now(db: Database) -> datetime:
+    """The database's now() when the test starts: the instant a test dates its rows by."""
+    from tests.support.dates import db_now
+
+    return await db_now(db)
 
 
 @pytest.fixture(scope="module")

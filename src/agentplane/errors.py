@@ -96,6 +96,13 @@ class DatabaseUnavailable(AgentplaneError):
     status, type, title = 503, "database-unavailable", "Database unavailable"
 
 
+class PartitionMissing(AgentplaneError):
+    """A row fell in a month whose partition does not exist: the operator's problem (the
+    maintenance task makes them ahead), never the client's. `table` names the table."""
+
+    status, type, title = 503, "partition-missing", "Partition missing"
+
+
 class SchemaMismatch(AgentplaneError):
     """The database schema is not the one this code expects."""
 

@@ -214,7 +214,10 @@ async def test_partitions_are_readable_only_through_the_parent(db: Database) -> 
     run_a, run_b = await make_run(db, a.tenant_id), await make_run(db, b.tenant_id)
     await emit(db, a.tenant_id, run_a, t.RUN_STARTED, t.RUN_COMPLETED)
     await emit(db, b.tenant_id, run_b, t.RUN_STARTED)
-    partition = "events_" + datetime.now(UTC).strftime("%Y_%m")
+    async with db.admin_connection() as conn:  # the month the events went to
+        cur = await conn.execute("SELECT tableoid::regclass::text AS p FROM events "
+                                 "WHERE run_id = %s LIMIT 1", [run_a])
+        partition = (await cur.fetchone())["p"]
 
     async with db.tenant_connection(a.tenant_id) as conn:
         cur = await conn.execute("SELECT DISTINCT tenant_id FROM events")

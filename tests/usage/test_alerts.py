@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import uuid4
 
@@ -15,14 +14,14 @@ import psycopg
 
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
+from tests.support.dates import clear_of_midnight
 from tests.usage.helpers import agent_and_run, insert_records, record
-
-NOW = datetime.now(UTC)
 
 
 async def test_percent_and_cost_alerts_fire_once_each_and_are_announced(
     db: Database, client: httpx.AsyncClient
 ) -> None:
+    now = await clear_of_midnight(db)  # a daily cost, a budget of the month
     ctx = await make_tenant(db)
     _, run = await agent_and_run(db, ctx.tenant_id)
     h = ctx.headers
@@ -58,7 +57,7 @@ async def test_percent_and_cost_alerts_fire_once_each_and_are_announced(
         # fires), 1300 (nothing new).
         for prompt, with_run in ((400, False), (300, True), (100, False), (100, False)):
             async with db.tenant_connection(ctx.tenant_id) as conn:
-                await insert_records(conn, [record(at=NOW, key=ctx.api_key_id,
+                await insert_records(conn, [record(at=now, key=ctx.api_key_id,
                                                    run=run if with_run else None,
                                                    prompt=prompt, completion=100,
                                                    cost=Decimal("0.001"))])

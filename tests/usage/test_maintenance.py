@@ -5,7 +5,7 @@ claims are exclusive; retention of llm_calls; alerts through the real LLM call p
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from agentplane.config import Settings
 from agentplane.db.pool import Database
@@ -15,9 +15,8 @@ from agentplane.ops import service as ops
 from tests.conftest import cli_env, make_tenant
 from tests.llm.helpers import MESSAGES
 from tests.queue.workers import start_worker, stop, wait_until
+from tests.support.dates import in_month
 from tests.usage.helpers import agent_and_run, insert_records, record
-
-NOW = datetime.now(UTC)
 
 
 async def scalar(db: Database, sql: str, *params: object) -> object:
@@ -36,20 +35,20 @@ async def old_call(db: Database, tenant_id: object, days: int) -> object:
 
 
 async def test_a_worker_runs_the_system_tasks_with_no_one_scheduling_them(
-    db: Database, settings: Settings
+    db: Database, settings: Settings, now: datetime
 ) -> None:
     ctx = await make_tenant(db)
     agent, run = await agent_and_run(db, ctx.tenant_id)
-    next_month = f"{(NOW.replace(day=1) + timedelta(days=32)):%Y_%m}"
-    long_ago = NOW - timedelta(days=30 * 31)
+    next_month = f"{in_month(now, 1):%Y_%m}"
+    long_ago, last_month = in_month(now, -30), in_month(now, -1)
     async with db.admin_connection() as conn:
         # A missing month (as after a long outage): the worker makes it before anything.
         await conn.execute(f"DROP TABLE usage_records_{next_month}, events_{next_month}")
         await conn.execute("SELECT usage_records_create_partition(%s)", [long_ago])
     async with db.tenant_connection(ctx.tenant_id) as conn:
         await insert_records(conn, [
-            record(at=long_ago), record(at=NOW - timedelta(days=40)),
-            record(at=NOW, agent=agent, run=run)])
+            record(at=long_ago), record(at=last_month),
+            record(at=now, agent=agent, run=run)])
         cur = await conn.execute(
             "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
             "VALUES (app_current_tenant(), %s, 'n1', %s, 'running', now()) RETURNING id",
@@ -83,7 +82,7 @@ async def test_a_worker_runs_the_system_tasks_with_no_one_scheduling_them(
         assert await scalar(db, "SELECT count(*) FROM llm_calls WHERE id = %s", kept_call) == 1
         assert await scalar(db, "SELECT prompt_tokens FROM billing_periods WHERE tenant_id = %s "
                             "AND period_start = %s", ctx.tenant_id,
-                            (NOW - timedelta(days=40)).date().replace(day=1)) == 100
+                            last_month.date().replace(day=1)) == 100
         errors = await scalar(db, "SELECT array_agg(last_error) FILTER (WHERE last_error IS "
                               "NOT NULL) FROM system_tasks")
         assert errors is None
@@ -216,18 +215,18 @@ async def test_views_hold_each_tenants_project_and_agent_statistics(db: Database
 
 
 async def test_events_retention_drops_only_expired_months_and_touches_nothing_else(
-    db: Database,
+    db: Database, now: datetime
 ) -> None:
     ctx = await make_tenant(db)
     _, run = await agent_and_run(db, ctx.tenant_id)
-    old, recent = NOW - timedelta(days=30 * 31), NOW - timedelta(days=62)
+    old, recent = in_month(now, -30), in_month(now, -2)
     async with db.admin_connection() as conn:
         for at in (old, recent):
             await conn.execute("SELECT events_create_partition(%s)", [at])
         await conn.execute(
             "INSERT INTO events (tenant_id, run_id, seq, type, created_at) "
             "SELECT %s, %s, n, 'agent.output', t FROM unnest(%s::timestamptz[]) "
-            "WITH ORDINALITY AS x (t, n)", [ctx.tenant_id, run, [old, recent, NOW]])
+            "WITH ORDINALITY AS x (t, n)", [ctx.tenant_id, run, [old, recent, now]])
     before = [p["partition"] for p in (await ops.partitions(db))["events"]]
     records = await scalar(db, "SELECT count(*) FROM usage_records")
     archived = await scalar(db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'")

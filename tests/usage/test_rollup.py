@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from agentplane import clock
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
 from tests.usage.helpers import (
@@ -24,7 +25,11 @@ from tests.usage.helpers import (
     tasks_vs_raw,
 )
 
-NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+def noon() -> datetime:
+    """Noon (UTC) of the day the example runs on, taken when it runs."""
+    return clock.now().replace(hour=12, minute=0, second=0, microsecond=0)
+
 
 batch = st.tuples(
     st.just("records"),
@@ -58,7 +63,7 @@ async def _writer(db: Database, ctx: Any, agent: uuid.UUID, run: uuid.UUID,
         if op[0] == "records":
             async with db.tenant_connection(ctx.tenant_id) as conn:
                 await insert_records(conn, [
-                    record(at=NOW - timedelta(days=back, minutes=i),
+                    record(at=noon() - timedelta(days=back, minutes=i),
                            user=users[u], key=ctx.api_key_id if k == 0 else None,
                            agent=agent if k != 1 else None, run=run, model=model,
                            prompt=p, completion=c, cached=p // 3,
@@ -126,8 +131,8 @@ async def test_concurrent_writers_take_separate_stripes_and_never_wait(db: Datab
     (each holds its own stripe), and both count."""
     ctx = await make_tenant(db)
     async with db.tenant_connection(ctx.tenant_id) as a, db.tenant_connection(ctx.tenant_id) as b:
-        await insert_records(a, [record(at=NOW)])
-        await asyncio.wait_for(insert_records(b, [record(at=NOW)]), timeout=5)
+        await insert_records(a, [record(at=noon())])
+        await asyncio.wait_for(insert_records(b, [record(at=noon())]), timeout=5)
         stripes = set()
         for conn in (a, b):
             cur = await conn.execute("SELECT usage_stripe(app_current_tenant()) AS s")
@@ -140,7 +145,7 @@ async def test_concurrent_writers_take_separate_stripes_and_never_wait(db: Datab
 async def test_a_batch_of_many_rows_makes_one_row_per_key(db: Database) -> None:
     ctx = await make_tenant(db)
     async with db.tenant_connection(ctx.tenant_id) as conn:
-        await insert_records(conn, [record(at=NOW, user=ctx.user_id) for _ in range(50)])
+        await insert_records(conn, [record(at=noon(), user=ctx.user_id) for _ in range(50)])
     async with db.admin_connection() as conn:
         cur = await conn.execute(
             "SELECT dimension, count(*) AS n, sum(calls) AS calls FROM usage_daily "
@@ -154,7 +159,7 @@ async def test_a_batch_of_many_rows_makes_one_row_per_key(db: Database) -> None:
 async def test_a_rolled_back_write_leaves_the_rollup_as_it_was(db: Database) -> None:
     ctx = await make_tenant(db)
     agent, run = await agent_and_run(db, ctx.tenant_id)
-    committed = [record(at=NOW, user=ctx.user_id, agent=agent, run=run)]
+    committed = [record(at=noon(), user=ctx.user_id, agent=agent, run=run)]
     async with db.tenant_connection(ctx.tenant_id) as conn:
         await insert_records(conn, committed)
     before, _ = await rollup_vs_raw(db, ctx.tenant_id)
@@ -164,7 +169,7 @@ async def test_a_rolled_back_write_leaves_the_rollup_as_it_was(db: Database) -> 
 
     try:
         async with db.tenant_connection(ctx.tenant_id) as conn:
-            await insert_records(conn, [record(at=NOW, user=ctx.user_id, agent=agent,
+            await insert_records(conn, [record(at=noon(), user=ctx.user_id, agent=agent,
                                                run=run, prompt=999)] * 3)
             cur = await conn.execute(
                 "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
@@ -186,8 +191,9 @@ async def test_a_failed_run_that_runs_on_counts_once_as_it_ends(db: Database) ->
     counted is taken back, and the run counts once, as what it finally became."""
     ctx = await make_tenant(db)
     _, run = await agent_and_run(db, ctx.tenant_id)
-    yesterday = NOW - timedelta(days=1)
-    for status, at in (("failed", yesterday), ("running", yesterday), ("completed", NOW)):
+    today = noon()
+    yesterday = today - timedelta(days=1)
+    for status, at in (("failed", yesterday), ("running", yesterday), ("completed", today)):
         async with db.tenant_connection(ctx.tenant_id) as conn:
             await conn.execute("UPDATE runs SET status = %s, completed_at = %s WHERE id = %s",
                                [status, at, run])
@@ -197,4 +203,4 @@ async def test_a_failed_run_that_runs_on_counts_once_as_it_ends(db: Database) ->
             "FROM usage_daily WHERE tenant_id = %s AND dimension = 'tenant' "
             "GROUP BY day HAVING sum(runs_completed) <> 0 OR sum(runs_failed) <> 0",
             [ctx.tenant_id])
-        assert [tuple(r.values()) for r in await cur.fetchall()] == [(NOW.date(), 1, 0)]
+        assert [tuple(r.values()) for r in await cur.fetchall()] == [(today.date(), 1, 0)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -10,31 +10,32 @@ import httpx
 from agentplane.db.pool import Database
 from agentplane.ops import service as ops
 from tests.conftest import make_tenant
+from tests.support.dates import clear_of_midnight, in_month
 from tests.usage.helpers import agent_and_run, insert_records, record
 
-NOW = datetime.now(UTC)
 
-
-async def test_report_by_model_per_day_and_csv(db: Database, client: httpx.AsyncClient) -> None:
+async def test_report_by_model_per_day_and_csv(
+    db: Database, client: httpx.AsyncClient, now: datetime
+) -> None:
     ctx = await make_tenant(db)
     async with db.tenant_connection(ctx.tenant_id) as conn:
         await insert_records(conn, [
-            record(at=NOW, model="gpt-4o", prompt=100, cached=75, cost=Decimal("0.5")),
-            record(at=NOW, model="gpt-4o", prompt=50, cost=Decimal("0.25")),
-            record(at=NOW - timedelta(days=1), model="gpt-4o-mini", prompt=10, cost=None),
+            record(at=now, model="gpt-4o", prompt=100, cached=75, cost=Decimal("0.5")),
+            record(at=now, model="gpt-4o", prompt=50, cost=Decimal("0.25")),
+            record(at=now - timedelta(days=1), model="gpt-4o-mini", prompt=10, cost=None),
         ])
     other = await make_tenant(db)  # another tenant's usage never shows
     async with db.tenant_connection(other.tenant_id) as conn:
-        await insert_records(conn, [record(at=NOW, model="gpt-4o", prompt=999)])
+        await insert_records(conn, [record(at=now, model="gpt-4o", prompt=999)])
 
     r = await client.get("/v1/usage", params={"by": "model", "since": "7d"}, headers=ctx.headers)
     assert r.status_code == 200, r.text
     rows = {(x["period_start"], x["key"]): x for x in r.json()["rows"]}
-    today = NOW.date().isoformat()
+    today = now.date().isoformat()
     assert rows[(today, "openai/gpt-4o")]["prompt_tokens"] == 150
     assert Decimal(rows[(today, "openai/gpt-4o")]["cost_usd"]) == Decimal("0.75")
     assert rows[(today, "openai/gpt-4o")]["cache_hit_rate"] == 0.5  # 75 of 150 prompt tokens
-    yesterday = (NOW - timedelta(days=1)).date().isoformat()
+    yesterday = (now - timedelta(days=1)).date().isoformat()
     assert rows[(yesterday, "openai/gpt-4o-mini")]["unpriced_calls"] == 1
 
     r = await client.get("/v1/usage", params={"by": "provider", "period": "month", "format": "csv"},
@@ -65,10 +66,11 @@ async def test_bad_report_parameters_are_422_problems(
 
 
 async def test_agent_metrics(db: Database, client: httpx.AsyncClient) -> None:
+    now = await clear_of_midnight(db)  # the metrics of one day
     ctx = await make_tenant(db)
     agent, run = await agent_and_run(db, ctx.tenant_id)
     async with db.tenant_connection(ctx.tenant_id) as conn:
-        await insert_records(conn, [record(at=NOW, agent=agent, run=run, latency=40)])
+        await insert_records(conn, [record(at=now, agent=agent, run=run, latency=40)])
         for status in ("completed", "failed", "completed"):
             cur = await conn.execute(
                 "INSERT INTO tasks (tenant_id, run_id, node, agent_id, status, started_at) "
@@ -91,6 +93,7 @@ async def test_agent_metrics(db: Database, client: httpx.AsyncClient) -> None:
 async def test_alert_fires_once_per_period_with_event_and_audit(
     db: Database, client: httpx.AsyncClient
 ) -> None:
+    now = await clear_of_midnight(db)  # a daily alert
     ctx = await make_tenant(db)
     _, run = await agent_and_run(db, ctx.tenant_id)
     r = await client.post("/v1/usage/alerts", headers=ctx.headers, json={
@@ -106,7 +109,7 @@ async def test_alert_fires_once_per_period_with_event_and_audit(
 
     for _ in range(3):  # 600 tokens, then 1200 (crosses), then 1800: one firing
         async with db.tenant_connection(ctx.tenant_id) as conn:
-            await insert_records(conn, [record(at=NOW, run=run, prompt=500, completion=100)])
+            await insert_records(conn, [record(at=now, run=run, prompt=500, completion=100)])
     async with db.admin_connection() as conn:
         cur = await conn.execute("SELECT count(*) AS n FROM audit_logs WHERE tenant_id = %s "
                                  "AND event_type = 'budget_warning'", [ctx.tenant_id])
@@ -128,15 +131,18 @@ async def test_alert_fires_once_per_period_with_event_and_audit(
         == 404
 
 
-async def test_retention_retires_exactly_the_expired_partitions(db: Database) -> None:
+async def test_retention_retires_exactly_the_expired_partitions(
+    db: Database, now: datetime
+) -> None:
     ctx = await make_tenant(db)
     async with db.admin_connection() as conn:
         for months in (30, 26, 2):
             await conn.execute("SELECT usage_records_create_partition(now() - make_interval("
                                "months => %s))", [months])
-    old, older, recent = (NOW - timedelta(days=d) for d in (26 * 31, 30 * 31, 62))
+    # One row in each partition made: placed by calendar months, as the partitions are.
+    old, older, recent = (in_month(now, -m, day=15) for m in (26, 30, 2))
     async with db.tenant_connection(ctx.tenant_id) as conn:
-        await insert_records(conn, [record(at=t) for t in (old, older, recent, NOW)])
+        await insert_records(conn, [record(at=t) for t in (old, older, recent, now)])
     before = await ops.partitions(db)
     names = [p["partition"] for p in before["usage_records"]]
     await ops.set_policy(db, "usage_records", 365 * 2, "archive", True)
@@ -166,14 +172,14 @@ async def test_retention_retires_exactly_the_expired_partitions(db: Database) ->
 
 
 async def test_billing_periods_close_past_months_once(
-    db: Database, client: httpx.AsyncClient
+    db: Database, client: httpx.AsyncClient, now: datetime
 ) -> None:
     ctx = await make_tenant(db)
-    last_month = NOW - timedelta(days=40)
+    last_month = in_month(now, -1, day=10)
     async with db.tenant_connection(ctx.tenant_id) as conn:
         await insert_records(conn, [record(at=last_month, prompt=7, completion=3,
                                            cost=Decimal("0.25")),
-                                    record(at=NOW, prompt=1)])
+                                    record(at=now, prompt=1)])
     runs = [(await agent_and_run(db, ctx.tenant_id, slug=f"a{i}"))[1] for i in range(3)]
     async with db.admin_connection() as conn:  # runs that ended last month, one each way
         for run, status in zip(runs, ("completed", "failed", "cancelled"), strict=True):
@@ -224,7 +230,9 @@ def test_cli_usage_ops_and_bad_input(cli) -> None:
     assert r.returncode == 2 and "between 1 second" in r.stderr
 
 
-async def test_cli_usage_is_the_tenants_report_as_a_table_or_csv(db: Database, cli) -> None:
+async def test_cli_usage_is_the_tenants_report_as_a_table_or_csv(
+    db: Database, cli, now: datetime
+) -> None:
     import asyncio
     import csv
     import io
@@ -232,9 +240,9 @@ async def test_cli_usage_is_the_tenants_report_as_a_table_or_csv(db: Database, c
     ctx = await make_tenant(db)
     async with db.tenant_connection(ctx.tenant_id) as conn:
         await insert_records(conn, [
-            record(at=NOW, model="gpt-4o", prompt=1200, completion=34, cost=Decimal("0.5")),
-            record(at=NOW - timedelta(days=3), model="gpt-4o-mini", prompt=7, completion=0),
-            record(at=NOW - timedelta(days=45), model="o4-mini", prompt=5, completion=0),
+            record(at=now, model="gpt-4o", prompt=1200, completion=34, cost=Decimal("0.5")),
+            record(at=now - timedelta(days=3), model="gpt-4o-mini", prompt=7, completion=0),
+            record(at=now - timedelta(days=45), model="o4-mini", prompt=5, completion=0),
         ])
     env = {"AGENTPLANE_TENANT": ctx.slug, "COLUMNS": "200"}
     shown = await asyncio.to_thread(cli, "usage", "--by", "model", "--since", "30d", **env)
@@ -247,8 +255,8 @@ async def test_cli_usage_is_the_tenants_report_as_a_table_or_csv(db: Database, c
                                        "--since", "60d", "--csv", **env)
     assert exported.returncode == 0, exported.stderr
     got = {(r["period_start"], r["key"]): r for r in csv.DictReader(io.StringIO(exported.stdout))}
-    assert got[(str((NOW - timedelta(days=45)).date()), "openai/o4-mini")]["total_tokens"] == "5"
-    assert got[(str(NOW.date()), "openai/gpt-4o")]["cost_usd"].startswith("0.5")
+    assert got[(str((now - timedelta(days=45)).date()), "openai/o4-mini")]["total_tokens"] == "5"
+    assert got[(str(now.date()), "openai/gpt-4o")]["cost_usd"].startswith("0.5")
     assert len(got) == 3
     bad = await asyncio.to_thread(cli, "usage", "--since", "soon", **env)
     assert bad.returncode == 2 and "is not a date" in bad.stderr

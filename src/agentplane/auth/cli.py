@@ -3,7 +3,7 @@ fresh install comes from here)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from agentplane import clock
 from agentplane.auth import scopes as sc
 from agentplane.auth import service
 from agentplane.auth.models import ApiKeyIn
@@ -42,7 +43,7 @@ def key_create(
     expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
-    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires = clock.now() + timedelta(days=expires_in_days) if expires_in_days else None
 
     async def run(db: Database):
         tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
@@ -89,7 +90,7 @@ def key_list(
     table = Table("id", "prefix", "name", "scopes", "last used", "status")
     for r in rows:
         status = "revoked" if not r["is_active"] else "active"
-        if r["is_active"] and r["expires_at"] and r["expires_at"] <= datetime.now(UTC):
+        if r["is_active"] and r["expires_at"] and r["expires_at"] <= clock.now():
             status = "expired"
         table.add_row(
             str(r["id"]),

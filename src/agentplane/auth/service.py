@@ -10,11 +10,11 @@ import secrets as stdlib_secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from agentplane import crypto
+from agentplane import clock, crypto
 from agentplane.auth import audit, passwords, secrets, store, totp
 from agentplane.auth import cache as keycache
 from agentplane.auth import scopes as sc
@@ -256,7 +256,7 @@ async def _start_session(
 
 
 def _locked(until: datetime) -> RateLimited:
-    wait = max(1, int((until - datetime.now(UTC)).total_seconds()) + 1)
+    wait = max(1, int((until - clock.now()).total_seconds()) + 1)
     return RateLimited(
         "too many failed sign-ins for this account; try again later",
         headers={"Retry-After": str(wait)},
@@ -513,7 +513,7 @@ async def create_key(
     owner_id = body.user_id or (actor.user_id if actor else None)
     if owner_id is None:
         raise ValidationFailed("user_id is required", errors=[{"field": "user_id"}])
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+    if body.expires_at is not None and body.expires_at <= clock.now():
         raise ValidationFailed(
             "expires_at must be in the future",
             errors=[{"field": "expires_at", "message": "in the past"}],

@@ -65,7 +65,7 @@ def resolve(settings: Settings, *, start: bool = True) -> Endpoints:
         app = make_conninfo(
             **{**base, "user": settings.app_role, "dbname": settings.database_name}, **timeout
         )
-        return Endpoints(owner=owner, app=app, server=server)
+        return Endpoints(owner=in_utc(owner), app=in_utc(app), server=server)
     try:
         owner = make_conninfo(settings.database_url.get_secret_value(), **timeout)
     except psycopg.ProgrammingError as exc:
@@ -76,7 +76,14 @@ def resolve(settings: Settings, *, start: bool = True) -> Endpoints:
         app = make_conninfo(settings.app_database_url.get_secret_value(), **timeout)
     else:
         app = make_conninfo(owner, options=f"-c role={settings.app_role}")
-    return Endpoints(owner=owner, app=app, server=None)
+    return Endpoints(owner=in_utc(owner), app=in_utc(app), server=None)
+
+
+def in_utc(conninfo: str) -> str:
+    """Sessions compute days and months (budgets, billing periods, partitions) in UTC,
+    whatever the server's or the database's TimeZone."""
+    options = conninfo_to_dict(conninfo).get("options") or ""
+    return make_conninfo(conninfo, options=f"{options} -c TimeZone=UTC".strip())
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from agentplane.errors import (
     Conflict,
     DatabaseUnavailable,
     NotFound,
+    PartitionMissing,
     ValidationFailed,
 )
 
@@ -80,7 +81,12 @@ def translate_errors() -> Iterator[None]:
         raise ValidationFailed(
             _constraint_detail(exc, "refers to something that does not exist")
         ) from None
-    except (pg.CheckViolation, pg.NotNullViolation, psycopg.DataError) as exc:
+    except pg.CheckViolation as exc:
+        missing = NO_PARTITION.match(exc.diag.message_primary or "")
+        if missing:
+            raise _partition_missing(exc, missing[1]) from None
+        raise ValidationFailed(_constraint_detail(exc, "is invalid")) from None
+    except (pg.NotNullViolation, psycopg.DataError) as exc:
         raise ValidationFailed(_constraint_detail(exc, "is invalid")) from None
     except pg.InsufficientPrivilege as exc:
         # Row-level security: a row of another tenant is, for this caller, a row that is not there.
@@ -94,6 +100,23 @@ def translate_errors() -> Iterator[None]:
         raise
     except PoolTimeout:
         raise DatabaseUnavailable("no database connection available in time") from None
+
+
+NO_PARTITION = re.compile(r'no partition of relation "([^"]+)" found for row')
+# "Partition key of the failing row contains (created_at) = (2027-01-31 23:59:58+00)."
+# (PostgreSQL leaves the row out where row-level security applies.)
+_PARTITION_KEY = re.compile(r"Partition key of the failing row contains \([^)]*\) = \((.+)\)\.?$")
+
+
+def _partition_missing(exc: psycopg.Error, table: str) -> PartitionMissing:
+    key = _PARTITION_KEY.match(exc.diag.message_detail or "")
+    return PartitionMissing(
+        f"no partition of {table} holds {key[1] if key else 'a row written now'}; "
+        "run `agentplane ops partitions` or start a worker (it makes them ahead)",
+        headers={"Retry-After": "1"},
+        table=table,
+        at=key[1] if key else None,
+    )
 
 
 def _constraint_detail(exc: psycopg.Error, what: str) -> str:

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
 from agentplane.db import jsonb
 from agentplane.db.errors import describe_connect_error, translate_errors
-from agentplane.errors import DatabaseUnavailable
+from agentplane.errors import DatabaseUnavailable, PartitionMissing
 
 Connection = psycopg.AsyncConnection[dict]
+log = logging.getLogger("agentplane.db")
+# The SECURITY DEFINER function that makes the month of each partitioned table.
+PARTITION_MAKERS = {
+    "usage_records": "usage_records_create_partition",
+    "events": "events_create_partition",
+}
 
 
 jsonb.use()  # for every connection of the process, the queue worker's included
@@ -78,9 +85,33 @@ class Database:
         await self.owner_pool.close()
 
     @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        """Driver errors as agentplane errors; a row that found no partition makes its
+        month's partition (the maintenance task makes them ahead: this is the gap after an
+        outage) before the error goes on, so the caller's retry succeeds."""
+        try:
+            with translate_errors():
+                yield
+        except PartitionMissing as exc:
+            log.error("%s", exc.detail, extra={"problem": exc.type})
+            await self.create_partition(exc.extra.get("table"), exc.extra.get("at"))
+            raise
+
+    async def create_partition(self, table: str | None, at: str | None) -> None:
+        """The month holding `at`, else the current one (writers date rows now())."""
+        maker = PARTITION_MAKERS.get(table or "")
+        if maker is None:
+            return
+        try:
+            async with self.autocommit_pool.connection() as conn:
+                await conn.execute(f"SELECT {maker}(coalesce(%s::timestamptz, now()))", [at])
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.error("could not create the partition of %s for %s: %s", table, at, exc)
+
+    @contextlib.asynccontextmanager
     async def tenant_connection(self, tenant_id: UUID | str) -> AsyncIterator[Connection]:
         """A transaction on the application role that sees one tenant's rows only."""
-        with translate_errors():
+        async with self._errors():
             async with self.app_pool.connection() as conn, conn.transaction():
                 await set_tenant(conn, tenant_id)
                 yield conn
@@ -90,7 +121,7 @@ class Database:
         """A tenant transaction in pipeline mode: statements go out without waiting for
         each other, so the transaction costs one round trip per result awaited (reading
         a cursor), plus one for COMMIT with whatever is still queued."""
-        with translate_errors():
+        async with self._errors():
             async with (
                 self.app_pool.connection() as conn,
                 conn.pipeline(),
@@ -102,21 +133,21 @@ class Database:
     @contextlib.asynccontextmanager
     async def app_connection(self) -> AsyncIterator[Connection]:
         """A transaction on the application role with no tenant: sees no tenant rows."""
-        with translate_errors():
+        async with self._errors():
             async with self.app_pool.connection() as conn, conn.transaction():
                 yield conn
 
     @contextlib.asynccontextmanager
     async def autocommit_connection(self) -> AsyncIterator[Connection]:
         """The application role, no tenant, each statement its own transaction."""
-        with translate_errors():
+        async with self._errors():
             async with self.autocommit_pool.connection() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
     async def admin_connection(self) -> AsyncIterator[Connection]:
         """A transaction as the owner: not subject to row-level security. Admin paths only."""
-        with translate_errors():
+        async with self._errors():
             async with self.owner_pool.connection() as conn, conn.transaction():
                 yield conn
 

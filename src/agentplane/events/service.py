@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Final
 from uuid import UUID
@@ -12,6 +11,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from pydantic import TypeAdapter
 
+from agentplane import clock
 from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Database
 from agentplane.errors import NotFound, ValidationFailed
@@ -104,7 +104,7 @@ def _delta_note(tenant_id: UUID, run_id: UUID, event: NewEvent) -> str:
         "agent": event.agent,
         "message": event.message,
         "payload": event.payload,
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": clock.now().isoformat(),
     }
     return "D " + json.dumps(body, separators=(",", ":"))
 

@@ -13,13 +13,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from psycopg import pq
 
+from agentplane import clock
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, ValidationFailed
@@ -219,7 +220,7 @@ class LLM:
         enforce: bool,
     ) -> CallOutcome:
         row, adapter, sent, reservation = await self._prepare(ctx, request, None, enforce, resolved)
-        started, t0 = datetime.now(UTC), time.perf_counter()
+        started, t0 = clock.now(), time.perf_counter()
         try:
             result = storable(await adapter.complete(sent))
         except BaseException as exc:
@@ -246,7 +247,7 @@ class LLM:
         row, adapter, sent, reservation = await self._prepare(
             ctx, request, None, True, resolved, hold
         )
-        started, t0 = datetime.now(UTC), time.perf_counter()
+        started, t0 = clock.now(), time.perf_counter()
         try:
             result = storable(await adapter.complete(sent))
         except BaseException as exc:
@@ -289,7 +290,7 @@ class LLM:
             row, adapter, sent, reservation = await self._prepare(
                 ctx, request, None, True, resolved
             )
-            started, t0 = datetime.now(UTC), time.perf_counter()
+            started, t0 = clock.now(), time.perf_counter()
             result: ChatResult | None = None
             began = False
             try:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentplane import crypto
+from agentplane import clock, crypto
 from agentplane.config import Settings
 from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection
@@ -234,7 +233,7 @@ async def set_price(conn: Connection, model_id: UUID, body: PriceSet) -> Price:
             "built-in prices are shared; add the model for your tenant (same provider and "
             "name) and price that: it takes precedence"
         )
-    start = body.valid_from or datetime.now(UTC)
+    start = body.valid_from or clock.now()
     if start.tzinfo is None:
         raise ValidationFailed("valid_from needs a time zone")
     current = await store.open_price(conn, model_id)

@@ -9,9 +9,10 @@ past the cut-off go; the rollup (usage_daily) keeps the history of reports and b
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from agentplane import clock
 from agentplane.db.pool import Database
 from agentplane.errors import ValidationFailed
 from agentplane.ops import store
@@ -53,7 +54,7 @@ def _expired(parts: list[dict[str, Any]], days: int, now: datetime) -> list[dict
 
 
 async def retention_status(db: Database) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = clock.now()
     async with db.admin_connection() as conn:
         policies = await store.policies(conn)
         for p in policies:

@@ -4,7 +4,8 @@ One enqueue per tick however many workers run: a worker locks due schedules with
 SKIP LOCKED, and `queue_fire_schedule` re-checks `next_run_at` under the row lock
 and advances it in the same transaction as the insert (the job also carries the
 idempotency key `schedule:<id>:<tick>`). After downtime a schedule fires once,
-for its latest missed tick, not once per missed tick.
+for its latest missed tick, not once per missed tick. Across a daylight-saving change a
+tick fires once: neither skipped nor repeated.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import ValidationError
 
+from agentplane import clock
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import NotFound, ValidationFailed
 from agentplane.queue import store
@@ -39,8 +41,16 @@ def next_tick(cron: str, tz: str, after: datetime) -> datetime:
             f"invalid cron expression {cron!r}: expected 5 fields "
             "(minute hour day-of-month month day-of-week), e.g. '*/5 * * * *'"
         )
-    local = after.astimezone(zone(tz))
-    return croniter(cron, local).get_next(datetime).astimezone(UTC)
+    where = zone(tz)
+    fixed_hour = not cron.split()[1].startswith("*")
+    ticks = croniter(cron, after.astimezone(where))
+    while True:
+        tick = ticks.get_next(datetime).astimezone(where)
+        # When clocks go back, the hour repeats: a schedule at fixed hours fires at the
+        # first pass only (an hourly one fires at both, an hour apart). A tick in the
+        # hour skipped when clocks go forward fires at the change.
+        if not (fixed_hour and tick.fold):
+            return tick.astimezone(UTC)
 
 
 def latest_tick(cron: str, tz: str, due: datetime, now: datetime) -> tuple[datetime, datetime]:
@@ -57,7 +67,7 @@ async def create(db: Database, spec: ScheduleSpec | dict, *, tenant_id: UUID | s
         spec = spec if isinstance(spec, ScheduleSpec) else ScheduleSpec.model_validate(spec)
     except ValidationError as exc:
         raise ValidationFailed(validation_message(exc)) from None
-    first = next_tick(spec.cron, spec.timezone, datetime.now(UTC))
+    first = next_tick(spec.cron, spec.timezone, clock.now())
     async with db.tenant_connection(tenant_id) as conn:
         row = await store.fetch_one(
             conn, "create_schedule", tenant_id=tenant_id, name=spec.name, cron=spec.cron,
@@ -86,7 +96,7 @@ async def delete(db: Database, schedule_id: UUID, *, tenant_id: UUID | str) -> N
 async def fire_due(conn: Connection, limit: int = 50) -> int:
     """Enqueue the due ticks of schedules (in the caller's transaction); returns how many."""
     fired = 0
-    now = datetime.now(UTC)
+    now = clock.now()
     for row in await store.fetch_all(conn, "due_schedules", limit=limit):
         try:
             tick, following = latest_tick(row["cron"], row["timezone"], row["next_run_at"], now)

@@ -22,11 +22,11 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from agentplane import clock
 from agentplane.config import Settings
 from agentplane.db.batcher import Batcher
 from agentplane.db.pool import Connection, Database
@@ -444,7 +444,7 @@ class Executor:
         args: dict[str, Any],
         offered: list[dict[str, Any]],
     ) -> str:
-        started, t0 = datetime.now(UTC), time.perf_counter()
+        started, t0 = clock.now(), time.perf_counter()
         row = {
             "id": uuid.uuid4(),
             "run_id": turn.run_id,

@@ -4,8 +4,9 @@ extra round trips."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
+from agentplane import clock
 from agentplane.errors import Conflict
 
 STATES = (
@@ -41,7 +42,7 @@ class Machine:
 
     def _record(self, old: str | None, new: str, note: str | None) -> None:
         self.seq += 1
-        self.pending.append((self.seq, old, new, note, datetime.now(UTC)))
+        self.pending.append((self.seq, old, new, note, clock.now()))
 
     def to(self, new: str, note: str | None = None) -> None:
         """Move on; any state may fail, others only along NEXT."""

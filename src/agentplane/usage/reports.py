@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from agentplane import clock
 from agentplane.db.pool import Connection
 from agentplane.errors import NotFound, ValidationFailed
 from agentplane.usage import store
@@ -33,18 +34,12 @@ MAX_DAYS = 3700
 RELATIVE = re.compile(r"^(\d{1,4})([dwm])$")
 
 
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
 def parse_day(text: str, name: str) -> date:
     """A date (YYYY-MM-DD) or a span back from today: 30d, 4w, 6m."""
     text = text.strip()
     match = RELATIVE.match(text)
     if match:
-        n, unit = int(match[1]), match[2]
-        days = n * {"d": 1, "w": 7, "m": 30}[unit]
-        return today() - timedelta(days=max(days - 1, 0))
+        return clock.days_back(clock.today(), int(match[1]), match[2])
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -55,7 +50,7 @@ def parse_day(text: str, name: str) -> date:
 
 def window(since: str | None, until: str | None) -> tuple[date, date]:
     """The inclusive day range of a report; the last 30 days by default."""
-    end = parse_day(until, "until") if until else today()
+    end = parse_day(until, "until") if until else clock.today()
     start = parse_day(since, "since") if since else end - timedelta(days=29)
     if start > end:
         raise ValidationFailed(f"since ({start}) is after until ({end})")
@@ -126,14 +121,8 @@ def to_csv(report: UsageReport) -> str:
     return out.getvalue()
 
 
-def month_bounds(day: date) -> tuple[date, date]:
-    start = day.replace(day=1)
-    end = (start + timedelta(days=32)).replace(day=1)
-    return start, end
-
-
 async def summary(conn: Connection) -> UsageSummary:
-    start, end = month_bounds(today())
+    start, end = clock.month_bounds(clock.today())
     totals = await store.period_totals(conn, start, end - timedelta(days=1))
     budget = await store.tenant_budget(conn)
     if budget is None:
