@@ -13,6 +13,7 @@ import pytest
 from agentplane.api.app import create_app
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
+from tests.support.dates import clear_of
 
 PASSWORD = "correct horse battery"
 
@@ -303,6 +304,7 @@ async def test_lockout_after_five_failures_reveals_nothing(
 async def test_rate_limits_per_key_and_per_tenant_across_processes(
     client: httpx.AsyncClient, db: Database, settings
 ) -> None:
+    await clear_of(db, "hour")  # limits count in hourly windows
     ctx = await make_tenant(db)
     r = await client.post(
         "/v1/api-keys", headers=ctx.headers, json={"name": "slow", "rate_limit_per_hour": 3}

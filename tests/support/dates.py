@@ -23,13 +23,17 @@ async def db_now(db) -> datetime:
         return (await cur.fetchone())["now"]
 
 
-async def clear_of_midnight(db, seconds: float = 15) -> datetime:
-    """For a test whose subject is one UTC day (a daily cost, a day's rollup): when the
-    next midnight is less than `seconds` away, wait until it has passed. The database's
-    now() afterwards."""
-    now = await db_now(db)
-    midnight = datetime.combine(now.date() + timedelta(days=1), time(0), UTC)
-    if (midnight - now).total_seconds() < seconds:
-        await asyncio.sleep((midnight - now).total_seconds() + 0.1)
-        now = await db_now(db)
-    return now
+async def clear_of(db, unit: str = "day", seconds: float = 15) -> datetime:
+    """For a test whose subject is one fixed window (a day's cost, an hour's rate limit):
+    when the window's end (UTC) is less than `seconds` away, wait until it has passed, so
+    the test runs inside one window. The database's now() afterwards."""
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT now() AS now, extract(epoch FROM date_trunc(%s, now(), 'UTC') "
+            "+ make_interval(hours => (%s = 'hour')::int, days => (%s = 'day')::int) "
+            "- now()) AS left", [unit, unit, unit])
+        row = await cur.fetchone()
+    if row["left"] < seconds:
+        await asyncio.sleep(float(row["left"]) + 0.1)
+        return await db_now(db)
+    return row["now"]

@@ -14,14 +14,14 @@ import psycopg
 
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
-from tests.support.dates import clear_of_midnight
+from tests.support.dates import clear_of
 from tests.usage.helpers import agent_and_run, insert_records, record
 
 
 async def test_percent_and_cost_alerts_fire_once_each_and_are_announced(
     db: Database, client: httpx.AsyncClient
 ) -> None:
-    now = await clear_of_midnight(db)  # a daily cost, a budget of the month
+    now = await clear_of(db, "day")  # a daily cost, a budget of the month
     ctx = await make_tenant(db)
     _, run = await agent_and_run(db, ctx.tenant_id)
     h = ctx.headers

@@ -10,7 +10,7 @@ import httpx
 from agentplane.db.pool import Database
 from agentplane.ops import service as ops
 from tests.conftest import make_tenant
-from tests.support.dates import clear_of_midnight, in_month
+from tests.support.dates import clear_of, in_month
 from tests.usage.helpers import agent_and_run, insert_records, record
 
 
@@ -66,7 +66,7 @@ async def test_bad_report_parameters_are_422_problems(
 
 
 async def test_agent_metrics(db: Database, client: httpx.AsyncClient) -> None:
-    now = await clear_of_midnight(db)  # the metrics of one day
+    now = await clear_of(db, "day")  # the metrics of one day
     ctx = await make_tenant(db)
     agent, run = await agent_and_run(db, ctx.tenant_id)
     async with db.tenant_connection(ctx.tenant_id) as conn:
@@ -93,7 +93,7 @@ async def test_agent_metrics(db: Database, client: httpx.AsyncClient) -> None:
 async def test_alert_fires_once_per_period_with_event_and_audit(
     db: Database, client: httpx.AsyncClient
 ) -> None:
-    now = await clear_of_midnight(db)  # a daily alert
+    now = await clear_of(db, "day")  # a daily alert
     ctx = await make_tenant(db)
     _, run = await agent_and_run(db, ctx.tenant_id)
     r = await client.post("/v1/usage/alerts", headers=ctx.headers, json={
