@@ -111,45 +111,40 @@ class Database:
     @contextlib.asynccontextmanager
     async def tenant_connection(self, tenant_id: UUID | str) -> AsyncIterator[Connection]:
         """A transaction on the application role that sees one tenant's rows only."""
-        async with self._errors():
-            async with self.app_pool.connection() as conn, conn.transaction():
-                await set_tenant(conn, tenant_id)
-                yield conn
+        async with self._errors(), self.app_pool.connection() as conn, conn.transaction():
+            await set_tenant(conn, tenant_id)
+            yield conn
 
     @contextlib.asynccontextmanager
     async def tenant_pipeline(self, tenant_id: UUID | str) -> AsyncIterator[Connection]:
         """A tenant transaction in pipeline mode: statements go out without waiting for
         each other, so the transaction costs one round trip per result awaited (reading
         a cursor), plus one for COMMIT with whatever is still queued."""
-        async with self._errors():
-            async with (
-                self.app_pool.connection() as conn,
-                conn.pipeline(),
-                conn.transaction(),
-            ):
-                await set_tenant(conn, tenant_id)
-                yield conn
+        async with (
+            self._errors(), self.app_pool.connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
+            await set_tenant(conn, tenant_id)
+            yield conn
 
     @contextlib.asynccontextmanager
     async def app_connection(self) -> AsyncIterator[Connection]:
         """A transaction on the application role with no tenant: sees no tenant rows."""
-        async with self._errors():
-            async with self.app_pool.connection() as conn, conn.transaction():
-                yield conn
+        async with self._errors(), self.app_pool.connection() as conn, conn.transaction():
+            yield conn
 
     @contextlib.asynccontextmanager
     async def autocommit_connection(self) -> AsyncIterator[Connection]:
         """The application role, no tenant, each statement its own transaction."""
-        async with self._errors():
-            async with self.autocommit_pool.connection() as conn:
-                yield conn
+        async with self._errors(), self.autocommit_pool.connection() as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def admin_connection(self) -> AsyncIterator[Connection]:
         """A transaction as the owner: not subject to row-level security. Admin paths only."""
-        async with self._errors():
-            async with self.owner_pool.connection() as conn, conn.transaction():
-                yield conn
+        async with self._errors(), self.owner_pool.connection() as conn, conn.transaction():
+            yield conn
 
 
 async def set_tenant(conn: Connection, tenant_id: UUID | str) -> Any:
