@@ -10,12 +10,13 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agentplane import __version__
 from agentplane.config import Settings, get_settings
 from agentplane.errors import AgentplaneError
+from agentplane.terminal import console
 
 app = typer.Typer(
     name="agentplane",
@@ -27,8 +28,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 
 def settings() -> Settings:
@@ -63,15 +64,17 @@ def up() -> None:
     def announce(endpoints, address) -> None:
         where = f"embedded in {conf.home}" if endpoints.server else endpoints.where
         err.print(
-            f"[bold]agentplane {__version__}[/] API on http://{address[0]}:{address[1]}"
-            f"  ·  PostgreSQL {where}",
+            Text.assemble(
+                (f"agentplane {__version__}", "bold"),
+                f" API on http://{address[0]}:{address[1]}  ·  PostgreSQL {where}",
+            ),
             soft_wrap=True,
         )
         from agentplane.tenancy.cli import first_run_hint
 
         hint = first_run_hint(endpoints.owner)
         if hint:
-            err.print(hint, highlight=False, soft_wrap=True, markup=False)
+            err.print(hint, highlight=False, soft_wrap=True)
 
     serve(conf, on_ready=announce)
 
@@ -85,7 +88,7 @@ def doctor() -> None:
     table = Table("check", "status", "detail")
     colors = {"pass": "green", "warn": "yellow", "fail": "red"}
     for check in checks:
-        table.add_row(check.name, f"[{colors[check.status]}]{check.status}[/]", check.detail)
+        table.add_row(check.name, Text(check.status, colors[check.status]), check.detail)
     out.print(table)
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
@@ -201,7 +204,8 @@ def main() -> None:
     try:
         app()
     except AgentplaneError as exc:
-        err.print(f"[red]error:[/] {exc.detail}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "red"), f" {exc.detail}"), highlight=False,
+                  soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentplane.money import Money
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 AgentStatus = Literal["active", "inactive", "maintenance"]
@@ -67,7 +68,7 @@ class Agent(BaseModel):
     total_tasks_completed: int
     total_tasks_failed: int
     total_tokens_used: int
-    total_cost_usd: Decimal
+    total_cost_usd: Money
     average_latency_ms: float
     success_rate: float
     metadata: dict[str, Any]

@@ -9,7 +9,6 @@ from uuid import UUID
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from agentplane import clock
@@ -21,6 +20,7 @@ from agentplane.errors import NotFound, ValidationFailed
 from agentplane.tenancy import service as tenancy
 from agentplane.tenancy import store as tenancy_store
 from agentplane.tenancy.cli import with_database
+from agentplane.terminal import console
 
 key_app = typer.Typer(help="API keys (administration without the API).", no_args_is_help=True)
 Tenant = Annotated[str, typer.Option(help="The tenant's slug.")]
@@ -100,7 +100,7 @@ def key_list(
             str(r["last_used"] or "-"),
             status,
         )
-    Console().print(table)
+    console().print(table)
 
 
 @key_app.command("revoke")

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from agentplane.db.pool import Database
@@ -17,10 +16,11 @@ from agentplane.llm import service
 from agentplane.llm.models import ProviderCreate
 from agentplane.tenancy import service as tenancy
 from agentplane.tenancy.cli import with_database
+from agentplane.terminal import console
 
 providers_app = typer.Typer(help="LLM providers of a tenant.", no_args_is_help=True)
 Tenant = Annotated[str, typer.Option(help="The tenant's slug.")]
-out = Console()
+out = console()
 
 
 @providers_app.command("list")
@@ -117,4 +117,4 @@ def providers_test(
         f"{o.result.completion_tokens} completion tokens, cost {cost}",
         highlight=False,
     )
-    out.print(o.result.content, highlight=False, markup=False)
+    out.print(o.result.content, highlight=False)

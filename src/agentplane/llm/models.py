@@ -9,6 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agentplane.money import Money
+
 ProviderType = Literal["offline", "openai_compatible", "anthropic"]
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -115,10 +117,10 @@ class PriceSet(BaseModel):
 
 class Price(BaseModel):
     id: UUID
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal | None
-    cache_write_per_mtok: Decimal | None = None
+    input_per_mtok: Money
+    output_per_mtok: Money
+    cached_input_per_mtok: Money | None
+    cache_write_per_mtok: Money | None = None
     valid_from: datetime
     valid_to: datetime | None
 
@@ -155,7 +157,7 @@ class LLMCall(BaseModel):
     cached_tokens: int
     cache_write_tokens: int = 0
     total_tokens: int
-    cost_usd: Decimal | None
+    cost_usd: Money | None
     cost_source: str
     reserved_tokens: int
     stream: bool

@@ -7,11 +7,11 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
 from agentplane.ops import service
+from agentplane.terminal import console
 
 ops_app = typer.Typer(help="Operations: retention, partitions, system tasks, health.",
                       no_args_is_help=True)
@@ -20,7 +20,7 @@ ops_app.add_typer(retention_app, name="retention")
 tasks_app = typer.Typer(help="The maintenance every worker runs on its own.",
                         no_args_is_help=True)
 ops_app.add_typer(tasks_app, name="tasks")
-out = Console()
+out = console()
 
 
 def _run(fn: Any) -> Any:

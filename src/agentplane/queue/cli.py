@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from agentplane.queue.models import Job, Priority
+from agentplane.terminal import console
 
 jobs_app = typer.Typer(help="Inspect and manage jobs on the queue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: jobs that failed for good.", no_args_is_help=True)
 schedules_app = typer.Typer(help="Cron schedules that enqueue jobs.", no_args_is_help=True)
-out = Console()
+out = console()
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant's (id).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.rule import Rule
+from rich.text import Text
+
+from agentplane.terminal import console
 
 TENANT = "demo"
 
@@ -126,7 +128,7 @@ def demo(
     from agentplane.workflows.cli import with_db
     from agentplane.workflows.models import RunIn
 
-    out = Console()
+    out = console()
     code = Path(file).read_text(errors="replace") if file else SAMPLE
 
     async def go(db: Any, conf: Any, _: Any) -> Any:
@@ -134,10 +136,10 @@ def demo(
         await seed(db, principal)
         out.print(Rule("agentplane demo: the Tokyo-IA team reviews some code"))
         for spec in TEAM:
-            out.print(
-                f"  {spec['personality_emoji']}  [bold]{spec['name']}[/]  "
-                f"({spec['role']}; tools: {', '.join(spec['tools'])})"
-            )
+            out.print(Text.assemble(
+                f"  {spec['personality_emoji']}  ", (spec["name"], "bold"),
+                f"  ({spec['role']}; tools: {', '.join(spec['tools'])})",
+            ))
         out.print()
         body = RunIn(workflow="code-review", inputs={"file": code})
         return await run_and_show(db, conf, principal, body, out)

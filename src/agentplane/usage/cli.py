@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
+from agentplane.terminal import console
 from agentplane.usage import reports
 
-out = Console()
+out = console()
 
 
 def usage(

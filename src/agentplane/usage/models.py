@@ -9,6 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentplane.money import Money
+
 
 class UsageRecord(BaseModel):
     id: UUID
@@ -27,7 +29,7 @@ class UsageRecord(BaseModel):
     completion_tokens: int
     cached_tokens: int
     total_tokens: int
-    cost_usd: Decimal | None
+    cost_usd: Money | None
     cost_source: str
 
 
@@ -60,7 +62,7 @@ class UsageRow(BaseModel):
     completion_tokens: int
     cached_tokens: int
     total_tokens: int
-    cost_usd: Decimal
+    cost_usd: Money
     unpriced_calls: int
     """Calls whose model had no price: their cost is unknown and not in cost_usd."""
     cache_hit_rate: float | None
@@ -91,8 +93,8 @@ class UsageReport(BaseModel):
 class AlertFiring(BaseModel):
     alert_id: UUID
     period_start: date
-    value: Decimal
-    threshold: Decimal
+    value: Money
+    threshold: Money
     run_id: UUID | None
     fired_at: datetime
 
@@ -108,7 +110,7 @@ class UsageSummary(BaseModel):
     tokens_reserved: int
     """Held by calls in flight."""
     percent_used: float
-    cost_usd: Decimal
+    cost_usd: Money
     calls: int
     runs_completed: int
     runs_failed: int
@@ -129,7 +131,7 @@ class BillingPeriod(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
-    cost_usd: Decimal
+    cost_usd: Money
     token_limit: int | None
     closed_at: datetime | None
 
@@ -175,7 +177,7 @@ class Alert(BaseModel):
     subject_id: UUID | None
     metric: str
     period: str
-    threshold: Decimal
+    threshold: Money
     unit: str
     enabled: bool
     created_by: UUID | None

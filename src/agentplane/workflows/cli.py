@@ -13,14 +13,14 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
+from agentplane.terminal import console
 
 runs_app = typer.Typer(help="Runs: list them, show one's tree.", no_args_is_help=True)
 workflows_app = typer.Typer(help="Workflows: versioned DAGs of tasks.", no_args_is_help=True)
-out = Console()
+out = console()
 T = TypeVar("T")
 
 
@@ -108,8 +108,8 @@ def run(
     )
 
     async def go(db: Any, conf: Any, principal: Any) -> Any:
-        console = Console(stderr=True) if as_json else out
-        return await run_and_show(db, conf, principal, body, console, wait=wait)
+        shown = console(stderr=True) if as_json else out
+        return await run_and_show(db, conf, principal, body, shown, wait=wait)
 
     tree = with_db(go)
     if as_json:

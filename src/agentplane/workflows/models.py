@@ -9,6 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentplane.money import Money
+
 RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
 TaskStatus = Literal["pending", "queued", "running", "waiting", "completed", "failed", "cancelled"]
 Mode = Literal["SIMPLE", "STANDARD", "COMPLEX"]
@@ -88,7 +90,7 @@ class Run(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    total_cost_usd: Decimal
+    total_cost_usd: Money
     duration_ms: int | None
     agents_used: int
     tools_invoked: int
@@ -130,7 +132,7 @@ class Task(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     tokens_used: int
-    cost_usd: Decimal
+    cost_usd: Money
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
