@@ -46,14 +46,20 @@ def test_run_query_and_workflow_with_a_file_input(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     code = tmp_path / "code.py"
     code.write_text("def secret_sauce(): pass\n")
-    r = cli("run", "--workflow", "echo", "--input", f"file={code}", "--json")
+    r = cli("run", "--workflow", "echo", "--input", f"file=@{code}", "--json")
     assert r.returncode == 0, r.stderr
     tree = json.loads(r.stdout)
     assert tree["run"]["status"] == "completed"
     assert tree["run"]["inputs"]["file"] == "def secret_sauce(): pass\n"
+    # A plain value is the value, even where a file of that name exists.
+    r = cli("run", "--workflow", "echo", "--input", f"file={code}", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["run"]["inputs"]["file"] == str(code)
+    r = cli("run", "--workflow", "echo", "-i", "file=@@home", "--json")
+    assert json.loads(r.stdout)["run"]["inputs"]["file"] == "@home"
 
     listed = cli("runs", "list")
-    assert listed.returncode == 0 and listed.stdout.count("completed") == 2
+    assert listed.returncode == 0 and listed.stdout.count("completed") == 4
 
 
 async def runs_of_local_tenant(db) -> int:
@@ -72,6 +78,8 @@ async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db):
     assert r.stderr.strip() == "error: workflow nope not found"
     r = cli("run", "--workflow", "echo-missing", "--input", "novalue")
     assert r.returncode == 2 and "use NAME=VALUE" in r.stderr
+    r = cli("run", "--workflow", "echo", "--input", "file=@no/such/file")
+    assert r.returncode == 2 and "no file 'no/such/file' to read" in r.stderr
     r = cli("run")
     assert r.returncode == 2 and "give a query" in r.stderr
     r = cli("runs", "show", "not-a-uuid")

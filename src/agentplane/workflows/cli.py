@@ -64,14 +64,19 @@ def with_db(fn: Callable[[Any, Any, Any], Awaitable[T]], *, migrate: bool = True
 
 
 def parse_inputs(items: list[str]) -> dict[str, Any]:
-    """NAME=VALUE; a VALUE naming an existing file stands for the file's text."""
+    """NAME=VALUE, taken as it is; NAME=@path is the file's text (NAME=@@x is the text @x).
+    A value is never read from a file that happens to share its name."""
     inputs: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValidationFailed(f"--input {item!r}: use NAME=VALUE (or NAME=path/to/file)")
-        path = Path(value).expanduser()
-        if value and path.is_file():
+            raise ValidationFailed(f"--input {item!r}: use NAME=VALUE (or NAME=@path/to/file)")
+        if value.startswith("@@"):
+            value = value[1:]
+        elif value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            if not path.is_file():
+                raise ValidationFailed(f"--input {name}: no file {value[1:]!r} to read")
             value = path.read_text(errors="replace")
         inputs[name] = value
     return inputs
@@ -85,7 +90,9 @@ def run(
     inputs: Annotated[
         list[str] | None,
         typer.Option(
-            "--input", "-i", help="A workflow input, NAME=VALUE or NAME=path (repeatable)."
+            "--input",
+            "-i",
+            help="A workflow input, NAME=VALUE, or NAME=@path for a file's text (repeatable).",
         ),
     ] = None,
     mode: Annotated[str, typer.Option(help="SIMPLE, STANDARD or COMPLEX (query runs).")] = "SIMPLE",
