@@ -20,7 +20,8 @@ from agentplane.errors import DatabaseUnavailable, PartitionMissing
 
 Connection = psycopg.AsyncConnection[dict]
 log = logging.getLogger("agentplane.db")
-# The SECURITY DEFINER function that makes the month of each partitioned table.
+# The tables kept in monthly partitions, each with the SECURITY DEFINER function that
+# makes a month of it.
 PARTITION_MAKERS = {
     "usage_records": "usage_records_create_partition",
     "events": "events_create_partition",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentplane.db.pool import Connection
+from agentplane.db.pool import PARTITION_MAKERS, Connection
 
 # Tables kept in monthly partitions (ops_ensure_partitions creates theirs ahead).
-PARTITIONED = ("usage_records", "events")
+PARTITIONED = tuple(PARTITION_MAKERS)
 # Tables whose expired rows are deleted (or moved to the archive).
 ROW_TABLES = ("llm_calls",)
 
