@@ -126,10 +126,20 @@ async def test_api_keys_create_list_revoke(
     created = r.json()
     key = created["key"]
     assert key.startswith("ap_") and created["key_prefix"] == key[:8]
-    assert created["scopes"] == ["agents:execute", "workflows:read", "workflows:write"]
+    assert created["scopes"] == [
+        "agents:execute", "agents:read", "events:read", "runs:read", "runs:write",
+        "usage:read", "workflows:read", "workflows:write",
+    ]
     me = (await client.get("/me", headers=bearer(key))).json()
     assert me["api_key_id"] == created["id"]
     assert set(me["scopes"]) == set(created["scopes"])
+    # A key with the default scopes starts a run and reads what it started.
+    run = await client.post("/v1/runs", headers=bearer(key), json={"query": "hi"})
+    assert run.status_code == 201, run.text
+    for path in (f"/v1/runs/{run.json()['id']}", f"/v1/runs/{run.json()['id']}/events",
+                 "/v1/agents", "/v1/usage/summary"):
+        assert (await client.get(path, headers=bearer(key))).status_code == 200, path
+    assert (await client.get("/v1/api-keys", headers=bearer(key))).status_code == 403
 
     r = await client.get("/v1/api-keys", headers=owner.headers)
     listed = {k["id"]: k for k in r.json()}

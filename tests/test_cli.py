@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 
 from agentplane import __version__
@@ -62,8 +64,9 @@ def test_db_downgrade_and_upgrade(cli) -> None:
     assert "database at 0001" in down.stdout
     assert cli("db", "current").stdout.startswith("0001")
     # A command that needs the schema migrates a database that is behind, then runs.
-    runs = cli("runs", "list")
-    assert runs.returncode == 0, runs.stderr
+    tenants = cli("tenant", "list", "--json")
+    assert tenants.returncode == 0, tenants.stderr
+    assert isinstance(json.loads(tenants.stdout), list)
     assert cli("db", "current").stdout.strip() == f"{head()} (head)"
     up = cli("db", "upgrade")
     assert up.returncode == 0, up.stderr

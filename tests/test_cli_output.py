@@ -17,6 +17,8 @@ from tests.usage.helpers import insert_records, record
 def test_an_error_with_square_brackets_prints_them(cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: '[Bad] Name'\ntasks:\n  a:\n    agent: nobody\n    prompt: hi\n")
+    made = cli("tenant", "create", "B", "--slug", "brackets", "--owner-email", "o@b.test")
+    assert made.returncode == 0, made.stderr
     r = cli("workflows", "save", str(bad), AGENTPLANE_TENANT="brackets")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "pattern '^[a-z0-9][a-z0-9_-]{0,99}$'" in r.stderr, r.stderr

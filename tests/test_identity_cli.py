@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -181,6 +183,20 @@ def test_up_prints_how_to_create_the_first_owner(pg_server, settings) -> None:
                     break
         assert "no tenant yet" in seen, seen
         assert "agentplane tenant create" in seen and "agentplane key create" in seen
+        # Every hint works when pasted as it is printed, and so does the one it leads to.
+        hints = [line.strip() for line in seen.splitlines() if line.startswith("  agentplane")
+                 or line.startswith("  echo")]
+        made = paste(hints[0], env)
+        assert made.returncode == 0, made.stderr
+        follow = [line.removeprefix("next: ") for line in made.stdout.splitlines()
+                  if line.startswith("next: ")]
+        for hint in [hints[1], *follow]:
+            done = paste(hint, env)
+            assert done.returncode == 0, (hint, done.stderr)
+            key = done.stdout.strip().splitlines()[-1]
+            me = httpx.get(f"http://127.0.0.1:{env['AGENTPLANE_PORT']}/me",
+                           headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            assert me.status_code == 200 and "runs:write" in me.json()["scopes"], me.text
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -191,3 +207,10 @@ def test_up_prints_how_to_create_the_first_owner(pg_server, settings) -> None:
         reader.join(timeout=10)
         proc.stdout.close()
         drop_database(pg_server, name)
+
+
+def paste(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A hint run by a shell as a user would paste it, `agentplane` being this one."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(["bash", "-c", line], env={**env, "PATH": path},
+                          capture_output=True, text=True, timeout=60, check=False)

@@ -109,7 +109,7 @@ def db_upgrade(target: Annotated[str, typer.Argument(help="Revision to reach.")]
     from agentplane.db.endpoints import database
 
     conf = settings()
-    with database(conf) as endpoints:
+    with database(conf, migrate=False) as endpoints:
         from agentplane.db.migrate import Migrator
 
         migrator = Migrator(endpoints.owner, conf.app_role)
@@ -126,7 +126,7 @@ def db_downgrade(
     from agentplane.db.migrate import Migrator
 
     conf = settings()
-    with database(conf) as endpoints:
+    with database(conf, migrate=False) as endpoints:
         migrator = Migrator(endpoints.owner, conf.app_role)
         migrator.downgrade(target)
         out.print(f"database at {migrator.current() or 'base'}")
@@ -139,7 +139,7 @@ def db_current() -> None:
     from agentplane.db.migrate import Migrator, head
 
     conf = settings()
-    with database(conf) as endpoints:
+    with database(conf, migrate=False) as endpoints:
         current = Migrator(endpoints.owner, conf.app_role).check_not_ahead()
     mark = " (head)" if current == head() else f" (head is {head()})"
     out.print(f"{current or 'base'}{mark}")

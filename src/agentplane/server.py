@@ -57,7 +57,7 @@ class _Server(uvicorn.Server):
 def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: ignore[valid-type]
     logs.configure(settings.log_level, settings.log_format)
     sock = bind(settings.host, settings.port)
-    with database(settings, migrate=True) as endpoints:
+    with database(settings) as endpoints:
         app = create_app(settings, endpoints=endpoints)
         from agentplane.queue.worker import embed
 

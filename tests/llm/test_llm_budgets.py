@@ -424,3 +424,34 @@ async def test_a_journaled_hold_left_by_a_crash_settles_to_its_use(
     assert s == {"tokens_used": 250, "tokens_reserved": 0}
     used = await row(db, "SELECT monthly_token_usage FROM tenants WHERE id = %s", t.tenant_id)
     assert used["monthly_token_usage"] == 250
+
+
+async def test_a_new_tenant_has_no_token_limit_until_one_is_set(
+    db: Database, llm: LLM, client
+) -> None:
+    """A limit is opt-in: a new tenant's calls are never refused by a limit it did not set,
+    one or a batch at a time; a limit once set holds, and null removes it."""
+    from tests.conftest import make_tenant
+
+    t = await make_tenant(db)
+    assert (await row(db, "SELECT token_limit FROM tenants WHERE id = %s", t.tenant_id)) == {
+        "token_limit": None}
+    ctx = CallContext(tenant_id=t.tenant_id)
+    for _ in range(3):
+        await llm.complete(ctx, ChatRequest(messages=MESSAGES, max_tokens=MAX))
+    other = await make_tenant(db)
+    async with db.tenant_connection(other.tenant_id) as conn:
+        held = await store.reserve_many(conn, other.tenant_id, [(10**15, None, None)] * 2, 60, 1)
+    assert all("id" in h for h in held)
+    summary = (await client.get("/v1/usage/summary", headers=t.headers)).json()
+    assert summary["token_limit"] is None and summary["tokens_used"] == 3 * PER_CALL
+
+    path = f"/v1/tenants/{t.tenant_id}"
+    r = await client.patch(path, headers=t.headers, json={"token_limit": 3 * PER_CALL + 1})
+    assert r.status_code == 200 and r.json()["token_limit"] == 3 * PER_CALL + 1
+    with pytest.raises(BudgetExceeded):
+        await llm.complete(ctx, ChatRequest(messages=MESSAGES, max_tokens=MAX))
+    r = await client.patch(path, headers=t.headers, json={"name": "renamed"})
+    assert r.json()["token_limit"] == 3 * PER_CALL + 1  # not named: unchanged
+    r = await client.patch(path, headers=t.headers, json={"token_limit": None})
+    assert r.status_code == 200 and r.json()["token_limit"] is None

@@ -57,7 +57,7 @@ async def test_bad_input_is_one_line_and_writes_nothing(cli, db: Database) -> No
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
     r = cli("providers", "add", "--tenant", "no-such-tenant", "--name", "x", "--type", "offline")
-    assert r.returncode == 2 and "no tenant with slug" in r.stderr
+    assert r.returncode == 2 and "no tenant 'no-such-tenant' (tenants: " in r.stderr
     r = cli("providers", "test", "--tenant", t.slug, "missing")
     assert r.returncode == 2 and "provider missing not found" in r.stderr
     n = await row(db, "SELECT count(*) AS n FROM llm_providers WHERE tenant_id = %s", t.tenant_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -18,7 +19,13 @@ def test_demo_runs_the_code_review_workflow_and_prints_the_trace(cli):
     assert "5 completed, 0 failed, 5 in all" in out  # four nodes and Akira's review handoff
     assert "IDLE → ANALYZING → PLANNING → RETRIEVING → EXECUTING" in out
     assert "tool handoff ✓" in out and "review: kenji-005 → akira-001" in out
-    run_id = re.search(rf"agentplane runs show ({UUID_RE})", out).group(1)
+    assert "created the tenant demo" in out
+    hint = re.search(r"See it again with: (agentplane runs show .*)", out).group(1).strip()
+    args = hint.split()[1:]
+    assert args[:2] == ["runs", "show"] and re.fullmatch(UUID_RE, args[2])
+    again = cli(*args)  # as printed: the hint names its tenant
+    assert again.returncode == 0 and "5 completed, 0 failed" in again.stdout, again.stderr
+    run_id = args[2]
 
     shown = cli("runs", "show", run_id, "--json", AGENTPLANE_TENANT="demo")
     assert shown.returncode == 0, shown.stderr
@@ -31,7 +38,30 @@ def test_demo_runs_the_code_review_workflow_and_prints_the_trace(cli):
     assert listed.returncode == 0 and listed.stdout.count("code-review") == 1
 
 
+def test_commands_need_a_tenant_that_exists(cli):
+    """A misspelled tenant is an error naming the known ones, never a new tenant."""
+    r = cli("runs", "list")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: which tenant? give --tenant or set AGENTPLANE_TENANT")
+    r = cli("run", "hi", AGENTPLANE_TENANT="nope")
+    assert r.returncode == 2 and r.stderr.startswith("error: no tenant 'nope' (tenants: ")
+    r = cli("runs", "list", "--tenant", "nope")
+    assert r.returncode == 2 and "no tenant 'nope'" in r.stderr
+    assert "nope" not in cli("runs", "list", "--tenant", "nope").stdout
+    created = cli("tenant", "create", "Real", "--slug", "real", "--owner-email", "o@real.test")
+    assert created.returncode == 0, created.stderr
+    tenant_id = re.search(rf"created: ({UUID_RE})", created.stdout).group(1)
+    r = cli("run", "hi", AGENTPLANE_TENANT="nope")
+    assert "tenants: " in r.stderr and "real" in r.stderr
+    # The id, or a unique prefix of it, names the tenant as well as the slug.
+    for ref in ("real", tenant_id, tenant_id[:8]):
+        assert cli("runs", "list", "--tenant", ref).returncode == 0
+
+
 def test_run_query_and_workflow_with_a_file_input(cli, tmp_path):
+    made = cli("tenant", "create", "Files", "--slug", "files", "--owner-email", "o@files.test")
+    assert made.returncode == 0, made.stderr
+    cli = functools.partial(cli, AGENTPLANE_TENANT="files")
     r = cli("run", "How do I reverse a list in Python?", "--mode", "standard")
     assert r.returncode == 0, r.stderr + r.stdout
     assert "status      completed" in r.stdout
@@ -62,17 +92,21 @@ def test_run_query_and_workflow_with_a_file_input(cli, tmp_path):
     assert listed.returncode == 0 and listed.stdout.count("completed") == 4
 
 
-async def runs_of_local_tenant(db) -> int:
+async def runs_of(db, slug: str) -> int:
     async with db.admin_connection() as conn:
         cur = await conn.execute(
             "SELECT count(*) AS n FROM runs r JOIN tenants t "
-            "ON t.id = r.tenant_id WHERE t.slug = 'local'"
+            "ON t.id = r.tenant_id WHERE t.slug = %s",
+            [slug],
         )
         return (await cur.fetchone())["n"]
 
 
 async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db):
-    before = await runs_of_local_tenant(db)
+    made = cli("tenant", "create", "B", "--slug", "bad", "--owner-email", "o@bad.test")
+    assert made.returncode == 0, made.stderr
+    cli = functools.partial(cli, AGENTPLANE_TENANT="bad")
+    before = await runs_of(db, "bad")
     r = cli("run", "--workflow", "nope")
     assert r.returncode == 2
     assert r.stderr.strip() == "error: workflow nope not found"
@@ -84,4 +118,4 @@ async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db):
     assert r.returncode == 2 and "give a query" in r.stderr
     r = cli("runs", "show", "not-a-uuid")
     assert r.returncode == 2 and "is not a run id" in r.stderr
-    assert await runs_of_local_tenant(db) == before
+    assert await runs_of(db, "bad") == before

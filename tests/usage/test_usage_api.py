@@ -205,7 +205,9 @@ async def test_billing_periods_close_past_months_once(
 
 
 def test_cli_usage_ops_and_bad_input(cli) -> None:
-    r = cli("usage", "--by", "model", "--since", "30d")
+    made = cli("tenant", "create", "U", "--slug", "usage-cli", "--owner-email", "o@u.test")
+    assert made.returncode == 0, made.stderr
+    r = cli("usage", "--by", "model", "--since", "30d", "--tenant", "usage-cli")
     assert r.returncode == 0, r.stderr
     r = cli("usage", "--by", "colour")
     assert r.returncode == 2 and "--by must be one of" in r.stderr and "Traceback" not in r.stderr

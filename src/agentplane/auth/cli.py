@@ -14,21 +14,19 @@ from rich.table import Table
 from agentplane import clock
 from agentplane.auth import scopes as sc
 from agentplane.auth import service
-from agentplane.auth.models import ApiKeyIn
+from agentplane.auth.models import KEY_RATE_LIMIT_PER_HOUR, ApiKeyIn
 from agentplane.db.pool import Database
 from agentplane.errors import NotFound, ValidationFailed
 from agentplane.tenancy import service as tenancy
 from agentplane.tenancy import store as tenancy_store
-from agentplane.tenancy.cli import with_database
+from agentplane.tenancy.cli import TenantRef, with_database
 from agentplane.terminal import console
 
 key_app = typer.Typer(help="API keys (administration without the API).", no_args_is_help=True)
-Tenant = Annotated[str, typer.Option(help="The tenant's slug.")]
 
 
 @key_app.command("create")
 def key_create(
-    tenant: Tenant,
     email: Annotated[str, typer.Option(help="The member who owns the key.")],
     name: Annotated[str, typer.Option(help="What the key is for.")],
     scope: Annotated[
@@ -39,14 +37,15 @@ def key_create(
             + "; 'all' for everything the owner's role grants."
         ),
     ] = None,
-    rate_limit_per_hour: Annotated[int, typer.Option(min=0)] = 1000,
+    rate_limit_per_hour: Annotated[int, typer.Option(min=0)] = KEY_RATE_LIMIT_PER_HOUR,
     expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
+    tenant: TenantRef = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
     expires = clock.now() + timedelta(days=expires_in_days) if expires_in_days else None
 
     async def run(db: Database):
-        tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
         async with db.tenant_connection(tenant_id) as conn:
             user_id = await tenancy.find_user_id(conn, email)
             member = user_id and await tenancy_store.get_member(conn, user_id)
@@ -77,13 +76,13 @@ def key_create(
 
 @key_app.command("list")
 def key_list(
-    tenant: Tenant,
     include_revoked: Annotated[bool, typer.Option(help="Show revoked keys too.")] = False,
+    tenant: TenantRef = None,
 ) -> None:
     """List a tenant's API keys (prefixes only; secrets are never stored)."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
         return await service.list_keys(db, tenant_id, include_revoked)
 
     rows = with_database(run)
@@ -105,13 +104,13 @@ def key_list(
 
 @key_app.command("revoke")
 def key_revoke(
-    tenant: Tenant,
     key_id: Annotated[UUID, typer.Argument(help="The key's id (see `key list`).")],
+    tenant: TenantRef = None,
 ) -> None:
     """Revoke an API key: it stops authenticating at once."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
         return await service.revoke_key(db, tenant_id, key_id, actor=None)
 
     row = with_database(run)

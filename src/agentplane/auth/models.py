@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -14,6 +14,12 @@ from agentplane.auth import scopes as sc
 
 Role = Literal["owner", "admin", "developer", "viewer"]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+# Requests an hour. A key's default fits a dashboard refreshing a few views every 2 s all
+# day; a tenant's leaves room for several such keys and the workers' calls.
+KEY_RATE_LIMIT_PER_HOUR: Final = 10_000
+TENANT_RATE_LIMIT_PER_HOUR: Final = 100_000
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,7 @@ class ApiKeyIn(Body):
     name: str = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
     scopes: Scopes = Field(default_factory=lambda: list(sc.DEFAULT_KEY_SCOPES))
-    rate_limit_per_hour: int = Field(default=1000, ge=0, le=10_000_000)
+    rate_limit_per_hour: int = Field(default=KEY_RATE_LIMIT_PER_HOUR, ge=0, le=10_000_000)
     expires_at: datetime | None = None
     user_id: UUID | None = None
     """Whose key this is (default: the caller); the key acts with that member's role."""

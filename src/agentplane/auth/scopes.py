@@ -55,7 +55,18 @@ WRITE: Final = (
 MANAGE: Final = ("tenant:manage", "keys:manage", "members:manage", "audit:read")
 
 ALL_SCOPES: Final[frozenset[str]] = frozenset(READ + WRITE + MANAGE)
-DEFAULT_KEY_SCOPES: Final[tuple[str, ...]] = ("workflows:read", "workflows:write", "agents:execute")
+# Enough to run workflows and queries and read what they did: their runs, events, the
+# agents they use and the usage they made. Managing anything is asked for by name.
+DEFAULT_KEY_SCOPES: Final[tuple[str, ...]] = (
+    "agents:read",
+    "agents:execute",
+    "workflows:read",
+    "workflows:write",
+    "runs:read",
+    "runs:write",
+    "events:read",
+    "usage:read",
+)
 
 ROLES: Final = ("owner", "admin", "developer", "viewer")
 ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {

@@ -87,8 +87,10 @@ def in_utc(conninfo: str) -> str:
 
 
 @contextlib.contextmanager
-def database(settings: Settings, *, migrate: bool = False) -> Iterator[Endpoints]:
-    """Endpoints of a ready database; the embedded server is released on exit."""
+def database(settings: Settings, *, migrate: bool = True) -> Iterator[Endpoints]:
+    """Endpoints of a ready database, migrated to the latest revision unless told not to
+    (the `db` commands): a command on a fresh home works as after `agentplane up`. The
+    embedded server is released on exit."""
     endpoints = resolve(settings)
     try:
         bootstrap(settings, endpoints)

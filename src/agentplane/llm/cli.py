@@ -15,20 +15,19 @@ from agentplane.errors import ValidationFailed
 from agentplane.llm import service
 from agentplane.llm.models import ProviderCreate
 from agentplane.tenancy import service as tenancy
-from agentplane.tenancy.cli import with_database
+from agentplane.tenancy.cli import TenantRef, with_database
 from agentplane.terminal import console
 
 providers_app = typer.Typer(help="LLM providers of a tenant.", no_args_is_help=True)
-Tenant = Annotated[str, typer.Option(help="The tenant's slug.")]
 out = console()
 
 
 @providers_app.command("list")
-def providers_list(tenant: Tenant) -> None:
+def providers_list(tenant: TenantRef = None) -> None:
     """List the tenant's providers and the built-in ones (keys are never shown)."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
         async with db.tenant_connection(tenant_id) as conn:
             return await service.list_providers(conn)
 
@@ -49,7 +48,6 @@ def providers_list(tenant: Tenant) -> None:
 
 @providers_app.command("add")
 def providers_add(
-    tenant: Tenant,
     name: Annotated[str, typer.Option(help="Unique in the tenant, e.g. openai.")],
     type: Annotated[str, typer.Option(help="offline, openai_compatible or anthropic.")],
     base_url: Annotated[str | None, typer.Option(help="e.g. http://localhost:11434/v1")] = None,
@@ -59,6 +57,7 @@ def providers_add(
     ] = False,
     weight: Annotated[float, typer.Option(min=0)] = 1.0,
     config: Annotated[str, typer.Option(help="JSON: timeout, max_retries, fallback, ...")] = "{}",
+    tenant: TenantRef = None,
 ) -> None:
     """Add a provider; its API key is stored encrypted."""
     key = sys.stdin.readline().strip() if api_key_stdin else None
@@ -81,7 +80,7 @@ def providers_add(
         raise ValidationFailed(f"invalid {fields}") from None
 
     async def run(db: Database):
-        tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
         async with db.tenant_connection(tenant_id) as conn:
             return await service.create_provider(conn, db.settings, body)
 
@@ -91,16 +90,16 @@ def providers_add(
 
 @providers_app.command("test")
 def providers_test(
-    tenant: Tenant,
     name: Annotated[str, typer.Argument(help="The provider to call.")],
     model: Annotated[str | None, typer.Option(help="Default: the provider's model.")] = None,
+    tenant: TenantRef = None,
 ) -> None:
     """Make one short call (through budgets and recording); print latency and tokens."""
     from agentplane.llm.adapters.base import ChatRequest
     from agentplane.llm.calls import LLM, CallContext
 
     async def run(db: Database):
-        tenant_id = await tenancy.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
         request = ChatRequest(
             messages=[{"role": "user", "content": "Reply with one short sentence."}],
             model=model,

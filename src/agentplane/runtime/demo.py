@@ -124,15 +124,18 @@ def demo(
     """Seed the Tokyo-IA team and a code-review workflow, run it offline, print the trace."""
     from pathlib import Path
 
-    from agentplane.runtime.local import local_principal, render, run_and_show, summary
-    from agentplane.workflows.cli import with_db
+    from agentplane.runtime.local import demo_principal, render, run_and_show, summary
+    from agentplane.workflows.cli import with_settings_db
     from agentplane.workflows.models import RunIn
 
     out = console()
     code = Path(file).read_text(errors="replace") if file else SAMPLE
 
-    async def go(db: Any, conf: Any, _: Any) -> Any:
-        principal = await local_principal(db, TENANT)
+    async def go(db: Any, conf: Any) -> Any:
+        principal, created = await demo_principal(db, TENANT)
+        if created:
+            out.print(f"created the tenant {TENANT} (owner@{TENANT}.localhost) for the demo",
+                      highlight=False)
         await seed(db, principal)
         out.print(Rule("agentplane demo: the Tokyo-IA team reviews some code"))
         for spec in TEAM:
@@ -144,13 +147,13 @@ def demo(
         body = RunIn(workflow="code-review", inputs={"file": code})
         return await run_and_show(db, conf, principal, body, out)
 
-    tree = with_db(go)
+    tree = with_settings_db(go)
     out.print(Rule("trace"))
     out.print(render(tree, detail=True))
     out.print(Rule("summary"))
     out.print(summary(tree))
     out.print(
-        f"\nSee it again with: agentplane runs show {tree.run.id}   (AGENTPLANE_TENANT={TENANT})",
+        f"\nSee it again with: agentplane runs show {tree.run.id} --tenant {TENANT}",
         highlight=False,
     )
     if tree.run.status != "completed":

@@ -22,7 +22,6 @@ from agentplane.db.pool import Database
 from agentplane.workflows import service
 from agentplane.workflows.models import TERMINAL, RunTree
 
-DEFAULT_TENANT = "local"
 COLORS = {
     "pending": "dim",
     "queued": "cyan",
@@ -45,33 +44,34 @@ ICONS = {
 }
 
 
-async def local_principal(db: Database, slug: str = DEFAULT_TENANT) -> Principal:
-    """The CLI acts as the owner of a local tenant, created on first use."""
+async def owner_principal(db: Database, tenant: str | None) -> Principal:
+    """The CLI acts as the owner of the tenant it is given (slug or id); it never makes
+    one up: an unknown tenant is an error naming the known ones."""
+    from agentplane.tenancy import service as tenancy
+
+    tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
+    return _owner(tenant_id, await tenancy.tenant_owner_admin(db, tenant_id))
+
+
+async def demo_principal(db: Database, slug: str) -> tuple[Principal, bool]:
+    """The owner of the demo tenant, created on first use; and whether it was."""
     from agentplane.tenancy import service as tenancy
     from agentplane.tenancy import store as tenancy_store
     from agentplane.tenancy.service import NewUser
 
     async with db.admin_connection() as conn:
-        tenant = await tenancy_store.tenant_by_slug(conn, slug)
-    if tenant is None:
-        tenant, user_id = await tenancy.create_tenant(
-            db,
-            name=slug,
-            slug=slug,
-            owner=NewUser(email=f"owner@{slug}.localhost"),
-            token_limit=1_000_000_000,
-        )
-    else:
-        async with db.admin_connection() as conn:
-            cur = await conn.execute(
-                "SELECT user_id FROM memberships WHERE tenant_id = %s AND role = 'owner' "
-                "ORDER BY created_at LIMIT 1",
-                [tenant["id"]],
-            )
-            row = await cur.fetchone()
-        user_id = row["user_id"] if row else None
+        found = await tenancy_store.tenant_by_slug(conn, slug)
+    if found is not None:
+        return await owner_principal(db, slug), False
+    tenant, user_id = await tenancy.create_tenant(
+        db, name=slug, slug=slug, owner=NewUser(email=f"owner@{slug}.localhost")
+    )
+    return _owner(tenant["id"], user_id), True
+
+
+def _owner(tenant_id: UUID, user_id: UUID | None) -> Principal:
     return Principal(
-        tenant_id=tenant["id"],
+        tenant_id=tenant_id,
         user_id=user_id,
         role="owner",
         scopes=frozenset(sc.ALL_SCOPES),

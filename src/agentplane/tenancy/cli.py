@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR
 from agentplane.db.pool import Database
 from agentplane.errors import ValidationFailed
 from agentplane.tenancy import service
@@ -23,6 +24,15 @@ T = TypeVar("T")
 tenant_app = typer.Typer(help="Tenants (administration without the API).", no_args_is_help=True)
 user_app = typer.Typer(help="Users and their roles (administration).", no_args_is_help=True)
 
+TenantRef = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        envvar="AGENTPLANE_TENANT",
+        show_envvar=False,
+        help="The tenant: its slug or id (default: $AGENTPLANE_TENANT).",
+    ),
+]
 PasswordStdin = Annotated[
     bool,
     typer.Option(
@@ -67,7 +77,12 @@ def tenant_create(
     slug: Annotated[str, typer.Option(help="URL-safe unique name, e.g. acme.")],
     owner_email: Annotated[str, typer.Option(help="Email of the first owner.")],
     plan: Annotated[str, typer.Option(help="free, pro or enterprise.")] = "free",
-    rate_limit_per_hour: Annotated[int, typer.Option(min=0)] = 1000,
+    rate_limit_per_hour: Annotated[
+        int, typer.Option(min=0, help="Requests an hour, all the tenant's keys together.")
+    ] = TENANT_RATE_LIMIT_PER_HOUR,
+    token_limit: Annotated[
+        int | None, typer.Option(min=0, help="Tokens a month (default: no limit).")
+    ] = None,
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a tenant and its first owner (a new user, or an existing one by email)."""
@@ -90,6 +105,7 @@ def tenant_create(
             owner=owner,
             plan=plan,
             rate_limit_per_hour=rate_limit_per_hour,
+            token_limit=token_limit,
         )
 
     tenant, user_id = with_database(run)
@@ -100,13 +116,54 @@ def tenant_create(
     )
 
 
+JsonOut = Annotated[bool, typer.Option("--json", help="JSON (one array) instead of a table.")]
+
+
+def print_rows(rows: list[dict], columns: list[str], as_json: bool) -> None:
+    """A listing as a table of `columns`, or with --json as every field of every row."""
+    from rich.table import Table
+
+    from agentplane.terminal import console
+
+    if as_json:
+        from pydantic_core import to_json
+
+        typer.echo(to_json(rows, indent=2).decode())
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
+    console().print(table)
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: JsonOut = False) -> None:
+    """Every tenant: slug, id, plan, limits and members."""
+    rows = with_database(service.list_tenants_admin)
+    print_rows(
+        rows,
+        ["slug", "id", "name", "plan", "token_limit", "rate_limit_per_hour", "members"],
+        as_json,
+    )
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOut = False, tenant: TenantRef = None) -> None:
+    """The tenant's members with their roles."""
+
+    async def run(db: Database):
+        return await service.list_members_admin(db, await service.resolve_tenant_admin(db, tenant))
+
+    print_rows(with_database(run), ["email", "user_id", "role", "full_name", "created_at"], as_json)
+
+
 @user_app.command("create")
 def user_create(
-    tenant: Annotated[str, typer.Option(help="The tenant's slug.")],
     email: Annotated[str, typer.Option(help="The user's email.")],
     role: Annotated[str, typer.Option(help="owner, admin, developer or viewer.")] = "developer",
     full_name: Annotated[str | None, typer.Option(help="The user's full name.")] = None,
     password_stdin: PasswordStdin = False,
+    tenant: TenantRef = None,
 ) -> None:
     """Add a user to a tenant with a role (creating the user if the email is new)."""
     from agentplane.auth.models import _email
@@ -118,7 +175,7 @@ def user_create(
     password = read_password(password_stdin)
 
     async def run(db: Database):
-        tenant_id = await service.tenant_id_by_slug_admin(db, tenant)
+        tenant_id = await service.resolve_tenant_admin(db, tenant)
         return await service.add_member(
             db, tenant_id, NewUser(email=email, password=password, full_name=full_name), role
         )
@@ -131,9 +188,9 @@ def user_create(
 
 FIRST_RUN = (
     "no tenant yet. Create the first owner and an API key:\n"
-    "  agentplane tenant create 'My org' --slug my-org --owner-email you@example.com"
-    " --password-stdin\n"
-    "  agentplane key create --tenant my-org --email you@example.com --name admin --scope all"
+    "  echo 'a long passphrase' | agentplane tenant create 'My org' --slug my-org"
+    " --owner-email you@example.com --password-stdin\n"
+    "  agentplane key create --tenant my-org --email you@example.com --name admin"
 )
 
 

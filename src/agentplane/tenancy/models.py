@@ -18,7 +18,8 @@ class TenantOut(BaseModel):
     name: str
     slug: str
     plan: str
-    token_limit: int
+    token_limit: int | None
+    """Tokens a month; None: no limit (the default)."""
     monthly_token_usage: int
     rate_limit_per_hour: int
     settings: dict[str, Any]
@@ -30,7 +31,9 @@ class TenantOut(BaseModel):
 class TenantPatch(Body):
     name: str | None = Field(default=None, min_length=1, max_length=255)
     plan: Plan | None = None
-    token_limit: int | None = Field(default=None, ge=0)
+    token_limit: int | None = Field(
+        default=None, ge=0, description="tokens a month; null removes the limit"
+    )
     rate_limit_per_hour: int | None = Field(default=None, ge=0, le=100_000_000)
     settings: dict[str, Any] | None = None
 

@@ -8,6 +8,7 @@ they look tenants up across tenants on the owner connection.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from agentplane.auth import cache as keycache
 from agentplane.auth import scopes as sc
 from agentplane.auth import store as auth_store
 from agentplane.auth.audit import NOWHERE, Origin
-from agentplane.auth.models import Principal
+from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR, Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from agentplane.tenancy import store
@@ -115,7 +116,13 @@ async def create_tenant_in(
             tenant_id,
             name,
             slug,
-            {"plan": plan, "rate_limit_per_hour": rate_limit_per_hour, "token_limit": token_limit},
+            {
+                "plan": plan,
+                "rate_limit_per_hour": TENANT_RATE_LIMIT_PER_HOUR
+                if rate_limit_per_hour is None
+                else rate_limit_per_hour,
+                "token_limit": token_limit,
+            },
         )
     except Conflict as exc:
         raise _conflict_on("slug", exc) from None
@@ -565,9 +572,39 @@ async def remove_project_member(
 # --- admin paths (CLI): cross-tenant lookups on the owner connection --------------------
 
 
-async def tenant_id_by_slug_admin(db: Database, slug: str) -> UUID:
+ID_PREFIX = re.compile(r"[0-9a-f-]{4,36}")
+
+
+async def resolve_tenant_admin(db: Database, ref: str | None) -> UUID:
+    """The tenant a command names by slug or id (a unique prefix of the id will do, as
+    git takes commits); an unknown or missing one is an error naming the tenants there are."""
+    ref = (ref or "").strip().lower()
     async with db.admin_connection() as conn:
-        row = await store.tenant_by_slug(conn, slug)
-    if row is None:
-        raise NotFound(f"no tenant with slug {slug!r}")
-    return row["id"]
+        found = []
+        if ref:
+            prefix = ref if ID_PREFIX.fullmatch(ref) else None
+            found = await store.tenants_by_ref(conn, ref, prefix)
+        if len(found) == 1:
+            return found[0]["id"]
+        known = await store.tenant_slugs(conn)
+    there = f"tenants: {', '.join(known)}" if known else "none yet: agentplane tenant create"
+    if not ref:
+        raise ValidationFailed(f"which tenant? give --tenant or set AGENTPLANE_TENANT ({there})")
+    if found:
+        raise ValidationFailed(f"tenant {ref!r} is ambiguous: give more of its id, or its slug")
+    raise NotFound(f"no tenant {ref!r} ({there})")
+
+
+async def tenant_owner_admin(db: Database, tenant_id: UUID) -> UUID | None:
+    async with db.admin_connection() as conn:
+        return await store.tenant_owner(conn, tenant_id)
+
+
+async def list_tenants_admin(db: Database) -> list[dict[str, Any]]:
+    async with db.admin_connection() as conn:
+        return await store.list_tenants(conn)
+
+
+async def list_members_admin(db: Database, tenant_id: UUID) -> list[dict[str, Any]]:
+    async with db.tenant_connection(tenant_id) as conn:
+        return await store.list_members(conn)

@@ -46,7 +46,7 @@ async def insert_tenant(
     row = await _one(
         conn,
         f"""INSERT INTO tenants (id, name, slug, plan, rate_limit_per_hour, token_limit)
-            VALUES (%s, %s, %s, coalesce(%s, 'free'), coalesce(%s, 1000), coalesce(%s, 10000))
+            VALUES (%s, %s, %s, coalesce(%s, 'free'), %s, %s)
             RETURNING {TENANT_COLUMNS}""",
         [
             tenant_id,
@@ -73,6 +73,49 @@ async def tenant_by_slug(conn: Connection, slug: str) -> dict[str, Any] | None:
     return await _one(conn, "SELECT id FROM tenants WHERE slug = %s AND deleted_at IS NULL", [slug])
 
 
+async def tenants_by_ref(conn: Connection, slug: str, id_prefix: str | None) -> list[dict]:
+    """Live tenants with this slug, else those whose id starts with id_prefix; two at most:
+    enough to tell a unique match from an ambiguous one."""
+    return await _all(
+        conn,
+        """SELECT id, slug FROM tenants WHERE deleted_at IS NULL AND slug = %(slug)s
+           UNION ALL
+           (SELECT id, slug FROM tenants
+             WHERE deleted_at IS NULL AND id::text LIKE %(prefix)s || '%%'
+               AND NOT EXISTS (SELECT 1 FROM tenants WHERE slug = %(slug)s AND deleted_at IS NULL)
+             LIMIT 2)""",
+        {"slug": slug, "prefix": id_prefix},
+    )
+
+
+async def tenant_slugs(conn: Connection, limit: int = 20) -> list[str]:
+    rows = await _all(
+        conn, "SELECT slug FROM tenants WHERE deleted_at IS NULL ORDER BY slug LIMIT %s", [limit]
+    )
+    return [r["slug"] for r in rows]
+
+
+async def list_tenants(conn: Connection) -> list[dict[str, Any]]:
+    """Every live tenant with its member count (owner connection: across tenants)."""
+    return await _all(
+        conn,
+        f"""SELECT {TENANT_COLUMNS},
+                   (SELECT count(*) FROM memberships m WHERE m.tenant_id = t.id) AS members
+              FROM tenants t WHERE deleted_at IS NULL ORDER BY slug""",
+    )
+
+
+async def tenant_owner(conn: Connection, tenant_id: UUID) -> UUID | None:
+    """The tenant's first owner: whom the command line acts as."""
+    row = await _one(
+        conn,
+        "SELECT user_id FROM memberships WHERE tenant_id = %s AND role = 'owner' "
+        "ORDER BY created_at LIMIT 1",
+        [tenant_id],
+    )
+    return row["user_id"] if row else None
+
+
 async def update_tenant(
     conn: Connection, tenant_id: UUID, changes: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -81,7 +124,7 @@ async def update_tenant(
         f"""UPDATE tenants SET
                name = coalesce(%(name)s, name),
                plan = coalesce(%(plan)s, plan),
-               token_limit = coalesce(%(token_limit)s, token_limit),
+               token_limit = CASE WHEN %(set_limit)s THEN %(token_limit)s ELSE token_limit END,
                rate_limit_per_hour = coalesce(%(rate_limit_per_hour)s, rate_limit_per_hour),
                settings = coalesce(%(settings)s, settings)
              WHERE id = %(id)s AND deleted_at IS NULL
@@ -90,6 +133,7 @@ async def update_tenant(
             "id": tenant_id,
             "name": changes.get("name"),
             "plan": changes.get("plan"),
+            "set_limit": "token_limit" in changes,
             "token_limit": changes.get("token_limit"),
             "rate_limit_per_hour": changes.get("rate_limit_per_hour"),
             "settings": Jsonb(changes["settings"]) if changes.get("settings") is not None else None,

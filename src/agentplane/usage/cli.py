@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
+from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 from agentplane.usage import reports
 
@@ -23,6 +24,7 @@ def usage(
     period: Annotated[str, typer.Option(help="day, week or month.")] = "month",
     value: Annotated[str | None, typer.Option(help="Only this key of --by.")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+    tenant: TenantRef = None,
 ) -> None:
     """Tokens, cost and tasks per period (and per key of --by), from the daily rollup."""
     from agentplane.workflows.cli import with_db
@@ -39,7 +41,7 @@ def usage(
     if by is not None and by not in reports.BYS:
         raise ValidationFailed(f"--by must be one of {', '.join(reports.BYS)}")
     reports.window(since, until)
-    found = with_db(main)
+    found = with_db(main, tenant)
     if csv:
         typer.echo(reports.to_csv(found), nl=False)
         return

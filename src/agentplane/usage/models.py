@@ -47,7 +47,8 @@ class ApiKeyBudget(BaseModel):
 
 
 class TenantBudget(BaseModel):
-    token_limit: int
+    token_limit: int | None
+    """None: no monthly limit."""
     monthly_token_usage: int
     tokens_reserved: int
 
@@ -104,7 +105,8 @@ class UsageSummary(BaseModel):
 
     period_start: date
     period_end: date
-    token_limit: int
+    token_limit: int | None
+    """None: no monthly limit."""
     tokens_used: int
     """Tokens of the period's usage records."""
     tokens_reserved: int

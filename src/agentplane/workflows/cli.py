@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,6 +15,7 @@ import typer
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
+from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 
 runs_app = typer.Typer(help="Runs: list them, show one's tree.", no_args_is_help=True)
@@ -30,10 +30,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(workflows_app, name="workflows")
 
 
-def tenant_slug() -> str:
-    return os.environ.get("AGENTPLANE_TENANT") or "local"
-
-
 @contextlib.asynccontextmanager
 async def opened(conf: Any, endpoints: Any) -> AsyncIterator[Any]:
     from agentplane.db.pool import Database
@@ -46,21 +42,29 @@ async def opened(conf: Any, endpoints: Any) -> AsyncIterator[Any]:
         await db.close()
 
 
-def with_db(fn: Callable[[Any, Any, Any], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Run fn(db, settings, principal) against the configured (or embedded) database."""
+def with_settings_db(fn: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """Run fn(db, settings) against the configured (or embedded) database."""
     from agentplane.config import get_settings
     from agentplane.db.endpoints import database
-    from agentplane.runtime.local import local_principal
 
     conf = get_settings()
 
     async def main(endpoints: Any) -> T:
         async with opened(conf, endpoints) as db:
-            principal = await local_principal(db, tenant_slug())
-            return await fn(db, conf, principal)
+            return await fn(db, conf)
 
-    with database(conf, migrate=migrate) as endpoints:
+    with database(conf) as endpoints:
         return asyncio.run(main(endpoints))
+
+
+def with_db(fn: Callable[[Any, Any, Any], Awaitable[T]], tenant: str | None) -> T:
+    """Run fn(db, settings, principal) as the owner of `tenant` (slug or id)."""
+    from agentplane.runtime.local import owner_principal
+
+    async def main(db: Any, conf: Any) -> T:
+        return await fn(db, conf, await owner_principal(db, tenant))
+
+    return with_settings_db(main)
 
 
 def parse_inputs(items: list[str]) -> dict[str, Any]:
@@ -99,6 +103,7 @@ def run(
     agent: Annotated[str | None, typer.Option(help="The agent of a query run.")] = None,
     wait: Annotated[bool, typer.Option(help="Execute here and show live progress.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final tree as JSON.")] = False,
+    tenant: TenantRef = None,
 ) -> None:
     """Submit a run (a query, or a workflow with inputs) and show its tasks live."""
     from agentplane.runtime.local import run_and_show, summary
@@ -118,7 +123,7 @@ def run(
         shown = console(stderr=True) if as_json else out
         return await run_and_show(db, conf, principal, body, shown, wait=wait)
 
-    tree = with_db(go)
+    tree = with_db(go, tenant)
     if as_json:
         out.print_json(tree.model_dump_json())
         return
@@ -134,6 +139,7 @@ def runs_list(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    tenant: TenantRef = None,
 ) -> None:
     """The newest runs first."""
     from agentplane.workflows import service
@@ -142,7 +148,7 @@ def runs_list(
         async with db.tenant_connection(principal.tenant_id) as conn:
             return await service.list_runs(conn, status=status, workflow=workflow, limit=limit)
 
-    page = with_db(go)
+    page = with_db(go, tenant)
     table = Table("id", "kind", "workflow", "status", "tasks", "tokens", "cost", "created")
     for r in page.items:
         table.add_row(
@@ -162,6 +168,7 @@ def runs_list(
 def runs_show(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+    tenant: TenantRef = None,
 ) -> None:
     """A run's tree: tasks, agent executions with their states, LLM and tool calls."""
     from agentplane.runtime.local import render, summary
@@ -176,7 +183,7 @@ def runs_show(
         async with db.tenant_connection(principal.tenant_id) as conn:
             return await service.run_tree(conn, rid)
 
-    tree = with_db(go)
+    tree = with_db(go, tenant)
     if as_json:
         out.print_json(tree.model_dump_json())
         return
@@ -185,7 +192,7 @@ def runs_show(
 
 
 @workflows_app.command("list")
-def workflows_list() -> None:
+def workflows_list(tenant: TenantRef = None) -> None:
     """Workflows with their latest version."""
     from agentplane.workflows import service
 
@@ -194,7 +201,7 @@ def workflows_list() -> None:
             return await service.list_workflows(conn)
 
     table = Table("name", "version", "tasks", "description")
-    for w in with_db(go):
+    for w in with_db(go, tenant):
         table.add_row(
             w.name, str(w.version), str(len(w.definition.get("tasks", {}))), w.description or ""
         )
@@ -206,6 +213,7 @@ def workflows_save(
     path: Annotated[
         Path, typer.Argument(help="A YAML or JSON definition.", exists=True, dir_okay=False)
     ],
+    tenant: TenantRef = None,
 ) -> None:
     """Save a workflow definition (a new version when the name exists)."""
     from agentplane.workflows import service
@@ -217,6 +225,6 @@ def workflows_save(
         async with db.tenant_connection(principal.tenant_id) as conn:
             return await service.save_workflow(conn, body, principal.user_id)
 
-    w = with_db(go)
+    w = with_db(go, tenant)
     out.print(f"workflow {w.name} version {w.version} saved")
     out.print(json.dumps({"id": str(w.id), "tasks": list(w.definition["tasks"])}))
