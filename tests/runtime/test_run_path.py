@@ -143,3 +143,34 @@ async def test_query_run_modes(db, settings, client):
     assert "2+2" in run["result"]
     assert float(run["complexity_score"]) == 0.8
     assert await count(db, "agents", ctx.tenant_id) == 1  # the default assistant
+
+
+async def test_an_upstream_output_appears_once_in_the_prompt(db, settings, client):
+    """An output the instruction places itself is not appended again; the others are."""
+    ctx = await tenant(db)
+    await add_agents(client, ctx, agent("a1"))
+    spec = """
+name: once
+tasks:
+  first: {agent: a1, instruction: "Say something"}
+  second: {agent: a1, instruction: "Improve: {{ tasks.first.output }}"}
+  third: {agent: a1, instruction: "Summarise", depends_on: [first]}
+"""
+    r = await client.post("/v1/workflows", json={"source": spec}, headers=ctx.headers)
+    assert r.status_code == 201, r.text
+    async with worker(db, settings):
+        r = await client.post("/v1/runs", json={"workflow": "once"}, headers=ctx.headers)
+        run = await settle(client, ctx, r.json()["id"])
+    assert run["status"] == "completed", run
+    tree = (await client.get(f"/v1/runs/{run['id']}/tree", headers=ctx.headers)).json()
+    tasks = {t["node"]: t for t in tree["tasks"]}
+    first = tasks["first"]["output"]["text"]
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(
+            "SELECT t.node, c.request FROM llm_calls c JOIN tasks t ON t.id = c.task_id "
+            "WHERE c.run_id = %s ORDER BY c.created_at", [run["id"]])
+        prompts = {}
+        for row in await cur.fetchall():
+            prompts.setdefault(row["node"], row["request"]["messages"][1]["content"])
+    assert prompts["second"].count(first) == 1 and "Results from the team" not in prompts["second"]
+    assert prompts["third"].count(first) == 1 and "Results from the team" in prompts["third"]

@@ -35,12 +35,21 @@ def user_prompt(
 ) -> str:
     outputs = {u["node"]: output_text(u["output"]) for u in upstream}
     parts = [dag.render(instruction, inputs, outputs, run_data)]
-    if upstream:
+    # What the instruction placed itself is not repeated after it.
+    placed = {"task": set(), "data": set()}
+    for found in dag.TEMPLATE.finditer(instruction):
+        ref = dag.REFERENCE.match(found.group(1))
+        if ref and (ref.group("task") or ref.group("data")):
+            kind = "task" if ref.group("task") else "data"
+            placed[kind].add(ref.group(kind))
+    rest = [u for u in upstream if u["node"] not in placed["task"]]
+    if rest:
         parts.append("Results from the team so far:")
-        for u in upstream:
+        for u in rest:
             parts.append(f"- {u['node']} ({u['agent']}): {outputs[u['node']][:MAX_UPSTREAM_CHARS]}")
-    if run_data:
-        parts.append("Shared run data: " + json.dumps(run_data)[:MAX_UPSTREAM_CHARS])
+    shared = {k: v for k, v in run_data.items() if k not in placed["data"]}
+    if shared:
+        parts.append("Shared run data: " + json.dumps(shared)[:MAX_UPSTREAM_CHARS])
     if session_context:
         parts.append("Session context: " + json.dumps(session_context)[:MAX_UPSTREAM_CHARS])
     return "\n".join(parts)
