@@ -6,6 +6,9 @@ time, the pools; off, or on a port of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import socket
 import time
 from typing import Any
 from uuid import UUID, uuid4
@@ -18,12 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentplane import metrics
 from agentplane.api.app import create_app
 from agentplane.config import Settings
+from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.pool import Database
+from agentplane.errors import ConfigError
 from agentplane.events.stream import hub_for
 from tests.conftest import free_port
 from tests.events.helpers import emit, make_run
 from tests.llm.helpers import tenant
 from tests.runtime.helpers import add_agents, agent, settle, worker
+from tests.support.processes import start_up, wait_ready
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
@@ -253,6 +259,17 @@ async def test_a_metrics_port_serves_them_there_and_not_on_the_api(
             await c.get(f"http://127.0.0.1:{port}/metrics")
 
 
+async def test_a_metrics_port_in_use_is_a_clear_error(db: Database, settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = create_app(settings.model_copy(update={"metrics_port": port}), db=db)
+        with pytest.raises(ConfigError, match=f"port {port} .* AGENTPLANE_METRICS_PORT"):
+            async with app.router.lifespan_context(app):
+                pass
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -266,3 +283,33 @@ def test_bad_metrics_settings_are_one_clear_line(cli, env: dict[str, Any], messa
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
 
+
+
+def test_agentplane_up_with_a_metrics_port(tmp_path, pg_server: EmbeddedServer) -> None:
+    """A real `agentplane up` on a fresh home: metrics on their own port and not on the
+    API's; both close on SIGTERM. Its first start names the optional extensions the
+    embedded server lacks once, at info."""
+    home, port, side = tmp_path / "home", free_port(), free_port()
+    proc = start_up(home, port, AGENTPLANE_METRICS_PORT=str(side))
+    try:
+        wait_ready(port, proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+        r = httpx.get(f"http://127.0.0.1:{side}/metrics")
+        assert r.status_code == 200, r.text
+        samples = parse(r.text)
+        assert value(samples, "agentplane_metrics_database_up") == 1
+        assert value(samples, "agentplane_db_pool_max_connections", pool="worker") >= 1
+        assert value(samples, "agentplane_http_requests_total", method="GET", route="/ready",
+                     status="200") >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        EmbeddedServer(home).stop()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    with psycopg.connect(pg_server.conninfo()) as conn:  # the same server binaries
+        cur = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'btree_gin'")
+        lacking = cur.fetchone() is None
+    about = [e for e in entries if "btree_gin" in e["msg"]]
+    assert len(about) == int(lacking) and all(e["level"] == "info" for e in about), about

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,15 +45,23 @@ class _Quiet(uvicorn.Server):
         yield
 
 
+def bind_port(settings: Settings) -> socket.socket | None:
+    """The separate listener's socket, when metrics have a port: `agentplane up` binds
+    it before starting, so a port in use is a one-line error, not a failed startup."""
+    if not settings.metrics or settings.metrics_port is None:
+        return None
+    from agentplane.server import bind
+
+    return bind(settings.host, settings.metrics_port, "AGENTPLANE_METRICS_PORT")
+
+
 @contextlib.asynccontextmanager
 async def listener(app: Any, settings: Settings) -> AsyncIterator[None]:
     """For the app's lifespan: the separate listener, when metrics have a port."""
-    if not settings.metrics or settings.metrics_port is None:
+    sock = getattr(app.state, "metrics_socket", None) or bind_port(settings)
+    if sock is None:
         yield
         return
-    from agentplane.server import bind  # the same clear error when the port is taken
-
-    sock = bind(settings.host, settings.metrics_port)
     side = Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
     side.state.api = app
     server = _Quiet(uvicorn.Config(side, log_config=None, access_log=False, lifespan="off"))
