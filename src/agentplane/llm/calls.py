@@ -201,7 +201,7 @@ class LLM:
             return await self.budgets.reserve(
                 ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
             )
-        except BudgetExceeded as exc:
+        except BudgetExceeded as exc:  # counted once, whichever attempt refused
             metrics.budget_refused(exc)
             raise
 
@@ -280,7 +280,9 @@ class LLM:
         return outcome
 
     async def settle(self, pending: PendingCall) -> None:
-        """After the transaction that recorded the call has committed."""
+        """After the transaction that recorded the call has committed: from then on it
+        counts in the metrics (once: every recorded call is settled once), and its hold
+        is settled."""
         metrics.llm_call(
             pending.row["name"], pending.request.model, "completed", pending.result,
             pending.cost_usd, pending.latency_ms,
