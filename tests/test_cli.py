@@ -26,6 +26,23 @@ def test_doctor_passes_on_a_migrated_database(cli) -> None:
     assert "vector" in result.stdout
 
 
+def test_doctor_reports_missing_optional_extensions_as_info(cli, endpoints) -> None:
+    """Nothing needs pgcrypto, pg_trgm or btree_gin: missing, they are info, not a
+    warning; vector keeps its warning (features need it)."""
+    with psycopg.connect(endpoints.owner) as conn:
+        installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+    optional = [e for e in ("pgcrypto", "pg_trgm", "btree_gin") if e not in installed]
+    result = cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if "optional extensions" in line)
+    assert ("info" if optional else "pass") in row and "warn" not in row, row
+    if optional:
+        assert f"missing: {', '.join(optional)} (nothing needs them)" in result.stdout
+    row = next(line for line in lines if "extension vector" in line)
+    assert ("pass" if "vector" in installed else "warn") in row, row
+
+
 def test_doctor_fails_when_migrations_are_behind(cli, endpoints) -> None:
     with psycopg.connect(endpoints.owner, autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0001'")

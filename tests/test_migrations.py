@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import subprocess
 
@@ -14,6 +15,8 @@ from agentplane.db import revisions
 from agentplane.db.embedded import EmbeddedServer, pg_binary
 from agentplane.db.migrate import Migrator, head, history
 from tests.conftest import create_database, drop_database, make_settings
+
+OPTIONAL = ("pgcrypto", "pg_trgm", "btree_gin")
 
 FRESH = "t_migrations_fresh"
 
@@ -126,10 +129,17 @@ def test_an_external_owner_without_superuser_rights(pg_server: EmbeddedServer, p
         assert up.returncode == 0, up.stderr
         assert "extension vector needs a superuser" in up.stderr
         assert "Traceback" not in up.stderr
+        # Optional extensions are no warning (see test_optional_extensions_are_one_info_line).
+        assert not any(e in up.stderr for e in OPTIONAL), up.stderr
+        with psycopg.connect(pg_server.conninfo()) as su:
+            available = {r[0] for r in su.execute("SELECT name FROM pg_available_extensions")}
+        lacking = [e for e in OPTIONAL if e not in available]
         doctor = cli("doctor", AGENTPLANE_DATABASE_URL=url)
         assert doctor.returncode == 0, doctor.stdout
-        row = next(line for line in doctor.stdout.splitlines() if "extensions" in line)
-        assert "warn" in row and "vector" in doctor.stdout
+        row = next(line for line in doctor.stdout.splitlines() if "extension vector" in line)
+        assert "warn" in row and "features that need them are off" in row
+        row = next(line for line in doctor.stdout.splitlines() if "optional extensions" in line)
+        assert ("info" if lacking else "pass") in row and "warn" not in row
         assert f"at head {head()}" in doctor.stdout
         down = cli("db", "downgrade", "base", AGENTPLANE_DATABASE_URL=url)
         assert down.returncode == 0, down.stderr
@@ -138,3 +148,34 @@ def test_an_external_owner_without_superuser_rights(pg_server: EmbeddedServer, p
             su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             su.execute(f"REVOKE agentplane_app FROM {owner}")
             su.execute(f"DROP ROLE {owner}")
+
+
+def test_optional_extensions_are_one_info_line(
+    pg_server: EmbeddedServer, pg_home, pg_port, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first migration names the optional extensions the server lacks once, at info
+    (nothing needs them); vector, which features need, is not among them."""
+    name = "t_migrations_extensions"
+    create_database(pg_server, name, template=None)
+    try:
+        with psycopg.connect(pg_server.conninfo()) as su:
+            available = {r[0] for r in su.execute("SELECT name FROM pg_available_extensions")}
+        lacking = [e for e in OPTIONAL if e not in available]
+        settings = make_settings(pg_home, pg_port, name)
+        endpoints = ep.resolve(settings, start=False)
+        ep.bootstrap(settings, endpoints)
+        with caplog.at_level(logging.INFO, logger="agentplane.migrations"):
+            Migrator(endpoints.owner, settings.app_role).upgrade()
+        said = [
+            r for r in caplog.records
+            if r.name == "agentplane.migrations" and any(e in r.getMessage() for e in OPTIONAL)
+        ]
+        if lacking:
+            assert len(said) == 1, [r.getMessage() for r in said]
+            assert said[0].levelno == logging.INFO
+            assert said[0].getMessage().endswith(": " + ", ".join(lacking))
+            assert "vector" not in said[0].getMessage()
+        else:
+            assert said == []
+    finally:
+        drop_database(pg_server, name)

@@ -12,9 +12,10 @@ from agentplane.api.app import create_app
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
 
-# Open to anyone: liveness, readiness, the API's own description, and the ways in.
+# Open to anyone: liveness, readiness, metrics, the API's own description, the ways in.
 PUBLIC = {
     ("GET", "/health"),
+    ("GET", "/metrics"),
     ("GET", "/ready"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),

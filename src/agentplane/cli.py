@@ -86,7 +86,7 @@ def doctor() -> None:
 
     checks = run_checks(settings())
     table = Table("check", "status", "detail")
-    colors = {"pass": "green", "warn": "yellow", "fail": "red"}
+    colors = {"pass": "green", "info": "cyan", "warn": "yellow", "fail": "red"}
     for check in checks:
         table.add_row(check.name, Text(check.status, colors[check.status]), check.detail)
     out.print(table)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -80,11 +80,24 @@ class Settings(BaseSettings):
     embedded_listen: str = ""
     """TCP address for the embedded server to listen on too; empty means socket only."""
     embedded_port: int = Field(default=5432, ge=1, le=65535)
+    metrics: bool = True
+    """Serve Prometheus metrics at /metrics (on, off)."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve /metrics on this port (on AGENTPLANE_HOST) instead of the API's port."""
 
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(
+                "AGENTPLANE_METRICS_PORT must differ from AGENTPLANE_PORT "
+                "(unset it to serve /metrics on the API's port)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -165,5 +178,8 @@ def _describe(exc: Exception) -> str:
     parts = []
     for err in errors():
         field = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"AGENTPLANE_{field.upper()}: {err.get('msg')}")
+        if field:
+            parts.append(f"AGENTPLANE_{field.upper()}: {err.get('msg')}")
+        else:  # a check of several settings names them itself
+            parts.append(str(err.get("msg")).removeprefix("Value error, "))
     return "; ".join(parts)

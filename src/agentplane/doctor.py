@@ -10,9 +10,12 @@ from agentplane.db import endpoints as ep
 from agentplane.db.migrate import Migrator, head
 from agentplane.errors import AgentplaneError
 
-WANTED_EXTENSIONS = ("pgcrypto", "pg_trgm", "btree_gin", "vector")
+# Optional: nothing depends on them (see migration 0001), so missing is only info.
+OPTIONAL_EXTENSIONS = ("pgcrypto", "pg_trgm", "btree_gin")
+# Features depend on these: missing is a warning.
+NEEDED_EXTENSIONS = ("vector",)
 
-Status = Literal["pass", "warn", "fail"]
+Status = Literal["pass", "info", "warn", "fail"]
 
 
 @dataclass
@@ -52,12 +55,10 @@ def _database_checks(settings: Settings, endpoints: ep.Endpoints) -> list[Check]
         version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         checks.append(Check("server version", "pass", f"PostgreSQL {version} (>= 14)"))
         installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()}
-    present = [e for e in WANTED_EXTENSIONS if e in installed]
-    missing = [e for e in WANTED_EXTENSIONS if e not in installed]
-    detail = ", ".join(present) or "none"
-    if missing:
-        detail += f"; missing: {', '.join(missing)} (features that need them are off)"
-    checks.append(Check("extensions", "warn" if missing else "pass", detail))
+    checks.append(_extensions(installed, OPTIONAL_EXTENSIONS, "info", "nothing needs them"))
+    checks.append(
+        _extensions(installed, NEEDED_EXTENSIONS, "warn", "features that need them are off")
+    )
     migrator = Migrator(endpoints.owner, settings.app_role)
     try:
         current = migrator.check_not_ahead()
@@ -77,6 +78,18 @@ def _database_checks(settings: Settings, endpoints: ep.Endpoints) -> list[Check]
             )
     checks.append(_app_role_check(endpoints))
     return checks
+
+
+def _extensions(installed: set[str], wanted: tuple[str, ...], status: Status, why: str) -> Check:
+    name = "optional extensions" if status == "info" else "extension " + ", ".join(wanted)
+    missing = [e for e in wanted if e not in installed]
+    if not missing:
+        return Check(name, "pass", "installed: " + ", ".join(wanted))
+    present = [e for e in wanted if e in installed]
+    detail = (f"installed: {', '.join(present)}; " if present else "") + (
+        f"missing: {', '.join(missing)} ({why})"
+    )
+    return Check(name, status, detail)
 
 
 def _app_role_check(endpoints: ep.Endpoints) -> Check:

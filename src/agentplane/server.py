@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from agentplane import logs
+from agentplane.api import metrics
 from agentplane.api.app import create_app
 from agentplane.config import Settings
 from agentplane.db.endpoints import database
@@ -20,7 +21,7 @@ from agentplane.errors import ConfigError
 log = logging.getLogger("agentplane.server")
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, setting: str = "AGENTPLANE_PORT") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -31,7 +32,7 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"port {port} on {host} is already in use; stop the process using it "
-                "or choose another with AGENTPLANE_PORT"
+                f"or choose another with {setting}"
             ) from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
@@ -57,8 +58,10 @@ class _Server(uvicorn.Server):
 def up(settings: Settings, on_ready: callable | None = None) -> None:  # type: ignore[valid-type]
     logs.configure(settings.log_level, settings.log_format)
     sock = bind(settings.host, settings.port)
+    metrics_sock = metrics.bind_port(settings)
     with database(settings) as endpoints:
         app = create_app(settings, endpoints=endpoints)
+        app.state.metrics_socket = metrics_sock
         from agentplane.queue.worker import embed
 
         embed(app, endpoints.app)  # the queue's worker runs in this process too

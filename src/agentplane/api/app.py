@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from agentplane import __version__
 from agentplane.agents import api as agents_api
-from agentplane.api import health, problems
+from agentplane.api import health, metrics, problems
 from agentplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from agentplane.auth import api as auth_api
 from agentplane.config import Settings, get_settings
@@ -33,18 +33,21 @@ def create_app(
 ) -> FastAPI:
     """An app serving `db`, or one that opens its own pools (on `endpoints` if given)."""
 
+    conf = settings or (db.settings if db is not None else get_settings())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if db is not None:
-            yield
+            async with metrics.listener(app, conf):
+                yield
             return
-        conf = settings or get_settings()
         own = Database(conf, endpoints or ep.resolve(conf))
         try:
             await own.open()
             await maintenance.at_start(own)
             app.state.db = own
-            yield
+            async with metrics.listener(app, conf):
+                yield
         finally:
             await close_hub(own)
             await own.close()
@@ -63,6 +66,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    metrics.install(app, conf)
     app.include_router(auth_api.router)
     app.include_router(tenancy_api.router)
     app.include_router(events_api.router)

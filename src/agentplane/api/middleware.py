@@ -1,4 +1,4 @@
-"""Request id and access log, as plain ASGI middleware (cheap on the hot path)."""
+"""Request id, access log and HTTP metrics, as plain ASGI middleware (cheap on the hot path)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentplane import metrics
 
 log = logging.getLogger("agentplane.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -51,6 +53,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            metrics.http_request(scope, status, started)
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s %s %s",

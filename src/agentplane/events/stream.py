@@ -26,6 +26,7 @@ from uuid import UUID
 import psycopg
 from pydantic import TypeAdapter
 
+from agentplane import metrics
 from agentplane.db.pool import Database
 from agentplane.events import store
 from agentplane.events.models import Event, NewEvent
@@ -191,6 +192,8 @@ class EventHub:
                 return
             # Parsed once, for all the followers of the run and of its tenant.
             events = _whole(run_id, int(first), *carried) if kind == "E" else None
+            if events:
+                metrics.fanout(events[0].created_at)
             for sub in subs or ():
                 if events is not None:
                     sub.push(events)

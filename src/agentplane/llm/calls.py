@@ -20,7 +20,7 @@ from uuid import UUID
 
 from psycopg import pq
 
-from agentplane import clock
+from agentplane import clock, metrics
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, ValidationFailed
@@ -80,6 +80,8 @@ class PendingCall:
     """Fixed, so that recording the call twice fails instead of counting it twice."""
     settled: bool = False
     """Its hold was settled by the transaction that recorded it."""
+    cost_usd: Decimal | None = None
+    """What recording it priced it at (for the metrics, counted once it commits)."""
 
 
 @dataclass
@@ -188,16 +190,20 @@ class LLM:
         sweeper = self._sweeper()
         sweeper.when_due()
         try:
+            try:
+                return await self.budgets.reserve(
+                    ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
+                )
+            except BudgetExceeded:
+                # Holds left by callers that died may be what refuses this call.
+                if not await sweeper.now():
+                    raise
             return await self.budgets.reserve(
                 ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
             )
-        except BudgetExceeded:
-            # Holds left by callers that died may be what refuses this call.
-            if not await sweeper.now():
-                raise
-        return await self.budgets.reserve(
-            ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
-        )
+        except BudgetExceeded as exc:  # counted once, whichever attempt refused
+            metrics.budget_refused(exc)
+            raise
 
     async def complete(
         self,
@@ -274,7 +280,13 @@ class LLM:
         return outcome
 
     async def settle(self, pending: PendingCall) -> None:
-        """After the transaction that recorded the call has committed."""
+        """After the transaction that recorded the call has committed: from then on it
+        counts in the metrics (once: every recorded call is settled once), and its hold
+        is settled."""
+        metrics.llm_call(
+            pending.row["name"], pending.request.model, "completed", pending.result,
+            pending.cost_usd, pending.latency_ms,
+        )
         if pending.reservation is not None and not pending.settled:
             await self.budgets.settle(pending.ctx.tenant_id, pending.reservation)
 
@@ -369,8 +381,7 @@ class LLM:
         pending = PendingCall(ctx, row, request, reservation, started, latency, result)
         async with self.db.tenant_connection(ctx.tenant_id) as conn:
             outcome = await self._write(conn, pending, stream)
-        if reservation is not None:
-            await self.budgets.settle(ctx.tenant_id, reservation)
+        await self.settle(pending)
         return outcome
 
     async def _write(self, conn: Connection, pending: PendingCall, stream: bool) -> CallOutcome:
@@ -423,6 +434,7 @@ class LLM:
         )
         price = next((p for p in prices if p is not None), None)
         call["cost_usd"], call["cost_source"] = cost_of(result, price)
+        pending.cost_usd = call["cost_usd"]
         if call["cost_source"] == "unknown":
             log.warning(
                 "no price for %s/%s: cost recorded as unknown",
@@ -480,6 +492,7 @@ class LLM:
         else:
             error = f"{type(exc).__name__}: {exc}"
         call.update(status="failed", error=redact(error)[:1000])
+        metrics.llm_call(row["name"], request.model, "failed", latency_ms=call["latency_ms"])
         # Shielded: the hold must be given back even when the caller is being cancelled.
         await asyncio.shield(self._write_failure(ctx, row, reservation, call))
 

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from agentplane import metrics
 from agentplane.errors import AgentplaneError
 from agentplane.queue import schedules, store
 from agentplane.queue.registry import JobCancelled, JobContext, PermanentError, Registry
@@ -200,6 +201,7 @@ class Worker:
             ctx = JobContext(tenant_id=tenant_id, job_id=job_id, attempt=attempt, type=type_,
                              queue=queue, payload_json=payload, worker_id=self.id)
             self.running[job_id] = Running(ctx, asyncio.create_task(self._execute(ctx, timeout)))
+            metrics.job_claimed(queue)
             started += 1
         return started
 

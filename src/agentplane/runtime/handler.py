@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from agentplane import metrics
 from agentplane.config import Settings, get_settings
 from agentplane.db.pool import Database
 from agentplane.queue import JobContext, registry
@@ -41,4 +42,5 @@ async def run_task(ctx: JobContext) -> dict[str, Any]:
     outcome = await executor.run_task(
         ctx.tenant_id, UUID(payload["run_id"]), UUID(payload["task_id"]), int(payload["dispatch"])
     )
+    metrics.task_outcome(outcome)
     return {"outcome": outcome}

@@ -20,7 +20,8 @@ depends_on = None
 
 # pgcrypto, pg_trgm and btree_gin are wanted but optional: the schema relies only on
 # core PostgreSQL (gen_random_uuid, sha256), so a server without them still works.
-EXTENSIONS = ("pgcrypto", "pg_trgm", "btree_gin", "vector")
+OPTIONAL = ("pgcrypto", "pg_trgm", "btree_gin")
+EXTENSIONS = (*OPTIONAL, "vector")
 log = logging.getLogger("agentplane.migrations")
 
 
@@ -33,12 +34,17 @@ def upgrade() -> None:
             {"names": list(EXTENSIONS)},
         )
     }
+    skipped = []  # optional ones: nothing needs them, so one line at info says so
     for name in EXTENSIONS:
         if name not in available:
-            log.warning(
-                "extension %s is not available on this server; features that need it are off",
-                name,
-            )
+            if name in OPTIONAL:
+                skipped.append(name)
+            else:
+                log.warning(
+                    "extension %s is not available on this server; features that need it "
+                    "are off",
+                    name,
+                )
             continue
         try:
             with bind.begin_nested():  # a refusal must not abort the whole migration
@@ -46,6 +52,9 @@ def upgrade() -> None:
         except DBAPIError as exc:
             if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
                 raise
+            if name in OPTIONAL:
+                skipped.append(name)
+                continue
             # vector is not a trusted extension: only a superuser may create it.
             log.warning(
                 "extension %s needs a superuser to create it (as one, run CREATE EXTENSION %s "
@@ -53,6 +62,8 @@ def upgrade() -> None:
                 name,
                 name,
             )
+    if skipped:
+        log.info("optional extensions not installed (nothing needs them): %s", ", ".join(skipped))
     sql("""
     GRANT USAGE ON SCHEMA public TO {app};
     ALTER DEFAULT PRIVILEGES IN SCHEMA public
