@@ -64,6 +64,20 @@ async def test_driver_errors_become_agentplane_errors(db: Database) -> None:
     with pytest.raises(Conflict, match="slug already exists"):
         async with db.admin_connection() as conn:
             await conn.execute("INSERT INTO tenants (name, slug) VALUES ('dup', 'dup-slug')")
+    # Under row-level security the key is left out of the error: the constraint's name
+    # still tells the field, never the tenant.
+    tenant_id = uuid.uuid4()
+    async with db.admin_connection() as conn:
+        await conn.execute("INSERT INTO tenants (id, name, slug) VALUES (%s, 'r', 'rls-dup')",
+                           [tenant_id])
+    with pytest.raises(Conflict) as caught:
+        async with db.tenant_connection(tenant_id) as conn:
+            for _ in range(2):
+                await conn.execute(
+                    "INSERT INTO agents (tenant_id, slug, name, role, model) "
+                    "VALUES (app_current_tenant(), 'same', 'n', 'r', 'offline/offline-1')")
+    assert caught.value.detail == "slug already exists"
+    assert caught.value.extra["errors"] == [{"field": "slug", "message": "taken"}]
     with pytest.raises(ValidationFailed):
         async with db.admin_connection() as conn:
             await conn.execute("INSERT INTO tenants (name, slug, plan) VALUES ('p', 'p', 'gold')")

@@ -134,6 +134,9 @@ async def test_bad_agents_are_refused(db, client, ctx):
     assert r.status_code == 422
     r = await client.post("/v1/agents", json=agent("alpha"), headers=ctx.headers)
     assert r.status_code == 409
+    # In the user's terms: the field and the value, not the database's constraint.
+    assert r.json()["detail"] == "an agent with id 'alpha' already exists"
+    assert r.json()["errors"] == [{"field": "id", "value": "alpha", "message": "taken"}]
     async with db.admin_connection() as conn:
         await conn.execute(
             'UPDATE tenants SET settings = \'{"tools": {"denied": ["calculator"]}}\' WHERE id = %s',

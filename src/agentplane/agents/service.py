@@ -36,7 +36,14 @@ async def create(conn: Connection, body: AgentIn) -> Agent:
     values = body.model_dump(exclude={"max_tokens"})
     if body.max_tokens:
         values["metadata"] = {**body.metadata, "max_tokens": body.max_tokens}
-    return Agent.model_validate(await store.insert(conn, values))
+    try:
+        row = await store.insert(conn, values)
+    except Conflict:
+        raise Conflict(
+            f"an agent with id {body.id!r} already exists",
+            errors=[{"field": "id", "value": body.id, "message": "taken"}],
+        ) from None
+    return Agent.model_validate(row)
 
 
 async def get(conn: Connection, slug: str) -> Agent:

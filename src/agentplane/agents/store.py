@@ -7,6 +7,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
+from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection
 
 # An agent's totals are its folded columns plus the deltas its finished tasks appended
@@ -44,6 +45,13 @@ FROM = f"agents a CROSS JOIN LATERAL {_pending('a.tenant_id', 'a.id')}"
 
 
 async def insert(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
+    """The new agent; Conflict when its slug is taken (translated here for the service
+    to name it)."""
+    with translate_errors():
+        return await _insert(conn, v)
+
+
+async def _insert(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
     cur = await conn.execute(
         f"""
         WITH a AS (

@@ -76,7 +76,11 @@ def translate_errors() -> Iterator[None]:
     except AgentplaneError:
         raise
     except pg.UniqueViolation as exc:
-        raise Conflict(_constraint_detail(exc, "already exists")) from None
+        fields = constraint_fields(exc)
+        raise Conflict(
+            _constraint_detail(exc, "already exists"),
+            errors=[{"field": f, "message": "taken"} for f in fields],
+        ) from None
     except pg.ForeignKeyViolation as exc:
         raise ValidationFailed(
             _constraint_detail(exc, "refers to something that does not exist")
@@ -128,6 +132,20 @@ def _constraint_detail(exc: psycopg.Error, what: str) -> str:
         return f"{match.group(1)} {what}"
     if diag.column_name:
         return f"{diag.column_name} {what}"
-    if diag.constraint_name:
-        return f"{diag.constraint_name}: {what}"
+    fields = constraint_fields(exc)
+    if fields:
+        return f"{', '.join(fields)} {what}"
     return diag.message_primary or what
+
+
+def constraint_fields(exc: psycopg.Error) -> list[str]:
+    """The columns a constraint is on, read from its name (`agents_tenant_id_slug_key`:
+    slug), for when row-level security keeps the key out of the error's detail. The
+    tenant is never one of them: to the caller every row is the tenant's own."""
+    diag = exc.diag
+    name, table = diag.constraint_name or "", diag.table_name or ""
+    match = re.match(rf"{re.escape(table)}_(.+?)_(?:key|pkey|idx|uniq|fkey|check)$", name)
+    if not table or not match:
+        return []
+    cols = match.group(1).removeprefix("tenant_id").strip("_")
+    return [cols] if cols else []
