@@ -59,7 +59,8 @@ async def append(
     `persist_llm_delta` (default: the `events_persist_llm_delta` setting); otherwise
     they are streamed to live followers only, get no sequence number, and are left
     out of the returned list (which follows the order of the stored events).
-    Raises NotFound if the run is not this tenant's.
+    Raises NotFound if the run is not this tenant's. Nothing is stored after the run's
+    terminal event (the database refuses it): then the list is empty, or stops there.
     """
     if not events:
         return []
@@ -88,6 +89,8 @@ async def append(
             )
             if last is None:
                 raise NotFound(f"run {run_id} not found")
+            if last == 0:
+                return []  # the run's log is closed: its terminal event is written
             seqs = list(range(last - len(stored) + 1, last + 1))
         if live:
             await store.notify(conn, live)

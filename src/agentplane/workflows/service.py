@@ -387,14 +387,20 @@ async def retry_task(conn: Connection, db: Database, run_id: UUID, task_id: UUID
     ready = await store.dispatch_tasks(conn, [task_id, *await store.reopen_cancelled(conn, run_id)])
     for t in ready:
         t["run_id"] = run_id
+    reopened = []
     if run["status"] == "failed":
         await store.set_run_status(conn, run_id, "running")
+        # The one event that opens a run's closed log again (see migration 0013).
+        reopened = [event("run.resumed", message="a failed task is retried", by="user")]
     await enqueue_tasks(conn, db, run["tenant_id"], ready)
     await emit(
         conn,
         run["tenant_id"],
         run_id,
-        [event("task.retrying", task_id=task_id, message="retried by a user", by="user")],
+        [
+            *reopened,
+            event("task.retrying", task_id=task_id, message="retried by a user", by="user"),
+        ],
     )
     return await get_run(conn, run_id)
 
