@@ -37,6 +37,16 @@ def env(settings, **extra):
     return {**cli_env(settings), "PYTHONPATH": path, **extra}
 
 
+def start_worker(settings) -> subprocess.Popen[str]:
+    """`agentplane worker --import` the tools' module, as a real process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentplane", "worker", "--import", MODULE,
+         "--poll-interval", "0.1", "--no-schedules"],
+        env=env(settings, AGENTPLANE_LOG_LEVEL="WARNING"), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
 async def test_get_tools_lists_built_ins_and_the_imported_ones(db, client, custom):
     ctx = await tenant(db)
     r = await client.get("/v1/tools", headers=ctx.headers)
@@ -82,12 +92,7 @@ async def test_a_custom_tool_runs_in_a_worker_process_and_reaches_the_trace(
         "/v1/runs", json={"query": "hello there", "agent": "crier"}, headers=ctx.headers
     )
     assert r.status_code == 201, r.text
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentplane", "worker", "--import", MODULE,
-         "--poll-interval", "0.1", "--no-schedules"],
-        env=env(settings, AGENTPLANE_LOG_LEVEL="WARNING"), cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_worker(settings)
     try:
         run = await settle(client, ctx, r.json()["id"], timeout=60)
     finally:
