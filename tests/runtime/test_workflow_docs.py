@@ -156,3 +156,16 @@ async def test_a_query_run_with_an_unknown_agent_names_the_agent(db, client):
     assert "answer" not in r.json()["detail"]  # not the internal task's name
     for table in ("runs", "tasks", "jobs", "agents"):
         assert await count(db, table, ctx.tenant_id) == 0
+
+
+async def test_a_bad_workflow_name_in_the_body_is_named_with_its_value(db, client):
+    ctx = await tenant(db)
+    body = {"name": "Bad Name", "definition": {"tasks": {"a": {"agent": "x", "instruction": "y"}}}}
+    r = await client.post("/v1/workflows", json=body, headers=ctx.headers)
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["errors"]
+    assert (problem["field"], problem["value"]) == ("name", "Bad Name")
+    r = await client.post("/v1/workflows", json={"definition": [1, 2]}, headers=ctx.headers)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "definition"
+    assert await count(db, "workflows", ctx.tenant_id) == 0
