@@ -174,6 +174,7 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     "run": ("agentplane.workflows.cli", "register", "register"),
     "runs": ("agentplane.workflows.cli", "register", "register"),
     "workflows": ("agentplane.workflows.cli", "register", "register"),
+    "tools": ("agentplane.runtime.cli", "tools_app", "group"),
     "demo": ("agentplane.runtime.demo", "demo", "command"),
 }
 BUILT_IN = {"up", "doctor", "config", "db"}
@@ -199,13 +200,25 @@ def _register(argv: list[str]) -> None:
             found(app)
 
 
+def error_lines(exc: AgentplaneError) -> list[str]:
+    """One line per problem when the error lists them ({field, value, message} each, as
+    ValidationFailed.listing makes), else its detail."""
+    listed = exc.extra.get("errors")
+    if isinstance(listed, list) and listed and all(
+        isinstance(p, dict) and {"field", "value", "message"} <= set(p) for p in listed
+    ):
+        return [f"{p['field']}: {p['message']}" for p in listed]
+    return [exc.detail]
+
+
 def main() -> None:
     _register(sys.argv[1:])
     try:
         app()
     except AgentplaneError as exc:
-        err.print(Text.assemble(("error:", "red"), f" {exc.detail}"), highlight=False,
-                  soft_wrap=True)
+        for line in error_lines(exc):
+            err.print(Text.assemble(("error:", "red"), f" {line}"), highlight=False,
+                      soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -48,6 +48,13 @@ class BadRequest(AgentplaneError):
 class ValidationFailed(AgentplaneError):
     status, type, title = 422, "validation-failed", "Validation failed"
 
+    @classmethod
+    def listing(cls, problems: list[dict[str, Any]], **extra: Any) -> ValidationFailed:
+        """One error for many problems, each {field, value, message} in the `errors`
+        member and all of them in the detail (the CLI prints one line each)."""
+        detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return cls(detail, errors=problems, **extra)
+
 
 class Unauthorized(AgentplaneError):
     status, type, title = 401, "unauthorized", "Authentication required"

@@ -40,26 +40,29 @@ def with_tasks(**tasks):
             ),
             "the workflow has a cycle: a -> b -> c -> a",
         ),
-        (with_tasks(a={"agent": "ghost-9", "instruction": "x"}), "task a: unknown agent ghost-9"),
+        (
+            with_tasks(a={"agent": "ghost-9", "instruction": "x"}),
+            "tasks.a.agent: unknown agent 'ghost-9'",
+        ),
         (
             with_tasks(a={"agent": "alpha", "instruction": "use {{ inputs.nope }}"}),
-            "task a: missing input 'nope'",
+            "tasks.a.instruction: missing input 'nope'",
         ),
         (
             with_tasks(a={"agent": "alpha", "instruction": "use {{ inputs.code"}),
-            "task a: bad template: unbalanced",
+            "tasks.a.instruction: unclosed {{",
         ),
         (
             with_tasks(a={"agent": "alpha", "instruction": "use {{ secrets.key }}"}),
-            "task a: bad template: {{ secrets.key }} is not one of",
+            "tasks.a.instruction: {{ secrets.key }} is not one of",
         ),
         (
             with_tasks(a={"agent": "alpha", "instruction": "{{ tasks.zz.output }}"}),
-            "task a: depends on unknown task zz",
+            "tasks.a.instruction: depends on unknown task 'zz'",
         ),
         (
             with_tasks(a={"agent": "alpha", "instruction": "x", "depends_on": ["a"]}),
-            "task a: depends on itself",
+            "tasks.a.depends_on: a task cannot depend on itself",
         ),
         ({"name": "wf", "tasks": {}}, "tasks"),
     ],

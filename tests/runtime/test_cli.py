@@ -119,3 +119,60 @@ async def test_cli_bad_input_is_one_line_and_writes_nothing(cli, db):
     r = cli("runs", "show", "not-a-uuid")
     assert r.returncode == 2 and "is not a run id" in r.stderr
     assert await runs_of(db, "bad") == before
+
+
+def test_workflows_schema_show_and_a_bad_document_on_the_command_line(cli, tmp_path):
+    made = cli("tenant", "create", "S", "--slug", "shows", "--owner-email", "o@s.test")
+    assert made.returncode == 0, made.stderr
+    cli = functools.partial(cli, AGENTPLANE_TENANT="shows")
+    r = cli("workflows", "schema")
+    assert r.returncode == 0, r.stderr
+    schema = json.loads(r.stdout)
+    assert schema["required"] == ["tasks"]
+    assert set(schema["$defs"]["TaskSpec"]["properties"]) >= {"agent", "instruction", "retry"}
+
+    # A first query makes the default assistant; a workflow can then use it.
+    assert cli("run", "warm up").returncode == 0
+    spec = tmp_path / "shown.yaml"
+    spec.write_text(
+        "# kept as written\nname: shown\ntasks:\n  only:\n    agent: assistant\n"
+        "    instruction: say hi\n"
+    )
+    assert cli("workflows", "save", str(spec)).returncode == 0
+    spec.write_text(
+        '{"name": "shown", "tasks": {"one": {"agent": "assistant", '
+        '"instruction": "line one\\nline two"}}}'
+    )
+    assert cli("workflows", "save", str(spec)).returncode == 0
+    r = cli("workflows", "show", "shown", "--version", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# kept as written\n") and "instruction: say hi" in r.stdout
+    r = cli("workflows", "show", "shown")  # version 2, saved as JSON: printed as YAML
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:3] == ["name: shown", "tasks:", "  one:"]
+    assert "instruction: |-\n      line one\n      line two" in r.stdout
+    r = cli("workflows", "show", "shown", "--version", "9")
+    assert r.returncode == 2 and r.stderr.strip() == "error: workflow shown version 9 not found"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ntasks:\n  a:\n    agent: ghost\n    instruction: Write about {topic}\n"
+        "    prompt: extra\n"
+    )
+    r = cli("workflows", "save", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    prompt, agent_, template = r.stderr.splitlines()  # one line per problem
+    assert prompt == (
+        "error: tasks.a.prompt: unknown field 'prompt' (did you mean instruction?); allowed: "
+        "agent, instruction, depends_on, dependency_type, retry, timeout_s"
+    )
+    assert agent_.startswith("error: tasks.a.agent: unknown agent 'ghost' (known: ")
+    assert template == (
+        "error: tasks.a.instruction: {topic} looks like a template but has single braces; "
+        "write {{ inputs.topic }}"
+    )
+    bad.write_text("name: bad\ntasks:\n  a: [unclosed\n")
+    r = cli("workflows", "save", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: source: not valid YAML at line 4, column 1")
+    assert cli("workflows", "show", "bad").returncode == 2  # nothing was saved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,18 +63,31 @@ async def _agentplane_error(request: Request, exc: Exception) -> ProblemResponse
     )
 
 
+# Values never echoed back, even to their sender: they end up in logs and screenshots.
+_SECRET = re.compile(r"pass|secret|token|key|code|otp", re.IGNORECASE)
+
+
+def _field_error(err: dict[str, Any]) -> dict[str, Any]:
+    # A JSON syntax error's loc is a character offset, not a field.
+    field = (
+        "body"
+        if err.get("type") == "json_invalid"
+        else ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+    )
+    out = {"field": field, "message": err.get("msg", "invalid")}
+    value = err.get("input")
+    if (
+        err.get("type") != "missing"
+        and isinstance(value, str | int | float | bool)
+        and not _SECRET.search(field)
+    ):
+        out["value"] = value[:200] if isinstance(value, str) else value
+    return out
+
+
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            # A JSON syntax error's loc is a character offset, not a field.
-            "field": "body"
-            if err.get("type") == "json_invalid"
-            else ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
-            "message": err.get("msg", "invalid"),
-        }
-        for err in exc.errors()
-    ]
+    errors = [_field_error(err) for err in exc.errors()]
     fields = ", ".join(e["field"] for e in errors)
     return problem(
         422, "validation-failed", "Validation failed", f"invalid {fields}", request, errors=errors

@@ -121,8 +121,8 @@ BUILTIN_HANDLERS = ("agentplane.runtime.handler",)
 
 
 def import_modules(names: Iterable[str]) -> None:
-    """Import the built-in handlers and handler modules named by `--import` /
-    AGENTPLANE_WORKER_IMPORTS."""
+    """Import the built-in handlers and the modules named by `--import` /
+    AGENTPLANE_WORKER_IMPORTS (job handlers, tools: whatever they register)."""
     for name in (*BUILTIN_HANDLERS, *names):
         name = name.strip()
         if not name:
@@ -130,4 +130,7 @@ def import_modules(names: Iterable[str]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ValidationFailed(f"cannot import handler module {name!r}: {exc}") from None
+            raise ValidationFailed(
+                f"cannot import module {name!r} (from --import or AGENTPLANE_WORKER_IMPORTS): "
+                f"{exc}"
+            ) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import time
@@ -476,6 +477,8 @@ class Executor:
             tool.check(args)
             if tool.fn is not None:
                 result = tool.fn(args)
+                if inspect.isawaitable(result):
+                    result = await result
             else:
                 result = await self._stateful(turn, tool.name, call_id, args, row)
         except tools.ToolFailed as exc:
@@ -805,8 +808,14 @@ def _offered(agent: dict[str, Any], ctx: dict[str, Any]) -> list[dict[str, Any]]
     team."""
     denied = ctx["denied"] if isinstance(ctx["denied"], list) else []
     denied = {str(t) for t in denied}
+    missing = tools.unknown(agent["tools"])
+    if missing:
+        log.warning(
+            "agent %s has tools this process does not know (%s): import their module with "
+            "--import or AGENTPLANE_WORKER_IMPORTS", agent.get("slug"), ", ".join(missing)
+        )
     return [
-        tools.BUILTINS[n].spec(ctx["team"])
+        tools.REGISTRY[n].spec(ctx["team"])
         for n in agent["tools"]
-        if n in tools.BUILTINS and n not in denied
+        if n in tools.REGISTRY and n not in denied
     ]

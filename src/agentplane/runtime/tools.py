@@ -1,20 +1,37 @@
-"""The tool registry: a JSON schema per tool and the built-ins, all working offline.
+"""The tool registry: a JSON schema per tool, the built-ins (all working offline) and
+the tools a team adds with `@agentplane.tool`.
 
 Pure tools are functions of their arguments. Stateful tools (run data, subtasks,
 handoffs, asking a person) touch the run, so the executor performs them inside its
 own transaction; here they only declare their schema.
+
+A tool of your own lives in a module that the API and the workers import (named by
+`--import` or AGENTPLANE_WORKER_IMPORTS, like job handlers)::
+
+    import agentplane
+
+    @agentplane.tool("shout", description="Upper-case a text.")
+    def shout(text: str) -> dict:
+        return {"text": text.upper()}
+
+The model calls it with keyword arguments checked against its JSON Schema (given, or
+made from the signature); it may be async; what it returns (JSON) goes back to the
+model and into the trace. Raising ToolFailed (or any exception) tells the model, and
+the task goes on.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import inspect
 import json
 import operator
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
 import jsonschema
 
@@ -29,7 +46,19 @@ class Tool:
     description: str
     schema: dict[str, Any]
     fn: Callable[[dict[str, Any]], Any] | None = None
-    """None: a stateful tool the executor performs."""
+    """None: a stateful tool the executor performs. May return an awaitable."""
+    source: str = "built-in"
+    """Where it comes from: built-in, or the module that registered it."""
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /v1/tools` and `agentplane tools list` show."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schema": self.schema,
+            "source": self.source,
+            "stateful": self.fn is None,
+        }
 
     def spec(self, agents: list[str] | None = None) -> dict[str, Any]:
         """The OpenAI-style function spec offered to the model."""
@@ -208,7 +237,10 @@ BUILTINS: dict[str, Tool] = {
         ),
         Tool(
             "ask_human",
-            "Ask a person for input; the task waits for the answer.",
+            (
+                "Ask a person for input (an answer matching `schema`, a JSON Schema): the "
+                "task waits and the run pauses until someone answers the input request."
+            ),
             _obj(
                 {
                     "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
@@ -221,9 +253,83 @@ BUILTINS: dict[str, Tool] = {
 }
 
 
+# Every tool by name: the built-ins, then those registered by imported modules.
+REGISTRY: dict[str, Tool] = dict(BUILTINS)
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what model APIs accept as a function name
+_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
+          list: "array"}
+
+
+def tool(
+    name: str | None = None,
+    *,
+    description: str | None = None,
+    schema: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register a function as a tool agents may be given (`tools: [name]`).
+    The name defaults to the function's, the description to its docstring's first line
+    and the schema to one made from its annotated parameters."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        tool_name = name or fn.__name__
+        if not NAME.match(tool_name):
+            raise ValueError(f"tool name {tool_name!r}: letters, digits, _ or - (at most 64)")
+        if tool_name in BUILTINS:
+            raise ValueError(f"tool {tool_name!r} is built in; choose another name")
+        text = description or (inspect.getdoc(fn) or "").split("\n")[0]
+        if not text:
+            raise ValueError(f"tool {tool_name!r} needs a description (or a docstring)")
+        spec = schema if schema is not None else _schema_of(fn)
+        jsonschema.Draft202012Validator.check_schema(spec)
+        REGISTRY[tool_name] = Tool(tool_name, text, spec, _called(tool_name, fn), fn.__module__)
+        return fn
+
+    return register
+
+
+def _schema_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    hints = get_type_hints(fn)
+    props: dict[str, Any] = {}
+    required = []
+    for param in inspect.signature(fn).parameters.values():
+        kind = _TYPES.get(hints.get(param.name))
+        props[param.name] = {"type": kind} if kind else {}
+        if param.default is inspect.Parameter.empty:
+            required.append(param.name)
+    return _obj(props, required)
+
+
+def _called(name: str, fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    """fn with keyword arguments; whatever it raises is the model's to know, not a crash."""
+
+    async def wait(pending: Any) -> Any:
+        try:
+            return await pending
+        except ToolFailed:
+            raise
+        except Exception as exc:
+            raise ToolFailed(f"{name} failed: {type(exc).__name__}: {exc}") from None
+
+    @functools.wraps(fn)
+    def call(args: dict[str, Any]) -> Any:
+        try:
+            result = fn(**args)
+        except ToolFailed:
+            raise
+        except Exception as exc:
+            raise ToolFailed(f"{name} failed: {type(exc).__name__}: {exc}") from None
+        return wait(result) if inspect.isawaitable(result) else result
+
+    return call
+
+
 def get(name: str) -> Tool | None:
-    return BUILTINS.get(name)
+    return REGISTRY.get(name)
+
+
+def listed() -> list[Tool]:
+    return sorted(REGISTRY.values(), key=lambda t: (t.source != "built-in", t.name))
 
 
 def unknown(names: list[str]) -> list[str]:
-    return [n for n in names if n not in BUILTINS]
+    return [n for n in names if n not in REGISTRY]

@@ -1,11 +1,13 @@
-"""`agentplane run`, `agentplane runs list|show`, `agentplane workflows list|save`: a thin
-layer over the service, acting as the owner of a local tenant (AGENTPLANE_TENANT)."""
+"""`agentplane run`, `agentplane runs list|show`, `agentplane workflows
+list|save|show|schema`: a thin layer over the service, acting as the owner of a local
+tenant (AGENTPLANE_TENANT)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -106,8 +108,12 @@ def run(
     tenant: TenantRef = None,
 ) -> None:
     """Submit a run (a query, or a workflow with inputs) and show its tasks live."""
+    from agentplane.queue.registry import import_modules
     from agentplane.runtime.local import run_and_show, summary
     from agentplane.workflows.models import RunIn
+
+    # The tasks run here: the tools of AGENTPLANE_WORKER_IMPORTS must be known here.
+    import_modules(os.environ.get("AGENTPLANE_WORKER_IMPORTS", "").split(","))
 
     if (query is None) == (workflow is None):
         raise ValidationFailed('give a query ("agentplane run \\"...\\"") or --workflow NAME')
@@ -228,3 +234,45 @@ def workflows_save(
     w = with_db(go, tenant)
     out.print(f"workflow {w.name} version {w.version} saved")
     out.print(json.dumps({"id": str(w.id), "tasks": list(w.definition["tasks"])}))
+
+
+@workflows_app.command("show")
+def workflows_show(
+    name: Annotated[str, typer.Argument(help="The workflow's name or id.")],
+    version: Annotated[
+        int | None, typer.Option(min=1, help="This version (default: the latest).")
+    ] = None,
+    tenant: TenantRef = None,
+) -> None:
+    """Print a saved definition as YAML (a YAML source as it was written, comments too)."""
+    from agentplane.workflows import service
+
+    async def go(db: Any, conf: Any, principal: Any) -> Any:
+        async with db.tenant_connection(principal.tenant_id) as conn:
+            return await service.get_workflow(conn, name, version)
+
+    w = with_db(go, tenant)
+    text = w.source if w.format == "yaml" else as_yaml(w.definition)
+    typer.echo(text.rstrip("\n"))  # as it is: no wrapping, ready to save to a file
+
+
+def as_yaml(data: Any) -> str:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None  # instructions stay readable
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
+
+
+@workflows_app.command("schema")
+def workflows_schema() -> None:
+    """Print the JSON Schema of a workflow definition (for editors and CI checks)."""
+    from agentplane.workflows.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))

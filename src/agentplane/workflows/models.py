@@ -7,9 +7,10 @@ from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
 from agentplane.money import Money
+from agentplane.workflows.spec import WorkflowDefinition
 
 RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
 TaskStatus = Literal["pending", "queued", "running", "waiting", "completed", "failed", "cancelled"]
@@ -26,7 +27,8 @@ class WorkflowIn(BaseModel):
     description: str | None = Field(default=None, max_length=10_000)
     source: str | None = Field(default=None, max_length=1_000_000)
     format: Literal["yaml", "json"] | None = None
-    definition: dict[str, Any] | None = None
+    # Shown as its schema, checked when saved: one response then lists every problem.
+    definition: SkipValidation[WorkflowDefinition] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> WorkflowIn:

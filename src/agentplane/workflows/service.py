@@ -42,13 +42,19 @@ COMPLEXITY = {"SIMPLE": 0.2, "STANDARD": 0.5, "COMPLEX": 0.8}
 async def save_workflow(conn: Connection, body: WorkflowIn, user_id: UUID | None) -> Workflow:
     """Create the workflow, or add a version when the name exists."""
     if body.definition is not None:
+        if not isinstance(body.definition, dict):
+            raise ValidationFailed.listing(
+                [dag.problem("definition", body.definition, "must be an object with `tasks`")]
+            )
         data, fmt, source = body.definition, "json", json.dumps(body.definition, indent=2)
     else:
         data, fmt = dag.parse(body.source or "", body.format)
         source = body.source or ""
     name = body.name or data.get("name")
     if not name:
-        raise ValidationFailed("the workflow needs a name (in the body or the definition)")
+        raise ValidationFailed.listing(
+            [dag.problem("name", None, "the workflow needs a name (in the body or the definition)")]
+        )
     data = {**data, "name": name}
     dag.validate(data, await agents_store.slugs(conn))
     description = body.description or data.get("description")
@@ -127,7 +133,20 @@ def query_definition(mode: str, agent: str) -> dict[str, Any]:
 
 
 async def _query_agent(conn: Connection, slug: str | None) -> str:
+    """The agent named, or the default assistant (made on first use)."""
     if slug:
+        if await agents_store.get(conn, slug) is None:
+            known = sorted(await agents_store.slugs(conn))
+            raise ValidationFailed.listing(
+                [
+                    dag.problem(
+                        "agent",
+                        slug,
+                        f"unknown agent {slug!r} (known: {', '.join(known) or 'none'}; omit "
+                        f"`agent` for the default {DEFAULT_AGENT!r})",
+                    )
+                ]
+            )
         return slug
     if await agents_store.get(conn, DEFAULT_AGENT) is None:
         await agents_store.insert(
