@@ -91,7 +91,11 @@ async def append(
                 raise NotFound(f"run {run_id} not found")
             if last == 0:
                 return []  # the run's log is closed: its terminal event is written
-            seqs = list(range(last - len(stored) + 1, last + 1))
+            # The database stores nothing after a terminal event: the batch stops there.
+            kept = next(
+                (i + 1 for i, e in enumerate(stored) if e.type in t.TERMINAL), len(stored)
+            )
+            seqs = list(range(last - kept + 1, last + 1))
         if live:
             await store.notify(conn, live)
     return seqs

@@ -82,6 +82,22 @@ LIMIT 1;
 -- name: notify
 SELECT pg_notify('agentplane_jobs', %(queue)s);
 
+-- name: notify_stop
+-- The worker running the job hears of its cancel request at once (on commit), rather
+-- than at its next heartbeat.
+SELECT pg_notify('agentplane_jobs', 'stop ' || %(id)s::text);
+
+-- name: ask_to_stop
+-- The running jobs of a type whose payload contains `match` are asked to stop, and
+-- their workers told at once.
+WITH asked AS (
+    UPDATE jobs SET cancel_requested = true
+    WHERE tenant_id = %(tenant_id)s AND status = 'running' AND type = %(type)s
+      AND payload @> %(match)s AND NOT cancel_requested
+    RETURNING id
+)
+SELECT id, pg_notify('agentplane_jobs', 'stop ' || id::text) FROM asked;
+
 -- name: notify_done
 SELECT queue_notify_done(ARRAY[%(id)s::uuid]);
 

@@ -302,6 +302,8 @@ class JobQueue:
                 raise Conflict(f"job {job_id} is already {current['status']}; nothing to cancel")
             if row["status"] == "cancelled":  # a running job's handler reports it later
                 await store.execute(c, "notify_done", id=job_id)
+            else:
+                await store.execute(c, "notify_stop", id=job_id)
         return Job.model_validate(row)
 
     async def retry(self, job_id: UUID | str, *, tenant_id: UUID | str | None = None) -> Job:
@@ -402,6 +404,19 @@ class JobQueue:
             await store.execute(c, "mark_requeued", tenant_id=dl["tenant_id"],
                                 id=dead_letter_id, job_id=job_id)
         return job_id
+
+
+async def ask_to_stop(
+    conn: Connection, tenant_id: UUID, type_: str, match: dict[str, Any]
+) -> list[UUID]:
+    """On the caller's transaction: ask the tenant's running jobs of `type_` whose payload
+    contains `match` to stop; their workers hear of it when it commits."""
+    from psycopg.types.json import Jsonb
+
+    rows = await store.fetch_all(
+        conn, "ask_to_stop", tenant_id=tenant_id, type=type_, match=Jsonb(match)
+    )
+    return [r["id"] for r in rows]
 
 
 async def _listen(conninfo: str) -> psycopg.AsyncConnection:

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -48,10 +49,16 @@ from agentplane.workflows.models import TERMINAL
 
 log = logging.getLogger("agentplane.runtime")
 MAX_TURNS = 6
+# A call that takes longer than this has its trail committed while it is out.
+LIVE_AFTER_S = 0.2
 
 
 class Suspended(Exception):
     """The agent asked a person; the task waits for the answer."""
+
+
+class Stopped(Exception):
+    """The job running the task was asked to stop: its run was cancelled."""
 
 
 def split_model(model: str) -> tuple[str | None, str]:
@@ -68,24 +75,34 @@ class Executor:
         self.starting: Batcher[tuple[UUID, UUID, int], Turn | str] = Batcher(self._start_many)
         self.finishing: Batcher[tuple[Turn, dict[str, Any]], str] = Batcher(self._complete_many)
 
-    async def run_task(self, tenant_id: UUID, run_id: UUID, task_id: UUID, dispatch: int) -> str:
-        """Returns what happened: completed, failed, retrying, waiting, or skipped (stale job,
-        cancelled or paused run)."""
+    async def run_task(
+        self,
+        tenant_id: UUID,
+        run_id: UUID,
+        task_id: UUID,
+        dispatch: int,
+        stop: Callable[[], Awaitable[Any]] | None = None,
+    ) -> str:
+        """Returns what happened: completed, failed, retrying, waiting, skipped (stale job,
+        cancelled or paused run) or stopped (`stop` returned first: the run was cancelled
+        while the task worked, and its provider call is cancelled with it)."""
         turn = await self._start(tenant_id, run_id, task_id, dispatch)
         if isinstance(turn, str):
             return turn
         try:
-            return await self._run(turn)
+            return await self._run(turn, stop)
         finally:
             hold, turn.hold = turn.hold, None
             if hold is not None:  # no call used it: given back now
                 await self.llm.release(self._context(turn), hold)
 
-    async def _run(self, turn: Turn) -> str:
+    async def _run(self, turn: Turn, stop: Callable[[], Awaitable[Any]] | None = None) -> str:
         task_id = turn.task_id
         deadline = float(turn.task.get("timeout_s") or 300)
         try:
-            output = await asyncio.wait_for(self._machine(turn), timeout=deadline)
+            output = await self._machine_until(turn, deadline, stop)
+        except Stopped:
+            return "stopped"
         except Suspended:
             return "waiting"
         except TimeoutError:
@@ -290,6 +307,30 @@ class Executor:
 
     # -- the state machine ---------------------------------------------------------------
 
+    async def _machine_until(
+        self, turn: Turn, deadline: float, stop: Callable[[], Awaitable[Any]] | None
+    ) -> dict[str, Any]:
+        """The machine, unless its deadline passes (TimeoutError) or `stop` returns first
+        (Stopped). Either cancels it, and with it its provider call, whose hold the LLM
+        layer gives back; what the turn had not written is dropped with it."""
+        machine = asyncio.ensure_future(self._machine(turn))
+        stopped = asyncio.ensure_future(stop()) if stop is not None else None
+        try:
+            waiting = {machine} if stopped is None else {machine, stopped}
+            done, _ = await asyncio.wait(
+                waiting, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+            if machine in done:
+                return machine.result()
+            raise Stopped if stopped in done else TimeoutError
+        finally:
+            if stopped is not None:
+                stopped.cancel()
+            if not machine.done():
+                machine.cancel()
+                with contextlib.suppress(BaseException):
+                    await machine  # its cancelled call is recorded and its hold settled
+
     async def _machine(self, turn: Turn) -> dict[str, Any]:
         if turn.machine.state == "ANALYZING":
             turn.to("PLANNING", f"{len(turn.agent['tools'])} tools available")
@@ -349,7 +390,9 @@ class Executor:
             )
             hold, turn.hold = turn.hold, None
             try:
-                call = await self.llm.call(ctx, request, resolved=turn.resolved, hold=hold)
+                call = await self._live(
+                    turn, self.llm.call(ctx, request, resolved=turn.resolved, hold=hold)
+                )
             except BudgetExceeded as exc:
                 turn.events.append(
                     event(
@@ -410,6 +453,23 @@ class Executor:
                 content = await self._tool(turn, call.id, call.name, call.arguments, offered)
                 turn.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         return turn.messages[-1].get("content") or ""
+
+    async def _live(self, turn: Turn, calling: Awaitable[PendingCall]) -> PendingCall:
+        """The call; if it has not come back within LIVE_AFTER_S, the trail so far (the
+        agent's states, llm.call_started) is committed meanwhile, so that followers see
+        the call go out. A quick call leaves it to the finish's batch, as before."""
+        call = asyncio.ensure_future(calling)
+        try:
+            done, _ = await asyncio.wait({call}, timeout=LIVE_AFTER_S)
+            if not done and turn.events:
+                async with self.db.tenant_connection(turn.tenant_id) as conn:
+                    await self._flush(conn, turn)
+            return await call
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
 
     def _recorded(self, turn: Turn, outcome: CallOutcome) -> dict[str, Any]:
         turn.cost += outcome.cost_usd or Decimal(0)

@@ -40,7 +40,13 @@ async def run_task(ctx: JobContext) -> dict[str, Any]:
     payload = ctx.payload
     executor = await _get()
     outcome = await executor.run_task(
-        ctx.tenant_id, UUID(payload["run_id"]), UUID(payload["task_id"]), int(payload["dispatch"])
+        ctx.tenant_id,
+        UUID(payload["run_id"]),
+        UUID(payload["task_id"]),
+        int(payload["dispatch"]),
+        stop=ctx.wait_cancelled,
     )
     metrics.task_outcome(outcome)
+    if outcome == "stopped":
+        ctx.raise_if_cancelled()  # the job ends cancelled, not completed
     return {"outcome": outcome}

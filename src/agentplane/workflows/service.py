@@ -17,8 +17,9 @@ from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.queue.service import ask_to_stop
 from agentplane.runtime.emit import emit, event
-from agentplane.runtime.jobs import enqueue_tasks
+from agentplane.runtime.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows import dag, store
 from agentplane.workflows.models import (
     TERMINAL,
@@ -353,10 +354,11 @@ async def cancel_run(conn: Connection, run_id: UUID, reason: str = "cancelled") 
     run = await _locked(conn, run_id)
     if run["status"] in TERMINAL:
         raise Conflict(f"run {run_id} is already {run['status']}")
-    # Running tasks stop at their next checkpoint, seeing the run cancelled.
     cancelled = await store.cancel_open_tasks(
         conn, run_id, reason, ("pending", "queued", "running", "waiting")
     )
+    # The workers running its tasks stop them now, cancelling their provider calls.
+    await ask_to_stop(conn, run["tenant_id"], JOB_TYPE, {"run_id": str(run_id)})
     await store.cancel_input_requests(conn, run_id)
     await store.set_run_status(conn, run_id, "cancelled", error=reason)
     await emit(
