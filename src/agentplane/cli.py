@@ -50,8 +50,25 @@ def root(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="AGENTPLANE_URL",
+            help="A shared agentplane server: tenant commands go through its HTTP API.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key", envvar="AGENTPLANE_API_KEY", help="The API key to use with --url."
+        ),
+    ] = None,
 ) -> None:
     """agentplane command line."""
+    from agentplane import client
+
+    client.target.url, client.target.api_key = url, api_key
 
 
 @app.command()
@@ -174,6 +191,8 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     "run": ("agentplane.workflows.cli", "register", "register"),
     "runs": ("agentplane.workflows.cli", "register", "register"),
     "workflows": ("agentplane.workflows.cli", "register", "register"),
+    "input-requests": ("agentplane.workflows.cli", "register", "register"),
+    "agents": ("agentplane.agents.cli", "agents_app", "group"),
     "tools": ("agentplane.runtime.cli", "tools_app", "group"),
     "demo": ("agentplane.runtime.demo", "demo", "command"),
 }

@@ -124,9 +124,9 @@ def demo(
     """Seed the Tokyo-IA team and a code-review workflow, run it offline, print the trace."""
     from pathlib import Path
 
+    from agentplane.client import connected
     from agentplane.runtime.local import demo_principal, render, run_and_show, summary
     from agentplane.workflows.cli import with_settings_db
-    from agentplane.workflows.models import RunIn
 
     out = console()
     code = Path(file).read_text(errors="replace") if file else SAMPLE
@@ -144,8 +144,9 @@ def demo(
                 f"  ({spec['role']}; tools: {', '.join(spec['tools'])})",
             ))
         out.print()
-        body = RunIn(workflow="code-review", inputs={"file": code})
-        return await run_and_show(db, conf, principal, body, out)
+        body = {"workflow": "code-review", "inputs": {"file": code}}
+        async with connected(TENANT, conf, db, here=True) as api:  # the demo is local
+            return await run_and_show(api, body, out)
 
     tree = with_settings_db(go)
     out.print(Rule("trace"))

@@ -19,7 +19,6 @@ from agentplane.auth import scopes as sc
 from agentplane.auth.models import Principal
 from agentplane.config import Settings
 from agentplane.db.pool import Database
-from agentplane.workflows import service
 from agentplane.workflows.models import TERMINAL, RunTree
 
 COLORS = {
@@ -107,9 +106,8 @@ async def in_process_worker(
 
 
 async def follow(
-    db: Database,
-    tenant_id: UUID,
-    run_id: UUID,
+    api: Any,
+    run_id: str,
     on_update: Callable[[RunTree], None],
     interval: float = 0.1,
     timeout: float | None = None,  # noqa: ASYNC109
@@ -118,8 +116,7 @@ async def follow(
     loop = asyncio.get_running_loop()
     end = None if timeout is None else loop.time() + timeout
     while True:
-        async with db.tenant_connection(tenant_id) as conn:
-            tree = await service.run_tree(conn, run_id)
+        tree = RunTree.model_validate(await api.get(f"/v1/runs/{run_id}/tree"))
         on_update(tree)
         status = tree.run.status
         if status in TERMINAL or (status == "paused" and tree.run.pending_input_requests):
@@ -129,7 +126,7 @@ async def follow(
         await asyncio.sleep(interval)
 
 
-def _money(value: Any) -> str:
+def money(value: Any) -> str:
     return f"${float(value):.4f}"
 
 
@@ -142,7 +139,7 @@ def render(tree: RunTree, *, detail: bool = False) -> Group:
         "  ",
         (run.status, f"bold {color}"),
         f"  {run.completed_tasks}/{run.total_tasks} tasks · {run.total_tokens} tokens · "
-        f"{_money(run.total_cost_usd)}",
+        f"{money(run.total_cost_usd)}",
     )
     root = Tree(title)
     children: dict[Any, Tree] = {}
@@ -156,7 +153,7 @@ def render(tree: RunTree, *, detail: bool = False) -> Group:
             f" ({task['agent']})  ",
             (task["status"], COLORS.get(task["status"], "white")),
             (f" {state}" if state and task["status"] == "running" else "", "yellow"),
-            f"  {tokens} tok · {_money(task['cost_usd'])}",
+            f"  {tokens} tok · {money(task['cost_usd'])}",
             (f"  {task['error']}" if task["error"] else "", "red"),
         )
         parent = children.get(task["parent_task_id"], root)
@@ -213,7 +210,7 @@ def summary(tree: RunTree) -> Table:
         "tokens",
         f"{run.total_tokens} ({run.prompt_tokens} prompt, {run.completion_tokens} completion)",
     )
-    table.add_row("cost", _money(run.total_cost_usd))
+    table.add_row("cost", money(run.total_cost_usd))
     table.add_row("duration", f"{run.duration_ms} ms" if run.duration_ms is not None else "-")
     table.add_row("agents", str(run.agents_used))
     table.add_row("tools", str(run.tools_invoked))
@@ -223,25 +220,19 @@ def summary(tree: RunTree) -> Table:
 
 
 async def run_and_show(
-    db: Database,
-    settings: Settings,
-    principal: Principal,
-    body: Any,
-    console: Any,
-    *,
-    wait: bool = True,
-    detail: bool = False,
+    api: Any, body: dict[str, Any], console: Any, *, wait: bool = True, detail: bool = False
 ) -> RunTree:
+    """Start a run through the API and show its tree live until it ends; locally its
+    tasks run in this process, on a shared server its workers run them."""
     from rich.live import Live
 
-    async with db.tenant_connection(principal.tenant_id) as conn:
-        run = await service.create_run(conn, db, principal, body)
+    created = await api.send("POST", "/v1/runs", body)
     if not wait:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await service.run_tree(conn, run.id)
-    async with in_process_worker(db, settings):
+        return RunTree.model_validate(await api.get(f"/v1/runs/{created['id']}/tree"))
+    here = contextlib.nullcontext() if api.remote else in_process_worker(api.db, api.settings)
+    async with here:
         with Live(console=console, refresh_per_second=12, transient=False) as live:
-            tree = await follow(db, principal.tenant_id, run.id, lambda t: live.update(render(t)))
+            tree = await follow(api, created["id"], lambda t: live.update(render(t)))
             live.update(render(tree, detail=detail))
         console.print()
     return tree

@@ -18,6 +18,7 @@ from agentplane.db.pool import Database
 from agentplane.errors import ValidationFailed
 from agentplane.tenancy import service
 from agentplane.tenancy.service import NewUser
+from agentplane.terminal import print_rows
 
 T = TypeVar("T")
 
@@ -117,23 +118,6 @@ def tenant_create(
 
 
 JsonOut = Annotated[bool, typer.Option("--json", help="JSON (one array) instead of a table.")]
-
-
-def print_rows(rows: list[dict], columns: list[str], as_json: bool) -> None:
-    """A listing as a table of `columns`, or with --json as every field of every row."""
-    from rich.table import Table
-
-    from agentplane.terminal import console
-
-    if as_json:
-        from pydantic_core import to_json
-
-        typer.echo(to_json(rows, indent=2).decode())
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in columns))
-    console().print(table)
 
 
 @tenant_app.command("list")

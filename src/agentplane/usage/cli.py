@@ -1,4 +1,4 @@
-"""`agentplane usage`: a usage report as a table (or CSV), as the local tenant's owner."""
+"""`agentplane usage`: the tenant's usage report (GET /v1/usage) as a table or CSV."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agentplane import client
 from agentplane.errors import ValidationFailed
 from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
@@ -27,23 +28,24 @@ def usage(
     tenant: TenantRef = None,
 ) -> None:
     """Tokens, cost and tasks per period (and per key of --by), from the daily rollup."""
-    from agentplane.workflows.cli import with_db
-
-    async def main(db: Any, conf: Any, principal: Any) -> reports.UsageReport:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await reports.report(
-                conn, period=period, by=by, since=since, until=until, value=value
-            )
-
     # Bad options are refused before any database is opened.
     if period not in reports.PERIODS:
         raise ValidationFailed(f"--period must be one of {', '.join(reports.PERIODS)}")
     if by is not None and by not in reports.BYS:
         raise ValidationFailed(f"--by must be one of {', '.join(reports.BYS)}")
     reports.window(since, until)
-    found = with_db(main, tenant)
+    params = {"period": period, "by": by, "since": since, "until": until, "value": value}
+
+    async def main(api: client.Api) -> Any:
+        if csv:
+            r = await api.request("GET", "/v1/usage", params={
+                **{k: v for k, v in params.items() if v is not None}, "format": "csv"})
+            return r.text
+        return reports.UsageReport.model_validate(await api.get("/v1/usage", **params))
+
+    found = client.call(tenant, main)
     if csv:
-        typer.echo(reports.to_csv(found), nl=False)
+        typer.echo(found, nl=False)
         return
     table = Table(title=f"usage {found.since} .. {found.until}", title_justify="left")
     for name in ("period", by or "total", "calls", "tokens", "cached", "cost USD", "tasks ok",

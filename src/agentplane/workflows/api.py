@@ -79,9 +79,13 @@ async def list_runs(
     workflow: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    id_prefix: Annotated[
+        str | None, Query(description="only runs whose id starts so (a short id)")
+    ] = None,
 ) -> RunPage:
     return await service.list_runs(
-        conn, status=status, workflow=workflow, cursor=cursor, limit=limit
+        conn, status=status, workflow=workflow, cursor=cursor, limit=limit,
+        id_prefix=id_prefix.lower() if id_prefix else None,
     )
 
 

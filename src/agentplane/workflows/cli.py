@@ -1,6 +1,6 @@
-"""`agentplane run`, `agentplane runs list|show`, `agentplane workflows
-list|save|show|schema`: a thin layer over the service, acting as the owner of a local
-tenant (AGENTPLANE_TENANT)."""
+"""`agentplane run`, `agentplane runs ...`, `agentplane workflows ...`, `agentplane
+input-requests ...`: commands over the HTTP API (agentplane.client), on a shared server or
+in this process as the owner of the tenant named by --tenant (AGENTPLANE_TENANT)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,25 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from uuid import UUID
 
 import typer
-from rich.table import Table
 
-from agentplane.errors import ValidationFailed
+from agentplane import client
+from agentplane.errors import NotFound, ValidationFailed
 from agentplane.tenancy.cli import TenantRef
-from agentplane.terminal import console
+from agentplane.terminal import console, print_rows
 
-runs_app = typer.Typer(help="Runs: list them, show one's tree.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="Runs: list, show, cancel, pause, resume, retry a task.", no_args_is_help=True
+)
 workflows_app = typer.Typer(help="Workflows: versioned DAGs of tasks.", no_args_is_help=True)
+inputs_app = typer.Typer(
+    help="Input requests: what runs ask people, and the answers.", no_args_is_help=True
+)
 out = console()
 T = TypeVar("T")
 
@@ -30,6 +35,7 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.add_typer(runs_app, name="runs")
     app.add_typer(workflows_app, name="workflows")
+    app.add_typer(inputs_app, name="input-requests")
 
 
 @contextlib.asynccontextmanager
@@ -57,16 +63,6 @@ def with_settings_db(fn: Callable[[Any, Any], Awaitable[T]]) -> T:
 
     with database(conf) as endpoints:
         return asyncio.run(main(endpoints))
-
-
-def with_db(fn: Callable[[Any, Any, Any], Awaitable[T]], tenant: str | None) -> T:
-    """Run fn(db, settings, principal) as the owner of `tenant` (slug or id)."""
-    from agentplane.runtime.local import owner_principal
-
-    async def main(db: Any, conf: Any) -> T:
-        return await fn(db, conf, await owner_principal(db, tenant))
-
-    return with_settings_db(main)
 
 
 def parse_inputs(items: list[str]) -> dict[str, Any]:
@@ -103,33 +99,28 @@ def run(
     ] = None,
     mode: Annotated[str, typer.Option(help="SIMPLE, STANDARD or COMPLEX (query runs).")] = "SIMPLE",
     agent: Annotated[str | None, typer.Option(help="The agent of a query run.")] = None,
-    wait: Annotated[bool, typer.Option(help="Execute here and show live progress.")] = True,
+    wait: Annotated[bool, typer.Option(help="Follow the run live until it ends.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final tree as JSON.")] = False,
     tenant: TenantRef = None,
 ) -> None:
     """Submit a run (a query, or a workflow with inputs) and show its tasks live."""
     from agentplane.queue.registry import import_modules
     from agentplane.runtime.local import run_and_show, summary
-    from agentplane.workflows.models import RunIn
-
-    # The tasks run here: the tools of AGENTPLANE_WORKER_IMPORTS must be known here.
-    import_modules(os.environ.get("AGENTPLANE_WORKER_IMPORTS", "").split(","))
 
     if (query is None) == (workflow is None):
         raise ValidationFailed('give a query ("agentplane run \\"...\\"") or --workflow NAME')
-    body = RunIn(
-        workflow=workflow,
-        query=query,
-        mode=mode.upper(),
-        agent=agent,
-        inputs=parse_inputs(inputs or []),
-    )
+    body = {"workflow": workflow, "query": query, "mode": mode.upper(), "agent": agent,
+            "inputs": parse_inputs(inputs or [])}
+    body = {k: v for k, v in body.items() if v is not None}
+    if not client.remote():
+        # The tasks run here: the tools of AGENTPLANE_WORKER_IMPORTS must be known here.
+        import_modules(os.environ.get("AGENTPLANE_WORKER_IMPORTS", "").split(","))
 
-    async def go(db: Any, conf: Any, principal: Any) -> Any:
+    async def go(api: client.Api) -> Any:
         shown = console(stderr=True) if as_json else out
-        return await run_and_show(db, conf, principal, body, shown, wait=wait)
+        return await run_and_show(api, body, shown, wait=wait)
 
-    tree = with_db(go, tenant)
+    tree = client.call(tenant, go)
     if as_json:
         out.print_json(tree.model_dump_json())
         return
@@ -140,56 +131,63 @@ def run(
         raise typer.Exit(1)
 
 
+async def run_id_of(api: client.Api, ref: str) -> str:
+    """A run's full id from its id or a unique prefix of it (as git takes commits)."""
+    ref = ref.strip().lower()
+    if not re.fullmatch(r"[0-9a-f-]{1,36}", ref):
+        raise ValidationFailed(f"{ref!r} is not a run id")
+    if len(ref) == 36:
+        return ref
+    if len(ref) < 4:
+        raise ValidationFailed(f"{ref!r}: give at least 4 characters of the run's id")
+    page = await api.get("/v1/runs", id_prefix=ref, limit=2)
+    found = [r["id"] for r in page["items"]]
+    if not found:
+        raise NotFound(f"no run whose id starts with {ref!r}")
+    if len(found) > 1:
+        raise ValidationFailed(f"{ref!r} is the start of several runs' ids: give more of it")
+    return found[0]
+
+
+RunRef = Annotated[str, typer.Argument(help="The run's id (or a unique start of it).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
+
+
 @runs_app.command("list")
 def runs_list(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    as_json: JsonOut = False,
     tenant: TenantRef = None,
 ) -> None:
     """The newest runs first."""
-    from agentplane.workflows import service
+    from agentplane.runtime.local import money
 
-    async def go(db: Any, conf: Any, principal: Any) -> Any:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await service.list_runs(conn, status=status, workflow=workflow, limit=limit)
+    async def go(api: client.Api) -> Any:
+        return await api.get("/v1/runs", status=status, workflow=workflow, limit=limit)
 
-    page = with_db(go, tenant)
-    table = Table("id", "kind", "workflow", "status", "tasks", "tokens", "cost", "created")
-    for r in page.items:
-        table.add_row(
-            str(r.id),
-            r.kind,
-            r.workflow_name or (r.mode or ""),
-            r.status,
-            f"{r.completed_tasks}/{r.total_tasks}",
-            str(r.total_tokens),
-            f"${float(r.total_cost_usd):.4f}",
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    out.print(table)
+    rows = client.call(tenant, go)["items"]
+    if not as_json:
+        for r in rows:
+            r["workflow"] = r["workflow_name"] or r["mode"] or ""
+            r["tasks"] = f"{r['completed_tasks']}/{r['total_tasks']}"
+            r["cost"] = money(r["total_cost_usd"])
+            r["created"] = r["created_at"][:19].replace("T", " ")
+    print_rows(rows, ["id", "kind", "workflow", "status", "tasks", "total_tokens", "cost",
+                      "created"], as_json)
 
 
 @runs_app.command("show")
-def runs_show(
-    run_id: Annotated[str, typer.Argument(help="The run's id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
-    tenant: TenantRef = None,
-) -> None:
+def runs_show(run: RunRef, as_json: JsonOut = False, tenant: TenantRef = None) -> None:
     """A run's tree: tasks, agent executions with their states, LLM and tool calls."""
     from agentplane.runtime.local import render, summary
-    from agentplane.workflows import service
+    from agentplane.workflows.models import RunTree
 
-    try:
-        rid = UUID(run_id)
-    except ValueError:
-        raise ValidationFailed(f"{run_id!r} is not a run id") from None
+    async def go(api: client.Api) -> Any:
+        return await api.get(f"/v1/runs/{await run_id_of(api, run)}/tree")
 
-    async def go(db: Any, conf: Any, principal: Any) -> Any:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await service.run_tree(conn, rid)
-
-    tree = with_db(go, tenant)
+    tree = RunTree.model_validate(client.call(tenant, go))
     if as_json:
         out.print_json(tree.model_dump_json())
         return
@@ -197,21 +195,59 @@ def runs_show(
     out.print(summary(tree))
 
 
+def _control(action: str) -> Callable[..., None]:
+    def command(run: RunRef, tenant: TenantRef = None) -> None:
+        async def go(api: client.Api) -> Any:
+            return await api.send("POST", f"/v1/runs/{await run_id_of(api, run)}/{action}")
+
+        done = client.call(tenant, go)
+        typer.echo(f"run {done['id']} {done['status']}")
+
+    command.__doc__ = {
+        "cancel": "Cancel a run: its waiting tasks are cancelled and its running ones stopped.",
+        "pause": "Pause a run: no new task starts until it is resumed.",
+        "resume": "Resume a run paused by a user.",
+    }[action]
+    return command
+
+
+for _action in ("cancel", "pause", "resume"):
+    runs_app.command(_action)(_control(_action))
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run: RunRef,
+    task: Annotated[str, typer.Argument(help="The failed task: its id or its node's name.")],
+    tenant: TenantRef = None,
+) -> None:
+    """Run a failed task again; the run, failed because of it, runs on."""
+
+    async def go(api: client.Api) -> Any:
+        rid = await run_id_of(api, run)
+        tree = await api.get(f"/v1/runs/{rid}/tree")
+        found = [t["id"] for t in tree["tasks"] if t["id"] == task or (
+            t["node"] == task and t["status"] == "failed")]
+        if not found:
+            raise NotFound(f"run {rid} has no failed task {task!r}")
+        return await api.send("POST", f"/v1/runs/{rid}/tasks/{found[0]}/retry")
+
+    done = client.call(tenant, go)
+    typer.echo(f"run {done['id']} {done['status']}")
+
+
 @workflows_app.command("list")
-def workflows_list(tenant: TenantRef = None) -> None:
+def workflows_list(as_json: JsonOut = False, tenant: TenantRef = None) -> None:
     """Workflows with their latest version."""
-    from agentplane.workflows import service
 
-    async def go(db: Any, conf: Any, principal: Any) -> Any:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await service.list_workflows(conn)
+    async def go(api: client.Api) -> Any:
+        return await api.get("/v1/workflows")
 
-    table = Table("name", "version", "tasks", "description")
-    for w in with_db(go, tenant):
-        table.add_row(
-            w.name, str(w.version), str(len(w.definition.get("tasks", {}))), w.description or ""
-        )
-    out.print(table)
+    rows = client.call(tenant, go)
+    if not as_json:
+        for w in rows:
+            w["tasks"] = len(w["definition"].get("tasks", {}))
+    print_rows(rows, ["name", "id", "version", "tasks", "description"], as_json)
 
 
 @workflows_app.command("save")
@@ -222,18 +258,14 @@ def workflows_save(
     tenant: TenantRef = None,
 ) -> None:
     """Save a workflow definition (a new version when the name exists)."""
-    from agentplane.workflows import service
-    from agentplane.workflows.models import WorkflowIn
+    body = {"source": path.read_text()}
 
-    body = WorkflowIn(source=path.read_text())
+    async def go(api: client.Api) -> Any:
+        return await api.send("POST", "/v1/workflows", body)
 
-    async def go(db: Any, conf: Any, principal: Any) -> Any:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await service.save_workflow(conn, body, principal.user_id)
-
-    w = with_db(go, tenant)
-    out.print(f"workflow {w.name} version {w.version} saved")
-    out.print(json.dumps({"id": str(w.id), "tasks": list(w.definition["tasks"])}))
+    w = client.call(tenant, go)
+    out.print(f"workflow {w['name']} version {w['version']} saved")
+    out.print(json.dumps({"id": w["id"], "tasks": list(w["definition"]["tasks"])}))
 
 
 @workflows_app.command("show")
@@ -245,14 +277,12 @@ def workflows_show(
     tenant: TenantRef = None,
 ) -> None:
     """Print a saved definition as YAML (a YAML source as it was written, comments too)."""
-    from agentplane.workflows import service
 
-    async def go(db: Any, conf: Any, principal: Any) -> Any:
-        async with db.tenant_connection(principal.tenant_id) as conn:
-            return await service.get_workflow(conn, name, version)
+    async def go(api: client.Api) -> Any:
+        return await api.get(f"/v1/workflows/{name}", version=version)
 
-    w = with_db(go, tenant)
-    text = w.source if w.format == "yaml" else as_yaml(w.definition)
+    w = client.call(tenant, go)
+    text = w["source"] if w["format"] == "yaml" else as_yaml(w["definition"])
     typer.echo(text.rstrip("\n"))  # as it is: no wrapping, ready to save to a file
 
 
@@ -276,3 +306,54 @@ def workflows_schema() -> None:
     from agentplane.workflows.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@inputs_app.command("list")
+def inputs_list(
+    run: Annotated[str | None, typer.Option(help="Only this run's (id or a start of it).")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, answered or cancelled (default: all).")
+    ] = None,
+    as_json: JsonOut = False,
+    tenant: TenantRef = None,
+) -> None:
+    """Questions runs asked people (the ask_human tool), newest first."""
+
+    async def go(api: client.Api) -> Any:
+        run_id = await run_id_of(api, run) if run else None
+        return await api.get("/v1/input-requests", run_id=run_id, status=status)
+
+    print_rows(client.call(tenant, go), ["id", "run_id", "status", "request_type", "prompt"],
+               as_json)
+
+
+@inputs_app.command("answer")
+def inputs_answer(
+    request: Annotated[str, typer.Argument(help="The request's id (or a start of it).")],
+    response: Annotated[
+        str, typer.Argument(help="The answer: JSON (checked against the request's schema), "
+                            "or plain text.")
+    ],
+    tenant: TenantRef = None,
+) -> None:
+    """Answer an input request: the task that asked goes on from where it was."""
+    try:
+        value: Any = json.loads(response)
+    except ValueError:
+        value = response
+
+    async def go(api: client.Api) -> Any:
+        ref = request.strip().lower()
+        if len(ref) != 36:
+            found = [r["id"] for r in await api.get("/v1/input-requests", status="pending")
+                     if r["id"].startswith(ref)]
+            if len(found) != 1:
+                raise ValidationFailed(
+                    f"{ref!r} is the start of {len(found) or 'no'} pending requests' ids; "
+                    "give the whole id" if found else f"no pending input request {ref!r}"
+                )
+            ref = found[0]
+        return await api.send("POST", f"/v1/input-requests/{ref}/answer", {"response": value})
+
+    done = client.call(tenant, go)
+    typer.echo(f"input request {done['id']} {done['status']}")

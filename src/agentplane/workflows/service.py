@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -276,13 +277,21 @@ async def list_runs(
     workflow: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    id_prefix: str | None = None,
 ) -> RunPage:
+    if id_prefix is not None and not re.fullmatch(r"[0-9a-f-]{1,36}", id_prefix):
+        raise ValidationFailed(
+            f"id_prefix: {id_prefix!r} is not the start of a run id (hex digits and dashes)",
+            errors=[{"field": "id_prefix", "value": id_prefix,
+                     "message": "is not the start of a run id (hex digits and dashes)"}],
+        )
     rows = await store.list_runs(
         conn,
         status=status,
         workflow=workflow,
         before=_decode(cursor) if cursor else None,
         limit=limit + 1,
+        id_prefix=id_prefix,
     )
     items = [Run.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit

@@ -202,6 +202,7 @@ async def list_runs(
     workflow: str | None,
     before: tuple[datetime, UUID] | None,
     limit: int,
+    id_prefix: str | None = None,
 ) -> list[dict[str, Any]]:
     return await _all(
         conn,
@@ -209,6 +210,7 @@ async def list_runs(
         SELECT {RUN_COLUMNS} FROM runs r LEFT JOIN workflows w
           ON w.tenant_id = r.tenant_id AND w.id = r.workflow_id
         WHERE (%(status)s::text IS NULL OR r.status = %(status)s)
+          AND (%(prefix)s::text IS NULL OR r.id::text LIKE %(prefix)s || '%%')
           AND (%(workflow)s::text IS NULL OR w.name = %(workflow)s)
           AND (%(at)s::timestamptz IS NULL OR (r.created_at, r.id) < (%(at)s, %(id)s::uuid))
         ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s
@@ -216,6 +218,7 @@ async def list_runs(
         {
             "status": status,
             "workflow": workflow,
+            "prefix": id_prefix,
             "limit": limit,
             "at": before[0] if before else None,
             "id": before[1] if before else None,
