@@ -1,6 +1,8 @@
-"""`agentplane events <run-id> [--follow]`: a run's event log, as the operator.
+"""`agentplane events <run-id> [--follow]`: a run's event log.
 
-Reads the database directly (like `agentplane tenant`): no API key is needed.
+Locally it reads the database directly, as the operator (like `agentplane tenant`): no
+tenant or key is needed. With --url it goes through the API: the history's pages, and
+the run's Server-Sent Events stream with --follow.
 """
 
 from __future__ import annotations
@@ -62,7 +64,34 @@ def events(
                 return
             cursor = page.next_after
 
+    from agentplane import client
+
+    if client.remote():
+        client.call(None, lambda api: _over_http(api, run, follow, after, type, as_json))
+        return
     with_database(show)
+
+
+async def _over_http(
+    api, run: UUID, follow: bool, after: int, types: list[str] | None, as_json: bool
+) -> None:
+    if follow:
+        async with api.http.stream(
+            "GET", f"/v1/runs/{run}/events/stream", params={"after": after}, timeout=None
+        ) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                await api.request("GET", f"/v1/runs/{run}")  # raises the API's problem
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    _print(Event.model_validate_json(line[5:]), as_json)
+        return
+    cursor: int | None = after
+    while cursor is not None:
+        page = await api.get(f"/v1/runs/{run}/events", after=cursor, limit=1000, type=types)
+        for item in page["events"]:
+            _print(Event.model_validate(item), as_json)
+        cursor = page["next_after"]
 
 
 def _print(event: Event, as_json: bool) -> None:
