@@ -239,5 +239,9 @@ def main() -> None:
             err.print(Text.assemble(("error:", "red"), f" {line}"), highlight=False,
                       soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # a file named on the command line: the user's to fix
+        err.print(Text.assemble(("error:", "red"), f" {exc.strerror or exc}: "
+                                f"{exc.filename or ''}".rstrip(": ")), highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

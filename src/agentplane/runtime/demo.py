@@ -9,6 +9,7 @@ import typer
 from rich.rule import Rule
 from rich.text import Text
 
+from agentplane.errors import ValidationFailed
 from agentplane.terminal import console
 
 TENANT = "demo"
@@ -129,6 +130,8 @@ def demo(
     from agentplane.workflows.cli import with_settings_db
 
     out = console()
+    if file and not Path(file).is_file():
+        raise ValidationFailed(f"--file {file}: no such file to review")
     code = Path(file).read_text(errors="replace") if file else SAMPLE
 
     async def go(db: Any, conf: Any) -> Any:
