@@ -371,7 +371,7 @@ async def test_cli_schedules(db: Database, cli) -> None:
         (["--cron", "0 * * * *", "--timezone", "Mars/Base", "--allow-unknown"], "time zone"),
         (["--cron", "0 * * * *", "--payload", "{not json"], "not JSON"),
         (["--cron", "0 * * * *"], "unknown job type"),
-        (["--cron", "0 * * * *", "--tenant", "acme"], "not a UUID"),
+        (["--cron", "0 * * * *", "--tenant", "acme"], "no tenant 'acme'"),
     ]:
         result = cli(*base, *extra)
         assert result.returncode == 2, (extra, result.stdout, result.stderr)

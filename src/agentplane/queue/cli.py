@@ -25,7 +25,21 @@ dlq_app = typer.Typer(help="Dead letters: jobs that failed for good.", no_args_i
 schedules_app = typer.Typer(help="Cron schedules that enqueue jobs.", no_args_is_help=True)
 out = console()
 
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant's (id).")]
+TenantOpt = Annotated[str | None, typer.Option(
+    "--tenant", envvar="AGENTPLANE_TENANT",
+    help="Only this tenant's (slug or id; default: $AGENTPLANE_TENANT, else every tenant's).")]
+TenantOne = Annotated[str | None, typer.Option(
+    "--tenant", envvar="AGENTPLANE_TENANT",
+    help="The tenant: its slug or id (default: $AGENTPLANE_TENANT).")]
+
+
+async def _tenant_id(q: Any, ref: str | None, *, required: bool = False) -> Any:
+    """The tenant a --tenant names (None: every tenant, where that is allowed)."""
+    if ref is None and not required:
+        return None
+    from agentplane.tenancy.service import resolve_tenant_admin
+
+    return await resolve_tenant_admin(q.db, ref)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
@@ -128,8 +142,11 @@ def jobs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
-    page = _run(lambda q: q.list(tenant_id=tenant, status=status, type_=type_, queue=queue,
-                                 limit=limit, cursor=cursor))
+    async def listed(q: Any) -> Any:
+        return await q.list(tenant_id=await _tenant_id(q, tenant), status=status, type_=type_,
+                            queue=queue, limit=limit, cursor=cursor)
+
+    page = _run(listed)
     _print(page.model_dump(mode="json"), as_json, lambda: _jobs_table(page.items))
     if page.next_cursor and not as_json:
         out.print(f"next page: --cursor {page.next_cursor}", soft_wrap=True)
@@ -197,8 +214,11 @@ def dlq_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List dead letters, newest first."""
-    page = _run(lambda q: q.dead_letters(tenant_id=tenant, type_=type_, limit=limit,
-                                         cursor=cursor))
+    async def listed(q: Any) -> Any:
+        return await q.dead_letters(tenant_id=await _tenant_id(q, tenant), type_=type_,
+                                    limit=limit, cursor=cursor)
+
+    page = _run(listed)
 
     def table() -> Table:
         t = Table("id", "job", "type", "attempts", "error", "moved", "requeued as")
@@ -224,7 +244,6 @@ def dlq_requeue(dead_letter_id: str) -> None:
 
 @schedules_app.command("add")
 def schedules_add(
-    tenant: Annotated[str, typer.Option("--tenant", help="The tenant (id).")],
     name: Annotated[str, typer.Option(help="What the schedule is for.")],
     cron: Annotated[str, typer.Option(help="Five fields, e.g. '0 9 * * 1-5'.")],
     type_: Annotated[str, typer.Option("--type", help="The job type to enqueue.")],
@@ -235,11 +254,11 @@ def schedules_add(
     max_attempts: Annotated[int, typer.Option(help="Attempts per job.")] = 3,
     allow_unknown: Annotated[bool, typer.Option(
         help="Accept a type no worker has a handler for yet.")] = False,
+    tenant: TenantOne = None,
 ) -> None:
     """Enqueue a job of TYPE at each tick of CRON, once however many workers run."""
     from agentplane.errors import ValidationFailed
     from agentplane.queue import schedules
-    from agentplane.queue.service import _uuid
 
     try:
         body = json.loads(payload)
@@ -249,11 +268,11 @@ def schedules_add(
             "queue": queue, "priority": priority.value, "max_attempts": max_attempts}
 
     async def add(q: Any) -> Any:
+        tenant_id = await _tenant_id(q, tenant, required=True)
         if not allow_unknown:
             await q.check_known({type_})
-        return await schedules.create(q.db, spec, tenant_id=tenant)
+        return await schedules.create(q.db, spec, tenant_id=tenant_id)
 
-    _uuid(tenant, "tenant id")  # before opening the database
     s = _run(add)
     out.print(f"schedule {s.id}: {s.cron} ({s.timezone}), "
               f"next at {s.next_run_at:%Y-%m-%d %H:%M:%S %Z}")
@@ -263,11 +282,11 @@ def schedules_add(
 def schedules_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Schedules by name, with their next tick and last job."""
     from agentplane.queue import schedules
-    from agentplane.queue.service import _uuid
 
-    if tenant is not None:
-        _uuid(tenant, "tenant id")
-    found = _run(lambda q: schedules.list_(q.db, tenant_id=tenant))
+    async def listed(q: Any) -> Any:
+        return await schedules.list_(q.db, tenant_id=await _tenant_id(q, tenant))
+
+    found = _run(listed)
 
     def table() -> Table:
         t = Table("id", "tenant", "name", "cron", "zone", "type", "next", "last job")
@@ -280,15 +299,16 @@ def schedules_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @schedules_app.command("delete")
-def schedules_delete(
-    schedule_id: str,
-    tenant: Annotated[str, typer.Option("--tenant", help="The tenant (id).")],
-) -> None:
+def schedules_delete(schedule_id: str, tenant: TenantOne = None) -> None:
     """Delete a schedule: no tick enqueues from then on."""
     from agentplane.queue import schedules
     from agentplane.queue.service import _uuid
 
     ident = _uuid(schedule_id, "schedule id")
-    _uuid(tenant, "tenant id")
-    _run(lambda q: schedules.delete(q.db, ident, tenant_id=tenant))
+
+    async def delete(q: Any) -> Any:
+        return await schedules.delete(q.db, ident,
+                                      tenant_id=await _tenant_id(q, tenant, required=True))
+
+    _run(delete)
     out.print(f"schedule {ident} deleted")
