@@ -11,11 +11,18 @@ import httpx
 import pytest
 
 from agentplane.api.app import create_app
+from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.conftest import make_tenant
+from tests.conftest import make_settings, make_tenant
 from tests.support.dates import clear_of
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def settings(pg_home, pg_port, database_name) -> Settings:
+    # This module signs up over HTTP, which env=test leaves closed by default.
+    return make_settings(pg_home, pg_port, database_name, registration="open")
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -5,13 +5,21 @@ from __future__ import annotations
 import base64
 
 import httpx
+import pytest
 
 from agentplane.auth import totp
+from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.conftest import make_tenant
+from tests.conftest import make_settings, make_tenant
 from tests.test_auth_api import PASSWORD, audit_events, bearer, register
 
 EMAIL = "mfa@example.com"
+
+
+@pytest.fixture(scope="module")
+def settings(pg_home, pg_port, database_name) -> Settings:
+    # This module signs up over HTTP, which env=test leaves closed by default.
+    return make_settings(pg_home, pg_port, database_name, registration="open")
 
 
 def test_codes_match_the_rfc_6238_vectors() -> None:

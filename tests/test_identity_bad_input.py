@@ -11,8 +11,9 @@ import jwt
 import pytest
 
 from agentplane.auth import secrets
+from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.conftest import make_tenant
+from tests.conftest import make_settings, make_tenant
 
 TABLES = (
     "tenants",
@@ -25,6 +26,12 @@ TABLES = (
     "audit_logs",
 )
 GOOD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def settings(pg_home, pg_port, database_name) -> Settings:
+    # This module signs up over HTTP, which env=test leaves closed by default.
+    return make_settings(pg_home, pg_port, database_name, registration="open")
 
 
 async def counts(db: Database) -> dict[str, int]:

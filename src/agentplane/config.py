@@ -84,11 +84,24 @@ class Settings(BaseSettings):
     """Serve Prometheus metrics at /metrics (on, off)."""
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     """Serve /metrics on this port (on AGENTPLANE_HOST) instead of the API's port."""
+    registration: Literal["open", "invite", "closed"] = "closed"
+    """Who may sign up over HTTP (POST /v1/auth/register): anyone (open), holders of an
+    invitation (invite) or no one (closed). Unset: open in development, else closed."""
 
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registration_default(cls, data: Any) -> Any:
+        # A server reachable by others must not hand out tenants unless told to;
+        # a developer's own machine should let `curl .../register` just work.
+        if isinstance(data, dict) and data.get("registration") is None:
+            env = data.get("env", "development")
+            data = {**data, "registration": "open" if env == "development" else "closed"}
+        return data
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:

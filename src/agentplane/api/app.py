@@ -61,6 +61,8 @@ def create_app(
         lifespan=lifespan,
         description="A PostgreSQL-native control plane for multi-agent LLM systems.",
     )
+    # Routes read the app's settings: an app may be given a database opened with others.
+    app.state.settings = conf
     if db is not None:
         app.state.db = db
     problems.install(app)

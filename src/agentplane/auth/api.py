@@ -58,7 +58,9 @@ async def me(request: Request) -> Response:
 
 @router.post("/v1/auth/register", status_code=201)
 async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
-    """Create a tenant with the caller as its owner, or join one with an invitation."""
+    """Create a tenant with the caller as its owner, or join one with an invitation, as
+    far as the server's AGENTPLANE_REGISTRATION (open, invite, closed) allows."""
+    service.check_registration(request.app.state.settings.registration, body)
     return await service.register(db, body, origin(request))
 
 

@@ -370,6 +370,27 @@ def _slugify(text: str) -> str:
     return f"{base}-{stdlib_secrets.token_hex(3)}"
 
 
+def check_registration(mode: str, body: RegisterIn) -> None:
+    """Refuse a registration over HTTP that AGENTPLANE_REGISTRATION does not allow.
+
+    Checked before anything is read or written; `register` itself stays available to
+    administrators' tools (the CLI), which this setting does not govern.
+    """
+    if mode == "closed":
+        raise Forbidden(
+            "registration is closed on this server (AGENTPLANE_REGISTRATION=closed): "
+            "an administrator creates users with `agentplane user create` (or a tenant with "
+            "`agentplane tenant create`), or sets AGENTPLANE_REGISTRATION to invite or open"
+        )
+    if mode == "invite" and body.invitation is None:
+        raise Forbidden(
+            "registration on this server is by invitation only "
+            "(AGENTPLANE_REGISTRATION=invite): register with the `invitation` token a "
+            "tenant's administrator sends you; new tenants are made with "
+            "`agentplane tenant create`, or by setting AGENTPLANE_REGISTRATION=open"
+        )
+
+
 async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> TokensOut:
     """A new tenant with the caller as owner, or (with an invitation) joining a tenant."""
     user = NewUser(body.email, body.password, body.full_name, body.username)
