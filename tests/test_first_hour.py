@@ -158,6 +158,11 @@ def test_the_first_hour_from_the_readme(server, tmp_path: Path) -> None:
         time.sleep(max(0.0, SLOW_S - (time.monotonic() - sent)) + 1)
     last = json.loads(sh(remote, "events", slow_id, "--json").stdout.splitlines()[-1])
     assert last["type"] == "run.cancelled"
+    jobs = json.loads(sh(ops, "jobs", "list", "--json").stdout)["items"]  # the key's tenant's
+    stopped = [j for j in jobs if j["payload"].get("run_id") == slow_id]
+    assert [j["status"] for j in stopped] == ["cancelled"]
+    assert json.loads(sh(ops, "jobs", "show", stopped[0]["id"], "--json").stdout)["id"] == (
+        stopped[0]["id"])
     budget = httpx.get(f"{url}/v1/usage/summary", headers={"Authorization": f"Bearer {key}"},
                        timeout=10).json()
     assert budget["tokens_reserved"] == 0 and budget["token_limit"] is None

@@ -17,7 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentplane.queue.models import Job, Priority
+from agentplane.errors import ValidationFailed
+from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule
 from agentplane.terminal import console
 
 jobs_app = typer.Typer(help="Inspect and manage jobs on the queue.", no_args_is_help=True)
@@ -34,8 +35,9 @@ TenantOne = Annotated[str | None, typer.Option(
 
 
 async def _tenant_id(q: Any, ref: str | None, *, required: bool = False) -> Any:
-    """The tenant a --tenant names (None: every tenant, where that is allowed)."""
-    if ref is None and not required:
+    """The tenant a --tenant names (None: every tenant, where that is allowed; over --url
+    the key's tenant)."""
+    if q.db is None or (ref is None and not required):
         return None
     from agentplane.tenancy.service import resolve_tenant_admin
 
@@ -50,8 +52,58 @@ def register(app: typer.Typer) -> None:
     app.add_typer(schedules_app, name="schedules")
 
 
+DIRECT_ONLY = "schedules are added and deleted on the database directly, not with --url"
+
+
+class RemoteQueue:
+    """What the job commands call on a JobQueue, over a shared server's API (--url): the
+    key's tenant's jobs, as an admin of it sees them."""
+
+    db = None
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+    async def list(self, *, tenant_id: Any, status: Any, type_: Any, queue: Any, limit: int,
+                   cursor: Any) -> Page[Job]:
+        return Page[Job].model_validate(await self.api.get(
+            "/v1/jobs", status=status, type=type_, queue=queue, limit=limit, cursor=cursor))
+
+    async def get(self, job_id: str) -> Job:
+        return Job.model_validate(await self.api.get(f"/v1/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(await self.api.send("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def retry(self, job_id: str) -> Job:
+        return Job.model_validate(await self.api.send("POST", f"/v1/jobs/{job_id}/retry"))
+
+    async def dead_letters(self, *, tenant_id: Any, type_: Any, limit: int,
+                           cursor: Any) -> Page[DeadLetter]:
+        return Page[DeadLetter].model_validate(await self.api.get(
+            "/v1/dead-letters", type=type_, limit=limit, cursor=cursor))
+
+    async def requeue(self, dead_letter_id: str) -> Any:
+        made = await self.api.send("POST", f"/v1/dead-letters/{dead_letter_id}/requeue")
+        return made["id"]
+
+    async def pause(self, queue: str, type_: str | None) -> int:
+        path = f"/v1/queues/{queue}/pause" + (f"?type={type_}" if type_ else "")
+        return (await self.api.send("POST", path))["jobs"]
+
+    async def resume(self, queue: str, type_: str | None) -> int:
+        path = f"/v1/queues/{queue}/resume" + (f"?type={type_}" if type_ else "")
+        return (await self.api.send("POST", path))["jobs"]
+
+
+
 def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run fn(queue) with the database open (the embedded server is started if needed)."""
+    """Run fn(queue) with the database open (the embedded server is started if needed),
+    or with --url, over that server's API."""
+    from agentplane import client
+
+    if client.remote():
+        return client.call(None, lambda api: fn(RemoteQueue(api)))
     from agentplane.config import get_settings
     from agentplane.db.endpoints import database
     from agentplane.db.pool import Database
@@ -268,6 +320,8 @@ def schedules_add(
             "queue": queue, "priority": priority.value, "max_attempts": max_attempts}
 
     async def add(q: Any) -> Any:
+        if q.db is None:
+            raise ValidationFailed(DIRECT_ONLY)
         tenant_id = await _tenant_id(q, tenant, required=True)
         if not allow_unknown:
             await q.check_known({type_})
@@ -284,6 +338,8 @@ def schedules_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     from agentplane.queue import schedules
 
     async def listed(q: Any) -> Any:
+        if q.db is None:  # over --url: the key's tenant's schedules
+            return [Schedule.model_validate(x) for x in await q.api.get("/v1/schedules")]
         return await schedules.list_(q.db, tenant_id=await _tenant_id(q, tenant))
 
     found = _run(listed)
@@ -307,6 +363,8 @@ def schedules_delete(schedule_id: str, tenant: TenantOne = None) -> None:
     ident = _uuid(schedule_id, "schedule id")
 
     async def delete(q: Any) -> Any:
+        if q.db is None:
+            raise ValidationFailed(DIRECT_ONLY)
         return await schedules.delete(q.db, ident,
                                       tenant_id=await _tenant_id(q, tenant, required=True))
 
