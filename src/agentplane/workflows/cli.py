@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
@@ -101,6 +102,10 @@ def run(
     ] = None,
     mode: Annotated[str, typer.Option(help="SIMPLE, STANDARD or COMPLEX (query runs).")] = "SIMPLE",
     agent: Annotated[str | None, typer.Option(help="The agent of a query run.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="provider/model for every task, instead of the agents' own."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Execute here and show live progress.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final tree as JSON.")] = False,
     tenant: TenantRef = None,
@@ -111,13 +116,18 @@ def run(
 
     if (query is None) == (workflow is None):
         raise ValidationFailed('give a query ("agentplane run \\"...\\"") or --workflow NAME')
-    body = RunIn(
-        workflow=workflow,
-        query=query,
-        mode=mode.upper(),
-        agent=agent,
-        inputs=parse_inputs(inputs or []),
-    )
+    try:
+        body = RunIn(
+            workflow=workflow,
+            query=query,
+            mode=mode.upper(),
+            agent=agent,
+            model=model,
+            inputs=parse_inputs(inputs or []),
+        )
+    except ValidationError as exc:
+        fields = ", ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors() if e["loc"])
+        raise ValidationFailed(f"invalid {fields or exc.errors()[0]['msg']}") from None
 
     async def go(db: Any, conf: Any, principal: Any) -> Any:
         shown = console(stderr=True) if as_json else out

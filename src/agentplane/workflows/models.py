@@ -63,6 +63,12 @@ class RunIn(BaseModel):
     query: str | None = Field(default=None, min_length=1, max_length=100_000)
     mode: Mode = "SIMPLE"
     agent: str | None = Field(default=None, description="the agent of a query run")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="provider/model every task of the run uses instead of its agent's",
+    )
     session_id: UUID | None = None
     parent_run_id: UUID | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -82,6 +88,8 @@ class Run(BaseModel):
     workflow_version: int | None
     mode: str | None
     query: str | None
+    model: str | None = None
+    """The model every task uses instead of its agent's (none: each agent's own)."""
     inputs: dict[str, Any]
     status: RunStatus
     total_tasks: int

@@ -17,6 +17,8 @@ from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.llm import service as llm
+from agentplane.llm import store as llm_store
 from agentplane.runtime.emit import emit, event
 from agentplane.runtime.jobs import enqueue_tasks
 from agentplane.workflows import dag, store
@@ -33,6 +35,7 @@ from agentplane.workflows.models import (
 )
 
 DEFAULT_AGENT = "assistant"
+DEFAULT_MODEL = "offline/offline-1"
 COMPLEXITY = {"SIMPLE": 0.2, "STANDARD": 0.5, "COMPLEX": 0.8}
 
 
@@ -136,7 +139,7 @@ async def _query_agent(conn: Connection, slug: str | None) -> str:
                 "id": DEFAULT_AGENT,
                 "name": "Assistant",
                 "role": "generalist",
-                "model": "offline/offline-1",
+                "model": DEFAULT_MODEL,
                 "specialties": ["general"],
                 "instructions": "You are a helpful, precise assistant.",
                 "personality_emoji": None,
@@ -149,16 +152,34 @@ async def _query_agent(conn: Connection, slug: str | None) -> str:
     return DEFAULT_AGENT
 
 
+async def _default_model(conn: Connection) -> str | None:
+    """What the default agent of a query run answers with while it still has the built-in
+    model: the tenant's default provider (its enabled one of highest weight) with that
+    provider's model, once it has registered one."""
+    agent = await agents_store.get(conn, DEFAULT_AGENT)
+    if agent is not None and agent["model"] != DEFAULT_MODEL:
+        return None  # someone chose its model
+    provider = await llm_store.default_provider(conn)
+    if provider is None or provider["tenant_id"] is None or not provider["model"]:
+        return None
+    return f"{provider['name']}/{provider['model']}"
+
+
 async def create_run(conn: Connection, db: Database, principal: Principal, body: RunIn) -> Run:
     """Everything in the caller's transaction: the run, its tasks and dependencies, and
     one job per ready task. A bad request raises before anything is written."""
     workflow_id = version = None
+    model = body.model
+    if model is not None:
+        await llm.check_model(conn, model)
     if body.workflow is not None:
         workflow = await get_workflow(conn, body.workflow, body.version)
         workflow_id, version, data = workflow.id, workflow.version, workflow.definition
         kind, mode, query = "workflow", None, None
     else:
         data = query_definition(body.mode, await _query_agent(conn, body.agent))
+        if model is None and body.agent is None:
+            model = await _default_model(conn)
         kind, mode, query = "query", body.mode, body.query
         body = body.model_copy(update={"inputs": {"query": body.query}})
     agents = {
@@ -218,6 +239,7 @@ async def create_run(conn: Connection, db: Database, principal: Principal, body:
             "user_id": principal.user_id,
             "api_key_id": principal.api_key_id,
             "metadata": body.metadata,
+            "model": model,
         },
     )
     await store.insert_tasks(conn, run_id, tasks)
