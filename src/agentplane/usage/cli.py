@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from agentplane.errors import ValidationFailed
+from agentplane.money import shown
 from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 from agentplane.usage import reports
@@ -26,7 +27,8 @@ def usage(
     csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
     tenant: TenantRef = None,
 ) -> None:
-    """Tokens, cost and tasks per period (and per key of --by), from the daily rollup."""
+    """Tokens, cost and tasks per period (and per key of --by), from the daily rollup. A
+    cost is `—` when no call of the row had a price, `$x + unknown` when some had none."""
     from agentplane.workflows.cli import with_db
 
     async def main(db: Any, conf: Any, principal: Any) -> reports.UsageReport:
@@ -46,13 +48,13 @@ def usage(
         typer.echo(reports.to_csv(found), nl=False)
         return
     table = Table(title=f"usage {found.since} .. {found.until}", title_justify="left")
-    for name in ("period", by or "total", "calls", "tokens", "cached", "cost USD", "tasks ok",
+    for name in ("period", by or "total", "calls", "tokens", "cached", "cost", "tasks ok",
                  "tasks failed", "tools"):
         table.add_column(name, justify="left" if name in ("period", by or "total") else "right")
     for r in found.rows:
         table.add_row(str(r.period_start), r.key or "-", str(r.calls), str(r.total_tokens),
-                      str(r.cached_tokens), f"{r.cost_usd:.4f}", str(r.tasks_completed),
-                      str(r.tasks_failed), str(r.tool_calls))
+                      str(r.cached_tokens), shown(r.cost_usd, r.unpriced_calls),
+                      str(r.tasks_completed), str(r.tasks_failed), str(r.tool_calls))
     if not found.rows:
         out.print(f"no usage from {found.since} to {found.until}")
         return

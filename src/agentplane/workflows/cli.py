@@ -151,7 +151,9 @@ def runs_list(
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     tenant: TenantRef = None,
 ) -> None:
-    """The newest runs first."""
+    """The newest runs first. A cost is `—` when unknown (no price for its model), or
+    `$x + unknown` when some of its calls have no price."""
+    from agentplane.money import shown
     from agentplane.workflows import service
 
     async def go(db: Any, conf: Any, principal: Any) -> Any:
@@ -168,7 +170,7 @@ def runs_list(
             r.status,
             f"{r.completed_tasks}/{r.total_tasks}",
             str(r.total_tokens),
-            f"${float(r.total_cost_usd):.4f}",
+            shown(r.total_cost_usd, r.unpriced_calls),
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     out.print(table)

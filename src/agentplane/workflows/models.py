@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentplane.money import Money
+from agentplane.money import Money, known_cost
 
 RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
 TaskStatus = Literal["pending", "queued", "running", "waiting", "completed", "failed", "cancelled"]
@@ -98,7 +98,12 @@ class Run(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    total_cost_usd: Money
+    total_cost_usd: Money | None
+    """The cost of its priced calls; null when no call was priced and some were not."""
+    unpriced_calls: int = 0
+    """Calls whose model has no price: their cost is unknown and not in total_cost_usd."""
+    cost_complete: bool = True
+    """False when unpriced calls make total_cost_usd a lower bound (or unknown)."""
     duration_ms: int | None
     agents_used: int
     tools_invoked: int
@@ -116,6 +121,12 @@ class Run(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+
+    @model_validator(mode="after")
+    def _honest_cost(self) -> Run:
+        self.cost_complete = self.unpriced_calls == 0
+        self.total_cost_usd = known_cost(self.total_cost_usd, self.unpriced_calls)
+        return self
 
 
 class RunPage(BaseModel):

@@ -8,6 +8,7 @@ import base64
 import json
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.llm import service as llm
 from agentplane.llm import store as llm_store
+from agentplane.money import known_cost, plain
 from agentplane.runtime.emit import emit, event
 from agentplane.runtime.jobs import enqueue_tasks
 from agentplane.workflows import dag, store
@@ -293,6 +295,21 @@ async def list_runs(
     )
 
 
+def _money(amount: Decimal | None) -> str | None:
+    """An amount in the tree's plain dicts, written as Money writes it ("0", not "0E-10")."""
+    return None if amount is None else plain(amount)
+
+
+def _cost(amount: Decimal, unpriced: int) -> dict[str, Any]:
+    """A task's or execution's cost as Run gives one: unknown (null) when no call was
+    priced, else the known part, with how many calls have no price."""
+    return {
+        "cost_usd": _money(known_cost(amount, unpriced)),
+        "unpriced_calls": unpriced,
+        "cost_complete": unpriced == 0,
+    }
+
+
 async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
     run = await get_run(conn, run_id)
     rows = await store.run_tree_rows(conn, run_id)
@@ -308,8 +325,14 @@ async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
                 {k: v for k, v in r.items() if k != "agent_execution_id"}
             )
     executions: dict[UUID, list[dict]] = {}
+    unpriced: dict[UUID, int] = {}
     for e in rows["agent_executions"]:
         e = {**e, **{k: by_exec[k].get(e["id"], []) for k in by_exec}}
+        for call in e["llm_calls"]:
+            call["cost_usd"] = _money(call["cost_usd"])
+        n = sum(c["status"] == "completed" and c["cost_usd"] is None for c in e["llm_calls"])
+        e.update(_cost(e["cost_usd"], n))
+        unpriced[e["task_id"]] = unpriced.get(e["task_id"], 0) + n
         executions.setdefault(e["task_id"], []).append(e)
     tasks = [
         {
@@ -324,7 +347,7 @@ async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
             "error": t["error"],
             "retry_count": t["retry_count"],
             "tokens_used": t["tokens_used"],
-            "cost_usd": t["cost_usd"],
+            **_cost(t["cost_usd"], unpriced.get(t["id"], 0)),
             "started_at": t["started_at"],
             "completed_at": t["completed_at"],
             "duration_ms": t["duration_ms"],
