@@ -10,7 +10,6 @@ import csv
 import io
 import re
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
