@@ -97,13 +97,13 @@ CONTEXT = f"""
         WITH task AS (SELECT agent_id, parent_task_id FROM tasks WHERE id = %(task)s),
         agent AS MATERIALIZED (SELECT a.* FROM agents a WHERE a.id = (SELECT agent_id FROM task)),
         m AS (
-            SELECT model, CASE WHEN strpos(model, '/') BETWEEN 1 AND length(model) - 1
-                               THEN split_part(model, '/', 1) END AS ref
+            SELECT used, CASE WHEN strpos(used, '/') BETWEEN 1 AND length(used) - 1
+                              THEN split_part(used, '/', 1) END AS ref
             FROM (SELECT coalesce((SELECT r.model FROM runs r WHERE r.id = %(run)s), a.model)
-                         AS model FROM agent a) a
+                         AS used FROM agent a) a
         )
         SELECT {", ".join(f'p.{c} AS "p.{c}"' for c in _PROVIDER)},
-          (SELECT to_jsonb(a) || jsonb_build_object('model', m.model) FROM agent a, m)
+          (SELECT to_jsonb(a) || jsonb_build_object('model', m.used) FROM agent a, m)
             AS agent,
           (SELECT coalesce(jsonb_agg(jsonb_build_object(
                       'node', u.node, 'output', u.output,
