@@ -29,11 +29,12 @@ def known_cost(amount: Decimal | None, unpriced: int) -> Decimal | None:
 
 
 def shown(amount: Decimal | None, unpriced: int = 0) -> str:
-    """A cost for a terminal: `$0.0123` (to 4 places; smaller amounts in full, so a
-    cheap call never reads as zero), `—` when unknown, `$0.0123 + unknown` when calls
+    """A cost for a terminal: `$0.0123` (to 4 places, so columns align; smaller amounts
+    in full, so a cheap call never reads as zero), `—` when unknown, `$0.0123 + unknown` when calls
     without a price add to it."""
     if amount is None or (unpriced and not amount):
         return "—"
     place = Decimal("0.0001")
-    text = "$" + plain(amount.quantize(place) if abs(amount) >= place else amount)
+    small = amount and abs(amount) < place
+    text = "$" + (plain(amount) if small else f"{amount.quantize(place):f}")
     return text + " + unknown" if unpriced else text
