@@ -17,6 +17,7 @@ from agentplane.agents.models import (
 )
 from agentplane.db.pool import Connection
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.llm.service import check_model
 from agentplane.runtime import tools
 
 
@@ -33,6 +34,7 @@ async def check_tools(conn: Connection, names: list[str]) -> None:
 
 async def create(conn: Connection, body: AgentIn) -> Agent:
     await check_tools(conn, body.tools)
+    await check_model(conn, body.model)
     values = body.model_dump(exclude={"max_tokens"})
     if body.max_tokens:
         values["metadata"] = {**body.metadata, "max_tokens": body.max_tokens}
@@ -64,6 +66,8 @@ async def update(conn: Connection, slug: str, body: AgentPatch) -> Agent:
     values = body.model_dump(exclude_unset=True, exclude={"max_tokens"})
     if body.tools is not None:
         await check_tools(conn, body.tools)
+    if body.model is not None:
+        await check_model(conn, body.model)
     if "max_tokens" in body.model_fields_set:
         values["metadata"] = {
             **(values.get("metadata") or row["metadata"]),

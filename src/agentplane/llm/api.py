@@ -83,7 +83,8 @@ class TestResult(BaseModel):
 async def test_provider(
     ref: str, principal: Annotated[Principal, Depends(requires("llm:write"))], db: DB
 ) -> TestResult:
-    """One short call through the normal path (budgets, recording)."""
+    """One short call through the normal path (budgets, recording), in one attempt: a
+    test says at once whether the provider answers."""
     out = await LLM(db, db.settings).complete(
         CallContext(
             tenant_id=principal.tenant_id,
@@ -94,6 +95,7 @@ async def test_provider(
             messages=[{"role": "user", "content": "Reply with one short sentence."}], max_tokens=16
         ),
         provider=ref,
+        attempts=1,
     )
     return TestResult(
         provider=out.provider,

@@ -212,10 +212,17 @@ class LLM:
         *,
         provider: str | None = None,
         enforce_budgets: bool = True,
+        attempts: int | None = None,
     ) -> CallOutcome:
-        """One model call. `enforce_budgets=False` is for measuring what budgets cost."""
+        """One model call. `enforce_budgets=False` is for measuring what budgets cost;
+        `attempts` overrides the providers' retries (a test of a provider makes one)."""
         async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
             resolved = await self.resolve_in(conn, provider)
+        if attempts is not None:
+            step: Resolved | None = resolved
+            while step is not None:
+                step.config = replace(step.config, max_retries=attempts - 1)
+                step = step.then
         return await self._complete(ctx, request, resolved, enforce_budgets)
 
     async def _complete(

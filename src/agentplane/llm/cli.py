@@ -94,7 +94,8 @@ def providers_test(
     model: Annotated[str | None, typer.Option(help="Default: the provider's model.")] = None,
     tenant: TenantRef = None,
 ) -> None:
-    """Make one short call (through budgets and recording); print latency and tokens."""
+    """Make one short call (through budgets and recording, in one attempt); print latency,
+    tokens and cost."""
     from agentplane.llm.adapters.base import ChatRequest
     from agentplane.llm.calls import LLM, CallContext
 
@@ -106,7 +107,7 @@ def providers_test(
             max_tokens=16,
         )
         return await LLM(db, db.settings).complete(
-            CallContext(tenant_id=tenant_id), request, provider=name
+            CallContext(tenant_id=tenant_id), request, provider=name, attempts=1
         )
 
     o = with_database(run)

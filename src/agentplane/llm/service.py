@@ -136,6 +136,23 @@ async def delete_provider(conn: Connection, ref: str) -> None:
         raise Conflict(f"provider {current.name} is built in and cannot be deleted")
 
 
+async def check_model(conn: Connection, model: str, field: str = "model") -> None:
+    """Refuse a `provider/model` whose provider the tenant does not have (built-in ones
+    always exist), so the mistake shows when it is made, not at the first run. A bare
+    model name goes to the tenant's default provider."""
+    provider, slash, name = model.partition("/")
+    if not slash:
+        return
+    if not provider or not name:
+        message = f"{model!r}: write provider/model, or a model name alone"
+    elif await store.get_provider(conn, provider) is None:
+        names = ", ".join(sorted({p["name"] for p in await store.list_providers(conn)}))
+        message = f"no provider {provider!r} in this tenant (providers: {names})"
+    else:
+        return
+    raise ValidationFailed(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
 FETCH: Any = object()
 """resolve(row=FETCH): the caller has not read the row; resolve reads it."""
 

@@ -239,25 +239,38 @@ async def insert_price(conn: Connection, model_id: UUID, values: dict[str, Any])
     return await cur.fetchone()
 
 
+# The price of {model} at {at} for a provider named {provider} of vendor family {family}:
+# listed under the provider's name, else under its family (a provider named "claude" of
+# type anthropic is priced as "anthropic"), else under any built-in provider with a model
+# of that name (a provider named "work-openai" serving gpt-4o is priced as gpt-4o, whoever
+# serves it). At each step the tenant's own model row wins over the built-in one.
+PRICE = """
+    SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
+           p.cache_write_per_mtok, true AS found
+    FROM llm_models m JOIN llm_prices p ON p.model_id = m.id
+    WHERE m.name = {model} AND (m.provider IN ({provider}, {family}) OR m.tenant_id IS NULL)
+      AND p.valid_from <= {at} AND (p.valid_to IS NULL OR p.valid_to > {at})
+    ORDER BY CASE m.provider WHEN {provider} THEN 0 WHEN {family} THEN 1 ELSE 2 END,
+             m.tenant_id IS NULL, m.provider
+    LIMIT 1
+"""
+
+
 async def price_at(
     conn: Connection, provider: str, family: str, model: str, at: datetime
 ) -> dict[str, Any] | None:
-    """The price valid at `at`, listed under the provider's name or else its vendor family
-    (a provider named "claude" of type anthropic is priced as "anthropic"); the tenant's
-    own model row wins over the built-in one."""
+    """The price valid at `at` (see PRICE)."""
     cur = await _exec(
         conn,
-        """
-        SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
-               p.cache_write_per_mtok
-        FROM llm_models m JOIN llm_prices p ON p.model_id = m.id
-        WHERE m.provider IN (%(provider)s, %(family)s) AND m.name = %(model)s
-          AND p.valid_from <= %(at)s AND (p.valid_to IS NULL OR p.valid_to > %(at)s)
-        ORDER BY m.provider = %(provider)s DESC, m.tenant_id IS NULL LIMIT 1
-        """,
+        PRICE.format(
+            provider="%(provider)s", family="%(family)s", model="%(model)s", at="%(at)s"
+        ),
         {"provider": provider, "family": family, "model": model, "at": at},
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is not None:
+        row.pop("found")
+    return row
 
 
 async def prices_at(
@@ -267,21 +280,15 @@ async def prices_at(
     if not wanted:
         return []
     providers, families, models, ats = (list(c) for c in zip(*wanted, strict=True))
+    price = PRICE.format(provider="w.provider", family="w.family", model="w.model", at="w.at")
     cur = await _exec(
         conn,
-        """
+        f"""
         SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
                p.cache_write_per_mtok, p.found
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])
              WITH ORDINALITY AS w(provider, family, model, at, n)
-        LEFT JOIN LATERAL (
-            SELECT p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok,
-                   p.cache_write_per_mtok, true AS found
-            FROM llm_models m JOIN llm_prices p ON p.model_id = m.id
-            WHERE m.provider IN (w.provider, w.family) AND m.name = w.model
-              AND p.valid_from <= w.at AND (p.valid_to IS NULL OR p.valid_to > w.at)
-            ORDER BY m.provider = w.provider DESC, m.tenant_id IS NULL LIMIT 1
-        ) p ON true
+        LEFT JOIN LATERAL ({price}) p ON true
         ORDER BY w.n
         """,
         [providers, families, models, ats],

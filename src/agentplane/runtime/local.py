@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from agentplane.auth import scopes as sc
 from agentplane.auth.models import Principal
 from agentplane.config import Settings
 from agentplane.db.pool import Database
+from agentplane.money import shown
 from agentplane.workflows.models import TERMINAL, RunTree
 
 COLORS = {
@@ -126,8 +128,20 @@ async def follow(
         await asyncio.sleep(interval)
 
 
-def money(value: Any) -> str:
-    return f"${float(value):.4f}"
+def money(value: Any, unpriced: int = 0) -> str:
+    return shown(None if value is None else Decimal(value), unpriced)
+
+
+def _task_cost(task: dict[str, Any]) -> str:
+    cost = task["cost_usd"]
+    return shown(None if cost is None else Decimal(cost), task.get("unpriced_calls", 0))
+
+
+def _call_cost(call: dict[str, Any]) -> str:
+    if call["status"] != "completed":
+        return "no cost"
+    return "cost " + ("unknown (no price)" if call["cost_usd"] is None else shown(
+        Decimal(call["cost_usd"])))
 
 
 def render(tree: RunTree, *, detail: bool = False) -> Group:
@@ -139,7 +153,7 @@ def render(tree: RunTree, *, detail: bool = False) -> Group:
         "  ",
         (run.status, f"bold {color}"),
         f"  {run.completed_tasks}/{run.total_tasks} tasks · {run.total_tokens} tokens · "
-        f"{money(run.total_cost_usd)}",
+        f"{shown(run.total_cost_usd, run.unpriced_calls)}",
     )
     root = Tree(title)
     children: dict[Any, Tree] = {}
@@ -153,7 +167,7 @@ def render(tree: RunTree, *, detail: bool = False) -> Group:
             f" ({task['agent']})  ",
             (task["status"], COLORS.get(task["status"], "white")),
             (f" {state}" if state and task["status"] == "running" else "", "yellow"),
-            f"  {tokens} tok · {money(task['cost_usd'])}",
+            f"  {tokens} tok · {_task_cost(task)}",
             (f"  {task['error']}" if task["error"] else "", "red"),
         )
         parent = children.get(task["parent_task_id"], root)
@@ -167,7 +181,8 @@ def render(tree: RunTree, *, detail: bool = False) -> Group:
                     branch.add(
                         Text(
                             f"LLM {call['provider']}/{call['model']}: {call['prompt_tokens']}+"
-                            f"{call['completion_tokens']} tokens, {call['latency_ms']} ms"
+                            f"{call['completion_tokens']} tokens, {call['latency_ms']} ms, "
+                            f"{_call_cost(call)}"
                             + (f", {call['error']}" if call["error"] else ""),
                             "blue",
                         )
@@ -210,7 +225,12 @@ def summary(tree: RunTree) -> Table:
         "tokens",
         f"{run.total_tokens} ({run.prompt_tokens} prompt, {run.completion_tokens} completion)",
     )
-    table.add_row("cost", money(run.total_cost_usd))
+    unpriced = run.unpriced_calls
+    table.add_row(
+        "cost",
+        shown(run.total_cost_usd, unpriced)
+        + (f"  ({unpriced} call{'s' if unpriced > 1 else ''} without a price)" if unpriced else ""),
+    )
     table.add_row("duration", f"{run.duration_ms} ms" if run.duration_ms is not None else "-")
     table.add_row("agents", str(run.agents_used))
     table.add_row("tools", str(run.tools_invoked))

@@ -92,16 +92,19 @@ _PROVIDER = [c.split(" AS ")[-1].strip() for c in PROVIDER_COLUMNS.split(",")] +
 # team the agent may delegate to (when it has a tool that delegates), the tools the
 # tenant's settings deny, and the provider its model names ("name/model", as
 # llm.store.get_provider finds it), else the default one (llm.store.default_provider).
+# A run's own model, when it has one, stands for its agents' models.
 CONTEXT = f"""
         WITH task AS (SELECT agent_id, parent_task_id FROM tasks WHERE id = %(task)s),
         agent AS MATERIALIZED (SELECT a.* FROM agents a WHERE a.id = (SELECT agent_id FROM task)),
         m AS (
-            SELECT CASE WHEN strpos(a.model, '/') BETWEEN 1 AND length(a.model) - 1
-                        THEN split_part(a.model, '/', 1) END AS ref
-            FROM agent a
+            SELECT used, CASE WHEN strpos(used, '/') BETWEEN 1 AND length(used) - 1
+                              THEN split_part(used, '/', 1) END AS ref
+            FROM (SELECT coalesce((SELECT r.model FROM runs r WHERE r.id = %(run)s), a.model)
+                         AS used FROM agent a) a
         )
         SELECT {", ".join(f'p.{c} AS "p.{c}"' for c in _PROVIDER)},
-          (SELECT to_jsonb(a) FROM agent a) AS agent,
+          (SELECT to_jsonb(a) || jsonb_build_object('model', m.used) FROM agent a, m)
+            AS agent,
           (SELECT coalesce(jsonb_agg(jsonb_build_object(
                       'node', u.node, 'output', u.output,
                       'agent', (SELECT ua.slug FROM agents ua WHERE ua.id = u.agent_id))

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from agentplane import client
 from agentplane.errors import ValidationFailed
+from agentplane.money import shown
 from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 from agentplane.usage import reports
@@ -27,7 +28,8 @@ def usage(
     csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
     tenant: TenantRef = None,
 ) -> None:
-    """Tokens, cost and tasks per period (and per key of --by), from the daily rollup."""
+    """Tokens, cost and tasks per period (and per key of --by), from the daily rollup. A
+    cost is `—` when no call of the row had a price, `$x + unknown` when some had none."""
     # Bad options are refused before any database is opened.
     if period not in reports.PERIODS:
         raise ValidationFailed(f"--period must be one of {', '.join(reports.PERIODS)}")
@@ -48,13 +50,13 @@ def usage(
         typer.echo(found, nl=False)
         return
     table = Table(title=f"usage {found.since} .. {found.until}", title_justify="left")
-    for name in ("period", by or "total", "calls", "tokens", "cached", "cost USD", "tasks ok",
+    for name in ("period", by or "total", "calls", "tokens", "cached", "cost", "tasks ok",
                  "tasks failed", "tools"):
         table.add_column(name, justify="left" if name in ("period", by or "total") else "right")
     for r in found.rows:
         table.add_row(str(r.period_start), r.key or "-", str(r.calls), str(r.total_tokens),
-                      str(r.cached_tokens), f"{r.cost_usd:.4f}", str(r.tasks_completed),
-                      str(r.tasks_failed), str(r.tool_calls))
+                      str(r.cached_tokens), shown(r.cost_usd, r.unpriced_calls),
+                      str(r.tasks_completed), str(r.tasks_failed), str(r.tool_calls))
     if not found.rows:
         out.print(f"no usage from {found.since} to {found.until}")
         return

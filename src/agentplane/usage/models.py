@@ -63,9 +63,12 @@ class UsageRow(BaseModel):
     completion_tokens: int
     cached_tokens: int
     total_tokens: int
-    cost_usd: Money
+    cost_usd: Money | None
+    """The cost of the priced calls; null when calls were made and none was priced."""
     unpriced_calls: int
     """Calls whose model had no price: their cost is unknown and not in cost_usd."""
+    cost_complete: bool = True
+    """False when unpriced calls make cost_usd a lower bound (or unknown)."""
     cache_hit_rate: float | None
     """Cached prompt tokens over prompt tokens."""
     avg_llm_latency_ms: float | None
@@ -112,7 +115,10 @@ class UsageSummary(BaseModel):
     tokens_reserved: int
     """Held by calls in flight."""
     percent_used: float
-    cost_usd: Money
+    cost_usd: Money | None
+    """The cost of the priced calls; null when calls were made and none was priced."""
+    unpriced_calls: int = 0
+    cost_complete: bool = True
     calls: int
     runs_completed: int
     runs_failed: int

@@ -10,13 +10,13 @@ import csv
 import io
 import re
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from agentplane import clock
 from agentplane.db.pool import Connection
 from agentplane.errors import NotFound, ValidationFailed
+from agentplane.money import known_cost
 from agentplane.usage import store
 from agentplane.usage.models import (
     Alert,
@@ -73,8 +73,9 @@ def row(raw: dict[str, Any]) -> UsageRow:
         completion_tokens=raw["completion_tokens"],
         cached_tokens=raw["cached_tokens"],
         total_tokens=raw["total_tokens"],
-        cost_usd=raw["cost_usd"] or Decimal(0),
+        cost_usd=known_cost(raw["cost_usd"], raw["unpriced_calls"]),
         unpriced_calls=raw["unpriced_calls"],
+        cost_complete=not raw["unpriced_calls"],
         cache_hit_rate=_ratio(raw["cached_tokens"], raw["prompt_tokens"]),
         avg_llm_latency_ms=_ratio(raw["llm_latency_ms"], raw["calls"]),
         tasks_completed=raw["tasks_completed"],
@@ -137,7 +138,9 @@ async def summary(conn: Connection) -> UsageSummary:
         tokens_used=used,
         tokens_reserved=budget["tokens_reserved"],
         percent_used=round(100.0 * used / limit, 2) if limit else 0.0,
-        cost_usd=totals["cost_usd"] or Decimal(0),
+        cost_usd=known_cost(totals["cost_usd"], totals["unpriced_calls"] or 0),
+        unpriced_calls=totals["unpriced_calls"] or 0,
+        cost_complete=not totals["unpriced_calls"],
         calls=totals["calls"] or 0,
         runs_completed=totals["runs_completed"] or 0,
         runs_failed=totals["runs_failed"] or 0,

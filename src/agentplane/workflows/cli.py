@@ -99,6 +99,10 @@ def run(
     ] = None,
     mode: Annotated[str, typer.Option(help="SIMPLE, STANDARD or COMPLEX (query runs).")] = "SIMPLE",
     agent: Annotated[str | None, typer.Option(help="The agent of a query run.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="provider/model for every task, instead of the agents' own."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the run live until it ends.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final tree as JSON.")] = False,
     tenant: TenantRef = None,
@@ -110,7 +114,7 @@ def run(
     if (query is None) == (workflow is None):
         raise ValidationFailed('give a query ("agentplane run \\"...\\"") or --workflow NAME')
     body = {"workflow": workflow, "query": query, "mode": mode.upper(), "agent": agent,
-            "inputs": parse_inputs(inputs or [])}
+            "model": model, "inputs": parse_inputs(inputs or [])}
     body = {k: v for k, v in body.items() if v is not None}
     if not client.remote():
         # The tasks run here: the tools of AGENTPLANE_WORKER_IMPORTS must be known here.
@@ -161,7 +165,8 @@ def runs_list(
     as_json: JsonOut = False,
     tenant: TenantRef = None,
 ) -> None:
-    """The newest runs first."""
+    """The newest runs first. A cost is `—` when unknown (no price for its model), or
+    `$x + unknown` when some of its calls have no price."""
     from agentplane.runtime.local import money
 
     async def go(api: client.Api) -> Any:
@@ -172,7 +177,7 @@ def runs_list(
         for r in rows:
             r["workflow"] = r["workflow_name"] or r["mode"] or ""
             r["tasks"] = f"{r['completed_tasks']}/{r['total_tasks']}"
-            r["cost"] = money(r["total_cost_usd"])
+            r["cost"] = money(r["total_cost_usd"], r.get("unpriced_calls", 0))
             r["created"] = r["created_at"][:19].replace("T", " ")
     print_rows(rows, ["id", "kind", "workflow", "status", "tasks", "total_tokens", "cost",
                       "created"], as_json)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
-from agentplane.money import Money
+from agentplane.money import Money, known_cost
 from agentplane.workflows.spec import WorkflowDefinition
 
 RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
@@ -65,6 +65,12 @@ class RunIn(BaseModel):
     query: str | None = Field(default=None, min_length=1, max_length=100_000)
     mode: Mode = "SIMPLE"
     agent: str | None = Field(default=None, description="the agent of a query run")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="provider/model every task of the run uses instead of its agent's",
+    )
     session_id: UUID | None = None
     parent_run_id: UUID | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -84,6 +90,8 @@ class Run(BaseModel):
     workflow_version: int | None
     mode: str | None
     query: str | None
+    model: str | None = None
+    """The model every task uses instead of its agent's (none: each agent's own)."""
     inputs: dict[str, Any]
     status: RunStatus
     total_tasks: int
@@ -92,7 +100,12 @@ class Run(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    total_cost_usd: Money
+    total_cost_usd: Money | None
+    """The cost of its priced calls; null when no call was priced and some were not."""
+    unpriced_calls: int = 0
+    """Calls whose model has no price: their cost is unknown and not in total_cost_usd."""
+    cost_complete: bool = True
+    """False when unpriced calls make total_cost_usd a lower bound (or unknown)."""
     duration_ms: int | None
     agents_used: int
     tools_invoked: int
@@ -110,6 +123,12 @@ class Run(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+
+    @model_validator(mode="after")
+    def _honest_cost(self) -> Run:
+        self.cost_complete = self.unpriced_calls == 0
+        self.total_cost_usd = known_cost(self.total_cost_usd, self.unpriced_calls)
+        return self
 
 
 class RunPage(BaseModel):

@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +19,9 @@ from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.llm import service as llm
+from agentplane.llm import store as llm_store
+from agentplane.money import known_cost, plain
 from agentplane.queue.service import ask_to_stop
 from agentplane.runtime.emit import emit, event
 from agentplane.runtime.jobs import JOB_TYPE, enqueue_tasks
@@ -35,6 +39,7 @@ from agentplane.workflows.models import (
 )
 
 DEFAULT_AGENT = "assistant"
+DEFAULT_MODEL = "offline/offline-1"
 COMPLEXITY = {"SIMPLE": 0.2, "STANDARD": 0.5, "COMPLEX": 0.8}
 
 
@@ -157,7 +162,7 @@ async def _query_agent(conn: Connection, slug: str | None) -> str:
                 "id": DEFAULT_AGENT,
                 "name": "Assistant",
                 "role": "generalist",
-                "model": "offline/offline-1",
+                "model": DEFAULT_MODEL,
                 "specialties": ["general"],
                 "instructions": "You are a helpful, precise assistant.",
                 "personality_emoji": None,
@@ -170,16 +175,34 @@ async def _query_agent(conn: Connection, slug: str | None) -> str:
     return DEFAULT_AGENT
 
 
+async def _default_model(conn: Connection) -> str | None:
+    """What the default agent of a query run answers with while it still has the built-in
+    model: the tenant's default provider (its enabled one of highest weight) with that
+    provider's model, once it has registered one."""
+    agent = await agents_store.get(conn, DEFAULT_AGENT)
+    if agent is not None and agent["model"] != DEFAULT_MODEL:
+        return None  # someone chose its model
+    provider = await llm_store.default_provider(conn)
+    if provider is None or provider["tenant_id"] is None or not provider["model"]:
+        return None
+    return f"{provider['name']}/{provider['model']}"
+
+
 async def create_run(conn: Connection, db: Database, principal: Principal, body: RunIn) -> Run:
     """Everything in the caller's transaction: the run, its tasks and dependencies, and
     one job per ready task. A bad request raises before anything is written."""
     workflow_id = version = None
+    model = body.model
+    if model is not None:
+        await llm.check_model(conn, model)
     if body.workflow is not None:
         workflow = await get_workflow(conn, body.workflow, body.version)
         workflow_id, version, data = workflow.id, workflow.version, workflow.definition
         kind, mode, query = "workflow", None, None
     else:
         data = query_definition(body.mode, await _query_agent(conn, body.agent))
+        if model is None and body.agent is None:
+            model = await _default_model(conn)
         kind, mode, query = "query", body.mode, body.query
         body = body.model_copy(update={"inputs": {"query": body.query}})
     agents = {
@@ -239,6 +262,7 @@ async def create_run(conn: Connection, db: Database, principal: Principal, body:
             "user_id": principal.user_id,
             "api_key_id": principal.api_key_id,
             "metadata": body.metadata,
+            "model": model,
         },
     )
     await store.insert_tasks(conn, run_id, tasks)
@@ -300,6 +324,21 @@ async def list_runs(
     )
 
 
+def _money(amount: Decimal | None) -> str | None:
+    """An amount in the tree's plain dicts, written as Money writes it ("0", not "0E-10")."""
+    return None if amount is None else plain(amount)
+
+
+def _cost(amount: Decimal, unpriced: int) -> dict[str, Any]:
+    """A task's or execution's cost as Run gives one: unknown (null) when no call was
+    priced, else the known part, with how many calls have no price."""
+    return {
+        "cost_usd": _money(known_cost(amount, unpriced)),
+        "unpriced_calls": unpriced,
+        "cost_complete": unpriced == 0,
+    }
+
+
 async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
     run = await get_run(conn, run_id)
     rows = await store.run_tree_rows(conn, run_id)
@@ -315,8 +354,14 @@ async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
                 {k: v for k, v in r.items() if k != "agent_execution_id"}
             )
     executions: dict[UUID, list[dict]] = {}
+    unpriced: dict[UUID, int] = {}
     for e in rows["agent_executions"]:
         e = {**e, **{k: by_exec[k].get(e["id"], []) for k in by_exec}}
+        for call in e["llm_calls"]:
+            call["cost_usd"] = _money(call["cost_usd"])
+        n = sum(c["status"] == "completed" and c["cost_usd"] is None for c in e["llm_calls"])
+        e.update(_cost(e["cost_usd"], n))
+        unpriced[e["task_id"]] = unpriced.get(e["task_id"], 0) + n
         executions.setdefault(e["task_id"], []).append(e)
     tasks = [
         {
@@ -331,7 +376,7 @@ async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
             "error": t["error"],
             "retry_count": t["retry_count"],
             "tokens_used": t["tokens_used"],
-            "cost_usd": t["cost_usd"],
+            **_cost(t["cost_usd"], unpriced.get(t["id"], 0)),
             "started_at": t["started_at"],
             "completed_at": t["completed_at"],
             "duration_ms": t["duration_ms"],

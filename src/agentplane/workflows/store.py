@@ -125,14 +125,19 @@ async def insert_run(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
         """
         INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, kind, mode, query, inputs,
                           total_tasks, complexity_score, parent_run_id, call_stack, session_id,
-                          user_id, api_key_id, metadata)
+                          user_id, api_key_id, metadata, model)
         VALUES (app_current_tenant(), %(id)s, %(workflow_id)s, %(workflow_version)s, %(kind)s,
                 %(mode)s, %(query)s, %(inputs)s, %(total_tasks)s, %(complexity_score)s,
                 %(parent_run_id)s, %(call_stack)s, %(session_id)s, %(user_id)s, %(api_key_id)s,
-                %(metadata)s)
+                %(metadata)s, %(model)s)
         RETURNING *
         """,
-        {**v, "inputs": Jsonb(v["inputs"]), "metadata": Jsonb(v.get("metadata") or {})},
+        {
+            **v,
+            "inputs": Jsonb(v["inputs"]),
+            "metadata": Jsonb(v.get("metadata") or {}),
+            "model": v.get("model"),
+        },
     )
 
 
@@ -180,7 +185,11 @@ async def insert_dependencies(
 RUN_COLUMNS = """
     r.*, w.name AS workflow_name,
     (SELECT count(*) FROM input_requests i WHERE i.tenant_id = r.tenant_id AND i.run_id = r.id
-       AND i.status = 'pending') AS pending_input_requests
+       AND i.status = 'pending') AS pending_input_requests,
+    -- Counted where the calls are, so a total never hides them (llm_calls_task_idx).
+    (SELECT count(*) FROM tasks t JOIN llm_calls c ON c.task_id = t.id
+      WHERE t.tenant_id = r.tenant_id AND t.run_id = r.id AND c.status = 'completed'
+        AND c.cost_usd IS NULL) AS unpriced_calls
 """
 
 

@@ -149,9 +149,10 @@ class Adapter:
                 resp = await client.send(req, stream=True)
             except httpx.TimeoutException:
                 if attempt >= self.config.max_retries:
+                    tries = attempt + 1
                     raise ProviderTimeout(
-                        f"provider {self.config.name} did not answer within "
-                        f"{self.config.timeout:g}s",
+                        f"provider {self.config.name}: no answer in {tries} "
+                        f"attempt{'s' if tries > 1 else ''} of {self.config.timeout:g} s each",
                         provider=self.config.name,
                     ) from None
                 delay = None
