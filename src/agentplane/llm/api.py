@@ -25,6 +25,7 @@ from agentplane.llm.models import (
     ProviderCreate,
     ProviderUpdate,
 )
+from agentplane.money import Money
 
 router = APIRouter(tags=["llm"])
 
@@ -77,11 +78,16 @@ class TestResult(BaseModel):
     completion_tokens: int
     content: str
     call_id: UUID
+    cost_usd: Money | None = None
+    """None: the model has no price."""
 
 
 @router.post("/v1/llm/providers/{ref}/test")
 async def test_provider(
-    ref: str, principal: Annotated[Principal, Depends(requires("llm:write"))], db: DB
+    ref: str,
+    principal: Annotated[Principal, Depends(requires("llm:write"))],
+    db: DB,
+    model: Annotated[str | None, Query(max_length=200)] = None,
 ) -> TestResult:
     """One short call through the normal path (budgets, recording), in one attempt: a
     test says at once whether the provider answers."""
@@ -92,7 +98,9 @@ async def test_provider(
             api_key_id=principal.api_key_id,
         ),
         ChatRequest(
-            messages=[{"role": "user", "content": "Reply with one short sentence."}], max_tokens=16
+            messages=[{"role": "user", "content": "Reply with one short sentence."}],
+            model=model,
+            max_tokens=16,
         ),
         provider=ref,
         attempts=1,
@@ -105,6 +113,7 @@ async def test_provider(
         completion_tokens=out.result.completion_tokens,
         content=out.result.content,
         call_id=out.call_id,
+        cost_usd=out.cost_usd,
     )
 
 

@@ -1,21 +1,19 @@
-"""`agentplane providers list|add|test`: the provider registry from the command line."""
+"""`agentplane providers list|add|test`: a tenant's LLM providers, over the HTTP API
+(agentplane.client): on a shared server with --url, else in this process as the owner of
+--tenant."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from agentplane.db.pool import Database
+from agentplane import client
 from agentplane.errors import ValidationFailed
-from agentplane.llm import service
-from agentplane.llm.models import ProviderCreate
-from agentplane.tenancy import service as tenancy
-from agentplane.tenancy.cli import TenantRef, with_database
+from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 
 providers_app = typer.Typer(help="LLM providers of a tenant.", no_args_is_help=True)
@@ -23,25 +21,30 @@ out = console()
 
 
 @providers_app.command("list")
-def providers_list(tenant: TenantRef = None) -> None:
+def providers_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    tenant: TenantRef = None,
+) -> None:
     """List the tenant's providers and the built-in ones (keys are never shown)."""
 
-    async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
-        async with db.tenant_connection(tenant_id) as conn:
-            return await service.list_providers(conn)
+    async def run(api: client.Api) -> Any:
+        return await api.get("/v1/llm/providers")
 
+    found = client.call(tenant, run)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
     table = Table("name", "type", "base url", "model", "key", "enabled", "health", "ms")
-    for p in with_database(run):
+    for p in found:
         table.add_row(
-            p.name + (" (built-in)" if p.builtin else ""),
-            p.type,
-            p.base_url or "-",
-            p.model or "-",
-            "set" if p.has_api_key else "-",
-            "yes" if p.enabled else "no",
-            p.health_status,
-            str(p.response_time),
+            p["name"] + (" (built-in)" if p["builtin"] else ""),
+            p["type"],
+            p["base_url"] or "-",
+            p["model"] or "-",
+            "set" if p["has_api_key"] else "-",
+            "yes" if p["enabled"] else "no",
+            p["health_status"],
+            str(p["response_time"]),
         )
     out.print(table)
 
@@ -64,28 +67,18 @@ def providers_add(
     if api_key_stdin and not key:
         raise ValidationFailed("api key: nothing was read from stdin")
     try:
-        body = ProviderCreate(
-            name=name,
-            type=type,
-            base_url=base_url,
-            model=model,
-            api_key=key,
-            weight=weight,
-            config=json.loads(config),
-        )
+        settings = json.loads(config)
     except json.JSONDecodeError:
         raise ValidationFailed("config is not JSON") from None
-    except ValidationError as exc:
-        fields = ", ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValidationFailed(f"invalid {fields}") from None
+    body = {"name": name, "type": type, "base_url": base_url, "model": model, "api_key": key,
+            "weight": weight, "config": settings}
 
-    async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
-        async with db.tenant_connection(tenant_id) as conn:
-            return await service.create_provider(conn, db.settings, body)
+    async def run(api: client.Api) -> Any:
+        return await api.send("POST", "/v1/llm/providers",
+                              {k: v for k, v in body.items() if v is not None})
 
-    p = with_database(run)
-    out.print(f"provider {p.name} ({p.type}) added: {p.id}", highlight=False)
+    p = client.call(tenant, run)
+    out.print(f"provider {p['name']} ({p['type']}) added: {p['id']}", highlight=False)
 
 
 @providers_app.command("test")
@@ -96,25 +89,15 @@ def providers_test(
 ) -> None:
     """Make one short call (through budgets and recording, in one attempt); print latency,
     tokens and cost."""
-    from agentplane.llm.adapters.base import ChatRequest
-    from agentplane.llm.calls import LLM, CallContext
+    async def run(api: client.Api) -> Any:
+        path = f"/v1/llm/providers/{name}/test"
+        return (await api.request("POST", path, params={"model": model} if model else {})).json()
 
-    async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
-        request = ChatRequest(
-            messages=[{"role": "user", "content": "Reply with one short sentence."}],
-            model=model,
-            max_tokens=16,
-        )
-        return await LLM(db, db.settings).complete(
-            CallContext(tenant_id=tenant_id), request, provider=name, attempts=1
-        )
-
-    o = with_database(run)
-    cost = "unknown" if o.cost_usd is None else f"${o.cost_usd.normalize():f}"
+    o = client.call(tenant, run)
+    cost = "unknown" if o["cost_usd"] is None else f"${o['cost_usd']}"
     out.print(
-        f"{o.provider} {o.result.model}: {o.latency_ms} ms, {o.result.prompt_tokens} prompt + "
-        f"{o.result.completion_tokens} completion tokens, cost {cost}",
+        f"{o['provider']} {o['model']}: {o['latency_ms']} ms, {o['prompt_tokens']} prompt + "
+        f"{o['completion_tokens']} completion tokens, cost {cost}",
         highlight=False,
     )
-    out.print(o.result.content, highlight=False)
+    out.print(o["content"], highlight=False)
