@@ -137,10 +137,10 @@ def call(tenant: str | None, fn: Callable[[Api], Awaitable[T]]) -> T:
                 return await fn(api)
 
         return asyncio.run(over_http())
-    from agentplane.workflows.cli import with_settings_db
+    from agentplane.tenancy.cli import with_database
 
-    async def here(db: Any, conf: Any) -> T:
-        async with connected(tenant, conf, db) as api:
+    async def here(db: Any) -> T:
+        async with connected(tenant, db.settings, db) as api:
             return await fn(api)
 
-    return with_settings_db(here)
+    return with_database(here)

@@ -127,14 +127,15 @@ def demo(
 
     from agentplane.client import connected
     from agentplane.runtime.local import demo_principal, render, run_and_show, summary
-    from agentplane.workflows.cli import with_settings_db
+    from agentplane.tenancy.cli import with_database
 
     out = console()
     if file and not Path(file).is_file():
         raise ValidationFailed(f"--file {file}: no such file to review")
     code = Path(file).read_text(errors="replace") if file else SAMPLE
 
-    async def go(db: Any, conf: Any) -> Any:
+    async def go(db: Any) -> Any:
+        conf = db.settings
         principal, created = await demo_principal(db, TENANT)
         if created:
             out.print(f"created the tenant {TENANT} (owner@{TENANT}.localhost) for the demo",
@@ -151,7 +152,7 @@ def demo(
         async with connected(TENANT, conf, db, here=True) as api:  # the demo is local
             return await run_and_show(api, body, out)
 
-    tree = with_settings_db(go)
+    tree = with_database(go)
     out.print(Rule("trace"))
     out.print(render(tree, detail=True))
     out.print(Rule("summary"))

@@ -4,12 +4,10 @@ in this process as the owner of the tenant named by --tenant (AGENTPLANE_TENANT)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -36,33 +34,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
     app.add_typer(workflows_app, name="workflows")
     app.add_typer(inputs_app, name="input-requests")
-
-
-@contextlib.asynccontextmanager
-async def opened(conf: Any, endpoints: Any) -> AsyncIterator[Any]:
-    from agentplane.db.pool import Database
-
-    db = Database(conf, endpoints)
-    await db.open()
-    try:
-        yield db
-    finally:
-        await db.close()
-
-
-def with_settings_db(fn: Callable[[Any, Any], Awaitable[T]]) -> T:
-    """Run fn(db, settings) against the configured (or embedded) database."""
-    from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
-
-    conf = get_settings()
-
-    async def main(endpoints: Any) -> T:
-        async with opened(conf, endpoints) as db:
-            return await fn(db, conf)
-
-    with database(conf) as endpoints:
-        return asyncio.run(main(endpoints))
 
 
 def parse_inputs(items: list[str]) -> dict[str, Any]:
@@ -352,11 +323,10 @@ def inputs_answer(
         if len(ref) != 36:
             found = [r["id"] for r in await api.get("/v1/input-requests", status="pending")
                      if r["id"].startswith(ref)]
-            if len(found) != 1:
-                raise ValidationFailed(
-                    f"{ref!r} is the start of {len(found) or 'no'} pending requests' ids; "
-                    "give the whole id" if found else f"no pending input request {ref!r}"
-                )
+            if not found:
+                raise NotFound(f"no pending input request {ref!r}")
+            if len(found) > 1:
+                raise ValidationFailed(f"{ref!r} starts several pending requests' ids: give more")
             ref = found[0]
         return await api.send("POST", f"/v1/input-requests/{ref}/answer", {"response": value})
 

@@ -14,6 +14,14 @@ def sql(text: str) -> None:
     op.execute(text.replace("{app}", f'"{app_role()}"'))
 
 
+def package_sql(package: str, name: str) -> str:
+    """The current definitions a package keeps in `<package>/sql/<name>` (package data):
+    a migration that changes them applies the file."""
+    from importlib.resources import files
+
+    return (files("agentplane") / package / "sql" / name).read_text()
+
+
 def tenant_rls(table: str) -> str:
     """SQL that isolates a tenant-scoped table by app.tenant_id, even for its owner.
 

@@ -12,7 +12,7 @@ Create Date: 2026-12-02
 import importlib
 import re
 
-from agentplane.db.migrations import sql
+from agentplane.db.migrations import package_sql, sql
 
 revision = "0012"
 down_revision = "0011"
@@ -20,8 +20,6 @@ branch_labels = None
 depends_on = None
 
 LIMITED = "<= token_limit;"
-# bigint's maximum: no sum of counters reaches it, so "no limit" keeps the bigint compare.
-UNLIMITED = "<= coalesce(token_limit, 9223372036854775807);"
 
 
 def _function(module: str, source: str, name: str) -> str:
@@ -32,6 +30,7 @@ def _function(module: str, source: str, name: str) -> str:
 
 
 def _reserving() -> list[str]:
+    """llm_reserve and llm_reserve_many as revisions 0005 and 0010 made them."""
     return [
         _function("0005_llm", "BUDGET_FUNCTIONS", "llm_reserve"),
         _function("0010_fewer_row_versions", "UPGRADE", "llm_reserve_many"),
@@ -44,8 +43,7 @@ def upgrade() -> None:
         "ALTER COLUMN token_limit DROP DEFAULT, ALTER COLUMN rate_limit_per_hour SET DEFAULT 100000"
     )
     sql("ALTER TABLE api_keys ALTER COLUMN rate_limit_per_hour SET DEFAULT 10000")
-    for definition in _reserving():
-        sql(definition.replace(LIMITED, UNLIMITED))
+    sql(package_sql("usage", "budgets.sql"))
 
 
 def downgrade() -> None:
