@@ -99,6 +99,11 @@ def test_the_first_hour_from_the_readme(server, tmp_path: Path) -> None:
     assert "4 completed, 0 failed, 4 in all" in shown.stdout
     rows = list(csv.DictReader(io.StringIO(sh(env, "usage", "--by", "agent", "--csv").stdout)))
     assert len({r["key"] for r in rows}) == 4 and sum(int(r["calls"]) for r in rows) >= 4
+    agents = {t["agent"] for t in yaml.safe_load(source)["tasks"].values()}
+    assert {r["label"] for r in rows} == agents  # each agent's id, and its slug beside it
+    table = sh(env, "usage", "--by", "agent").stdout
+    assert all(slug in table for slug in agents)
+    assert "run.completed" in sh(env, "events", run_id[:8], "--type", "run.*").stdout
 
     # Through the shared server, as the key: the same commands, the same answers.
     remote = {k: v for k, v in env.items() if k != "AGENTPLANE_TENANT"}
@@ -156,13 +161,20 @@ def test_the_first_hour_from_the_readme(server, tmp_path: Path) -> None:
         assert [(c["status"], c["error"]) for c in calls] == [
             ("failed", "cancelled by the caller")]
         time.sleep(max(0.0, SLOW_S - (time.monotonic() - sent)) + 1)
-    last = json.loads(sh(remote, "events", slow_id, "--json").stdout.splitlines()[-1])
+    last = json.loads(sh(remote, "events", slow_id[:8], "--json").stdout.splitlines()[-1])
     assert last["type"] == "run.cancelled"
     jobs = json.loads(sh(ops, "jobs", "list", "--json").stdout)["items"]  # the key's tenant's
     stopped = [j for j in jobs if j["payload"].get("run_id") == slow_id]
     assert [j["status"] for j in stopped] == ["cancelled"]
-    assert json.loads(sh(ops, "jobs", "show", stopped[0]["id"], "--json").stdout)["id"] == (
-        stopped[0]["id"])
+    short = stopped[0]["id"][:-8]  # job ids begin with their time: more than 8 characters
+    assert json.loads(sh(ops, "jobs", "show", short, "--json").stdout)["id"] == stopped[0]["id"]
+    added = sh(ops, "schedules", "add", "--name", "nightly", "--cron", "0 2 * * *", "--type",
+               "report.nightly", "--allow-unknown").stdout
+    schedule = added.split()[1].rstrip(":")
+    listed = json.loads(sh(ops, "schedules", "list", "--json").stdout)
+    assert [(s["id"], s["name"]) for s in listed] == [(schedule, "nightly")]
+    assert f"schedule {schedule} deleted" in sh(ops, "schedules", "delete", schedule[:13]).stdout
+    assert json.loads(sh(ops, "schedules", "list", "--json").stdout) == []
     budget = httpx.get(f"{url}/v1/usage/summary", headers={"Authorization": f"Bearer {key}"},
                        timeout=10).json()
     assert budget["tokens_reserved"] == 0 and budget["token_limit"] is None

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from agentplane import ids
 from agentplane.errors import AgentplaneError, ValidationFailed
 
 T = TypeVar("T")
@@ -83,6 +84,16 @@ class Api:
     async def send(self, method: str, path: str, body: Any = None) -> Any:
         r = await self.request(method, path, json=body)
         return None if r.status_code == 204 or not r.content else r.json()
+
+    async def full_id(self, listing: str, ref: str, noun: str, **filters: Any) -> str:
+        """The whole id that ref (an id or a unique start of one) names among the rows of
+        the listing route (which takes `id_prefix`)."""
+
+        async def starting(prefix: str) -> list[str]:
+            found = await self.get(listing, id_prefix=prefix, limit=2, **filters)
+            return [x["id"] for x in (found["items"] if isinstance(found, dict) else found)]
+
+        return await ids.resolve(ref, noun, starting)
 
 
 @contextlib.asynccontextmanager

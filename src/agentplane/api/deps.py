@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from agentplane.auth import scopes as sc
 from agentplane.auth.audit import Origin
@@ -50,6 +50,7 @@ from agentplane.errors import Forbidden, Unauthorized
 
 __all__ = [
     "DB",
+    "IdPrefix",
     "Identity",
     "Principal",
     "get_db",
@@ -66,6 +67,10 @@ async def get_db(request: Request) -> Database:
 
 
 DB = Annotated[Database, Depends(get_db)]
+
+# A listing's `?id_prefix=`: only the rows whose id starts so (what short ids resolve by).
+IdPrefix = Annotated[str | None, Query(
+    description="only those whose id starts with this (a short id: hex digits, dashes)")]
 
 
 def _credential(request: Request) -> Credential | None:

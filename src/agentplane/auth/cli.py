@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from agentplane import clock
+from agentplane import clock, ids
 from agentplane.auth import scopes as sc
 from agentplane.auth import service
 from agentplane.auth.models import KEY_RATE_LIMIT_PER_HOUR, ApiKeyIn
@@ -104,14 +104,21 @@ def key_list(
 
 @key_app.command("revoke")
 def key_revoke(
-    key_id: Annotated[UUID, typer.Argument(help="The key's id (see `key list`).")],
+    key_id: Annotated[str, typer.Argument(
+        help="The key's id (see `key list`), or a unique start of it.")],
     tenant: TenantRef = None,
 ) -> None:
     """Revoke an API key: it stops authenticating at once."""
 
     async def run(db: Database):
         tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
-        return await service.revoke_key(db, tenant_id, key_id, actor=None)
+
+        async def starting(prefix: str) -> list[str]:
+            keys = await service.list_keys(db, tenant_id, include_revoked=True)
+            return [str(k["id"]) for k in keys if k["id"].hex.startswith(prefix)]
+
+        whole = await ids.resolve(key_id, "key", starting)
+        return await service.revoke_key(db, tenant_id, UUID(whole), actor=None)
 
     row = with_database(run)
     typer.echo(f"key {row['id']} ({row['key_prefix']}…) revoked")

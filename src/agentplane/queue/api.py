@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from agentplane.api.deps import DB, Principal, requires
+from agentplane.api.deps import DB, IdPrefix, Principal, requires
 from agentplane.queue import schedules
 from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule, ScheduleSpec
 from agentplane.queue.service import JobQueue
@@ -54,9 +54,10 @@ async def list_jobs(
     queue: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: str | None = None,
+    id_prefix: IdPrefix = None,
 ) -> Page[Job]:
     return await JobQueue(db).list(tenant_id=principal.tenant_id, status=status, type_=type,
-                                   queue=queue, limit=limit, cursor=cursor)
+                                   queue=queue, limit=limit, cursor=cursor, id_prefix=id_prefix)
 
 
 @router.get("/jobs/{job_id}")
@@ -81,9 +82,10 @@ async def list_dead_letters(
     type: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: str | None = None,
+    id_prefix: IdPrefix = None,
 ) -> Page[DeadLetter]:
     return await JobQueue(db).dead_letters(tenant_id=principal.tenant_id, type_=type,
-                                           limit=limit, cursor=cursor)
+                                           limit=limit, cursor=cursor, id_prefix=id_prefix)
 
 
 @router.post("/dead-letters/{dead_letter_id}/requeue", status_code=201)
@@ -119,8 +121,8 @@ class ScheduleIn(ScheduleSpec):
 
 
 @router.get("/schedules")
-async def list_schedules(principal: Reader, db: DB) -> list[Schedule]:
-    return await schedules.list_(db, tenant_id=principal.tenant_id)
+async def list_schedules(principal: Reader, db: DB, id_prefix: IdPrefix = None) -> list[Schedule]:
+    return await schedules.list_(db, tenant_id=principal.tenant_id, id_prefix=id_prefix)
 
 
 @router.post("/schedules", status_code=201)

@@ -13,10 +13,12 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 from rich.table import Table
 
+from agentplane import ids
 from agentplane.errors import ValidationFailed
 from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule
 from agentplane.terminal import console
@@ -43,6 +45,7 @@ async def _tenant_id(q: Any, ref: str | None, *, required: bool = False) -> Any:
 
     return await resolve_tenant_admin(q.db, ref)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JobRef = Annotated[str, typer.Argument(help="The job's id (or a unique start of it).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -50,9 +53,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(dlq_app, name="dlq")
     app.add_typer(schedules_app, name="schedules")
-
-
-DIRECT_ONLY = "schedules are added and deleted on the database directly, not with --url"
 
 
 class RemoteQueue:
@@ -64,10 +64,12 @@ class RemoteQueue:
     def __init__(self, api: Any) -> None:
         self.api = api
 
-    async def list(self, *, tenant_id: Any, status: Any, type_: Any, queue: Any, limit: int,
-                   cursor: Any) -> Page[Job]:
+    async def list(self, *, tenant_id: Any = None, status: Any = None, type_: Any = None,
+                   queue: Any = None, limit: int = 50, cursor: Any = None,
+                   id_prefix: str | None = None) -> Page[Job]:
         return Page[Job].model_validate(await self.api.get(
-            "/v1/jobs", status=status, type=type_, queue=queue, limit=limit, cursor=cursor))
+            "/v1/jobs", status=status, type=type_, queue=queue, limit=limit, cursor=cursor,
+            id_prefix=id_prefix))
 
     async def get(self, job_id: str) -> Job:
         return Job.model_validate(await self.api.get(f"/v1/jobs/{job_id}"))
@@ -78,10 +80,10 @@ class RemoteQueue:
     async def retry(self, job_id: str) -> Job:
         return Job.model_validate(await self.api.send("POST", f"/v1/jobs/{job_id}/retry"))
 
-    async def dead_letters(self, *, tenant_id: Any, type_: Any, limit: int,
-                           cursor: Any) -> Page[DeadLetter]:
+    async def dead_letters(self, *, tenant_id: Any = None, type_: Any = None, limit: int = 50,
+                           cursor: Any = None, id_prefix: str | None = None) -> Page[DeadLetter]:
         return Page[DeadLetter].model_validate(await self.api.get(
-            "/v1/dead-letters", type=type_, limit=limit, cursor=cursor))
+            "/v1/dead-letters", type=type_, limit=limit, cursor=cursor, id_prefix=id_prefix))
 
     async def requeue(self, dead_letter_id: str) -> Any:
         made = await self.api.send("POST", f"/v1/dead-letters/{dead_letter_id}/requeue")
@@ -95,6 +97,20 @@ class RemoteQueue:
         path = f"/v1/queues/{queue}/resume" + (f"?type={type_}" if type_ else "")
         return (await self.api.send("POST", path))["jobs"]
 
+
+async def _job_id(q: Any, ref: str) -> str:
+    """A job's whole id from its id or a unique start of it, on either queue."""
+    async def starting(prefix: str) -> list[str]:
+        return [str(j.id) for j in (await q.list(limit=2, id_prefix=prefix)).items]
+
+    return await ids.resolve(ref, "job", starting)
+
+
+async def _dead_letter_id(q: Any, ref: str) -> str:
+    async def starting(prefix: str) -> list[str]:
+        return [str(d.id) for d in (await q.dead_letters(limit=2, id_prefix=prefix)).items]
+
+    return await ids.resolve(ref, "dead letter", starting)
 
 
 def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -205,9 +221,12 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str, as_json: JsonOpt = False) -> None:
+def jobs_show(job_id: JobRef, as_json: JsonOpt = False) -> None:
     """One job with its result, errors and attempts."""
-    job = _run(lambda q: q.get(job_id))
+    async def shown(q: Any) -> Job:
+        return await q.get(await _job_id(q, job_id))
+
+    job = _run(shown)
     data = job.model_dump(mode="json")
 
     def table() -> Table:
@@ -220,17 +239,23 @@ def jobs_show(job_id: str, as_json: JsonOpt = False) -> None:
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: str) -> None:
+def jobs_cancel(job_id: JobRef) -> None:
     """Cancel a waiting job, or ask a running one to stop."""
-    job = _run(lambda q: q.cancel(job_id))
+    async def cancelled(q: Any) -> Job:
+        return await q.cancel(await _job_id(q, job_id))
+
+    job = _run(cancelled)
     what = "cancel requested" if job.status == "running" else "cancelled"
     out.print(f"job {job.id} {what}")
 
 
 @jobs_app.command("retry")
-def jobs_retry(job_id: str) -> None:
+def jobs_retry(job_id: JobRef) -> None:
     """Queue a dead-lettered, cancelled, failed or stuck job again, now, with fresh attempts."""
-    job = _run(lambda q: q.retry(job_id))
+    async def retried(q: Any) -> Job:
+        return await q.retry(await _job_id(q, job_id))
+
+    job = _run(retried)
     out.print(f"job {job.id} queued again (attempt {job.attempts + 1} of {job.max_attempts})")
 
 
@@ -285,9 +310,15 @@ def dlq_list(
 
 
 @dlq_app.command("requeue")
-def dlq_requeue(dead_letter_id: str) -> None:
+def dlq_requeue(
+    dead_letter_id: Annotated[str, typer.Argument(
+        help="The dead letter's id (or a unique start of it).")],
+) -> None:
     """Enqueue a fresh job from a dead letter."""
-    job_id = _run(lambda q: q.requeue(dead_letter_id))
+    async def requeued(q: Any) -> Any:
+        return await q.requeue(await _dead_letter_id(q, dead_letter_id))
+
+    job_id = _run(requeued)
     out.print(f"requeued as job {job_id}")
 
 
@@ -309,7 +340,6 @@ def schedules_add(
     tenant: TenantOne = None,
 ) -> None:
     """Enqueue a job of TYPE at each tick of CRON, once however many workers run."""
-    from agentplane.errors import ValidationFailed
     from agentplane.queue import schedules
 
     try:
@@ -320,8 +350,10 @@ def schedules_add(
             "queue": queue, "priority": priority.value, "max_attempts": max_attempts}
 
     async def add(q: Any) -> Any:
-        if q.db is None:
-            raise ValidationFailed(DIRECT_ONLY)
+        if q.db is None:  # over --url: for the key's tenant
+            body = {**spec, "allow_unknown": allow_unknown}
+            made = await q.api.send("POST", "/v1/schedules", body)
+            return Schedule.model_validate(made)
         tenant_id = await _tenant_id(q, tenant, required=True)
         if not allow_unknown:
             await q.check_known({type_})
@@ -355,18 +387,27 @@ def schedules_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @schedules_app.command("delete")
-def schedules_delete(schedule_id: str, tenant: TenantOne = None) -> None:
+def schedules_delete(
+    schedule_id: Annotated[str, typer.Argument(
+        help="The schedule's id (or a unique start of it).")],
+    tenant: TenantOne = None,
+) -> None:
     """Delete a schedule: no tick enqueues from then on."""
     from agentplane.queue import schedules
-    from agentplane.queue.service import _uuid
 
-    ident = _uuid(schedule_id, "schedule id")
+    async def delete(q: Any) -> str:
+        if q.db is None:  # over --url: the key's tenant's
+            ident = await q.api.full_id("/v1/schedules", schedule_id, "schedule")
+            await q.api.send("DELETE", f"/v1/schedules/{ident}")
+            return ident
+        tenant_id = await _tenant_id(q, tenant, required=True)
 
-    async def delete(q: Any) -> Any:
-        if q.db is None:
-            raise ValidationFailed(DIRECT_ONLY)
-        return await schedules.delete(q.db, ident,
-                                      tenant_id=await _tenant_id(q, tenant, required=True))
+        async def starting(prefix: str) -> list[str]:
+            found = await schedules.list_(q.db, tenant_id=tenant_id, id_prefix=prefix)
+            return [str(x.id) for x in found]
 
-    _run(delete)
-    out.print(f"schedule {ident} deleted")
+        ident = await ids.resolve(schedule_id, "schedule", starting)
+        await schedules.delete(q.db, UUID(ident), tenant_id=tenant_id)
+        return ident
+
+    out.print(f"schedule {_run(delete)} deleted")

@@ -37,6 +37,7 @@ WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
   AND (%(status)s::job_status IS NULL OR status = %(status)s)
   AND (%(type)s::text IS NULL OR type = %(type)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(lo)s::uuid IS NULL OR id BETWEEN %(lo)s AND %(hi)s)
   AND (%(before_id)s::uuid IS NULL OR id < %(before_id)s)
 ORDER BY id DESC  -- UUIDv7: newest first, on the primary key
 LIMIT %(limit)s;
@@ -108,6 +109,7 @@ LISTEN agentplane_job_done;
 SELECT * FROM dead_letters
 WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
   AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(lo)s::uuid IS NULL OR id BETWEEN %(lo)s AND %(hi)s)
   AND (%(before_at)s::timestamptz IS NULL OR (moved_at, id) < (%(before_at)s, %(before_id)s))
 ORDER BY moved_at DESC, id DESC
 LIMIT %(limit)s;
@@ -173,6 +175,7 @@ RETURNING *;
 -- name: list_schedules
 SELECT * FROM schedules
 WHERE (%(tenant_id)s::uuid IS NULL OR tenant_id = %(tenant_id)s)
+  AND (%(lo)s::uuid IS NULL OR id BETWEEN %(lo)s AND %(hi)s)
 ORDER BY name;
 
 -- name: delete_schedule

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import ValidationError
 
-from agentplane import clock
+from agentplane import clock, ids
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import NotFound, ValidationFailed
 from agentplane.queue import store
@@ -79,10 +79,13 @@ async def create(db: Database, spec: ScheduleSpec | dict, *, tenant_id: UUID | s
     return Schedule.model_validate(row)
 
 
-async def list_(db: Database, *, tenant_id: UUID | str | None = None) -> list[Schedule]:
+async def list_(
+    db: Database, *, tenant_id: UUID | str | None = None, id_prefix: str | None = None
+) -> list[Schedule]:
+    lo, hi = ids.optional_bounds(id_prefix, "schedule")
     conn_cm = db.tenant_connection(tenant_id) if tenant_id else db.admin_connection()
     async with conn_cm as conn:
-        rows = await store.fetch_all(conn, "list_schedules", tenant_id=tenant_id)
+        rows = await store.fetch_all(conn, "list_schedules", tenant_id=tenant_id, lo=lo, hi=hi)
     return [Schedule.model_validate(r) for r in rows]
 
 

@@ -23,6 +23,7 @@ from uuid import UUID
 import psycopg
 from pydantic import ValidationError
 
+from agentplane import ids
 from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection, Database, set_tenant
 from agentplane.errors import AgentplaneError, Conflict, NotFound, ValidationFailed
@@ -81,6 +82,12 @@ def decode_cursor(cursor: str | None) -> tuple[datetime | None, UUID | None]:
         return datetime.fromisoformat(at), UUID(id_)
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("cursor is not one this API returned") from None
+
+
+def _range(id_prefix: str | None, noun: str) -> dict[str, UUID | None]:
+    """A listing's id_prefix as the query's id range."""
+    lo, hi = ids.optional_bounds(id_prefix, noun)
+    return {"lo": lo, "hi": hi}
 
 
 class JobQueue:
@@ -231,6 +238,7 @@ class JobQueue:
         queue: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        id_prefix: str | None = None,
     ) -> Page[Job]:
         if not 1 <= limit <= 1000:
             raise ValidationFailed("limit must be between 1 and 1000")
@@ -241,6 +249,7 @@ class JobQueue:
             rows = await store.fetch_all(
                 c, "list_jobs", tenant_id=tenant_id, status=status, type=type_, queue=queue,
                 before_at=before_at, before_id=before_id, limit=limit + 1,
+                **_range(id_prefix, "job"),
             )
         items = [Job.model_validate(r) for r in rows[:limit]]
         more = len(rows) > limit
@@ -367,6 +376,7 @@ class JobQueue:
         type_: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        id_prefix: str | None = None,
     ) -> Page[DeadLetter]:
         if not 1 <= limit <= 1000:
             raise ValidationFailed("limit must be between 1 and 1000")
@@ -375,6 +385,7 @@ class JobQueue:
             rows = await store.fetch_all(
                 c, "list_dead_letters", tenant_id=tenant_id, type=type_,
                 before_at=before_at, before_id=before_id, limit=limit + 1,
+                **_range(id_prefix, "dead letter"),
             )
         items = [DeadLetter.model_validate(r) for r in rows[:limit]]
         more = len(rows) > limit

@@ -54,9 +54,10 @@ def usage(
                  "tasks failed", "tools"):
         table.add_column(name, justify="left" if name in ("period", by or "total") else "right")
     for r in found.rows:
-        table.add_row(str(r.period_start), r.key or "-", str(r.calls), str(r.total_tokens),
-                      str(r.cached_tokens), shown(r.cost_usd, r.unpriced_calls),
-                      str(r.tasks_completed), str(r.tasks_failed), str(r.tool_calls))
+        table.add_row(str(r.period_start), r.label or r.key or "-", str(r.calls),
+                      str(r.total_tokens), str(r.cached_tokens),
+                      shown(r.cost_usd, r.unpriced_calls), str(r.tasks_completed),
+                      str(r.tasks_failed), str(r.tool_calls))
     if not found.rows:
         out.print(f"no usage from {found.since} to {found.until}")
         return

@@ -84,6 +84,9 @@ class UsageRow(BaseModel):
     runs_completed: int
     runs_failed: int
     runs_cancelled: int
+    label: str | None = None
+    """What the key names when the key is an id: the agent's slug, the user's email, the
+    API key's or project's name. Last, so that the CSV's columns keep their places."""
 
 
 class UsageReport(BaseModel):

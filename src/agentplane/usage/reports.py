@@ -68,6 +68,7 @@ def row(raw: dict[str, Any]) -> UsageRow:
     return UsageRow(
         period_start=raw["period_start"],
         key=raw["key"] or None,
+        label=raw.get("label"),
         calls=raw["calls"],
         prompt_tokens=raw["prompt_tokens"],
         completion_tokens=raw["completion_tokens"],

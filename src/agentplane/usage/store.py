@@ -160,6 +160,14 @@ BY = {
     "tool": ("tool", "d.key"),
 }
 
+# What a person reads for a key that is an id (the key itself stays, whole, beside it).
+LABEL = {
+    "agent": "(SELECT a.slug FROM agents a WHERE a.id::text = g.key)",
+    "user": "(SELECT u.email FROM users u WHERE u.id::text = g.key)",
+    "key": "(SELECT k.name FROM api_keys k WHERE k.id::text = g.key)",
+    "project": "(SELECT p.slug FROM projects p WHERE p.id::text = g.key)",
+}
+
 SUMS = """
     sum(d.calls)::bigint AS calls, sum(d.prompt_tokens)::bigint AS prompt_tokens,
     sum(d.completion_tokens)::bigint AS completion_tokens,
@@ -189,12 +197,14 @@ async def report(
     dimension, key = BY[by]
     cur = await conn.execute(
         f"""
-        SELECT date_trunc(%(period)s, d.day)::date AS period_start, {key} AS key, {SUMS}
-        FROM usage_daily d
-        WHERE d.tenant_id = app_current_tenant() AND d.dimension = %(dimension)s
-          AND d.day BETWEEN %(since)s AND %(until)s
-          AND (%(value)s::text IS NULL OR {key} = %(value)s)
-        GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT g.*, {LABEL.get(by or "", "NULL::text")} AS label FROM (
+            SELECT date_trunc(%(period)s, d.day)::date AS period_start, {key} AS key, {SUMS}
+            FROM usage_daily d
+            WHERE d.tenant_id = app_current_tenant() AND d.dimension = %(dimension)s
+              AND d.day BETWEEN %(since)s AND %(until)s
+              AND (%(value)s::text IS NULL OR {key} = %(value)s)
+            GROUP BY 1, 2
+        ) g ORDER BY 1, 2
         """,
         {"period": period, "dimension": dimension, "since": since, "until": until, "value": value},
     )

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from agentplane.api.deps import DB, Principal, conn_for, requires
+from agentplane.api.deps import DB, IdPrefix, Principal, conn_for, requires
 from agentplane.workflows import service
 from agentplane.workflows.models import (
     Answer,
@@ -79,13 +79,10 @@ async def list_runs(
     workflow: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    id_prefix: Annotated[
-        str | None, Query(description="only runs whose id starts so (a short id)")
-    ] = None,
+    id_prefix: IdPrefix = None,
 ) -> RunPage:
     return await service.list_runs(
-        conn, status=status, workflow=workflow, cursor=cursor, limit=limit,
-        id_prefix=id_prefix.lower() if id_prefix else None,
+        conn, status=status, workflow=workflow, cursor=cursor, limit=limit, id_prefix=id_prefix
     )
 
 
@@ -134,9 +131,10 @@ async def put_run_data(run_id: UUID, body: RunDataIn, conn: RunWrite) -> dict[st
 
 @router.get("/input-requests")
 async def list_input_requests(
-    conn: RunRead, run_id: UUID | None = None, status: str | None = None
+    conn: RunRead, run_id: UUID | None = None, status: str | None = None,
+    id_prefix: IdPrefix = None,
 ) -> list[InputRequest]:
-    return await service.list_input_requests(conn, run_id, status)
+    return await service.list_input_requests(conn, run_id, status, id_prefix)
 
 
 @router.post("/input-requests/{request_id}/answer")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -107,21 +106,8 @@ def run(
 
 
 async def run_id_of(api: client.Api, ref: str) -> str:
-    """A run's full id from its id or a unique prefix of it (as git takes commits)."""
-    ref = ref.strip().lower()
-    if not re.fullmatch(r"[0-9a-f-]{1,36}", ref):
-        raise ValidationFailed(f"{ref!r} is not a run id")
-    if len(ref) == 36:
-        return ref
-    if len(ref) < 4:
-        raise ValidationFailed(f"{ref!r}: give at least 4 characters of the run's id")
-    page = await api.get("/v1/runs", id_prefix=ref, limit=2)
-    found = [r["id"] for r in page["items"]]
-    if not found:
-        raise NotFound(f"no run whose id starts with {ref!r}")
-    if len(found) > 1:
-        raise ValidationFailed(f"{ref!r} is the start of several runs' ids: give more of it")
-    return found[0]
+    """A run's full id from its id or a unique start of it (as git takes commits)."""
+    return await api.full_id("/v1/runs", ref, "run")
 
 
 RunRef = Annotated[str, typer.Argument(help="The run's id (or a unique start of it).")]
@@ -319,15 +305,7 @@ def inputs_answer(
         value = response
 
     async def go(api: client.Api) -> Any:
-        ref = request.strip().lower()
-        if len(ref) != 36:
-            found = [r["id"] for r in await api.get("/v1/input-requests", status="pending")
-                     if r["id"].startswith(ref)]
-            if not found:
-                raise NotFound(f"no pending input request {ref!r}")
-            if len(found) > 1:
-                raise ValidationFailed(f"{ref!r} starts several pending requests' ids: give more")
-            ref = found[0]
+        ref = await api.full_id("/v1/input-requests", request, "input request")
         return await api.send("POST", f"/v1/input-requests/{ref}/answer", {"response": value})
 
     done = client.call(tenant, go)

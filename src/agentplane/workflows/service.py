@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -15,6 +14,7 @@ from uuid import UUID
 
 import jsonschema
 
+from agentplane import ids
 from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
@@ -303,19 +303,13 @@ async def list_runs(
     limit: int = 50,
     id_prefix: str | None = None,
 ) -> RunPage:
-    if id_prefix is not None and not re.fullmatch(r"[0-9a-f-]{1,36}", id_prefix):
-        raise ValidationFailed(
-            f"id_prefix: {id_prefix!r} is not the start of a run id (hex digits and dashes)",
-            errors=[{"field": "id_prefix", "value": id_prefix,
-                     "message": "is not the start of a run id (hex digits and dashes)"}],
-        )
     rows = await store.list_runs(
         conn,
         status=status,
         workflow=workflow,
         before=_decode(cursor) if cursor else None,
         limit=limit + 1,
-        id_prefix=id_prefix,
+        id_range=ids.optional_bounds(id_prefix, "run"),
     )
     items = [Run.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
@@ -484,13 +478,15 @@ async def retry_task(conn: Connection, db: Database, run_id: UUID, task_id: UUID
 
 
 async def list_input_requests(
-    conn: Connection, run_id: UUID | None = None, status: str | None = None
+    conn: Connection, run_id: UUID | None = None, status: str | None = None,
+    id_prefix: str | None = None,
 ) -> list[InputRequest]:
     if run_id is not None:
         await get_run(conn, run_id)
+    id_range = ids.optional_bounds(id_prefix, "input request")
     return [
         InputRequest.model_validate(r)
-        for r in await store.list_input_requests(conn, run_id, status)
+        for r in await store.list_input_requests(conn, run_id, status, id_range)
     ]
 
 

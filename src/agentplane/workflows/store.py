@@ -211,7 +211,7 @@ async def list_runs(
     workflow: str | None,
     before: tuple[datetime, UUID] | None,
     limit: int,
-    id_prefix: str | None = None,
+    id_range: tuple[UUID | None, UUID | None] = (None, None),
 ) -> list[dict[str, Any]]:
     return await _all(
         conn,
@@ -219,7 +219,7 @@ async def list_runs(
         SELECT {RUN_COLUMNS} FROM runs r LEFT JOIN workflows w
           ON w.tenant_id = r.tenant_id AND w.id = r.workflow_id
         WHERE (%(status)s::text IS NULL OR r.status = %(status)s)
-          AND (%(prefix)s::text IS NULL OR r.id::text LIKE %(prefix)s || '%%')
+          AND (%(lo)s::uuid IS NULL OR r.id BETWEEN %(lo)s AND %(hi)s)
           AND (%(workflow)s::text IS NULL OR w.name = %(workflow)s)
           AND (%(at)s::timestamptz IS NULL OR (r.created_at, r.id) < (%(at)s, %(id)s::uuid))
         ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s
@@ -227,7 +227,8 @@ async def list_runs(
         {
             "status": status,
             "workflow": workflow,
-            "prefix": id_prefix,
+            "lo": id_range[0],
+            "hi": id_range[1],
             "limit": limit,
             "at": before[0] if before else None,
             "id": before[1] if before else None,
@@ -467,13 +468,16 @@ async def get_input_request(
 
 
 async def list_input_requests(
-    conn: Connection, run_id: UUID | None, status: str | None
+    conn: Connection, run_id: UUID | None, status: str | None,
+    id_range: tuple[UUID | None, UUID | None] = (None, None),
 ) -> list[dict[str, Any]]:
     return await _all(
         conn,
         "SELECT * FROM input_requests WHERE (%(run)s::uuid IS NULL OR run_id = %(run)s) "
-        "AND (%(status)s::text IS NULL OR status = %(status)s) ORDER BY requested_at LIMIT 500",
-        {"run": run_id, "status": status},
+        "AND (%(status)s::text IS NULL OR status = %(status)s) "
+        "AND (%(lo)s::uuid IS NULL OR id BETWEEN %(lo)s AND %(hi)s) "
+        "ORDER BY requested_at LIMIT 500",
+        {"run": run_id, "status": status, "lo": id_range[0], "hi": id_range[1]},
     )
 
 
