@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import yaml
 from tests.conftest import cli_env, create_database, drop_database, free_port, run_cli
 from tests.llm.vendors import KEY, OpenAIHandler, serve
 from tests.runtime.test_workflow_docs import readme_example
-from tests.support.processes import wait_ready
+from tests.support.processes import stop_up, wait_ready
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 SLOW_S = 6.0
@@ -44,12 +43,7 @@ def server(pg_server, settings, tmp_path_factory):
         wait_ready(port, proc)
         yield env, f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_up(proc)
         drop_database(pg_server, name)
 
 

@@ -15,6 +15,7 @@ import httpx
 
 from agentplane.db.pool import Database
 from tests.conftest import cli_env, create_database, drop_database, free_port
+from tests.support.processes import stop_up
 
 PASSWORD = "correct horse battery\n"
 
@@ -198,12 +199,7 @@ def test_up_prints_how_to_create_the_first_owner(pg_server, settings) -> None:
                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
             assert me.status_code == 200 and "runs:write" in me.json()["scopes"], me.text
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_up(proc, signal.SIGINT)
         reader.join(timeout=10)
         proc.stdout.close()
         drop_database(pg_server, name)

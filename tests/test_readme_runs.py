@@ -29,7 +29,7 @@ import pytest
 
 from tests.conftest import cli_env, create_database, drop_database, free_port, run_cli
 from tests.llm.vendors import KEY, AnthropicHandler, OpenAIHandler, serve
-from tests.support.processes import wait_ready
+from tests.support.processes import stop_up, wait_ready
 from tests.test_readme import TEXT
 
 SLOW_S = 30.0
@@ -324,7 +324,7 @@ class Reader:
             if "AGENTPLANE_DATABASE_URL" in env:  # an external database: a second server
                 url = self.up({**env, "AGENTPLANE_PORT": str(free_port())})
                 assert httpx.get(url + "/health", timeout=10).status_code == 200
-                self.stop(self.procs.pop())
+                stop_up(self.procs.pop())
             elif not self.url:
                 self.url = self.up(env)
             return
@@ -335,14 +335,6 @@ class Reader:
         assert r.returncode == 0, f"{line}\n{r.stdout}\n{r.stderr}"
         assert "Traceback" not in r.stderr, r.stderr
 
-    @staticmethod
-    def stop(proc: subprocess.Popen[str]) -> None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -388,6 +380,6 @@ def test_every_readme_command_runs_as_written(pg_server, settings, tmp_path, ven
         assert reader.claude.requests and reader.ollama.requests and reader.fast.requests
     finally:
         for proc in reader.procs:
-            Reader.stop(proc)
+            stop_up(proc)
         drop_database(pg_server, name)
         drop_database(pg_server, "t_readme_external")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,3 +35,13 @@ def wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> h
             pass
         time.sleep(0.05)
     raise AssertionError("agentplane up did not become ready in time")
+
+
+def stop_up(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    """Stop a server as an operator would (a signal), killing it if it hangs."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
