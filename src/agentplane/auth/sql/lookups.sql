@@ -38,7 +38,7 @@ END $$;
 -- The hot path: an API key's principal and, when asked (p_*_max > 0), a block of
 -- allowance from the key's and the tenant's counters, in one round trip. Servers
 -- cache the principal and call again when a block is spent, the cache entry is old,
--- or a notification (below) said the key, its owner or its tenant changed.
+-- or a notification (auth/sql/notify.sql) said the key, its owner or its tenant changed.
 CREATE OR REPLACE FUNCTION auth_api_key(p_key_hash bytea, p_key_max integer, p_tenant_max integer)
 RETURNS TABLE (tenant_id uuid, user_id uuid, api_key_id uuid, role text,
                permissions text[], scopes text[], email text, tenant_slug text,

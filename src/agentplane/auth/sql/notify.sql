@@ -1,9 +1,6 @@
 -- The current definitions: a change here goes with a revision that applies this file
 -- (see agentplane.db.migrations).
 --
--- The API key cache's invalidation: what a cached principal depends on announces its
--- changes (agentplane.auth.cache listens).
-
 -- Servers cache verified keys; this tells every one of them (LISTEN agentplane_auth)
 -- when something a cached principal depends on changes, whoever changes it (API, CLI,
 -- plain SQL). Sent at commit. Payload: "k <key id>", "u <user id>" or "t <tenant id>".

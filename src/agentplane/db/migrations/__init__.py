@@ -10,11 +10,12 @@ exactly the definitions of the files, each in one file only (tests/db/test_sql_h
 
 How the files are applied. A revision names the files it applies in `sql_files` (each
 path with the digest() of the text it applied) and calls `apply_sql(revision, sql_files)`;
-0015 applies them all. To change a definition, change it in its file and add a revision
-that names the file with its new digest and, in its downgrade, puts back the definitions
-it replaced, written out literally. A function whose arguments or result change gets a
-new name instead (`queue_claim_v2`), kept beside the old one for as long as a running
-worker may call it: in a rolling deploy old and new workers share one database.
+0015 applies them all. To change or add a definition, edit its file and add a revision
+that names the file with its new digest and, in its downgrade, puts back what it
+replaced, written out literally (no revision reads another's text). A function whose
+arguments or result change gets a new name instead (`queue_claim_v2`), defined beside the
+old one, which a later revision drops once no running worker calls it: in a rolling
+deploy old and new workers share one database.
 
 A file is applied as it is now, not as it was when a revision naming it was written, so
 an upgrade applies each file once, at the last revision that names it, where everything

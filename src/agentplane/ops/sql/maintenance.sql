@@ -141,7 +141,8 @@ CREATE OR REPLACE FUNCTION system_tasks_claim(OUT names text[], OUT wait_seconds
            greatest(extract(epoch FROM (SELECT min(next_run_at) FROM next) - now()), 0)::float8
 $$;
 
-CREATE OR REPLACE FUNCTION system_task_finish(p_name text, p_result jsonb, p_error text) RETURNS void
+CREATE OR REPLACE FUNCTION system_task_finish(p_name text, p_result jsonb, p_error text)
+    RETURNS void
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     UPDATE system_tasks SET running_since = NULL, last_finished_at = now(),
         last_result = p_result, last_error = p_error,

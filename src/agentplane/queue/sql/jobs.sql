@@ -258,7 +258,8 @@ BEGIN
 END $$;
 
 -- Delay before attempt n+1: exponential, capped, with jitter in [50%, 100%].
-CREATE OR REPLACE FUNCTION queue_backoff(p_attempts integer, p_base real, p_max real) RETURNS interval
+CREATE OR REPLACE FUNCTION queue_backoff(p_attempts integer, p_base real, p_max real)
+    RETURNS interval
     LANGUAGE sql VOLATILE
 AS $$
     SELECT make_interval(secs => least(p_max, p_base * power(2, greatest(p_attempts - 1, 0)))

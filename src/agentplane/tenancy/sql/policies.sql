@@ -278,7 +278,8 @@ CREATE POLICY tenant_isolation ON agent_instance_status_history
     USING (tenant_id = app_current_tenant())
     WITH CHECK (tenant_id = app_current_tenant());
 DROP POLICY IF EXISTS owner_access ON agent_instance_status_history;
-CREATE POLICY owner_access ON agent_instance_status_history TO {owner} USING (true) WITH CHECK (true);
+CREATE POLICY owner_access ON agent_instance_status_history TO {owner}
+    USING (true) WITH CHECK (true);
 
 ALTER TABLE workflows ENABLE ROW LEVEL SECURITY;
 ALTER TABLE workflows FORCE ROW LEVEL SECURITY;

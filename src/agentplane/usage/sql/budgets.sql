@@ -174,7 +174,8 @@ END $$;
 -- In the transaction that writes the call's ledger rows: note what the call used on its
 -- hold. Without a hold (fail-open, or swept because the call outlived it) the usage is
 -- applied to the counters right here instead.
-CREATE OR REPLACE FUNCTION llm_journal(p_reservation uuid, p_session uuid, p_api_key uuid, p_used bigint)
+CREATE OR REPLACE FUNCTION llm_journal(p_reservation uuid, p_session uuid, p_api_key uuid,
+                                       p_used bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF p_reservation IS NOT NULL THEN
