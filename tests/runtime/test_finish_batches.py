@@ -1,5 +1,5 @@
 """Completed tasks of a tenant finish in batches (group commit, db/batcher.py and
-runtime_complete in 0009_finish_batches.py): a fan-out run whose leaves finish together
+runtime_complete in runtime/sql/batches.sql): a fan-out run whose leaves finish together
 keeps every count, trace and budget exact; a task taken over while it ran gets its LLM
 call and a FAILED trace only; an item that breaks its batch fails alone while the
 others commit."""

@@ -8,7 +8,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-CHANNEL = "agentplane_events"  # also named by events_append (0009_finish_batches.py)
+CHANNEL = "agentplane_events"  # also named by events_append (events/sql/functions.sql)
 
 # Notes on CHANNEL (space-separated head, then a body):
 #   E <tenant> <run> <first> <last> <created_at> <JSON array of the events: type,
@@ -16,7 +16,7 @@ CHANNEL = "agentplane_events"  # also named by events_append (0009_finish_batche
 #   A <tenant> <run> <first> <last>  - too many or too big to carry: read the table
 #   D <JSON event>                   - an unstored llm.delta
 
-# One round trip: events_append (0009_finish_batches.py) bumps the run's counter, inserts
+# One round trip: events_append (events/sql/functions.sql) bumps the run's counter, inserts
 # the batch numbered from it and queues one notification, carrying the events when they
 # fit in one (under 8000 bytes). The batch arrives as ONE JSON array parsed by the server:
 # psycopg dumps Python lists into arrays element by element in Python, which cost more

@@ -1,6 +1,6 @@
 """The installation's own maintenance, run by every worker without anyone scheduling it.
 
-`system_tasks` (0008_usage.py) holds each task's interval and next run. Every worker's
+`system_tasks` holds each task's interval and next run. Every worker's
 maintenance loop calls `run_due`: one statement claims the due tasks (so each due run
 goes to exactly one worker) and says how long until the next is due, so the other ticks
 cost nothing. Each task is one call of a SECURITY DEFINER function, its own transaction:

@@ -1,5 +1,6 @@
-"""SQL of operations. The work itself is in SECURITY DEFINER functions (0008_usage.py), so
-the operator's commands (owner) and the workers (application role) run the same code."""
+"""SQL of operations. The work itself is in SECURITY DEFINER functions
+(ops/sql/maintenance.sql), so the operator's commands (owner) and the workers (application
+role) run the same code."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ written only where (job, attempt, worker) still match a running job, so a
 handler that outlived its lease cannot overwrite what a later attempt wrote.
 
 Workers claim across tenants, so the worker paths are SECURITY DEFINER functions
-(0004_queue.py) run by the application role: they take ids and attempt numbers,
+(queue/sql/jobs.sql) run by the application role: they take ids and attempt numbers,
 never SQL, touch only the rows the worker holds (fenced) or that are claimable,
 and have a fixed search_path. A worker thus needs no owner credentials and cannot
 read or change tenants' rows beyond what those functions do.

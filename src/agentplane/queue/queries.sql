@@ -4,7 +4,8 @@
 
 -- name: enqueue
 -- Bulk insert from one JSON array (one document to encode and send, instead of
--- an array per column): queue_enqueue (0011) skips duplicates of a live idempotency key.
+-- an array per column): queue_enqueue (queue/sql/jobs.sql) skips duplicates of a live
+-- idempotency key.
 SELECT q.id FROM queue_enqueue(%(tenant_id)s::uuid, %(jobs)s::jsonb) AS q (id);
 
 -- name: live_by_idempotency_key

@@ -468,7 +468,7 @@ def _uuid(value: UUID | str, what: str) -> UUID:
 
 
 def job_columns(spec: JobSpec) -> dict[str, Any]:
-    """A job's columns as queue_enqueue (0011) takes them, but its id."""
+    """A job's columns as queue_enqueue (queue/sql/jobs.sql) takes them, but its id."""
     return {
         "queue": spec.queue,
         "type": spec.type,

@@ -1,5 +1,5 @@
 """What a batch of tasks writes at their start (runtime_start) and at their completion
-(runtime_complete): one JSON document of arrays, one per table (migrations 0009, 0011)."""
+(runtime_complete): one JSON document of arrays, one per table (runtime/sql/batches.sql)."""
 
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ def _spec(payload: dict[str, Any], delay: float = 0) -> JobSpec:
 
 @cache
 def task_job() -> dict[str, Any]:
-    """The columns of a task's job but its id and payload, for runtime_complete (0011),
-    which queues the tasks a batch releases."""
+    """The columns of a task's job but its id and payload, for runtime_complete
+    (runtime/sql/batches.sql), which queues the tasks a batch releases."""
     from agentplane.queue.service import job_columns
 
     columns = job_columns(_spec({}))

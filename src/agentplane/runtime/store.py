@@ -338,7 +338,7 @@ async def add_agent_delta(
 
 async def fold_agent_totals(conn: Connection) -> None:
     """Moves the tenant's committed deltas into their agents' rows (agents_fold_totals,
-    0011)."""
+    agents/sql/totals.sql)."""
     await _exec(conn, "SELECT agents_fold_totals()")
 
 
@@ -363,7 +363,7 @@ async def insert_subtask(conn: Connection, v: dict[str, Any]) -> dict[str, Any]:
 
 
 async def send_complete_batch(conn: Connection, batch: Jsonb) -> Any:
-    """runtime_complete (migrations 0009, 0011) on a batch, sent on a pipelined connection
+    """runtime_complete (runtime/sql/batches.sql) on a batch, sent on a pipelined connection
     without waiting: read it with read_complete_batch once the transaction commits."""
     return await _exec(conn, "SELECT runtime_complete(%s) AS done", [batch])
 
@@ -374,5 +374,5 @@ async def read_complete_batch(cur: Any) -> dict[str, Any]:
 
 
 async def start_batch(conn: Connection, batch: Jsonb) -> None:
-    """runtime_start (0009_finish_batches.py) on a batch given as JSON."""
+    """runtime_start (runtime/sql/batches.sql) on a batch given as JSON."""
     await _exec(conn, "SELECT runtime_start(%s)", [batch])

@@ -1,5 +1,5 @@
-"""SQL of the usage ledger and of budgets (the functions of migrations 0005, 0009 and 0010 do
-the locking)."""
+"""SQL of the usage ledger and of budgets (the functions of usage/sql/budgets.sql do the
+locking)."""
 
 from __future__ import annotations
 

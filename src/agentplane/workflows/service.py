@@ -459,7 +459,8 @@ async def retry_task(conn: Connection, db: Database, run_id: UUID, task_id: UUID
     reopened = []
     if run["status"] == "failed":
         await store.set_run_status(conn, run_id, "running")
-        # The one event that opens a run's closed log again (see migration 0013).
+        # The one event that opens a run's closed log again (see events_append,
+        # events/sql/functions.sql).
         reopened = [event("run.resumed", message="a failed task is retried", by="user")]
     await enqueue_tasks(conn, db, run["tenant_id"], ready)
     await emit(

@@ -12,6 +12,9 @@ down_revision = ${repr(down_revision)}
 branch_labels = None
 depends_on = None
 
+# A change of a function, view, trigger or policy is made in its sql/ file, which the
+# revision then applies (sql_files, apply_sql): see agentplane.db.migrations.
+
 
 def upgrade() -> None:
     sql("""

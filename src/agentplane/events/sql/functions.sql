@@ -1,7 +1,25 @@
--- The current definition of events_append (applied by migration 0013). A run's log
--- closes with its first terminal event: nothing after it is stored; only a run.resumed
--- first in a batch opens it again. Returns 0 for a closed log, NULL for no such run.
+-- The current definitions: a change here goes with a revision that applies this file
+-- (see agentplane.db.migrations).
+--
+-- The event log's one insert, shared by the event service (agentplane.events.store) and
+-- the runtime's batches. Sequence numbers come from event_counters, one row per run:
+-- writers of a run queue on that row, and one that rolls back gives its numbers back,
+-- so they are gapless.
 
+-- Store a run's events given as a JSON array of objects with keys type, task_id, agent,
+-- message, payload: bump the run's counter (which serialises writers of the run and
+-- checks that the run exists in this tenant), insert the batch numbered from it, and
+-- queue one notification, delivered only if the transaction commits. An event's number
+-- is its place in the array (WITH ORDINALITY). jsonb, not json: each payload is taken out
+-- already in binary form, where json would parse it a second time into the column. The
+-- note carries the events when they fit (64 events, 7,900 bytes: PostgreSQL refuses
+-- payloads of 8,000 bytes or more): the array as given, after the numbers of the first
+-- and last and their created_at (`now()`, the transaction's timestamp), from which a
+-- follower makes each event whole; otherwise it says where to read them ("A ...").
+-- A run's log closes with its first terminal event (run.completed, run.failed or
+-- run.cancelled): nothing after it is stored, and only a run.resumed first in a batch
+-- opens it again. Returns the run's last sequence number, 0 for a closed log (nothing
+-- stored), NULL if no such run.
 CREATE OR REPLACE FUNCTION events_append(p_tenant uuid, p_run uuid, p_n integer, p_rows jsonb)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -59,4 +77,26 @@ BEGIN
         RETURN 0;
     END IF;
     RETURN v_last;
+END $$;
+
+-- Events of several runs, given as one array of events with their run_id, in order:
+-- each run's appended by events_append, the runs in id order (writers of several runs
+-- take their counters in that order, so they never deadlock on them).
+CREATE OR REPLACE FUNCTION events_append_runs(p_tenant uuid, p_events jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT e.run_id, count(*)::int AS n,
+               jsonb_agg(jsonb_build_object('type', e.type, 'task_id', e.task_id,
+                                            'agent', e.agent, 'message', e.message,
+                                            'payload', e.payload) ORDER BY e.i) AS rows
+        FROM ROWS FROM (jsonb_to_recordset(coalesce(p_events, '[]')) AS (run_id uuid,
+                        type text, task_id uuid, agent text, message text, payload jsonb))
+             WITH ORDINALITY AS e(run_id, type, task_id, agent, message, payload, i)
+        GROUP BY e.run_id ORDER BY e.run_id
+    LOOP
+        PERFORM events_append(p_tenant, g.run_id, g.n, g.rows);
+    END LOOP;
 END $$;

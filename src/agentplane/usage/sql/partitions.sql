@@ -1,0 +1,32 @@
+-- The current definitions: a change here goes with a revision that applies this file
+-- (see agentplane.db.migrations).
+--
+-- usage_records has one partition per UTC month (retention drops whole months).
+
+-- Creates the partition holding `month` (UTC) if missing. SECURITY DEFINER so the
+-- application may call it; partitions bypass row-level security, so the application
+-- gets no privileges on them (it reads through the parent).
+CREATE OR REPLACE FUNCTION usage_records_create_partition(month timestamptz) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+AS $$
+    DECLARE
+        lo timestamp := date_trunc('month', month AT TIME ZONE 'UTC');
+        name text := 'usage_records_' || to_char(lo, 'YYYY_MM');
+    BEGIN
+        IF to_regclass('public.' || name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE public.%I PARTITION OF public.usage_records '
+                'FOR VALUES FROM (%L) TO (%L)',
+                name, lo AT TIME ZONE 'UTC', (lo + interval '1 month') AT TIME ZONE 'UTC');
+            EXECUTE format('REVOKE ALL ON public.%I FROM {app}', name);
+        END IF;
+        RETURN name;
+    END $$;
+
+-- The current month and `months` ahead (run at start-up and by the partition job).
+CREATE OR REPLACE FUNCTION usage_records_ensure_partitions(months integer DEFAULT 3) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public
+AS $$
+        SELECT usage_records_create_partition(now() + make_interval(months => m))
+        FROM generate_series(0, greatest(months, 0)) AS m;
+    $$;
