@@ -41,7 +41,8 @@ async def test_report_by_model_per_day_and_csv(
                          headers=ctx.headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()
-    assert lines[0].startswith("period_start,key,calls") and len(lines) >= 2
+    months = {f"{t:%Y-%m}" for t in (now, now - timedelta(days=1))}  # two if today is the 1st
+    assert lines[0].startswith("period_start,key,calls") and len(lines) == 1 + len(months)
     assert all(",openai," in line for line in lines[1:])
     accepted = await client.get("/v1/usage", params={"by": "provider", "period": "month"},
                                 headers={**ctx.headers, "Accept": "text/csv"})
@@ -49,7 +50,8 @@ async def test_report_by_model_per_day_and_csv(
     assert "attachment" in accepted.headers["content-disposition"]
 
     r = await client.get("/v1/usage/summary", headers=ctx.headers)
-    assert r.status_code == 200 and r.json()["calls"] >= 2
+    this_month = 2 + (f"{now - timedelta(days=1):%Y-%m}" == f"{now:%Y-%m}")
+    assert r.status_code == 200 and r.json()["calls"] == this_month
 
 
 async def test_bad_report_parameters_are_422_problems(
