@@ -21,8 +21,8 @@ import yaml
 
 from tests.conftest import cli_env, create_database, drop_database, free_port, run_cli
 from tests.llm.vendors import KEY, OpenAIHandler, serve
-from tests.runtime.test_workflow_docs import readme_example
 from tests.support.processes import stop_up, wait_ready
+from tests.workflows.test_workflow_docs import readme_example
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 SLOW_S = 6.0

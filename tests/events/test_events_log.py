@@ -19,8 +19,8 @@ from agentplane.events import NewEvent, append, service, store
 from agentplane.events import types as t
 from agentplane.events.stream import EventHub
 from tests.conftest import TEMPLATE, create_database, drop_database, make_settings, make_tenant
+from tests.db.test_migrations import schema_dump
 from tests.events.helpers import emit, eventually, make_run
-from tests.test_migrations import schema_dump
 
 
 class Boom(Exception):

@@ -4,6 +4,7 @@ pause/resume, limits, fairness, schedules, fencing. Workers run in-process here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -172,9 +173,40 @@ async def test_fair_shares_do_not_leave_free_slots_idle(db: Database) -> None:
     ids = await queue.enqueue_many([make_spec("rec", {"n": i}, queue=q) for i in range(60)],
                                    tenant_id=big, allow_unknown=True)
     ids.append(await queue.enqueue("rec", {}, tenant_id=small, queue=q, allow_unknown=True))
+    # Every job waits for the gate: what runs before it opens was claimed before any poll.
+    gate, full, running = asyncio.Event(), asyncio.Event(), []
+    reg = Registry()
+
+    @reg.handler("rec")
+    async def rec(ctx) -> None:
+        running.append(ctx.tenant_id)
+        if len(running) == 20:
+            full.set()
+        await gate.wait()
+
+    poll = 10.0
     worker = Worker(db.endpoints.app, WorkerOptions(queues=(q,), concurrency=20,
-                                                    poll_interval=10), registry_with([]))
-    await run_until_completed(queue, [worker], ids, None, per_job=5)
+                                                    poll_interval=poll), reg)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(worker.run())
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(full.wait(), poll / 2)  # not after the next poll
+        assert full.is_set(), f"{len(running)} of 20 slots filled before the next poll"
+        # The small tenant's one job takes its share; the big tenant fills every other slot.
+        assert len(running) == 20
+        assert (running.count(small), running.count(big)) == (1, 19)
+        gate.set()
+        for job in ids:  # each freed slot is filled again at once, no poll in between
+            done = await queue.wait_for_result(job, tenant_id=None, timeout=poll / 2)
+            assert done.status == "completed"
+        assert loop.time() - started < poll, "a claim waited for the poll interval"
+    finally:
+        gate.set()
+        worker.stop()
+        await task
+    assert len(running) == 61 and set(running) == {big, small}  # nothing it could not take
 
 
 async def test_pause_resume_and_running_cancel(db: Database) -> None:

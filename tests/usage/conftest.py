@@ -1,13 +1,3 @@
-import pytest
+from tests.support.partitions import past_partitions
 
-from agentplane.db.pool import Database
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def past_partitions(db: Database) -> None:
-    """Months back for the records these tests date in the past (only months ahead exist)."""
-    async with db.admin_connection() as conn:
-        await conn.execute(
-            "SELECT usage_records_create_partition(now() - make_interval(months => m)) "
-            "FROM generate_series(1, 3) AS m"
-        )
+__all__ = ["past_partitions"]

@@ -1,6 +1,6 @@
 """Alerts: percentages of a key's budget, a daily cost, each announced once per period by
-NOTIFY, an audit entry and (when a run made the call) a budget.warning event; alert CRUD
-refuses bad input and other tenants' alerts."""
+NOTIFY, an audit entry and (when a run made the call) a budget.warning event, also from a
+real LLM call; alert CRUD refuses bad input and other tenants' alerts."""
 
 from __future__ import annotations
 
@@ -12,10 +12,20 @@ from uuid import uuid4
 import httpx
 import psycopg
 
+from agentplane.config import Settings
 from agentplane.db.pool import Database
+from agentplane.llm.adapters.base import ChatRequest
+from agentplane.llm.calls import LLM, CallContext
 from tests.conftest import make_tenant
+from tests.llm.helpers import MESSAGES
 from tests.support.dates import clear_of
 from tests.usage.helpers import agent_and_run, insert_records, record
+
+
+async def scalar(db: Database, sql: str, *params: object) -> object:
+    async with db.admin_connection() as conn:
+        cur = await conn.execute(sql, list(params))
+        return next(iter((await cur.fetchone()).values()))
 
 
 async def test_percent_and_cost_alerts_fire_once_each_and_are_announced(
@@ -139,3 +149,28 @@ async def test_alert_crud_refuses_bad_input_and_other_tenants(
     assert r.json()["enabled"] is True
     r = await client.get(f"/v1/usage/alerts/{mine}", headers=ctx.headers)
     assert Decimal(r.json()["threshold"]) == 80
+
+
+async def test_an_alert_fires_from_a_real_llm_call(db: Database, settings: Settings) -> None:
+    ctx = await make_tenant(db)
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE tenants SET token_limit = 100000000 WHERE id = %s",
+                           [ctx.tenant_id])
+    _, run = await agent_and_run(db, ctx.tenant_id)
+    async with db.tenant_connection(ctx.tenant_id) as conn:
+        cur = await conn.execute(
+            "INSERT INTO usage_alerts (tenant_id, name, scope, subject_id, metric, period, "
+            "threshold) VALUES (app_current_tenant(), 'any use', 'user', %s, 'tokens', 'day', 1)"
+            " RETURNING id", [ctx.user_id])
+        alert = (await cur.fetchone())["id"]
+    llm = LLM(db, settings)
+    call = CallContext(tenant_id=ctx.tenant_id, user_id=ctx.user_id, run_id=run)
+    for _ in range(2):  # crosses on the first call; fires once in the day
+        await llm.complete(call, ChatRequest(messages=MESSAGES))
+    assert await scalar(db, "SELECT count(*) FROM usage_alert_firings WHERE alert_id = %s",
+                        alert) == 1
+    assert await scalar(db, "SELECT count(*) FROM audit_logs WHERE tenant_id = %s "
+                        "AND event_type = 'budget_warning'", ctx.tenant_id) == 1
+    payload = await scalar(db, "SELECT payload FROM events WHERE run_id = %s "
+                           "AND type = 'budget.warning'", run)
+    assert payload["alert_id"] == str(alert) and payload["value"] > 0

@@ -10,8 +10,8 @@ import pytest
 from agentplane.auth import totp
 from agentplane.config import Settings
 from agentplane.db.pool import Database
+from tests.auth.test_auth_api import PASSWORD, audit_events, bearer, register
 from tests.conftest import make_settings, make_tenant
-from tests.test_auth_api import PASSWORD, audit_events, bearer, register
 
 EMAIL = "mfa@example.com"
 

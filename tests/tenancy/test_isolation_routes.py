@@ -1,9 +1,9 @@
 """Every id route of the whole API, tried by tenant A on tenant B's resources: 404.
 
-tests/test_isolation.py does this for the identity routers; this module covers every
-other router, with B holding one of each resource (a run paused on an input request,
-its task and LLM call, an agent instance, a job, a dead letter, a provider, a model, a
-session). A route added later fails `test_every_id_route_is_covered` until it is
+test_isolation.py (beside this one) does this for the identity routers; this module
+covers every other router, with B holding one of each resource (a run paused on an input
+request, its task and LLM call, an agent instance, a job, a dead letter, a provider, a
+model, a session). A route added later fails `test_every_id_route_is_covered` until it is
 listed here, with the resource it is tried on.
 """
 
@@ -19,7 +19,7 @@ from agentplane.api.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from tests.runtime.helpers import add_agents, agent, settle, tenant, worker
-from tests.test_isolation import _id_routes as identity_routes
+from tests.tenancy.test_isolation import _id_routes as identity_routes
 
 # Routes whose parameter names a tenant's own namespace rather than a resource: A's
 # pause of queue "default" pauses A's jobs only (tested in tests/queue).

@@ -1,4 +1,4 @@
-"""The real `agentplane` command: run, runs list|show, demo, and bad input."""
+"""The real `agentplane` command: run, runs list|show, workflows schema|show, and bad input."""
 
 from __future__ import annotations
 
@@ -9,42 +9,13 @@ import re
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-def test_demo_runs_the_code_review_workflow_and_prints_the_trace(cli):
-    r = cli("demo", timeout=120)
-    assert r.returncode == 0, r.stderr + r.stdout
-    out = r.stdout
-    for name in ("Akira - Code Review Master", "Yuki - Test Engineering Specialist"):
-        assert name in out
-    assert "status      completed" in out
-    assert "5 completed, 0 failed, 5 in all" in out  # four nodes and Akira's review handoff
-    assert "IDLE → ANALYZING → PLANNING → RETRIEVING → EXECUTING" in out
-    assert "tool handoff ✓" in out and "review: kenji-005 → akira-001" in out
-    assert "created the tenant demo" in out
-    hint = re.search(r"See it again with: (agentplane runs show .*)", out).group(1).strip()
-    args = hint.split()[1:]
-    assert args[:2] == ["runs", "show"] and re.fullmatch(UUID_RE, args[2])
-    again = cli(*args)  # as printed: the hint names its tenant
-    assert again.returncode == 0 and "5 completed, 0 failed" in again.stdout, again.stderr
-    run_id = args[2]
-
-    shown = cli("runs", "show", run_id, "--json", AGENTPLANE_TENANT="demo")
-    assert shown.returncode == 0, shown.stderr
-    tree = json.loads(shown.stdout)
-    assert tree["run"]["status"] == "completed"
-    assert {t["node"] for t in tree["tasks"]} >= {"review", "tests", "security", "synthesis"}
-    assert tree["interactions"][0]["interaction_type"] == "review"
-
-    listed = cli("runs", "list", AGENTPLANE_TENANT="demo")
-    assert listed.returncode == 0 and listed.stdout.count("code-review") == 1
-
-
 def test_commands_need_a_tenant_that_exists(cli):
     """A misspelled tenant is an error naming the known ones, never a new tenant."""
     r = cli("runs", "list")
     assert r.returncode == 2
     assert r.stderr.startswith("error: which tenant? give --tenant or set AGENTPLANE_TENANT")
     r = cli("run", "hi", AGENTPLANE_TENANT="nope")
-    assert r.returncode == 2 and r.stderr.startswith("error: no tenant 'nope' (tenants: ")
+    assert r.returncode == 2 and r.stderr.startswith("error: no tenant 'nope' ("), r.stderr
     r = cli("runs", "list", "--tenant", "nope")
     assert r.returncode == 2 and "no tenant 'nope'" in r.stderr
     assert "nope" not in cli("runs", "list", "--tenant", "nope").stdout
@@ -52,7 +23,8 @@ def test_commands_need_a_tenant_that_exists(cli):
     assert created.returncode == 0, created.stderr
     tenant_id = re.search(rf"created: ({UUID_RE})", created.stdout).group(1)
     r = cli("run", "hi", AGENTPLANE_TENANT="nope")
-    assert "tenants: " in r.stderr and "real" in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("error: no tenant 'nope' (tenants: ")
+    assert "real" in r.stderr
     # The id, or a unique prefix of it, names the tenant as well as the slug.
     for ref in ("real", tenant_id, tenant_id[:8]):
         assert cli("runs", "list", "--tenant", ref).returncode == 0

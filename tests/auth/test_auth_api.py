@@ -1,4 +1,4 @@
-"""Sign-in, tokens, /me, API keys, members, projects and the audit log over HTTP."""
+"""Sign-in, tokens, /me, API keys, roles and scopes of members, and the audit log over HTTP."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ async def test_logout_and_logout_everywhere(client: httpx.AsyncClient) -> None:
     assert (await client.get("/me", headers=bearer(two["access_token"]))).status_code == 200
 
     r = await client.post("/v1/auth/logout-all", headers=bearer(two["access_token"]))
-    assert r.status_code == 200 and r.json()["revoked"] >= 1
+    assert r.status_code == 200 and r.json()["revoked"] == 1  # the one session left open
     assert (await client.get("/me", headers=bearer(two["access_token"]))).status_code == 401
 
 
@@ -236,31 +236,6 @@ async def test_a_key_never_grants_more_than_its_owner(
     assert (await client.get("/me", headers=dev_key)).status_code == 401
 
 
-async def test_owners_rules(client: httpx.AsyncClient, db: Database) -> None:
-    owner = await make_tenant(db)
-    r = await client.patch(
-        f"/v1/members/{owner.user_id}", headers=owner.headers, json={"role": "admin"}
-    )
-    assert r.status_code == 409  # the last owner stays
-    r = await client.delete(f"/v1/members/{owner.user_id}", headers=owner.headers)
-    assert r.status_code == 409
-    admin = await make_tenant(db, role="admin")
-    async with db.admin_connection() as conn:
-        cur = await conn.execute(
-            "SELECT user_id FROM memberships WHERE tenant_id = %s AND role = 'owner'",
-            [admin.tenant_id],
-        )
-        owner_id = (await cur.fetchone())["user_id"]
-    r = await client.patch(
-        f"/v1/members/{owner_id}", headers=admin.headers, json={"role": "viewer"}
-    )
-    assert r.status_code == 403
-    r = await client.patch(
-        f"/v1/members/{admin.user_id}", headers=admin.headers, json={"role": "owner"}
-    )
-    assert r.status_code == 403
-
-
 async def test_login_to_one_of_several_tenants(client: httpx.AsyncClient, db: Database) -> None:
     first = await register(client, "multi@example.com", tenant_slug="multi-one")
     r = await client.post(
@@ -356,33 +331,6 @@ async def test_rate_limits_per_key_and_per_tenant_across_processes(
     assert r.status_code == 200
     r = await client.get("/me", headers=ctx.headers)
     assert r.status_code == 429 and r.headers["RateLimit-Limit"] == "1"
-
-
-async def test_projects_crud_and_members(client: httpx.AsyncClient, db: Database) -> None:
-    ctx = await make_tenant(db)
-    r = await client.post(
-        "/v1/projects",
-        headers=ctx.headers,
-        json={"name": "Web", "slug": "web", "description": "site"},
-    )
-    assert r.status_code == 201
-    project = r.json()
-    pid = project["id"]
-    r = await client.patch(f"/v1/projects/{pid}", headers=ctx.headers, json={"archived": True})
-    assert r.json()["archived"] is True
-    assert (await client.get("/v1/projects", headers=ctx.headers)).json() == []
-    r = await client.get("/v1/projects", headers=ctx.headers, params={"include_archived": True})
-    assert [p["id"] for p in r.json()] == [pid]
-    r = await client.put(
-        f"/v1/projects/{pid}/members/{ctx.user_id}", headers=ctx.headers, json={"role": "admin"}
-    )
-    assert r.status_code == 200 and r.json()["role"] == "admin"
-    r = await client.get(f"/v1/projects/{pid}/members", headers=ctx.headers)
-    assert [m["user_id"] for m in r.json()] == [str(ctx.user_id)]
-    r = await client.delete(f"/v1/projects/{pid}/members/{ctx.user_id}", headers=ctx.headers)
-    assert r.status_code == 204
-    assert (await client.delete(f"/v1/projects/{pid}", headers=ctx.headers)).status_code == 204
-    assert (await client.get(f"/v1/projects/{pid}", headers=ctx.headers)).status_code == 404
 
 
 async def test_audit_log_filters_and_cursor(client: httpx.AsyncClient, db: Database) -> None:
