@@ -404,3 +404,17 @@ def test_an_input_given_to_a_workflow_without_inputs() -> None:
     assert caught.value.extra["errors"] == [
         {"field": "inputs.q", "value": 1, "message": "unknown input; declared: none"}
     ]
+
+
+def test_a_task_named_twice_is_refused_not_dropped() -> None:
+    twice = ("name: w\ntasks:\n  x: {agent: alpha, instruction: a}\n"
+             "  x: {agent: beta, instruction: b}\n")
+    with pytest.raises(ValidationFailed) as caught:
+        dag.parse(twice)
+    [p] = caught.value.extra["errors"]
+    assert (p["line"], p["column"]) == (4, 3)
+    assert p["message"].endswith("the key 'x' is given twice")
+    with pytest.raises(ValidationFailed) as caught:
+        dag.parse('{"name": "w", "tasks": {"x": {}, "x": {}}}')
+    assert caught.value.extra["errors"] == [
+        {"field": "source", "value": "x", "message": "the key 'x' is given twice in one object"}]

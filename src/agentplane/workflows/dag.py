@@ -71,6 +71,30 @@ def shown(value: Any) -> Any:
     return value if len(text) <= SHOWN else text[:SHOWN] + "..."
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML whose mappings refuse a key given twice (PyYAML keeps the last one silently,
+    which would drop a task without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise ValidationFailed.listing(
+            [problem("source", twice, f"the key {twice!r} is given twice in one object")])
+    return dict(pairs)
+
+
 def parse(source: str | dict[str, Any], fmt: str | None = None) -> tuple[dict[str, Any], str]:
     """The raw mapping and its format; YAML is a superset of JSON, so JSON parses too.
     A syntax error names its line and column."""
@@ -81,7 +105,8 @@ def parse(source: str | dict[str, Any], fmt: str | None = None) -> tuple[dict[st
         raise ValidationFailed.listing([problem("source", "", "the workflow definition is empty")])
     fmt = fmt or ("json" if text.startswith("{") else "yaml")
     try:
-        data = json.loads(source) if fmt == "json" else yaml.safe_load(source)
+        data = (json.loads(source, object_pairs_hook=_unique_pairs) if fmt == "json"
+                else yaml.load(source, Loader=_UniqueKeys))  # a SafeLoader
     except json.JSONDecodeError as exc:
         raise _syntax("JSON", exc.msg, exc.lineno, exc.colno) from None
     except yaml.MarkedYAMLError as exc:
