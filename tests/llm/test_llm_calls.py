@@ -19,6 +19,7 @@ from agentplane.llm import service
 from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta
 from agentplane.llm.calls import LLM, CallContext, CallOutcome, cost_of
 from agentplane.llm.models import ModelCreate, PriceSet, ProviderCreate, ProviderUpdate
+from agentplane.llm.tokens import count_tokens
 from tests.llm.helpers import MESSAGES, row, tenant
 from tests.llm.vendors import KEY, AnthropicHandler, OpenAIHandler, serve
 
@@ -223,16 +224,23 @@ async def test_streaming_records_the_same_as_complete(
     assert rows == {"n": 2, "t": 2 * (r.prompt_tokens + r.completion_tokens), "s": True, "costs": 1}
 
 
-async def test_stream_closed_early_releases_the_hold(db: Database, llm: LLM) -> None:
+async def test_stream_closed_early_pays_what_it_generated(db: Database, llm: LLM) -> None:
     t = await tenant(db)
     stream = llm.stream(CallContext(tenant_id=t.tenant_id), ChatRequest(messages=MESSAGES))
     first = await anext(stream)
     assert isinstance(first, TextDelta)
     await stream.aclose()
-    held = await row(db, "SELECT tokens_reserved FROM tenants WHERE id = %s", t.tenant_id)
-    assert held["tokens_reserved"] == 0
-    call = await row(db, "SELECT status, error FROM llm_calls WHERE tenant_id = %s", t.tenant_id)
-    assert call == {"status": "failed", "error": "cancelled by the caller"}
+    held = await row(
+        db, "SELECT tokens_reserved, monthly_token_usage FROM tenants WHERE id = %s", t.tenant_id
+    )
+    call = await row(
+        db, "SELECT status, error, response_content, completion_tokens, total_tokens,"
+        " tokens_estimated FROM llm_calls WHERE tenant_id = %s", t.tenant_id,
+    )
+    assert held == {"tokens_reserved": 0, "monthly_token_usage": call["total_tokens"]}
+    assert call["status"] == "cancelled" and call["error"] == "cancelled by the caller"
+    assert call["response_content"] == first.text and call["tokens_estimated"]
+    assert call["completion_tokens"] == count_tokens(first.text)
 
 
 async def test_provider_key_is_encrypted_and_write_only(db: Database, settings: Settings) -> None:

@@ -43,6 +43,10 @@ class Vendor(ThreadingHTTPServer):
         # (`stall` seconds of silence after it, against a declared length of `length`).
         self.raw: bytes | None = None
         self.stall = 0.0
+        # Streams: seconds between two chunks, and how many chunks to send before the
+        # connection is dropped (None: all of them).
+        self.chunk_delay = 0.0
+        self.drop_after: int | None = None
         self.lock = threading.Lock()
 
     @property
@@ -53,6 +57,7 @@ class Vendor(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: Vendor
     path_expected = ""
+    path_embeddings = ""
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -74,9 +79,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _sse(self, data: Any, event: str | None = None) -> None:
+        if self.server.drop_after is not None:
+            sent = getattr(self, "_sent", 0)
+            if sent >= self.server.drop_after:
+                raise ConnectionAbortedError("the vendor drops the connection mid-stream")
+            self._sent = sent + 1
         text = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
         self.wfile.write(text.encode())
         self.wfile.flush()
+        if self.server.chunk_delay:
+            time.sleep(self.server.chunk_delay)
 
     def _raw(self, stream: bool) -> None:
         raw = self.server.raw or b""
@@ -97,6 +109,10 @@ class Handler(BaseHTTPRequestHandler):
             scripted = self.server.queue.pop(0) if self.server.queue else None
         if self.server.delay:
             time.sleep(self.server.delay)
+        if self.path == self.path_embeddings and self.path_embeddings:
+            if not self.authorized():
+                return self.unauthorized()
+            return self.embed(body)
         if self.path != self.path_expected:
             return self._json(404, {"error": {"message": f"no route {self.path}"}})
         if scripted:
@@ -107,12 +123,29 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.raw is not None:
             return self._raw(bool(body.get("stream")))
         if body.get("stream"):
-            return self.stream(body)
+            try:
+                return self.stream(body)
+            except (ConnectionAbortedError, BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                return None
         return self.complete(body)
 
 
 class OpenAIHandler(Handler):
     path_expected = "/v1/chat/completions"
+    path_embeddings = "/v1/embeddings"
+
+    def embed(self, body: dict[str, Any]) -> None:
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        size = body.get("dimensions") or 8
+        data = [
+            {"object": "embedding", "index": i,
+             "embedding": [round((len(t) + k) / (size + len(t)), 6) for k in range(size)]}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(words(t) for t in texts)
+        self._json(200, {"object": "list", "data": data, "model": body["model"],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def authorized(self) -> bool:
         return self.headers.get("Authorization") == f"Bearer {KEY}"

@@ -17,6 +17,7 @@ from agentplane.db import endpoints as ep
 from agentplane.db.pool import Database
 from agentplane.events import api as events_api
 from agentplane.events.stream import close_hub
+from agentplane.gateway import api as gateway_api
 from agentplane.llm import api as llm_api
 from agentplane.ops import maintenance
 from agentplane.queue import api as queue_api
@@ -80,4 +81,5 @@ def create_app(
     app.include_router(agents_api.router)
     app.include_router(runtime_api.router)
     app.include_router(workflows_api.router)
+    gateway_api.install(app)
     return app

@@ -86,7 +86,10 @@ MAX_BODY_BYTES = 1024 * 1024
 class BodyLimitMiddleware:
     """Refuses request bodies over `max_bytes` with 413, before any handler reads them.
 
-    Checks Content-Length up front and counts chunked bodies as they stream in.
+    Checks Content-Length up front and counts chunked bodies as they stream in. A path
+    in the app's `state.body_limits` ({path: (max bytes, body of the refusal)}) has a
+    limit and a refusal of its own (the gateway's routes take larger bodies and answer
+    in their vendor's shape).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
@@ -97,10 +100,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limits = getattr(getattr(scope.get("app"), "state", None), "body_limits", None)
+        own = limits.get(scope["path"]) if limits else None
+        max_bytes = own[0] if own else self.max_bytes
+        refusal = own[1] if own else None
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._refuse(scope, send)
+                if not value.isdigit() or int(value) > max_bytes:
+                    await self._refuse(scope, send, max_bytes, refusal)
                     return
                 break
         seen = 0
@@ -115,9 +122,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     refused = True
-                    await self._refuse(scope, send)
+                    await self._refuse(scope, send, max_bytes, refusal)
                     return {"type": "http.disconnect"}
             return message
 
@@ -131,22 +138,29 @@ class BodyLimitMiddleware:
             if not refused:
                 raise
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "https://agentplane.dev/problems/payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"request body exceeds {self.max_bytes} bytes",
-                "instance": scope["path"],
-            }
-        ).encode()
+    async def _refuse(
+        self, scope: Scope, send: Send, max_bytes: int, refusal: Any = None
+    ) -> None:
+        detail = f"request body exceeds {max_bytes} bytes"
+        if refusal is not None:
+            body, media = refusal(detail), b"application/json"
+        else:
+            media = b"application/problem+json"
+            body = json.dumps(
+                {
+                    "type": "https://agentplane.dev/problems/payload-too-large",
+                    "title": "Payload too large",
+                    "status": 413,
+                    "detail": detail,
+                    "instance": scope["path"],
+                }
+            ).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
-                    (b"content-type", b"application/problem+json"),
+                    (b"content-type", media),
                     (b"content-length", str(len(body)).encode()),
                 ],
             }

@@ -14,7 +14,8 @@ so a key never grants more than its owner has (even after a demotion).
 | jobs:read / jobs:write | read / enqueue and manage queue jobs |
 | events:read | read and stream the event log |
 | usage:read | read usage records, budgets and reports |
-| llm:read / llm:write | read / configure providers and models, call the gateway |
+| llm:read / llm:write | read / configure providers, models and aliases |
+| llm:invoke | call models through the gateway (/v1/chat/completions, /v1/messages, ...) |
 | sessions:read / sessions:write | read / manage sessions (conversation contexts) |
 | projects:read / projects:write | read / create, change and archive projects |
 | tenant:manage | change the tenant's name, plan, limits and settings |
@@ -49,6 +50,7 @@ WRITE: Final = (
     "runs:write",
     "jobs:write",
     "llm:write",
+    "llm:invoke",
     "sessions:write",
     "projects:write",
 )

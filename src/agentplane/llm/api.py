@@ -159,7 +159,9 @@ class CallFilters(BaseModel):
     task_id: UUID | None = None
     provider: str | None = None
     model: str | None = None
-    status: Literal["pending", "running", "completed", "failed"] | None = None
+    status: Literal["pending", "running", "completed", "failed", "cancelled"] | None = None
+    endpoint: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=128)
     since: datetime | None = None
     until: datetime | None = None
     before: UUID | None = Field(default=None, description="A call id: the page after it.")

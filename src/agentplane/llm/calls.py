@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -26,9 +27,18 @@ from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, ValidationFailed
 from agentplane.llm import service, store
 from agentplane.llm.adapters import adapter_for
-from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta, storable
+from agentplane.llm.adapters.base import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    storable,
+)
 from agentplane.llm.sweep import Sweeper, sweeper_for
-from agentplane.llm.tokens import estimate_prompt
+from agentplane.llm.tokens import count_tokens, estimate_prompt
 from agentplane.usage import store as usage_store
 from agentplane.usage.service import Budgets, Reservation
 
@@ -50,6 +60,21 @@ class CallContext:
     task_id: UUID | None = None
     agent_execution_id: UUID | None = None
     agent_id: UUID | None = None
+    endpoint: str | None = None
+    """The gateway route that made the call (chat.completions, messages, ...); None for
+    the runtime's own calls."""
+    request_id: str | None = None
+    """The HTTP request the call answered (its X-Request-ID)."""
+
+
+@dataclass
+class Timing:
+    """Filled in by a call: how long it waited on the provider, so that a caller can tell
+    its own overhead apart (the gateway's x-agentplane-overhead-ms)."""
+
+    upstream_s: float = 0.0
+    upstream_first_s: float | None = None
+    """Of a stream: the wait for its first item."""
 
 
 @dataclass
@@ -60,7 +85,10 @@ class Resolved:
     config: Any
     then: Resolved | None = None
     """Where a call goes if this provider fails it: the fallback of an unhealthy provider
-    on trial after its cool-down."""
+    on trial after its cool-down (or the gateway's next deployment of an alias)."""
+    model: str | None = None
+    """The model to call on this provider, whatever the request names (the gateway's
+    routes name one per deployment)."""
 
 
 @dataclass
@@ -82,6 +110,10 @@ class PendingCall:
     """Its hold was settled by the transaction that recorded it."""
     cost_usd: Decimal | None = None
     """What recording it priced it at (for the metrics, counted once it commits)."""
+    status: str = "completed"
+    """Or `cancelled` (the caller closed a stream) or `failed` (the provider broke off a
+    stream): such a call is charged for what it generated, its tokens counted here."""
+    error: str | None = None
 
 
 @dataclass
@@ -162,6 +194,8 @@ class LLM:
             async with self.db.tenant_connection(ctx.tenant_id) as conn:
                 resolved = await self.resolve_in(conn, provider)
         row, config = resolved.row, resolved.config
+        if resolved.model:
+            request = replace(request, model=resolved.model)
         request = self._defaults(request, row)
         if hold is not None:
             reservation: Reservation | None = await hold
@@ -213,17 +247,26 @@ class LLM:
         provider: str | None = None,
         enforce_budgets: bool = True,
         attempts: int | None = None,
+        resolved: Resolved | None = None,
+        call_id: UUID | None = None,
+        timing: Timing | None = None,
     ) -> CallOutcome:
         """One model call. `enforce_budgets=False` is for measuring what budgets cost;
-        `attempts` overrides the providers' retries (a test of a provider makes one)."""
-        async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
-            resolved = await self.resolve_in(conn, provider)
+        `attempts` overrides the providers' retries (a test of a provider makes one).
+        `resolved`: the route, when the caller resolved it (resolve_in); `call_id`: the id
+        of the call's row (the row that ends it: an attempt that gives way to a fallback
+        is recorded under an id of its own); `timing`: filled with the provider's time."""
+        if resolved is None:
+            async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
+                resolved = await self.resolve_in(conn, provider)
         if attempts is not None:
             step: Resolved | None = resolved
             while step is not None:
                 step.config = replace(step.config, max_retries=attempts - 1)
                 step = step.then
-        return await self._complete(ctx, request, resolved, enforce_budgets)
+        return await self._complete(
+            ctx, request, resolved, enforce_budgets, call_id, timing or Timing()
+        )
 
     async def _complete(
         self,
@@ -231,19 +274,29 @@ class LLM:
         request: ChatRequest,
         resolved: Resolved,
         enforce: bool,
+        call_id: UUID | None = None,
+        timing: Timing | None = None,
     ) -> CallOutcome:
         row, adapter, sent, reservation = await self._prepare(ctx, request, None, enforce, resolved)
         started, t0 = clock.now(), time.perf_counter()
         try:
             result = storable(await adapter.complete(sent))
         except BaseException as exc:
+            last = resolved.then is None or not isinstance(exc, Exception)
+            if timing is not None:
+                timing.upstream_s += time.perf_counter() - t0
             await self._record_failure(
-                ctx, row, sent, reservation, started, t0, exc, False, adapter.redact
+                ctx, row, sent, reservation, started, t0, exc, False, adapter.redact,
+                call_id if last else None,
             )
-            if resolved.then is None or not isinstance(exc, Exception):
+            if last:
                 raise
-            return await self._complete(ctx, request, resolved.then, enforce)
-        return await self._record(ctx, row, sent, reservation, started, t0, result, False)
+            return await self._complete(ctx, request, resolved.then, enforce, call_id, timing)  # type: ignore[arg-type]
+        if timing is not None:
+            timing.upstream_s += time.perf_counter() - t0
+        return await self._record(
+            ctx, row, sent, reservation, started, t0, result, False, call_id=call_id
+        )
 
     async def call(
         self,
@@ -291,45 +344,168 @@ class LLM:
         counts in the metrics (once: every recorded call is settled once), and its hold
         is settled."""
         metrics.llm_call(
-            pending.row["name"], pending.request.model, "completed", pending.result,
+            pending.row["name"], pending.request.model, pending.status, pending.result,
             pending.cost_usd, pending.latency_ms,
         )
         if pending.reservation is not None and not pending.settled:
             await self.budgets.settle(pending.ctx.tenant_id, pending.reservation)
 
     async def stream(
-        self, ctx: CallContext, request: ChatRequest, *, provider: str | None = None
-    ) -> AsyncIterator[TextDelta | CallOutcome]:
-        """Text deltas as the model produces them, then the recorded CallOutcome. A
-        provider that fails before its first delta gives way to its fallback, as in
-        complete(); after one, the caller has text already and gets the error."""
-        async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
-            resolved: Resolved | None = await self.resolve_in(conn, provider)
-        while resolved is not None:
-            row, adapter, sent, reservation = await self._prepare(
-                ctx, request, None, True, resolved
-            )
+        self,
+        ctx: CallContext,
+        request: ChatRequest,
+        *,
+        provider: str | None = None,
+        resolved: Resolved | None = None,
+        call_id: UUID | None = None,
+        timing: Timing | None = None,
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | CallOutcome]:
+        """Deltas as the model produces them, then the recorded CallOutcome. A provider
+        that fails before its first delta gives way to its fallback, as in complete();
+        after one, the caller has text already and gets the error. A stream that ends
+        early after its first delta (the caller closes it, or the provider breaks off) is
+        charged for what it generated, counted here, and its hold is released."""
+        timing = timing or Timing()
+        if resolved is None:
+            async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
+                resolved = await self.resolve_in(conn, provider)
+        route: Resolved | None = resolved
+        while route is not None:
+            row, adapter, sent, reservation = await self._prepare(ctx, request, None, True, route)
             started, t0 = clock.now(), time.perf_counter()
             result: ChatResult | None = None
-            began = False
+            texts: list[str] = []
+            calls: dict[int, dict[str, str]] = {}
+            items = adapter.stream(sent)
             try:
-                async for item in adapter.stream(sent):
+                while True:
+                    waited = time.perf_counter()
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        timing.upstream_s += time.perf_counter() - waited
+                    if timing.upstream_first_s is None:
+                        timing.upstream_first_s = time.perf_counter() - t0
                     if isinstance(item, ChatResult):
                         result = storable(item)
+                        continue
+                    if isinstance(item, TextDelta):
+                        texts.append(item.text)
                     else:
-                        began = True
-                        yield item
+                        call = calls.setdefault(item.index, {"id": "", "name": "", "args": ""})
+                        call["id"] = item.id or call["id"]
+                        call["name"] += item.name or ""
+                        call["args"] += item.arguments
+                    yield item
                 assert result is not None, "an adapter stream ends with its result"
             except BaseException as exc:  # includes the consumer closing the stream early
-                await self._record_failure(
-                    ctx, row, sent, reservation, started, t0, exc, True, adapter.redact
-                )
-                if began or resolved.then is None or not isinstance(exc, Exception):
+                await items.aclose()
+                began = bool(texts or calls)
+                last = began or route.then is None or not isinstance(exc, Exception)
+                if began:
+                    partial = self._partial(sent, texts, calls, row)
+                    cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+                    status = "cancelled" if cancelled else "failed"
+                    error = _error_text(exc, adapter.redact)
+                    # Shielded: the hold must be settled even while the caller is cancelled.
+                    await asyncio.shield(
+                        self._record(
+                            ctx, row, sent, reservation, started, t0, partial, True,
+                            call_id=call_id, status=status, error=error,
+                        )
+                    )
+                else:
+                    await self._record_failure(
+                        ctx, row, sent, reservation, started, t0, exc, True, adapter.redact,
+                        call_id if last else None,
+                    )
+                if last:
                     raise
-                resolved = resolved.then
+                route = route.then
                 continue
-            yield await self._record(ctx, row, sent, reservation, started, t0, result, True)
+            yield await self._record(
+                ctx, row, sent, reservation, started, t0, result, True, call_id=call_id
+            )
             return
+
+    @staticmethod
+    def _partial(
+        request: ChatRequest,
+        texts: list[str],
+        calls: dict[int, dict[str, str]],
+        row: dict[str, Any],
+    ) -> ChatResult:
+        """What a stream cut short generated, counted here (at most max_tokens)."""
+        content = "".join(texts)
+        tool_calls = []
+        generated = count_tokens(content) if content else 0
+        for _, call in sorted(calls.items()):
+            raw = call["args"]
+            generated += count_tokens(raw) + count_tokens(call["name"])
+            try:
+                arguments = json.loads(raw) if raw else {}
+            except ValueError:
+                arguments = {"_raw": raw}
+            tool_calls.append(ToolCall(call["id"], call["name"], arguments))
+        return storable(
+            ChatResult(
+                content=content,
+                model=request.model or row.get("model") or "",
+                tool_calls=tool_calls,
+                prompt_tokens=estimate_prompt(request.messages, request.tools),
+                completion_tokens=min(generated, request.max_tokens or generated),
+                estimated=True,
+            )
+        )
+
+    async def embed(
+        self,
+        ctx: CallContext,
+        request: EmbedRequest,
+        *,
+        resolved: Resolved,
+        call_id: UUID | None = None,
+        timing: Timing | None = None,
+    ) -> tuple[EmbedResult, CallOutcome]:
+        """Embeddings of request.input: one call, held and recorded as a chat call is
+        (its prompt tokens; no completion)."""
+        row, config = resolved.row, resolved.config
+        adapter = adapter_for(config)
+        model = resolved.model or request.model or row["model"]
+        request = replace(request, model=model)
+        sent = ChatRequest(
+            messages=[{"role": "user", "content": text} for text in request.input],
+            model=model,
+            max_tokens=0,
+            extra={"dimensions": request.dimensions} if request.dimensions else None,
+        )
+        tokens = sum(count_tokens(text) for text in request.input)
+        reservation = await self._reserve(ctx, tokens)
+        started, t0 = clock.now(), time.perf_counter()
+        try:
+            embedded = await adapter.embed(request)
+        except BaseException as exc:
+            if timing is not None:
+                timing.upstream_s += time.perf_counter() - t0
+            await self._record_failure(
+                ctx, row, sent, reservation, started, t0, exc, False, adapter.redact, call_id
+            )
+            raise
+        if timing is not None:
+            timing.upstream_s += time.perf_counter() - t0
+        result = ChatResult(
+            content="",
+            model=embedded.model,
+            finish_reason="stop",
+            prompt_tokens=embedded.prompt_tokens,
+            estimated=embedded.estimated,
+        )
+        outcome = await self._record(
+            ctx, row, sent, reservation, started, t0, result, False, call_id=call_id
+        )
+        return embedded, outcome
 
     def _call_row(
         self,
@@ -371,6 +547,10 @@ class LLM:
             "ttft_ms": None,
             "status": "completed",
             "error": None,
+            "reasoning_tokens": 0,
+            "tokens_estimated": False,
+            "endpoint": ctx.endpoint,
+            "request_id": ctx.request_id,
         }
 
     async def _record(
@@ -383,9 +563,16 @@ class LLM:
         t0: float,
         result: ChatResult,
         stream: bool,
+        *,
+        call_id: UUID | None = None,
+        status: str = "completed",
+        error: str | None = None,
     ) -> CallOutcome:
         latency = round((time.perf_counter() - t0) * 1000)
         pending = PendingCall(ctx, row, request, reservation, started, latency, result)
+        pending.status, pending.error = status, error
+        if call_id is not None:
+            pending.id = call_id
         async with self.db.tenant_connection(ctx.tenant_id) as conn:
             outcome = await self._write(conn, pending, stream)
         await self.settle(pending)
@@ -407,7 +594,10 @@ class LLM:
             if reservation is not None:
                 await Budgets.journal(conn, reservation, used)
             if row["tenant_id"] is not None:
-                await store.record_health(conn, row["id"], True, call["latency_ms"], None)
+                ok = pending.status != "failed"
+                await store.record_health(
+                    conn, row["id"], ok, call["latency_ms"], None if ok else pending.error
+                )
         return outcome
 
     def _entry(
@@ -438,6 +628,10 @@ class LLM:
             cached_tokens=result.cached_tokens,
             cache_write_tokens=result.cache_write_tokens,
             ttft_ms=result.ttft_ms,
+            reasoning_tokens=result.reasoning_tokens,
+            tokens_estimated=result.estimated,
+            status=pending.status,
+            error=pending.error,
         )
         price = next((p for p in prices if p is not None), None)
         call["cost_usd"], call["cost_source"] = cost_of(result, price)
@@ -490,15 +684,13 @@ class LLM:
         exc: BaseException,
         stream: bool,
         redact: Any,
+        call_id: UUID | None = None,
     ) -> None:
         call = self._call_row(ctx, row, request, stream, reservation, started, t0)
-        if isinstance(exc, AgentplaneError):
-            error = exc.detail
-        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-            error = "cancelled by the caller"
-        else:
-            error = f"{type(exc).__name__}: {exc}"
-        call.update(status="failed", error=redact(error)[:1000])
+        if call_id is not None:
+            call["id"] = call_id
+        cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+        call.update(status="cancelled" if cancelled else "failed", error=_error_text(exc, redact))
         metrics.llm_call(row["name"], request.model, "failed", latency_ms=call["latency_ms"])
         # Shielded: the hold must be given back even when the caller is being cancelled.
         await asyncio.shield(self._write_failure(ctx, row, reservation, call))
@@ -521,6 +713,16 @@ class LLM:
                     )
         except AgentplaneError as exc:  # the call's own error matters more; the hold expires
             log.error("could not record a failed LLM call: %s", exc.detail)
+
+
+def _error_text(exc: BaseException, redact: Any) -> str:
+    if isinstance(exc, AgentplaneError):
+        error = exc.detail
+    elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        error = "cancelled by the caller"
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+    return redact(error)[:1000]
 
 
 def _usage(ctx: CallContext, call: dict[str, Any]) -> dict[str, Any]:

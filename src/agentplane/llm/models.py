@@ -167,6 +167,14 @@ class LLMCall(BaseModel):
     error: str | None
     created_at: datetime
     completed_at: datetime | None
+    reasoning_tokens: int = 0
+    tokens_estimated: bool = False
+    """The tokens were counted by agentplane: the provider reported none (or the stream
+    ended before it could)."""
+    endpoint: str | None = None
+    """The gateway route that made the call (chat.completions, embeddings, messages,
+    responses); null for the runtime's own calls."""
+    request_id: str | None = None
 
 
 ModelCreate.model_rebuild()

@@ -307,13 +307,15 @@ async def insert_call(conn: Connection, call: dict[str, Any]) -> None:
             agent_execution_id, agent_id, provider_id, provider, model, request,
             response_content, tool_calls, finish_reason, prompt_tokens, completion_tokens,
             cached_tokens, cache_write_tokens, cost_usd, cost_source, reserved_tokens, stream,
-            latency_ms, ttft_ms, status, error, created_at, completed_at)
+            latency_ms, ttft_ms, status, error, created_at, completed_at, reasoning_tokens,
+            tokens_estimated, endpoint, request_id)
         VALUES (%(id)s, app_current_tenant(), %(user_id)s, %(api_key_id)s, %(session_id)s,
             %(run_id)s, %(task_id)s, %(agent_execution_id)s, %(agent_id)s, %(provider_id)s,
             %(provider)s, %(model)s, %(request)s, %(response_content)s, %(tool_calls)s,
             %(finish_reason)s, %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
             %(cache_write_tokens)s, %(cost_usd)s, %(cost_source)s, %(reserved_tokens)s,
-            %(stream)s, %(latency_ms)s, %(ttft_ms)s, %(status)s, %(error)s, %(created_at)s, now())
+            %(stream)s, %(latency_ms)s, %(ttft_ms)s, %(status)s, %(error)s, %(created_at)s, now(),
+            %(reasoning_tokens)s, %(tokens_estimated)s, %(endpoint)s, %(request_id)s)
         """,
         {
             **call,
@@ -331,6 +333,8 @@ CALL_FILTERS = {
     "provider": "provider = %(provider)s",
     "model": "model = %(model)s",
     "status": "status = %(status)s",
+    "endpoint": "endpoint = %(endpoint)s",
+    "request_id": "request_id = %(request_id)s",
     "since": "created_at >= %(since)s",
     "until": "created_at < %(until)s",
     "before": "(created_at, id) < (SELECT created_at, id FROM llm_calls WHERE id = %(before)s)",

@@ -15,6 +15,7 @@ from agentplane.llm.adapters.base import (
     ChatResult,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     elapsed_ms,
     sse_events,
 )
@@ -49,6 +50,15 @@ class AnthropicAdapter(Adapter):
             body["temperature"] = request.temperature
         if request.stop:
             body["stop_sequences"] = request.stop
+        extra = request.extra or {}
+        if extra.get("top_p") is not None:
+            body["top_p"] = extra["top_p"]
+        user = extra.get("user") or (extra.get("metadata") or {}).get("user_id")
+        if isinstance(user, str):
+            body["metadata"] = {"user_id": user}
+        choice = _tool_choice(request.tool_choice, extra.get("parallel_tool_calls"))
+        if choice is not None and request.tools:
+            body["tool_choice"] = choice
         if request.tools:
             body["tools"] = [
                 {
@@ -104,7 +114,9 @@ class AnthropicAdapter(Adapter):
         result.completion_tokens = int(usage.get("output_tokens") or 0)
         return result
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResult]:
+    async def stream(
+        self, request: ChatRequest
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult]:
         start = time.perf_counter()
         result = ChatResult(content="", model=request.model or self.config.model or "")
         parts: list[str] = []
@@ -114,7 +126,7 @@ class AnthropicAdapter(Adapter):
                 "POST", self._url(), json=self._body(request, True), headers=self._headers()
             )
             resp = await self.send(client, req)
-            started = False
+            started = stopped = False
             try:
                 async for event, data in sse_events(resp):
                     msg = json.loads(data)
@@ -127,6 +139,13 @@ class AnthropicAdapter(Adapter):
                         block = dict(msg["content_block"])
                         block["json"] = ""
                         blocks[msg["index"]] = block
+                        if block.get("type") == "tool_use":
+                            block["call"] = sum(
+                                1 for b in blocks.values() if b.get("type") == "tool_use"
+                            ) - 1
+                            if result.ttft_ms is None:
+                                result.ttft_ms = elapsed_ms(start)
+                            yield ToolCallDelta(block["call"], block.get("id"), block.get("name"))
                     elif kind == "content_block_delta":
                         delta = msg["delta"]
                         if delta.get("type") == "text_delta":
@@ -135,7 +154,10 @@ class AnthropicAdapter(Adapter):
                             parts.append(delta["text"])
                             yield TextDelta(delta["text"])
                         elif delta.get("type") == "input_json_delta":
-                            blocks[msg["index"]]["json"] += delta.get("partial_json", "")
+                            block = blocks[msg["index"]]
+                            block["json"] += delta.get("partial_json", "")
+                            if delta.get("partial_json"):
+                                yield ToolCallDelta(block["call"], arguments=delta["partial_json"])
                     elif kind == "message_delta":
                         reason = (msg.get("delta") or {}).get("stop_reason")
                         result.finish_reason = FINISH.get(reason, reason)
@@ -152,9 +174,16 @@ class AnthropicAdapter(Adapter):
                             provider=self.config.name,
                         )
                     elif kind == "message_stop":
+                        stopped = True
                         break
                 if not started:
                     raise self.off_protocol("a stream with no message_start event")
+                if not stopped and result.finish_reason is None:
+                    raise ProviderError(
+                        f"provider {self.config.name} broke off its answer: the stream ended "
+                        "before its message_stop event",
+                        provider=self.config.name,
+                    )
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise self.off_protocol("a stream that is not message events") from None
             except httpx.TransportError as exc:
@@ -168,6 +197,50 @@ class AnthropicAdapter(Adapter):
             if b.get("type") == "tool_use"
         ]
         yield result
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    """OpenAI's tool_choice (and parallel_tool_calls) in Anthropic's terms."""
+    out: dict[str, Any] | None
+    if choice is None:
+        out = {"type": "auto"} if parallel is False else None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        out = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        out = None
+    if out is not None and parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _content(content: Any) -> Any:
+    """OpenAI content parts in Anthropic's blocks: text as it is, images by URL or as
+    base64 data (a data: URL)."""
+    if not isinstance(content, list):
+        return content or ""
+    out: list[Any] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url") or "")
+            if url.startswith("data:") and ";base64," in url:
+                media, _, data = url[5:].partition(";base64,")
+                source = {"type": "base64", "media_type": media, "data": data}
+            else:
+                source = {"type": "url", "url": url}
+            out.append({"type": "image", "source": source})
+        elif part.get("type") == "text":
+            out.append({"type": "text", "text": str(part.get("text") or "")})
+        else:
+            out.append(part)
+    return out
 
 
 def _usage(result: ChatResult, usage: dict[str, Any]) -> None:
@@ -192,8 +265,13 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, An
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m.get("role")
-        if role == "system":
-            system.append(str(m.get("content") or ""))
+        if role in ("system", "developer"):
+            content = m.get("content")
+            if isinstance(content, list):
+                content = " ".join(
+                    str(p.get("text") or "") for p in content if isinstance(p, dict)
+                )
+            system.append(str(content or ""))
             continue
         if role == "tool":
             block = {
@@ -226,7 +304,7 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, An
         out.append(
             {
                 "role": "assistant" if role == "assistant" else "user",
-                "content": m.get("content") or "",
+                "content": _content(m.get("content")),
             }
         )
     return "\n\n".join(system), out

@@ -31,6 +31,10 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     stop: list[str] | None = None
+    extra: dict[str, Any] | None = None
+    """Further parameters in OpenAI's names (top_p, seed, response_format, user, ...),
+    passed on as they are by OpenAI-compatible providers and translated where another
+    vendor has an equivalent (the gateway fills it from the client's request)."""
 
     def params(self) -> dict[str, Any]:
         out = {
@@ -41,6 +45,8 @@ class ChatRequest:
         }
         if self.tools:
             out["tools"] = self.tools
+        if self.extra:
+            out.update(self.extra)
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -66,6 +72,10 @@ class ChatResult:
     cost: Decimal | None = None
     """Cost reported by the provider (e.g. OpenRouter); it wins over our price table."""
     ttft_ms: int | None = None
+    reasoning_tokens: int = 0
+    """Of completion_tokens, those the model spent reasoning (as the vendor reports them)."""
+    estimated: bool = False
+    """The tokens were counted here: the provider reported no usage."""
 
 
 def storable(result: ChatResult) -> ChatResult:
@@ -97,6 +107,33 @@ class TextDelta:
 
 
 @dataclass
+class ToolCallDelta:
+    """A piece of a tool call as it streams: the first piece of call `index` carries its
+    id and name, the following ones more of its arguments (JSON text)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class EmbedRequest:
+    input: list[str]
+    model: str | None = None
+    dimensions: int | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass
+class EmbedResult:
+    vectors: list[list[float]]
+    model: str
+    prompt_tokens: int = 0
+    estimated: bool = False
+
+
+@dataclass
 class AdapterConfig:
     type: str
     name: str
@@ -120,9 +157,19 @@ class Adapter:
     async def complete(self, request: ChatRequest) -> ChatResult:
         raise NotImplementedError
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResult]:
-        """Text deltas as they come, then the final result (same content and usage)."""
+    def stream(
+        self, request: ChatRequest
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult]:
+        """Text and tool-call deltas as they come, then the final result (same content,
+        tool calls and usage)."""
         raise NotImplementedError
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        raise ProviderError(
+            f"provider {self.config.name} ({self.config.type}) serves no embeddings",
+            provider=self.config.name,
+            upstream_status=400,
+        )
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -20,8 +20,11 @@ from agentplane.llm.adapters.base import (
     Adapter,
     ChatRequest,
     ChatResult,
+    EmbedRequest,
+    EmbedResult,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     elapsed_ms,
 )
 from agentplane.llm.tokens import _TOKEN, count_tokens, estimate_prompt, message_text
@@ -45,11 +48,35 @@ class OfflineAdapter(Adapter):
         result.ttft_ms = elapsed_ms(start)
         return result
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResult]:
+    async def stream(
+        self, request: ChatRequest
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult]:
         result = await self.complete(request)
         for piece in re.findall(r"\S+\s*|\s+", result.content):
             yield TextDelta(piece)
+        for i, call in enumerate(result.tool_calls):
+            yield ToolCallDelta(i, call.id, call.name, json.dumps(call.arguments))
         yield result
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        """A unit vector per text from its words' hashes: texts sharing words are near."""
+        size = request.dimensions or DIMENSIONS
+        vectors = [_vector(text, size) for text in request.input]
+        tokens = sum(count_tokens(text) for text in request.input)
+        return EmbedResult(vectors, request.model or EMBEDDING_MODEL, tokens)
+
+
+DIMENSIONS = 256
+EMBEDDING_MODEL = "offline-embed-1"
+
+
+def _vector(text: str, size: int) -> list[float]:
+    vector = [0.0] * size
+    for word in _TOKEN.findall(text.lower()):
+        h = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        vector[int.from_bytes(h[:4], "big") % size] += 1.0 if h[4] & 1 else -1.0
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
 
 
 def answer(request: ChatRequest, model: str) -> ChatResult:
@@ -134,6 +161,9 @@ def _value(spec: dict[str, Any], text: str) -> Any:
 
 
 def _wants_json(request: ChatRequest, messages: list[dict[str, Any]]) -> bool:
+    wanted = ((request.extra or {}).get("response_format") or {}).get("type")
+    if wanted in ("json_object", "json_schema"):
+        return True
     system = " ".join(message_text(m) for m in messages if m.get("role") == "system").lower()
     return "json" in system
 

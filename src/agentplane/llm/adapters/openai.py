@@ -14,8 +14,11 @@ from agentplane.llm.adapters.base import (
     Adapter,
     ChatRequest,
     ChatResult,
+    EmbedRequest,
+    EmbedResult,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     elapsed_ms,
     sse_events,
 )
@@ -26,11 +29,17 @@ from agentplane.llm.tokens import count_tokens, estimate_prompt
 class OpenAIAdapter(Adapter):
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
+            **request.params(),
             "model": request.model or self.config.model,
             "messages": request.messages,
-            **request.params(),
         }
+        if "max_completion_tokens" in body:  # the newer name; vendors refuse both at once
+            body["max_completion_tokens"] = body.pop("max_tokens", None) or body[
+                "max_completion_tokens"
+            ]
+        body.pop("stream_options", None)
         if stream:
+            # Usage is always asked for, so a streamed call costs what it would unstreamed.
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return body
@@ -71,7 +80,9 @@ class OpenAIAdapter(Adapter):
         _usage(result, body.get("usage"), request)
         return result
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResult]:
+    async def stream(
+        self, request: ChatRequest
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult]:
         start = time.perf_counter()
         parts: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
@@ -82,11 +93,12 @@ class OpenAIAdapter(Adapter):
                 "POST", "chat/completions", json=self._body(request, True), headers=self._headers()
             )
             resp = await self.send(client, req)
-            events = 0
+            events, done = 0, False
             try:
                 async for _, data in sse_events(resp):
                     events += 1
                     if data.strip() == "[DONE]":
+                        done = True
                         break
                     chunk = json.loads(data)
                     if chunk.get("error"):
@@ -101,17 +113,27 @@ class OpenAIAdapter(Adapter):
                             parts.append(delta["content"])
                             yield TextDelta(delta["content"])
                         for tc in delta.get("tool_calls") or []:
-                            slot = calls.setdefault(
-                                tc.get("index", 0), {"id": None, "name": "", "args": ""}
-                            )
+                            index = tc.get("index", 0)
+                            slot = calls.setdefault(index, {"id": None, "name": "", "args": ""})
                             slot["id"] = tc.get("id") or slot["id"]
                             fn = tc.get("function") or {}
                             slot["name"] += fn.get("name") or ""
                             slot["args"] += fn.get("arguments") or ""
+                            if result.ttft_ms is None:
+                                result.ttft_ms = elapsed_ms(start)
+                            yield ToolCallDelta(
+                                index, tc.get("id"), fn.get("name"), fn.get("arguments") or ""
+                            )
                         if choice.get("finish_reason"):
                             result.finish_reason = choice["finish_reason"]
                 if not events:
                     raise self.off_protocol("no stream events")
+                if not done and result.finish_reason is None:
+                    raise ProviderError(
+                        f"provider {self.config.name} broke off its answer: the stream ended "
+                        "before its last chunk",
+                        provider=self.config.name,
+                    )
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise self.off_protocol("a stream that is not chat completion chunks") from None
             except httpx.TransportError as exc:
@@ -125,6 +147,37 @@ class OpenAIAdapter(Adapter):
         ]
         _usage(result, usage, request)
         yield result
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        body: dict[str, Any] = {
+            **(request.extra or {}),
+            "model": request.model or self.config.model,
+            "input": request.input,
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        async with self.client() as client:
+            req = client.build_request("POST", "embeddings", json=body, headers=self._headers())
+            resp = await self.send(client, req)
+            try:
+                await resp.aread()
+            except httpx.TransportError as exc:
+                raise self.broken_off(exc) from None
+        try:
+            answer = resp.json()
+            data = sorted(answer["data"], key=lambda d: d.get("index", 0))
+            vectors = [[float(x) for x in d["embedding"]] for d in data]
+        except (ValueError, KeyError, TypeError):
+            raise self.off_protocol("an answer that is not a list of embeddings") from None
+        usage = answer.get("usage") or {}
+        result = EmbedResult(vectors, answer.get("model") or body["model"] or "")
+        if usage.get("prompt_tokens") is not None:
+            result.prompt_tokens = int(usage["prompt_tokens"])
+        else:
+            result.prompt_tokens = sum(count_tokens(text) for text in request.input)
+            result.estimated = True
+        return result
 
     def stream_error(self, error: Any) -> ProviderError:
         message = error.get("message") if isinstance(error, dict) else str(error)
@@ -149,8 +202,14 @@ def _usage(result: ChatResult, usage: dict[str, Any] | None, request: ChatReques
         result.completion_tokens = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
         result.cached_tokens = int(details.get("cached_tokens") or 0)
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+        result.reasoning_tokens = int(reasoning or 0)
         if usage.get("cost") is not None:
             result.cost = Decimal(str(usage["cost"]))
     else:  # servers that report no usage: count it ourselves rather than record zero
         result.prompt_tokens = estimate_prompt(request.messages, request.tools)
-        result.completion_tokens = count_tokens(result.content)
+        result.completion_tokens = count_tokens(result.content) + sum(
+            count_tokens(json.dumps(c.arguments)) + count_tokens(c.name)
+            for c in result.tool_calls
+        )
+        result.estimated = True
