@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import json
 import random
+import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -15,6 +20,67 @@ from typing import Any
 import httpx
 
 from agentplane.llm.errors import ProviderError, ProviderTimeout
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every call: making one (loading the CA certificates) costs
+    milliseconds, which a client made per call would pay each time."""
+    return ssl.create_default_context()
+
+
+class _Clients:
+    """The HTTP clients of one event loop, closed when the loop ends: a task waits on the
+    loop for nothing, and closes them when it is cancelled (asyncio.run and every runner
+    cancel the tasks left when they finish)."""
+
+    MAX = 256
+    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.clients: collections.OrderedDict[tuple[Any, ...], httpx.AsyncClient] = (
+            collections.OrderedDict()
+        )
+        self.keeper = asyncio.ensure_future(self._keep())
+
+    @classmethod
+    def of_loop(cls) -> _Clients:
+        loop = asyncio.get_running_loop()
+        found = cls._loops.get(loop)
+        if found is None or found.keeper.done():
+            found = cls._loops[loop] = cls()
+        return found
+
+    def get(self, key: tuple[Any, ...]) -> httpx.AsyncClient:
+        client = self.clients.get(key)
+        if client is None or client.is_closed:
+            base_url, timeout, headers = key
+            client = self.clients[key] = httpx.AsyncClient(
+                base_url=base_url,
+                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+                headers=dict(headers),
+                verify=tls_context(),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                    keepalive_expiry=30),
+            )
+            while len(self.clients) > self.MAX:  # the least recently made: closed when idle
+                _, old = self.clients.popitem(last=False)
+                asyncio.get_running_loop().call_later(
+                    600, lambda c=old: asyncio.ensure_future(c.aclose()))
+        self.clients.move_to_end(key)
+        return client
+
+    async def _keep(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            clients, self.clients = list(self.clients.values()), collections.OrderedDict()
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER = 30.0
@@ -181,12 +247,14 @@ class Adapter:
                 text = text.replace(key[:8], "****").replace(key[-4:], "****")
         return text
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.config.base_url or "",
-            timeout=httpx.Timeout(self.config.timeout, connect=min(10.0, self.config.timeout)),
-            headers=self.config.headers,
-        )
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The client of this provider's settings on the running loop: kept open between
+        calls, so that calls reuse their connections (and a TLS handshake is made once per
+        connection, not once per call)."""
+        config = self.config
+        key = (config.base_url or "", config.timeout, tuple(sorted(config.headers.items())))
+        yield _Clients.of_loop().get(key)
 
     async def send(self, client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
         """Send (streaming the body), retrying 429/5xx and connection errors with backoff."""
