@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentplane.api.deps import DB, Principal, conn_for, requires
 from agentplane.db.pool import Database
 from agentplane.errors import Conflict, NotFound
-from agentplane.gateway import routing, store
+from agentplane.gateway import anthropic, routing, store
 from agentplane.gateway.chat import Chunks, chat_request, completion
 from agentplane.gateway.errors import (
     OVERHEAD,
@@ -209,6 +209,57 @@ async def chat_events(
             if chunks.include_usage:
                 yield sse(chunks.usage(item.result))
             yield DONE
+            return
+        item = await pump.next(keepalive)
+
+
+# -- Anthropic's messages -------------------------------------------------------------------
+
+
+@anthropic_router.post("/v1/messages")
+async def messages(request: Request, principal: Invoker, db: DB) -> Response:
+    """Anthropic's messages, plain or streamed, for the Anthropic SDK (`x-api-key`)."""
+    body: anthropic.MessagesIn = parse(anthropic.MessagesIn, await json_body(request))
+    ctx, route = await context(request, db, principal, body.model, "messages")
+    chat = anthropic.chat_request(body)
+    if route.context_window is not None and body.max_tokens > route.context_window:
+        raise InvalidRequest(
+            f"max_tokens: {body.max_tokens} > {route.context_window}, the context window "
+            f"of {route.model}", param="max_tokens")
+    call_id = uuid.uuid4()
+    name = f"msg_{call_id.hex}"
+    request.state.timing = timing = Timing()
+    llm = llm_for(db)
+    if not body.stream:
+        outcome = await llm.complete(
+            ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing
+        )
+        return json_response(anthropic.message(name, route.model, outcome.result), request,
+                             call_id)
+    pump = Pump(llm.stream(ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing))
+    first = await first_item(request, pump)
+    events = anthropic.Events(name, route.model, chat)
+    headers = {OVERHEAD: f"{elapsed_ms(request):.2f}", "x-agentplane-call-id": str(call_id)}
+    return EventStream(message_events(request, pump, events, first), pump, headers)
+
+
+async def message_events(
+    request: Request, pump: Pump, events: anthropic.Events, item: Any
+) -> AsyncIterator[bytes]:
+    keepalive = request.app.state.settings.events_keepalive_seconds
+    yield events.start()
+    while True:
+        if item is SILENT:
+            yield sse({"type": "ping"}, "ping")
+        elif item is END or item is GONE:
+            return
+        elif isinstance(item, Failed):
+            yield sse(anthropic_body(shape(item.exc)), "error")
+            return
+        elif isinstance(item, TextDelta | ToolCallDelta):
+            yield events.delta(item)
+        elif isinstance(item, CallOutcome):
+            yield events.finish(item.result)
             return
         item = await pump.next(keepalive)
 
