@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentplane.api.deps import DB, Principal, conn_for, requires
 from agentplane.db.pool import Database
 from agentplane.errors import Conflict, NotFound
-from agentplane.gateway import anthropic, routing, store
+from agentplane.gateway import anthropic, responses, routing, store
 from agentplane.gateway.chat import Chunks, chat_request, completion
 from agentplane.gateway.errors import (
     OVERHEAD,
@@ -209,6 +209,53 @@ async def chat_events(
             if chunks.include_usage:
                 yield sse(chunks.usage(item.result))
             yield DONE
+            return
+        item = await pump.next(keepalive)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request, principal: Invoker, db: DB) -> Response:
+    """OpenAI's Responses API, plain or streamed: text and function tools."""
+    body: responses.ResponsesIn = parse(responses.ResponsesIn, await json_body(request))
+    ctx, route = await context(request, db, principal, body.model, "responses")
+    chat = responses.chat_request(body)
+    call_id, created = uuid.uuid4(), int(time.time())
+    builder = responses.Builder(f"resp_{call_id.hex}", created, route.model, body)
+    request.state.timing = timing = Timing()
+    llm = llm_for(db)
+    if not body.stream:
+        outcome = await llm.complete(
+            ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing
+        )
+        return json_response(builder.response("completed", outcome.result), request, call_id)
+    pump = Pump(llm.stream(ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing))
+    first = await first_item(request, pump)
+    headers = {OVERHEAD: f"{elapsed_ms(request):.2f}", "x-agentplane-call-id": str(call_id)}
+    return EventStream(response_events(request, pump, builder, first), pump, headers)
+
+
+async def response_events(
+    request: Request, pump: Pump, builder: responses.Builder, item: Any
+) -> AsyncIterator[bytes]:
+    keepalive = request.app.state.settings.events_keepalive_seconds
+    yield builder.start()
+    while True:
+        if item is SILENT:
+            yield KEEPALIVE
+        elif item is END or item is GONE:
+            return
+        elif isinstance(item, Failed):
+            s = shape(item.exc)
+            yield sse({"type": "error", "sequence_number": builder.seq + 1, "code": s.code,
+                       "message": s.message, "param": s.param}, "error")
+            return
+        elif isinstance(item, TextDelta | ToolCallDelta):
+            yield builder.delta(item)
+        elif isinstance(item, CallOutcome):
+            yield builder.finish(item.result)
             return
         item = await pump.next(keepalive)
 
