@@ -120,6 +120,26 @@ async def context(
     x-agentplane-session (its id or external id, in the caller's tenant) and the model."""
     ref = request.headers.get("x-agentplane-session")
     session_id = None
+    tenant_id = principal.tenant_id
+    if not ref and routing.cached(tenant_id, name) is not None:
+        route = await routing.resolve(None, db.settings, name, tenant_id)
+    else:
+        session_id, route = await _read_context(db, principal, name, ref)
+    ctx = CallContext(
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+        session_id=session_id,
+        endpoint=endpoint,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    return ctx, route
+
+
+async def _read_context(
+    db: Database, principal: Principal, name: str, ref: str | None
+) -> tuple[UUID | None, routing.Route]:
+    session_id = None
     async with db.tenant_pipeline(principal.tenant_id) as conn:
         if ref:
             try:
@@ -131,16 +151,8 @@ async def context(
                     param="x-agentplane-session",
                     code="session_not_found",
                 ) from None
-        route = await routing.resolve(conn, db.settings, name)
-    ctx = CallContext(
-        tenant_id=principal.tenant_id,
-        user_id=principal.user_id,
-        api_key_id=principal.api_key_id,
-        session_id=session_id,
-        endpoint=endpoint,
-        request_id=getattr(request.state, "request_id", None),
-    )
-    return ctx, route
+        route = await routing.resolve(conn, db.settings, name, principal.tenant_id)
+    return session_id, route
 
 
 def json_response(body: Any, request: Request, call_id: UUID | None = None) -> Response:

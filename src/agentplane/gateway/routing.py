@@ -5,14 +5,21 @@ an enabled provider serves (see gateway/sql/routing.sql for the order). An alias
 deployments become one chain of attempts: a deployment that fails before it answered
 gives way to the next, as an unhealthy provider gives way to its fallback. Nothing is
 shared between processes for routing but what each call writes anyway (a provider's
-health, from the call's own transaction), so routing costs no round trip of its own.
+health, from the call's own transaction).
+
+A process keeps what a name resolved to for ROUTE_TTL_S, so a stream of calls to one
+model reads its route once every few seconds, not once per call: a change to providers
+or aliases reaches the gateway within that time. A route through an unhealthy provider
+is read each time (its fallback and cool-down are decided in the database).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from agentplane.config import Settings
 from agentplane.db.pool import Connection
@@ -34,13 +41,48 @@ class Route:
     alias: str | None
 
 
-async def resolve(conn: Connection, settings: Settings, name: str) -> Route:
-    rows = await store.route(conn, name)
+ROUTE_TTL_S = 2.0
+_MAX_CACHED = 4096
+_cache: dict[tuple[UUID, str], tuple[float, list[dict[str, Any]]]] = {}
+
+
+def cached(tenant_id: UUID, name: str) -> list[dict[str, Any]] | None:
+    """The rows `name` resolved to in this process less than ROUTE_TTL_S ago."""
+    found = _cache.get((tenant_id, name))
+    if found is None or found[0] < time.monotonic():
+        return None
+    rows = found[1]
+    if any(r["health_status"] == "unhealthy" for r in rows):
+        return None
+    return rows
+
+
+def _keep(tenant_id: UUID, name: str, rows: list[dict[str, Any]]) -> None:
+    if len(_cache) >= _MAX_CACHED:
+        now = time.monotonic()
+        for key in [k for k, (until, _) in _cache.items() if until < now] or list(_cache):
+            del _cache[key]
+    _cache[(tenant_id, name)] = (time.monotonic() + ROUTE_TTL_S, rows)
+
+
+async def resolve(
+    conn: Connection | None, settings: Settings, name: str, tenant_id: UUID | None = None
+) -> Route:
+    """The route of `name`: from this process's recent routes when `conn` is None (the
+    caller checked `cached`), else read on `conn` (and kept, given `tenant_id`)."""
+    if conn is None:
+        rows = cached(tenant_id, name) if tenant_id is not None else None
+        assert rows is not None, "resolve(None, ...) needs a cached route"
+    else:
+        rows = await store.route(conn, name)
+        if rows and tenant_id is not None:
+            _keep(tenant_id, name, rows)
     if not rows:
         raise ModelNotFound(name)
     chain: list[Resolved] = []
     for row in rows:
-        attempts = await service.resolve(conn, settings, None, _provider(row))
+        # Without a connection only healthy routes are resolved: resolve reads nothing.
+        attempts = await service.resolve(conn, settings, None, _provider(row))  # type: ignore[arg-type]
         for provider, config in attempts:
             mine = provider["id"] == row["id"]
             chain.append(Resolved(provider, config, None, row["routed_model"] if mine else None))

@@ -574,11 +574,17 @@ class LLM:
         if call_id is not None:
             pending.id = call_id
         async with self.db.tenant_connection(ctx.tenant_id) as conn:
-            outcome = await self._write(conn, pending, stream)
+            outcome = await self._write(conn, pending, stream, settle_now=True)
         await self.settle(pending)
         return outcome
 
-    async def _write(self, conn: Connection, pending: PendingCall, stream: bool) -> CallOutcome:
+    async def _write(
+        self, conn: Connection, pending: PendingCall, stream: bool, settle_now: bool = False
+    ) -> CallOutcome:
+        """`settle_now`: the hold is settled on this transaction, which is the call's own
+        and short (one round trip fewer than settling after it; the budget rows stay
+        locked until it commits). Otherwise it is journaled, and settled after the
+        caller's transaction commits (settle)."""
         wanted = self.priced_as(pending)
         prices = [await store.price_at(conn, *wanted[0])]
         if prices[0] is None and len(wanted) > 1:
@@ -591,7 +597,10 @@ class LLM:
         async with contextlib.nullcontext() if already else conn.pipeline():
             await store.insert_call(conn, call)
             await usage_store.insert_record(conn, _usage(pending.ctx, call))
-            if reservation is not None:
+            if reservation is not None and settle_now:
+                await Budgets.settle_used_in(conn, [(reservation, used)])
+                pending.settled = True
+            elif reservation is not None:
                 await Budgets.journal(conn, reservation, used)
             if row["tenant_id"] is not None:
                 ok = pending.status != "failed"
