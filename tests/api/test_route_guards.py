@@ -10,6 +10,7 @@ import httpx
 
 from agentplane.api.app import create_app
 from agentplane.db.pool import Database
+from agentplane.gateway import api as gateway_api
 from tests.conftest import make_tenant
 
 # Open to anyone: liveness, readiness, metrics, the API's own description, the ways in.
@@ -32,6 +33,14 @@ OWN_ACCOUNT = {
     ("POST", "/v1/auth/mfa/setup"),
     ("POST", "/v1/auth/mfa/enable"),
     ("POST", "/v1/auth/mfa/disable"),
+}
+# The gateway's routes answer in their vendor's shape (OpenAI's, Anthropic's), not in
+# problem+json: the SDKs pointed at them read errors so.
+VENDOR_SHAPED = {
+    (m, r.path)
+    for router in (gateway_api.router, gateway_api.anthropic_router)
+    for r in router.routes
+    for m in r.methods - {"HEAD"}
 }
 TABLES = ("tenants", "memberships", "projects", "api_keys", "invitations", "audit_logs",
           "agents", "workflows", "runs", "jobs", "llm_providers", "sessions", "usage_alerts")
@@ -72,7 +81,11 @@ async def test_every_route_but_the_public_ones_needs_a_credential(
     for method, path in guarded:
         r = await client.request(method, url(path))
         assert r.status_code == 401, (method, path, r.status_code, r.text)
-        assert r.headers["content-type"] == "application/problem+json", (method, path)
+        if (method, path) in VENDOR_SHAPED:
+            assert r.headers["content-type"] == "application/json", (method, path)
+            assert r.json()["error"]["message"] == "authentication required", (method, path)
+        else:
+            assert r.headers["content-type"] == "application/problem+json", (method, path)
         assert r.headers["www-authenticate"].startswith("Bearer"), (method, path)
     assert await counts(db) == before
 
@@ -91,7 +104,9 @@ async def test_a_viewer_cannot_write_anywhere(client: httpx.AsyncClient, db: Dat
             continue
         r = await client.request(method, url(path), headers=viewer.headers)
         assert r.status_code == 403, (method, path, r.status_code, r.text)
-        assert r.headers["content-type"] == "application/problem+json", (method, path)
+        expected = "application/json" if (method, path) in VENDOR_SHAPED else (
+            "application/problem+json")
+        assert r.headers["content-type"] == expected, (method, path)
     assert await counts(db) == before
     # The same viewer reads: its key is good, the refusals above were about writing.
     for path in ("/v1/projects", "/v1/agents", "/v1/runs", "/v1/members"):

@@ -70,6 +70,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    gateway_api.install(app)  # first: its routes take the most requests
     metrics.install(app, conf)
     app.include_router(auth_api.router)
     app.include_router(tenancy_api.router)
@@ -81,5 +82,4 @@ def create_app(
     app.include_router(agents_api.router)
     app.include_router(runtime_api.router)
     app.include_router(workflows_api.router)
-    gateway_api.install(app)
     return app
