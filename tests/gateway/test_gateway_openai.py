@@ -144,9 +144,14 @@ async def test_plain_and_streamed_cost_the_same(
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == plain.usage.total_tokens
     calls = await rows(
-        db, "SELECT stream, cost_usd, total_tokens, tokens_estimated FROM llm_calls"
+        db, "SELECT stream, cost_usd, total_tokens, tokens_estimated, stream_chunks,"
+        " chunk_gap_p50_ms, chunk_gap_p99_ms, ttft_ms FROM llm_calls"
         " WHERE tenant_id = %s ORDER BY created_at", t.tenant_id)
     assert [c["stream"] for c in calls] == [False, True]
+    assert calls[0]["stream_chunks"] is None
+    assert calls[1]["stream_chunks"] == -(-len(text) // 7)  # the vendor sends 7 characters
+    assert 0 <= calls[1]["chunk_gap_p50_ms"] <= calls[1]["chunk_gap_p99_ms"]
+    assert calls[1]["ttft_ms"] is not None
     assert calls[0]["cost_usd"] == calls[1]["cost_usd"] > Decimal(0)
     assert calls[0]["total_tokens"] == calls[1]["total_tokens"]
     assert not any(c["tokens_estimated"] for c in calls)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -110,6 +111,8 @@ class PendingCall:
     """Its hold was settled by the transaction that recorded it."""
     cost_usd: Decimal | None = None
     """What recording it priced it at (for the metrics, counted once it commits)."""
+    chunks: dict[str, Any] | None = None
+    """Of a streamed call: stream_chunks, chunk_gap_p50_ms, chunk_gap_p99_ms."""
     status: str = "completed"
     """Or `cancelled` (the caller closed a stream) or `failed` (the provider broke off a
     stream): such a call is charged for what it generated, its tokens counted here."""
@@ -377,6 +380,7 @@ class LLM:
             texts: list[str] = []
             calls: dict[int, dict[str, str]] = {}
             items = adapter.stream(sent)
+            arrivals: list[float] = []
             try:
                 while True:
                     waited = time.perf_counter()
@@ -391,6 +395,7 @@ class LLM:
                     if isinstance(item, ChatResult):
                         result = storable(item)
                         continue
+                    arrivals.append(time.perf_counter())
                     if isinstance(item, TextDelta):
                         texts.append(item.text)
                     else:
@@ -414,6 +419,7 @@ class LLM:
                         self._record(
                             ctx, row, sent, reservation, started, t0, partial, True,
                             call_id=call_id, status=status, error=error,
+                            chunks=_chunk_stats(arrivals),
                         )
                     )
                 else:
@@ -426,7 +432,8 @@ class LLM:
                 route = route.then
                 continue
             yield await self._record(
-                ctx, row, sent, reservation, started, t0, result, True, call_id=call_id
+                ctx, row, sent, reservation, started, t0, result, True, call_id=call_id,
+                chunks=_chunk_stats(arrivals),
             )
             return
 
@@ -551,6 +558,9 @@ class LLM:
             "tokens_estimated": False,
             "endpoint": ctx.endpoint,
             "request_id": ctx.request_id,
+            "stream_chunks": None,
+            "chunk_gap_p50_ms": None,
+            "chunk_gap_p99_ms": None,
         }
 
     async def _record(
@@ -567,10 +577,11 @@ class LLM:
         call_id: UUID | None = None,
         status: str = "completed",
         error: str | None = None,
+        chunks: dict[str, Any] | None = None,
     ) -> CallOutcome:
         latency = round((time.perf_counter() - t0) * 1000)
         pending = PendingCall(ctx, row, request, reservation, started, latency, result)
-        pending.status, pending.error = status, error
+        pending.status, pending.error, pending.chunks = status, error, chunks
         if call_id is not None:
             pending.id = call_id
         async with self.db.tenant_connection(ctx.tenant_id) as conn:
@@ -641,6 +652,7 @@ class LLM:
             tokens_estimated=result.estimated,
             status=pending.status,
             error=pending.error,
+            **(pending.chunks or {}),
         )
         price = next((p for p in prices if p is not None), None)
         call["cost_usd"], call["cost_source"] = cost_of(result, price)
@@ -722,6 +734,18 @@ class LLM:
                     )
         except AgentplaneError as exc:  # the call's own error matters more; the hold expires
             log.error("could not record a failed LLM call: %s", exc.detail)
+
+
+def _chunk_stats(arrivals: list[float]) -> dict[str, Any]:
+    """A stream's chunk count and the gaps between its chunks, p50 and p99, in ms."""
+    gaps = sorted((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
+    if not gaps:
+        return {"stream_chunks": len(arrivals)}
+    return {
+        "stream_chunks": len(arrivals),
+        "chunk_gap_p50_ms": round(gaps[len(gaps) // 2], 3),
+        "chunk_gap_p99_ms": round(gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))], 3),
+    }
 
 
 def _error_text(exc: BaseException, redact: Any) -> str:

@@ -175,6 +175,11 @@ class LLMCall(BaseModel):
     """The gateway route that made the call (chat.completions, embeddings, messages,
     responses); null for the runtime's own calls."""
     request_id: str | None = None
+    stream_chunks: int | None = None
+    """Of a streamed call: how many chunks it had, and the gaps between them (ttft_ms is
+    its time to first token)."""
+    chunk_gap_p50_ms: float | None = None
+    chunk_gap_p99_ms: float | None = None
 
 
 ModelCreate.model_rebuild()

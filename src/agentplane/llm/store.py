@@ -308,14 +308,16 @@ async def insert_call(conn: Connection, call: dict[str, Any]) -> None:
             response_content, tool_calls, finish_reason, prompt_tokens, completion_tokens,
             cached_tokens, cache_write_tokens, cost_usd, cost_source, reserved_tokens, stream,
             latency_ms, ttft_ms, status, error, created_at, completed_at, reasoning_tokens,
-            tokens_estimated, endpoint, request_id)
+            tokens_estimated, endpoint, request_id, stream_chunks, chunk_gap_p50_ms,
+            chunk_gap_p99_ms)
         VALUES (%(id)s, app_current_tenant(), %(user_id)s, %(api_key_id)s, %(session_id)s,
             %(run_id)s, %(task_id)s, %(agent_execution_id)s, %(agent_id)s, %(provider_id)s,
             %(provider)s, %(model)s, %(request)s, %(response_content)s, %(tool_calls)s,
             %(finish_reason)s, %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
             %(cache_write_tokens)s, %(cost_usd)s, %(cost_source)s, %(reserved_tokens)s,
             %(stream)s, %(latency_ms)s, %(ttft_ms)s, %(status)s, %(error)s, %(created_at)s, now(),
-            %(reasoning_tokens)s, %(tokens_estimated)s, %(endpoint)s, %(request_id)s)
+            %(reasoning_tokens)s, %(tokens_estimated)s, %(endpoint)s, %(request_id)s,
+            %(stream_chunks)s, %(chunk_gap_p50_ms)s, %(chunk_gap_p99_ms)s)
         """,
         {
             **call,

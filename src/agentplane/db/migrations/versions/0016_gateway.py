@@ -3,9 +3,11 @@
 llm_calls gains the gateway route that made a call (`endpoint`, NULL for the runtime's
 calls), the HTTP request it answered (`request_id`), the reasoning tokens of its
 completion, whether its tokens were counted here because the provider reported none
-(`tokens_estimated`), and the status `cancelled`: a stream its caller closed, charged for
-what it generated. gateway_aliases holds each tenant's aliases: a name, a strategy and
-the deployments (model names) it routes to. gateway/sql/routing.sql resolves names.
+(`tokens_estimated`), of a streamed call its chunks and the gaps between them (p50 and
+p99; its time to first token is ttft_ms), and the status `cancelled`: a stream its
+caller closed, charged for what it generated. gateway_aliases holds each tenant's
+aliases: a name, a strategy and the deployments (model names) it routes to;
+gateway/sql/routing.sql resolves names.
 
 Revision ID: 0016
 Revises: 0015
@@ -31,6 +33,9 @@ def upgrade() -> None:
         ADD COLUMN request_id text CHECK (length(request_id) BETWEEN 1 AND 128),
         ADD COLUMN reasoning_tokens integer NOT NULL DEFAULT 0 CHECK (reasoning_tokens >= 0),
         ADD COLUMN tokens_estimated boolean NOT NULL DEFAULT false,
+        ADD COLUMN stream_chunks integer CHECK (stream_chunks >= 0),
+        ADD COLUMN chunk_gap_p50_ms real CHECK (chunk_gap_p50_ms >= 0),
+        ADD COLUMN chunk_gap_p99_ms real CHECK (chunk_gap_p99_ms >= 0),
         DROP CONSTRAINT llm_calls_status_check,
         ADD CONSTRAINT llm_calls_status_check
             CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled'));
@@ -66,6 +71,9 @@ def downgrade() -> None:
         DROP CONSTRAINT llm_calls_status_check,
         ADD CONSTRAINT llm_calls_status_check
             CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+        DROP COLUMN chunk_gap_p99_ms,
+        DROP COLUMN chunk_gap_p50_ms,
+        DROP COLUMN stream_chunks,
         DROP COLUMN tokens_estimated,
         DROP COLUMN reasoning_tokens,
         DROP COLUMN request_id,
