@@ -16,6 +16,8 @@ is read each time (its fallback and cool-down are decided in the database).
 from __future__ import annotations
 
 import itertools
+import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +81,7 @@ async def resolve(
             _keep(tenant_id, name, rows)
     if not rows:
         raise ModelNotFound(name)
+    rows = ordered(rows)
     chain: list[Resolved] = []
     for row in rows:
         # Without a connection only healthy routes are resolved: resolve reads nothing.
@@ -98,5 +101,18 @@ async def resolve(
     )
 
 
+def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The order to try an alias's deployments in: as listed (priority), or drawn by
+    weight, each call anew (weighted: a deployment comes first with a chance in
+    proportion to its weight, and so on for the rest)."""
+    if rows[0]["strategy"] != "weighted":
+        return rows
+    return sorted(rows, key=lambda r: -math.log(1 - random.random()) / r["route_weight"])
+
+
+ROUTE_KEYS = ("routed_model", "alias", "deployment", "route_weight", "strategy",
+              "context_window")
+
+
 def _provider(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("routed_model", "alias", "deployment")}
+    return {k: v for k, v in row.items() if k not in ROUTE_KEYS}

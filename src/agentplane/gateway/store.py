@@ -14,12 +14,14 @@ from agentplane.db.pool import Connection
 # window of its model where one is known (the tenant's model of that provider first, then
 # the provider's vendor's, then any built-in one of that name).
 ROUTE = """
-    SELECT r.model AS routed_model, r.alias, r.deployment, w.context_window,
+    SELECT r.model AS routed_model, r.alias, r.deployment, r.weight::float8 AS route_weight,
+           r.strategy, w.context_window,
            p.id, p.tenant_id, p.tenant_id IS NULL AS builtin, p.name, p.type, p.base_url,
            p.api_key_ciphertext IS NOT NULL AS has_api_key, p.model, p.weight, p.enabled,
            p.config, p.health_status, p.response_time, p.consecutive_failures, p.last_error,
            p.last_checked_at, p.created_at, p.updated_at, p.api_key_ciphertext
-    FROM gateway_route(%s) WITH ORDINALITY AS r(provider_id, model, alias, deployment, n)
+    FROM gateway_route(%s)
+         WITH ORDINALITY AS r(provider_id, model, alias, deployment, weight, strategy, n)
     JOIN llm_providers p ON p.id = r.provider_id
     LEFT JOIN LATERAL (
         SELECT m.context_window FROM llm_models m

@@ -85,12 +85,13 @@ BEGIN
     ORDER BY p.weight DESC, p.name LIMIT 1;
 END $$;
 
--- Where a call to p_name goes, in the order to try: one row, or an alias's deployments
--- (weighted: a random order drawn by weight, each deployment first with a chance in
--- proportion to its weight, none of weight 0; priority: as listed). `alias` names the
--- alias (NULL for a plain name); `deployment` is the name the deployment gave.
+-- The deployments of p_name: one row, or an alias's deployments as listed, with their
+-- weight and the alias's strategy (the caller draws the order: routing.py). `alias`
+-- names the alias (NULL for a plain name); `deployment` is the name the deployment gave.
+-- Deployments of weight 0 are left out.
 CREATE OR REPLACE FUNCTION gateway_route(p_name text)
-RETURNS TABLE (provider_id uuid, model text, alias text, deployment text)
+RETURNS TABLE (provider_id uuid, model text, alias text, deployment text, weight numeric,
+               strategy text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a gateway_aliases;
@@ -98,17 +99,17 @@ BEGIN
     SELECT * INTO a FROM gateway_aliases WHERE name = p_name;
     IF NOT FOUND THEN
         RETURN QUERY
-        SELECT t.provider_id, t.model, NULL::text, p_name FROM gateway_target(p_name) t;
+        SELECT t.provider_id, t.model, NULL::text, p_name, 1::numeric, NULL::text
+        FROM gateway_target(p_name) t;
         RETURN;
     END IF;
     RETURN QUERY
-    SELECT t.provider_id, t.model, a.name, d.name
+    SELECT t.provider_id, t.model, a.name, d.name, coalesce(d.weight, 1), a.strategy
     FROM ROWS FROM (jsonb_to_recordset(a.deployments) AS (name text, weight numeric))
          WITH ORDINALITY AS d(name, weight, n)
     CROSS JOIN LATERAL gateway_target(d.name) t
     WHERE coalesce(d.weight, 1) > 0
-    ORDER BY CASE WHEN a.strategy = 'weighted'
-                  THEN -ln(1 - random()) / coalesce(d.weight, 1) ELSE d.n END;
+    ORDER BY d.n;
 END $$;
 
 -- The models a tenant's callers may name: each enabled provider's default model, the

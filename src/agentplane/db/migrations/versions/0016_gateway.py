@@ -22,7 +22,7 @@ branch_labels = None
 depends_on = None
 
 sql_files = {
-    "gateway/sql/routing.sql": "3cfc3fe06b630457c46d8d4779566d6d463241f46fe9acfe5974a8bb294aa837",
+    "gateway/sql/routing.sql": "25865a4ab7aa52f55ad2445381b66ffed71af3b1948fa62cf050d2e793d68b7c",
 }
 
 
