@@ -153,7 +153,7 @@ def test_the_first_hour_from_the_readme(server, tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert [(c["status"], c["error"]) for c in calls] == [
-            ("failed", "cancelled by the caller")]
+            ("cancelled", "cancelled by the caller")]
         time.sleep(max(0.0, SLOW_S - (time.monotonic() - sent)) + 1)
     last = json.loads(sh(remote, "events", slow_id[:8], "--json").stdout.splitlines()[-1])
     assert last["type"] == "run.cancelled"

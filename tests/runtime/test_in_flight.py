@@ -86,7 +86,7 @@ async def test_a_slow_call_is_seen_going_out_and_cancel_stops_it(db, settings, c
                     "SELECT count(*) AS n FROM budget_reservations WHERE tenant_id = %s",
                     [ctx.tenant_id])
                 holds = (await cur.fetchone())["n"]
-            assert calls == [{"status": "failed", "error": "cancelled by the caller"}]
+            assert calls == [{"status": "cancelled", "error": "cancelled by the caller"}]
             assert reserved == 0 and holds == 0
             # The answer would have come by now; nothing follows the terminal event.
             await asyncio.sleep(SLOW_S - (loop.time() - sent) + 0.5)
