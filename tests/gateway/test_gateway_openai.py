@@ -454,3 +454,18 @@ async def test_other_routes_keep_problem_json(db: Database, url: str) -> None:
         assert r.headers["content-type"] == "application/problem+json"
         r = await c.get("/v1/models")
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+async def test_keep_alive_comments_while_the_vendor_is_silent(
+    db: Database, settings: Settings, endpoints, fresh
+) -> None:
+    t = await with_vendor(db, settings, fresh)
+    fresh.chunk_delay = 0.25
+    quick = settings.model_copy(update={"events_keepalive_seconds": 0.1})
+    with live_server(quick, endpoints) as other:
+        lines = raw_stream(other, t.api_key, {"model": "up/gpt-4o-mini", "messages": ASK,
+                                              "stream": True, "max_tokens": 64})
+    assert ": keep-alive" in lines and lines[-1] == "data: [DONE]"
+    text = "".join(json.loads(x[6:])["choices"][0]["delta"].get("content") or ""
+                   for x in lines if x.startswith("data: {"))
+    assert text.startswith("Echo from the vendor")
