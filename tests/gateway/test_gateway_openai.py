@@ -469,3 +469,16 @@ async def test_keep_alive_comments_while_the_vendor_is_silent(
     text = "".join(json.loads(x[6:])["choices"][0]["delta"].get("content") or ""
                    for x in lines if x.startswith("data: {"))
     assert text.startswith("Echo from the vendor")
+
+
+async def test_a_tenant_may_keep_no_content(db: Database, url: str) -> None:
+    t = await gateway_tenant(db)
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE tenants SET settings = settings || '{\"llm_content\": \"drop\"}'"
+                           " WHERE id = %s", [t.tenant_id])
+    answer = sdk(url, t.api_key).chat.completions.create(model="offline", messages=ASK)
+    call = await one(db, "SELECT request, response_content, tool_calls, total_tokens, cost_usd"
+                     " FROM llm_calls WHERE tenant_id = %s", t.tenant_id)
+    assert call["request"]["messages"] is None and call["response_content"] is None
+    assert call["total_tokens"] == answer.usage.total_tokens > 0
+    assert call["cost_usd"] == 0  # the offline model's price: counted all the same

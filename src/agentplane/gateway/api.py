@@ -132,6 +132,7 @@ async def context(
         session_id=session_id,
         endpoint=endpoint,
         request_id=getattr(request.state, "request_id", None),
+        store_content=route.store_content,
     )
     return ctx, route
 

@@ -41,6 +41,8 @@ class Route:
     """The model of the first attempt, as named to its provider."""
     context_window: int | None
     alias: str | None
+    store_content: bool = True
+    """False when the tenant's settings say `"llm_content": "drop"`."""
 
 
 ROUTE_TTL_S = 2.0
@@ -98,6 +100,7 @@ async def resolve(
         model=chain[0].model or chain[0].row.get("model") or head["routed_model"],
         context_window=head["context_window"],
         alias=head["alias"],
+        store_content=head.get("llm_content") != "drop",
     )
 
 
@@ -111,7 +114,7 @@ def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 ROUTE_KEYS = ("routed_model", "alias", "deployment", "route_weight", "strategy",
-              "context_window")
+              "context_window", "llm_content")
 
 
 def _provider(row: dict[str, Any]) -> dict[str, Any]:

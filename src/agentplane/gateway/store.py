@@ -12,10 +12,13 @@ from agentplane.db.pool import Connection
 
 # Each deployment of a name, in the order to try, with its provider's row and the context
 # window of its model where one is known (the tenant's model of that provider first, then
-# the provider's vendor's, then any built-in one of that name).
+# the provider's vendor's, then any built-in one of that name), and whether the tenant
+# keeps the content of calls (its settings' llm_content: "drop" keeps none).
 ROUTE = """
     SELECT r.model AS routed_model, r.alias, r.deployment, r.weight::float8 AS route_weight,
            r.strategy, w.context_window,
+           (SELECT t.settings->>'llm_content' FROM tenants t
+            WHERE t.id = app_current_tenant()) AS llm_content,
            p.id, p.tenant_id, p.tenant_id IS NULL AS builtin, p.name, p.type, p.base_url,
            p.api_key_ciphertext IS NOT NULL AS has_api_key, p.model, p.weight, p.enabled,
            p.config, p.health_status, p.response_time, p.consecutive_failures, p.last_error,

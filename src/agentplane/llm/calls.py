@@ -66,6 +66,9 @@ class CallContext:
     the runtime's own calls."""
     request_id: str | None = None
     """The HTTP request the call answered (its X-Request-ID)."""
+    store_content: bool = True
+    """False: the call's messages and answer are not recorded (the tenant's privacy
+    setting); its parameters, tokens and cost always are."""
 
 
 @dataclass
@@ -537,7 +540,10 @@ class LLM:
             "provider_id": row["id"],
             "provider": row["name"],
             "model": request.model,
-            "request": {"messages": request.messages, "params": request.params()},
+            "request": {
+                "messages": request.messages if ctx.store_content else None,
+                "params": request.params(),
+            },
             "reserved_tokens": reservation.tokens if reservation else 0,
             "stream": stream,
             "latency_ms": round((time.perf_counter() - t0) * 1000),
@@ -637,11 +643,12 @@ class LLM:
             pending.started,
             0.0,
         )
+        keep = pending.ctx.store_content
         call.update(
             id=pending.id,
             latency_ms=pending.latency_ms,
-            response_content=result.content,
-            tool_calls=[asdict(c) for c in result.tool_calls] or None,
+            response_content=result.content if keep else None,
+            tool_calls=([asdict(c) for c in result.tool_calls] or None) if keep else None,
             finish_reason=result.finish_reason,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
