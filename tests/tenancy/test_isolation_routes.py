@@ -18,6 +18,7 @@ import httpx
 from agentplane.api.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
+from agentplane.gateway import api as gateway_api
 from tests.runtime.helpers import add_agents, agent, settle, tenant, worker
 from tests.tenancy.test_isolation import _id_routes as identity_routes
 
@@ -37,6 +38,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/runs/{run_id}/data"): {"key": "stolen", "value": 1},
     ("POST", "/v1/input-requests/{request_id}/answer"): {"response": {"approved": True}},
     ("PATCH", "/v1/usage/alerts/{alert_id}"): {"threshold": 1},
+}
+
+# The gateway's routes answer in their vendor's shape, not problem+json.
+VENDOR_SHAPED = {
+    (m, r.path)
+    for router in (gateway_api.router, gateway_api.anthropic_router)
+    for r in router.routes
+    for m in r.methods
 }
 
 # Rows of B that no request of A may change (a snapshot before and after).
@@ -60,6 +69,7 @@ TABLES = (
     "api_key_budgets",
     "usage_alerts",
     "events",
+    "gateway_aliases",
 )
 
 
@@ -71,6 +81,11 @@ def all_id_routes() -> list[tuple[str, str]]:
             if "{" in getattr(r, "path", ""):
                 found += [(m, r.path) for m in sorted(getattr(r, "methods", None) or ())]
     return found
+
+
+def fill(path: str, ids: dict) -> str:
+    """The path with its parameters (converters such as {model_id:path} too) filled."""
+    return path.replace(":path}", "}").format(**ids)
 
 
 async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings, b) -> dict:
@@ -125,6 +140,9 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
         f"/v1/api-keys/{b.api_key_id}/budget", json={"token_budget": 10**6}, headers=b.headers
     )
     assert r.status_code == 200, r.text
+    r = await client.post("/v1/gateway/aliases", headers=b.headers, json={
+        "name": "iso-alias", "deployments": [{"name": "iso-prov/iso-model"}]})
+    assert r.status_code == 201, r.text
     async with db.admin_connection() as conn:
         cur = await conn.execute("SELECT id FROM llm_calls WHERE tenant_id = %s", [b.tenant_id])
         call_id = (await cur.fetchone())["id"]
@@ -149,6 +167,7 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
         "call_id": call_id,
         "key_id": b.api_key_id,
         "schedule_id": schedule_id,
+        "name": "iso-alias",
     }
 
 
@@ -158,6 +177,9 @@ def refs(holdings: dict, path: str) -> list[dict]:
         return [{**holdings, "ref": "iso-prov"}]
     if path.startswith("/v1/sessions/"):
         return [{**holdings, "ref": holdings["session_id"]}, {**holdings, "ref": "iso-chat"}]
+    if path.startswith("/v1/models/"):  # B's model and alias, by the names the gateway takes
+        return [{**holdings, "model_id": "iso-prov/iso-model"},
+                {**holdings, "model_id": "iso-alias"}]
     return [holdings]
 
 
@@ -179,9 +201,9 @@ def test_every_id_route_is_covered() -> None:
     # Every other route is tried by the test below; here: B holds what it names.
     params = {"run_id", "task_id", "request_id", "slug", "instance_id", "ref", "job_id"}
     params |= {"dead_letter_id", "model_id", "call_id", "key_id"}
-    params |= {"alert_id", "schedule_id"}
+    params |= {"alert_id", "schedule_id", "name"}
     for method, path in tried:
-        names = {p.split("}")[0] for p in path.split("{")[1:]}
+        names = {p.split("}")[0].removesuffix(":path") for p in path.split("{")[1:]}
         assert names <= params, f"{method} {path}: add its resource to this module"
     assert len(all_id_routes()) >= 50
 
@@ -205,11 +227,13 @@ async def test_a_key_on_b_resources_gets_404_on_every_route(
         if "{instance_id}" in path:
             variants.append({**holdings, "slug": "a-own"})
         for ids in variants:
-            url = path.format(**ids)
+            url = fill(path, ids)
             body = BODIES.get((method, path))
             r = await client.request(method, url, headers=a.headers, json=body)
             assert r.status_code == 404, (method, url, r.status_code, r.text)
-            assert r.headers["content-type"] == "application/problem+json", (method, url)
+            expected = "application/json" if (method, path) in VENDOR_SHAPED else (
+                "application/problem+json")
+            assert r.headers["content-type"] == expected, (method, url)
             assert json.dumps(str(b.tenant_id)) not in r.text
             tried += 1
     assert tried >= 40

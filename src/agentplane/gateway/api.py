@@ -417,7 +417,9 @@ class Deployment(BaseModel):
 class AliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+                      description="a model name of its own (no slash: provider/model names "
+                      "a provider)")
     strategy: Literal["weighted", "priority"] = "weighted"
     deployments: list[Deployment] = Field(min_length=1, max_length=32)
 
@@ -453,7 +455,7 @@ async def list_aliases(conn: AliasReader) -> list[Alias]:
     return [Alias.model_validate(r) for r in await store.list_aliases(conn)]
 
 
-@aliases_router.delete("/v1/gateway/aliases/{name:path}", status_code=204)
+@aliases_router.delete("/v1/gateway/aliases/{name}", status_code=204)
 async def delete_alias(name: str, conn: AliasWriter) -> Response:
     found = await store.get_alias(conn, name)
     if found is None or not await store.delete_alias(conn, found["id"]):

@@ -45,7 +45,7 @@ def upgrade() -> None:
     CREATE TABLE gateway_aliases (
         id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
         tenant_id    uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-        name         text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$'),
+        name         text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
         strategy     text NOT NULL DEFAULT 'weighted'
                      CHECK (strategy IN ('weighted', 'priority')),
         deployments  jsonb NOT NULL CHECK (jsonb_typeof(deployments) = 'array'
