@@ -590,7 +590,9 @@ class LLM:
         pending.status, pending.error, pending.chunks = status, error, chunks
         if call_id is not None:
             pending.id = call_id
-        async with self.db.tenant_connection(ctx.tenant_id) as conn:
+        # Pipelined: the transaction's start goes out with the price lookup, its writes
+        # with the commit (two round trips).
+        async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
             outcome = await self._write(conn, pending, stream, settle_now=True)
         await self.settle(pending)
         return outcome
