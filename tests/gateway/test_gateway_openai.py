@@ -482,3 +482,19 @@ async def test_a_tenant_may_keep_no_content(db: Database, url: str) -> None:
     assert call["request"]["messages"] is None and call["response_content"] is None
     assert call["total_tokens"] == answer.usage.total_tokens > 0
     assert call["cost_usd"] == 0  # the offline model's price: counted all the same
+
+
+async def test_a_vendor_429_is_retried_after_its_retry_after(
+    db: Database, settings: Settings, url: str, fresh
+) -> None:
+    t = await with_vendor(db, settings, fresh)
+    fresh.queue.append((429, {"Retry-After": "0.3"}, {"error": {"message": "slow down"}}))
+    before = len(fresh.requests)
+    client = sdk(url, t.api_key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model="up/gpt-4o-mini", messages=ASK)
+    assert raw.parse().choices[0].message.content.startswith("Echo from the vendor")
+    assert len(fresh.requests) - before == 2
+    # The wait was the vendor's, not agentplane's own time.
+    assert float(raw.headers["x-agentplane-overhead-ms"]) < 300
+    calls = await rows(db, "SELECT status FROM llm_calls WHERE tenant_id = %s", t.tenant_id)
+    assert [c["status"] for c in calls] == ["completed"]
