@@ -3,7 +3,6 @@ tokens, manage API keys, read the audit log."""
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import secrets as stdlib_secrets
@@ -14,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from agentplane import clock, crypto
+from agentplane import clock, crypto, pagination
 from agentplane.auth import audit, passwords, secrets, store, totp
 from agentplane.auth import cache as keycache
 from agentplane.auth import scopes as sc
@@ -632,29 +631,15 @@ async def revoke_key(
 # --- audit log --------------------------------------------------------------------------
 
 
-def encode_cursor(created_at: datetime, row_id: UUID) -> str:
-    raw = f"{created_at.isoformat()}|{row_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, row_id = raw.split("|")
-        return datetime.fromisoformat(ts), UUID(row_id)
-    except ValueError:
-        raise ValidationFailed("cursor is not valid", errors=[{"field": "cursor"}]) from None
-
-
 async def query_audit(
     db: Database, principal: Principal, *, limit: int, cursor: str | None, **filters: Any
 ) -> tuple[list[dict[str, Any]], str | None]:
-    after = decode_cursor(cursor) if cursor else None
+    after = pagination.decode(cursor) if cursor else None
     async with db.tenant_connection(principal.tenant_id) as conn:
         rows = await store.query_audit(conn, after=after, limit=limit + 1, **filters)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    next_cursor = pagination.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
     return rows, next_cursor
 
 

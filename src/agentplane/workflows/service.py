@@ -4,17 +4,16 @@ control (cancel, pause, resume, retry) and input requests."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import jsonschema
 
+from agentplane import pagination
 from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
@@ -282,18 +281,6 @@ async def get_run(conn: Connection, run_id: UUID) -> Run:
     return Run.model_validate(row)
 
 
-def _cursor(at: datetime, id_: UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{id_}".encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        at, id_ = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("invalid cursor") from None
-
-
 async def list_runs(
     conn: Connection,
     *,
@@ -313,14 +300,15 @@ async def list_runs(
         conn,
         status=status,
         workflow=workflow,
-        before=_decode(cursor) if cursor else None,
+        before=pagination.decode(cursor) if cursor else None,
         limit=limit + 1,
         id_prefix=id_prefix,
     )
     items = [Run.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
+    last = items[-1] if more else None
     return RunPage(
-        items=items, next_cursor=_cursor(items[-1].created_at, items[-1].id) if more else None
+        items=items, next_cursor=pagination.encode(last.created_at, last.id) if last else None
     )
 
 
