@@ -101,8 +101,8 @@ async def connected(
         async with httpx.AsyncClient(base_url=where.url, headers=headers, timeout=60) as http:
             yield Api(http, remote=True, where=where.url)
         return
-    from agentplane.api.app import create_app
-    from agentplane.api.deps import authenticated
+    from agentplane.app import create_app
+    from agentplane.auth.deps import authenticated
     from agentplane.auth.models import Identity
     from agentplane.runtime.local import owner_principal
 

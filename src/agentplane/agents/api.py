@@ -16,7 +16,7 @@ from agentplane.agents.models import (
     InstanceIn,
     InstanceStatusIn,
 )
-from agentplane.api.deps import conn_for
+from agentplane.auth.deps import conn_for
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 Read = conn_for("agents:read")

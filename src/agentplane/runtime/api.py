@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentplane.agents import store
-from agentplane.api.deps import conn_for
+from agentplane.auth.deps import conn_for
 from agentplane.runtime import tools
 
 router = APIRouter(prefix="/v1", tags=["agents"])

@@ -13,7 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR
+from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR, normalize_email
 from agentplane.db.pool import Database
 from agentplane.errors import ValidationFailed
 from agentplane.tenancy import service
@@ -87,10 +87,8 @@ def tenant_create(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a tenant and its first owner (a new user, or an existing one by email)."""
-    from agentplane.auth.models import _email
-
     try:
-        email = _email(owner_email)
+        email = normalize_email(owner_email)
     except ValueError:
         raise ValidationFailed("owner-email is not a valid email address") from None
     password = read_password(password_stdin)
@@ -150,10 +148,8 @@ def user_create(
     tenant: TenantRef = None,
 ) -> None:
     """Add a user to a tenant with a role (creating the user if the email is new)."""
-    from agentplane.auth.models import _email
-
     try:
-        email = _email(email)
+        email = normalize_email(email)
     except ValueError:
         raise ValidationFailed("email is not a valid email address") from None
     password = read_password(password_stdin)

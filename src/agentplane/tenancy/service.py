@@ -1,4 +1,5 @@
-"""Rules of the tenancy package: tenants, users, memberships, invitations, projects.
+"""Rules of the tenancy package: tenants, users, memberships, invitations, projects
+(signing up: agentplane.tenancy.signup).
 
 Every function runs one transaction on a tenant connection (RLS applies) and writes
 its audit entries in that same transaction. The `*_admin` functions are for the CLI:
@@ -7,7 +8,6 @@ they look tenants up across tenants on the owner connection.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -36,10 +36,6 @@ class NewUser:
     username: str | None = None
 
 
-def email_digest(email: str) -> bytes:
-    return hashlib.sha256(email.strip().lower().encode()).digest()
-
-
 def _conflict_on(field: str, _: Conflict) -> Conflict:
     return Conflict(f"{field} already exists", errors=[{"field": field, "message": "taken"}])
 
@@ -60,7 +56,7 @@ async def _insert_new_user(conn: Connection, user: NewUser) -> UUID:
 
 
 async def find_user_id(conn: Connection, email: str) -> UUID | None:
-    row = await auth_store.login_lookup(conn, email.strip().lower(), email_digest(email))
+    row = await auth_store.login_lookup(conn, email.strip().lower(), secrets.email_digest(email))
     return row["user_id"]
 
 

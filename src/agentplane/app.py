@@ -1,4 +1,9 @@
-"""The FastAPI app factory."""
+"""The FastAPI app factory: the HTTP pieces of agentplane.api (problem+json errors,
+middleware, health, metrics) and the router of every package, in one app.
+
+It sits above every package (it imports them all and none imports it): the server
+(`agentplane up`), the command line's in-process client and the tests make their apps
+here."""
 
 from __future__ import annotations
 
@@ -71,6 +76,7 @@ def create_app(
     app.include_router(health.router)
     metrics.install(app, conf)
     app.include_router(auth_api.router)
+    app.include_router(tenancy_api.signup_router)
     app.include_router(tenancy_api.router)
     app.include_router(events_api.router)
     app.include_router(llm_api.router)
