@@ -25,7 +25,6 @@ from agentplane.events.stream import close_hub
 from agentplane.llm import api as llm_api
 from agentplane.ops import maintenance
 from agentplane.queue import api as queue_api
-from agentplane.runtime import api as runtime_api
 from agentplane.sessions import api as sessions_api
 from agentplane.tenancy import api as tenancy_api
 from agentplane.usage import api as usage_api
@@ -84,6 +83,6 @@ def create_app(
     app.include_router(usage_api.router)
     app.include_router(queue_api.router)
     app.include_router(agents_api.router)
-    app.include_router(runtime_api.router)
+    app.include_router(agents_api.tools_router)
     app.include_router(workflows_api.router)
     return app

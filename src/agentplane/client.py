@@ -104,7 +104,7 @@ async def connected(
     from agentplane.app import create_app
     from agentplane.auth.deps import authenticated
     from agentplane.auth.models import Identity
-    from agentplane.runtime.local import owner_principal
+    from agentplane.tenancy.service import owner_principal
 
     principal = await owner_principal(db, tenant)
     app = create_app(conf, db=db)
@@ -137,7 +137,7 @@ def call(tenant: str | None, fn: Callable[[Api], Awaitable[T]]) -> T:
                 return await fn(api)
 
         return asyncio.run(over_http())
-    from agentplane.tenancy.cli import with_database
+    from agentplane.db.setup import with_database
 
     async def here(db: Any) -> T:
         async with connected(tenant, db.settings, db) as api:

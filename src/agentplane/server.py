@@ -14,7 +14,7 @@ from agentplane.api import metrics
 from agentplane.api.sockets import bind
 from agentplane.app import create_app
 from agentplane.config import Settings
-from agentplane.db.endpoints import database
+from agentplane.db.setup import database
 
 log = logging.getLogger("agentplane.server")
 

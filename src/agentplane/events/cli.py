@@ -31,7 +31,7 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Print a run's events in sequence order; with --follow, stream them live."""
-    from agentplane.tenancy.cli import with_database
+    from agentplane.db.setup import with_database
 
     try:
         run = UUID(run_id)

@@ -596,6 +596,24 @@ async def tenant_owner_admin(db: Database, tenant_id: UUID) -> UUID | None:
         return await store.tenant_owner(conn, tenant_id)
 
 
+async def owner_principal(db: Database, tenant: str | None) -> Principal:
+    """The command line acts as the owner of the tenant it is given (slug or id); it never
+    makes one up: an unknown tenant is an error naming the known ones."""
+    tenant_id = await resolve_tenant_admin(db, tenant)
+    return owner_of(tenant_id, await tenant_owner_admin(db, tenant_id))
+
+
+def owner_of(tenant_id: UUID, user_id: UUID | None) -> Principal:
+    """A principal with every scope: the tenant's owner, as the command line acts."""
+    return Principal(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        role="owner",
+        scopes=frozenset(sc.ALL_SCOPES),
+        api_key_id=None,
+    )
+
+
 async def list_tenants_admin(db: Database) -> list[dict[str, Any]]:
     async with db.admin_connection() as conn:
         return await store.list_tenants(conn)

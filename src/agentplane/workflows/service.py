@@ -18,13 +18,13 @@ from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.events.emit import emit, event
 from agentplane.llm import service as llm
 from agentplane.llm import store as llm_store
 from agentplane.money import known_cost, plain
 from agentplane.queue.service import ask_to_stop
-from agentplane.runtime.emit import emit, event
-from agentplane.runtime.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows import dag, store
+from agentplane.workflows.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows.models import (
     TERMINAL,
     InputRequest,
