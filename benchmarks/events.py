@@ -164,7 +164,7 @@ def serve(home: str, pg_port: int, port: int) -> None:
     """The API in its own process (run as `events.py --serve ...`)."""
     import uvicorn
 
-    from agentplane.api.app import create_app
+    from agentplane.app import create_app
 
     conf = settings(Path(home), pg_port)
     uvicorn.run(create_app(conf), host="127.0.0.1", port=port, log_config=None,

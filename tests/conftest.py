@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
 from agentplane.db.embedded import EmbeddedServer

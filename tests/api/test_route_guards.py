@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant
 

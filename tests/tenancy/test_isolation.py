@@ -18,10 +18,11 @@ import pytest
 
 from agentplane.auth import api as auth_api
 from agentplane.auth import service as auth_service
-from agentplane.auth.models import RegisterIn
 from agentplane.db.pool import Database
 from agentplane.tenancy import api as tenancy_api
 from agentplane.tenancy import service as tenancy
+from agentplane.tenancy import signup
+from agentplane.tenancy.models import RegisterIn
 from agentplane.tenancy.service import NewUser
 from tests.conftest import TenantContext, make_tenant
 
@@ -41,8 +42,8 @@ IDENTITY_TABLES = {
 
 async def _fill(db: Database, client: httpx.AsyncClient, ctx: TenantContext) -> dict[str, Any]:
     """Rows in every identity table for ctx's tenant; returns the ids HTTP tests need."""
-    from agentplane.api.deps import Principal
     from agentplane.auth import scopes as sc
+    from agentplane.auth.models import Principal
 
     owner = Principal(ctx.tenant_id, ctx.user_id, "owner", sc.granted("owner"), None)
     project = await tenancy.create_project(db, owner, {"name": "P", "slug": "p"})
@@ -369,7 +370,7 @@ async def test_a_key_on_b_resources_gets_404(
 
 
 async def test_register_sees_no_other_tenant(client: httpx.AsyncClient, db: Database) -> None:
-    tokens = await auth_service.register(
+    tokens = await signup.register(
         db, RegisterIn(email="solo@iso.test", password="a long passphrase 2", tenant_slug="solo")
     )
     r = await client.get("/v1/members", headers={"Authorization": f"Bearer {tokens.access_token}"})

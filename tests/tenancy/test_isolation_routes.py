@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from tests.runtime.helpers import add_agents, agent, settle, tenant, worker

@@ -1,12 +1,15 @@
-"""HTTP: agents CRUD and agent instances with their status history."""
+"""HTTP: agents CRUD, agent instances with their status history, and the tools agents
+may be given (built-in and registered with `@agentplane.tool`)."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from agentplane.agents import service
+from agentplane.agents import service, store, tools
 from agentplane.agents.models import (
     Agent,
     AgentIn,
@@ -16,9 +19,10 @@ from agentplane.agents.models import (
     InstanceIn,
     InstanceStatusIn,
 )
-from agentplane.api.deps import conn_for
+from agentplane.auth.deps import conn_for
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
+tools_router = APIRouter(prefix="/v1", tags=["agents"])
 Read = conn_for("agents:read")
 Write = conn_for("agents:write")
 
@@ -69,3 +73,27 @@ async def set_instance_status(
 @router.post("/{slug}/instances/{instance_id}/heartbeat")
 async def heartbeat(slug: str, instance_id: UUID, conn: Write) -> Instance:
     return await service.heartbeat(conn, slug, instance_id)
+
+
+class ToolInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(
+        alias="schema", serialization_alias="schema", description="JSON Schema of its arguments"
+    )
+    source: str = Field(description="built-in, or the module that registered it")
+    stateful: bool = Field(description="it acts on the run (performed by the executor)")
+    allowed: bool = Field(description="false when the tenant's settings deny it")
+
+
+@tools_router.get("/tools", response_model_by_alias=True)
+async def list_tools(conn: Read) -> list[ToolInfo]:
+    """Every tool this process knows: the built-ins, then those of the modules it imported
+    (AGENTPLANE_WORKER_IMPORTS); an agent lists the ones it may call in `tools`."""
+    denied = set(await store.denied_tools(conn))
+    return [
+        ToolInfo.model_validate({**t.describe(), "allowed": t.name not in denied})
+        for t in tools.listed()
+    ]

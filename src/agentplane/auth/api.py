@@ -1,4 +1,5 @@
-"""HTTP routes of the auth package: sign-in, /me, API keys, the audit log."""
+"""HTTP routes of the auth package: sign-in, /me, API keys, the audit log (signing up,
+POST /v1/auth/register, is tenancy's: agentplane.tenancy.signup)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from agentplane.api.deps import DB, authenticated, origin, requires
 from agentplane.auth import service
+from agentplane.auth.deps import DB, authenticated, origin, requires
 from agentplane.auth.models import (
     ApiKeyCreated,
     ApiKeyIn,
@@ -26,7 +27,6 @@ from agentplane.auth.models import (
     MfaSetupOut,
     Principal,
     RefreshIn,
-    RegisterIn,
     TokensOut,
 )
 
@@ -54,14 +54,6 @@ async def me(request: Request) -> Response:
         "api_key_id": str(p.api_key_id) if p.api_key_id else None,
     }
     return JSONResponse(body)  # RateLimit-* headers: added by RequestIdMiddleware
-
-
-@router.post("/v1/auth/register", status_code=201)
-async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
-    """Create a tenant with the caller as its owner, or join one with an invitation, as
-    far as the server's AGENTPLANE_REGISTRATION (open, invite, closed) allows."""
-    service.check_registration(request.app.state.settings.registration, body)
-    return await service.register(db, body, origin(request))
 
 
 @router.post("/v1/auth/login")

@@ -16,10 +16,11 @@ from agentplane.auth import scopes as sc
 from agentplane.auth import service
 from agentplane.auth.models import KEY_RATE_LIMIT_PER_HOUR, ApiKeyIn
 from agentplane.db.pool import Database
+from agentplane.db.setup import with_database
 from agentplane.errors import NotFound, ValidationFailed
 from agentplane.tenancy import service as tenancy
 from agentplane.tenancy import store as tenancy_store
-from agentplane.tenancy.cli import TenantRef, with_database
+from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 
 key_app = typer.Typer(help="API keys (administration without the API).", no_args_is_help=True)

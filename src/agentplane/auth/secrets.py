@@ -38,6 +38,11 @@ def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def email_digest(email: str) -> bytes:
+    """The key of an address's sign-in lookups and lockout (trimmed, lower-cased)."""
+    return hashlib.sha256(email.strip().lower().encode()).digest()
+
+
 def new_api_key() -> tuple[str, str, bytes]:
     """(plaintext, 8-character display prefix, digest). The plaintext is shown once."""
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)

@@ -3,10 +3,7 @@ tokens, manage API keys, read the audit log."""
 
 from __future__ import annotations
 
-import base64
 import math
-import re
-import secrets as stdlib_secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,12 +11,12 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from agentplane import clock, crypto
+from agentplane import clock, crypto, pagination
 from agentplane.auth import audit, passwords, secrets, store, totp
 from agentplane.auth import cache as keycache
 from agentplane.auth import scopes as sc
 from agentplane.auth.audit import NOWHERE, Origin
-from agentplane.auth.models import ApiKeyIn, Identity, Principal, RegisterIn, TokensOut
+from agentplane.auth.models import ApiKeyIn, Identity, Principal, TokensOut
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import (
@@ -31,9 +28,6 @@ from agentplane.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from agentplane.tenancy import service as tenancy
-from agentplane.tenancy import store as tenancy_store
-from agentplane.tenancy.service import NewUser, email_digest
 
 LOCKOUT_MAX_FAILURES = 5
 LOCKOUT_WINDOW_SECONDS = 15 * 60
@@ -225,7 +219,7 @@ def rate_limit_headers(identity: Identity) -> dict[str, str]:
 # --- signing in ----------------------------------------------------------------------------
 
 
-async def _start_session(
+async def start_session(
     settings: Settings,
     conn: Connection,
     tenant_id: UUID,
@@ -272,11 +266,11 @@ class SignIn:
     """The TOTP step the code matched: spent in the sign-in's transaction."""
 
 
-async def _check_password(
+async def check_password(
     db: Database, email: str, password: str, origin: Origin, code: str | None = None
 ) -> SignIn:
     """The account if the password (and code) are right; counts failures and locks out."""
-    email_hash = email_digest(email)
+    email_hash = secrets.email_digest(email)
     async with db.app_connection() as conn:
         found = await store.login_lookup(conn, email, email_hash)
     if found["locked_until"] is not None:
@@ -316,7 +310,7 @@ async def _login_failed(db: Database, email_hash: bytes, user_id: UUID | None, o
         )
 
 
-async def _spend_code(conn: Connection, signin: SignIn) -> None:
+async def spend_code(conn: Connection, signin: SignIn) -> None:
     # Inside the sign-in's tenant transaction: a code seen twice fails the second time.
     if signin.mfa_step is not None and not await store.spend_mfa_step(
         conn, signin.user_id, signin.mfa_step
@@ -332,7 +326,7 @@ async def login(
     origin: Origin = NOWHERE,
     code: str | None = None,
 ) -> TokensOut:
-    signin = await _check_password(db, email, password, origin, code)
+    signin = await check_password(db, email, password, origin, code)
     user_id = signin.user_id
     async with db.app_connection() as conn:
         tenants = await store.user_tenants(conn, user_id)
@@ -350,8 +344,8 @@ async def login(
         )
     tenant_id = tenants[0]["tenant_id"]
     async with db.tenant_connection(tenant_id) as conn:
-        await _spend_code(conn, signin)
-        tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
+        await spend_code(conn, signin)
+        tokens = await start_session(db.settings, conn, tenant_id, user_id, origin)
         await store.touch_last_login(conn, user_id)
         await audit.record(
             conn,
@@ -362,79 +356,6 @@ async def login(
             resource_id=user_id,
             origin=origin,
         )
-    return tokens
-
-
-def _slugify(text: str) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "tenant"
-    return f"{base}-{stdlib_secrets.token_hex(3)}"
-
-
-def check_registration(mode: str, body: RegisterIn) -> None:
-    """Refuse a registration over HTTP that AGENTPLANE_REGISTRATION does not allow.
-
-    Checked before anything is read or written; `register` itself stays available to
-    administrators' tools (the CLI), which this setting does not govern.
-    """
-    if mode == "closed":
-        raise Forbidden(
-            "registration is closed on this server (AGENTPLANE_REGISTRATION=closed): "
-            "an administrator creates users with `agentplane user create` (or a tenant with "
-            "`agentplane tenant create`), or sets AGENTPLANE_REGISTRATION to invite or open"
-        )
-    if mode == "invite" and body.invitation is None:
-        raise Forbidden(
-            "registration on this server is by invitation only "
-            "(AGENTPLANE_REGISTRATION=invite): register with the `invitation` token a "
-            "tenant's administrator sends you; new tenants are made with "
-            "`agentplane tenant create`, or by setting AGENTPLANE_REGISTRATION=open"
-        )
-
-
-async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> TokensOut:
-    """A new tenant with the caller as owner, or (with an invitation) joining a tenant."""
-    user = NewUser(body.email, body.password, body.full_name, body.username)
-    passwords.check_policy(body.password, email=body.email, username=body.username or "")
-    if body.invitation is not None:
-        return await _join(db, body.invitation, user, origin, body.totp)
-    name = body.tenant_name or body.email.split("@")[0]
-    slug = body.tenant_slug or _slugify(name)
-    tenant_id = uuid.uuid4()
-    async with db.tenant_connection(tenant_id) as conn:
-        _, user_id = await tenancy.create_tenant_in(
-            conn, tenant_id, name=name, slug=slug, owner=user, origin=origin
-        )
-        tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
-        await audit.record(
-            conn,
-            tenant_id,
-            "login",
-            user_id=user_id,
-            resource_type="user",
-            resource_id=user_id,
-            origin=origin,
-        )
-    return tokens
-
-
-async def _join(
-    db: Database, token: str, user: NewUser, origin: Origin, code: str | None
-) -> TokensOut:
-    async with db.app_connection() as conn:
-        tenant_id = await store.invitation_tenant(conn, secrets.digest(token))
-        existing = await tenancy.find_user_id(conn, user.email)
-    if tenant_id is None:
-        raise NotFound("invitation not found, expired or already used")
-    signin = None
-    if existing is not None:
-        # An existing account joins by proving it is theirs.
-        assert user.password is not None
-        signin = await _check_password(db, user.email, user.password, origin, code)
-    async with db.tenant_connection(tenant_id) as conn:
-        user_id, _ = await tenancy.accept_invitation(conn, token, existing, user, origin)
-        if signin is not None:
-            await _spend_code(conn, signin)
-        tokens = await _start_session(db.settings, conn, tenant_id, user_id, origin)
     return tokens
 
 
@@ -468,7 +389,7 @@ async def refresh(db: Database, token: str, origin: Origin = NOWHERE) -> TokensO
             )
         else:
             await store.mark_rotated(conn, session["id"])
-            tokens = await _start_session(
+            tokens = await start_session(
                 db.settings, conn, tenant_id, session["user_id"], origin, session["family_id"]
             )
             await audit.record(
@@ -545,7 +466,7 @@ async def create_key(
         raise Forbidden(f"cannot create a key with scopes you do not have: {extra}")
     key, prefix, key_hash = secrets.new_api_key()
     async with db.tenant_connection(tenant_id) as conn:
-        member = await tenancy_store.get_member(conn, owner_id)
+        member = await store.member_grants(conn, owner_id)
         if member is None:
             raise NotFound("member not found")
         lacking = requested - sc.granted(member["role"], member["permissions"])
@@ -632,29 +553,15 @@ async def revoke_key(
 # --- audit log --------------------------------------------------------------------------
 
 
-def encode_cursor(created_at: datetime, row_id: UUID) -> str:
-    raw = f"{created_at.isoformat()}|{row_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, row_id = raw.split("|")
-        return datetime.fromisoformat(ts), UUID(row_id)
-    except ValueError:
-        raise ValidationFailed("cursor is not valid", errors=[{"field": "cursor"}]) from None
-
-
 async def query_audit(
     db: Database, principal: Principal, *, limit: int, cursor: str | None, **filters: Any
 ) -> tuple[list[dict[str, Any]], str | None]:
-    after = decode_cursor(cursor) if cursor else None
+    after = pagination.decode(cursor) if cursor else None
     async with db.tenant_connection(principal.tenant_id) as conn:
         rows = await store.query_audit(conn, after=after, limit=limit + 1, **filters)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    next_cursor = pagination.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
     return rows, next_cursor
 
 

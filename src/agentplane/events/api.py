@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from agentplane.api.deps import DB, Principal, requires
+from agentplane.auth.deps import DB, Principal, requires
 from agentplane.errors import ValidationFailed
 from agentplane.events import service
 from agentplane.events.models import Event, EventPage

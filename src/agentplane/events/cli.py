@@ -35,7 +35,7 @@ def events(
     tenant: TenantRef = None,
 ) -> None:
     """Print a run's events in sequence order; with --follow, stream them live."""
-    from agentplane.tenancy.cli import with_database
+    from agentplane.db.setup import with_database
 
     if follow and type:
         raise ValidationFailed("--type cannot be combined with --follow")

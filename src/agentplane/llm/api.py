@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from agentplane.api.deps import DB, Principal, conn_for, requires
+from agentplane.auth.deps import DB, Principal, conn_for, requires
 from agentplane.errors import NotFound
 from agentplane.llm import service, store
 from agentplane.llm.adapters.base import ChatRequest

@@ -121,8 +121,8 @@ def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
     if client.remote():
         return client.call(None, lambda api: fn(RemoteQueue(api)))
     from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
     from agentplane.db.pool import Database
+    from agentplane.db.setup import database
     from agentplane.queue.service import JobQueue
 
     conf = get_settings()
@@ -156,7 +156,7 @@ def worker(
     """Run a worker until SIGTERM or SIGINT: finishes in-flight jobs, hands back the rest."""
     from agentplane import logs
     from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
+    from agentplane.db.setup import database
     from agentplane.queue.registry import import_modules
     from agentplane.queue.worker import Worker, WorkerOptions
 

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from agentplane.runtime.jobs import task_job
 from agentplane.runtime.turn import RESULT_CHARS, Turn
+from agentplane.workflows.jobs import task_job
 
 
 class Starts:

@@ -29,22 +29,23 @@ from typing import Any
 from uuid import UUID
 
 from agentplane import clock
+from agentplane.agents import tools
 from agentplane.config import Settings
 from agentplane.db.batcher import Batcher
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, DatabaseUnavailable
+from agentplane.events.emit import emit, event
 from agentplane.llm import store as llm_store
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall
-from agentplane.runtime import prompt, tools
+from agentplane.runtime import prompt
 from agentplane.runtime import store as rt
 from agentplane.runtime.batches import Completions, Starts
-from agentplane.runtime.emit import emit, event
 from agentplane.runtime.fsm import Machine
-from agentplane.runtime.jobs import enqueue_tasks
 from agentplane.runtime.turn import RESULT_CHARS, Turn
 from agentplane.usage.service import Budgets
 from agentplane.workflows import store as wf
+from agentplane.workflows.jobs import enqueue_tasks
 from agentplane.workflows.models import TERMINAL
 
 log = logging.getLogger("agentplane.runtime")

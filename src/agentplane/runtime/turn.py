@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from agentplane.errors import AgentplaneError
+from agentplane.events.emit import event
 from agentplane.llm.calls import PendingCall, Resolved
-from agentplane.runtime.emit import event
 from agentplane.runtime.fsm import Machine
 from agentplane.usage.service import Reservation
 

@@ -10,9 +10,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from agentplane.api.deps import DB, origin, requires
-from agentplane.auth.models import Principal
-from agentplane.tenancy import service
+from agentplane.auth.deps import DB, origin, requires
+from agentplane.auth.models import Principal, TokensOut
+from agentplane.tenancy import service, signup
 from agentplane.tenancy.models import (
     InvitationCreated,
     InvitationIn,
@@ -24,11 +24,14 @@ from agentplane.tenancy.models import (
     ProjectMemberOut,
     ProjectOut,
     ProjectPatch,
+    RegisterIn,
     TenantOut,
     TenantPatch,
 )
 
 router = APIRouter(tags=["tenancy"])
+# Signing up opens a login session: listed with the other ways in, under auth.
+signup_router = APIRouter(tags=["auth"])
 MANAGERS = {"owner", "admin"}
 TenantReader = Annotated[Principal, Depends(requires())]
 TenantManager = Annotated[Principal, Depends(requires("tenant:manage", roles=MANAGERS))]
@@ -198,3 +201,11 @@ async def remove_project_member(
 ) -> Response:
     await service.remove_project_member(db, principal, project_id, user_id, origin(request))
     return _no_content()
+
+
+@signup_router.post("/v1/auth/register", status_code=201)
+async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
+    """Create a tenant with the caller as its owner, or join one with an invitation, as
+    far as the server's AGENTPLANE_REGISTRATION (open, invite, closed) allows."""
+    signup.check_registration(request.app.state.settings.registration, body)
+    return await signup.register(db, body, origin(request))

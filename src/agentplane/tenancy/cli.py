@@ -6,21 +6,18 @@ the first owner of a fresh install is made.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
-from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR
+from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR, normalize_email
 from agentplane.db.pool import Database
+from agentplane.db.setup import with_database
 from agentplane.errors import ValidationFailed
 from agentplane.tenancy import service
 from agentplane.tenancy.service import NewUser
 from agentplane.terminal import print_rows
-
-T = TypeVar("T")
 
 tenant_app = typer.Typer(help="Tenants (administration without the API).", no_args_is_help=True)
 user_app = typer.Typer(help="Users and their roles (administration).", no_args_is_help=True)
@@ -42,25 +39,6 @@ PasswordStdin = Annotated[
         "Without it the user signs in with API keys only.",
     ),
 ]
-
-
-def with_database(fn: Callable[[Database], Awaitable[T]]) -> T:
-    """Run fn on an open Database (the embedded server is started if need be)."""
-    from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
-
-    conf = get_settings()
-
-    async def main(endpoints) -> T:
-        db = Database(conf.model_copy(update={"pool_min_size": 0}), endpoints)
-        await db.open()
-        try:
-            return await fn(db)
-        finally:
-            await db.close()
-
-    with database(conf) as endpoints:
-        return asyncio.run(main(endpoints))
 
 
 def read_password(enabled: bool) -> str | None:
@@ -87,10 +65,8 @@ def tenant_create(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a tenant and its first owner (a new user, or an existing one by email)."""
-    from agentplane.auth.models import _email
-
     try:
-        email = _email(owner_email)
+        email = normalize_email(owner_email)
     except ValueError:
         raise ValidationFailed("owner-email is not a valid email address") from None
     password = read_password(password_stdin)
@@ -150,10 +126,8 @@ def user_create(
     tenant: TenantRef = None,
 ) -> None:
     """Add a user to a tenant with a role (creating the user if the email is new)."""
-    from agentplane.auth.models import _email
-
     try:
-        email = _email(email)
+        email = normalize_email(email)
     except ValueError:
         raise ValidationFailed("email is not a valid email address") from None
     password = read_password(password_stdin)

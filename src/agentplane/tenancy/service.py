@@ -1,4 +1,5 @@
-"""Rules of the tenancy package: tenants, users, memberships, invitations, projects.
+"""Rules of the tenancy package: tenants, users, memberships, invitations, projects
+(signing up: agentplane.tenancy.signup).
 
 Every function runs one transaction on a tenant connection (RLS applies) and writes
 its audit entries in that same transaction. The `*_admin` functions are for the CLI:
@@ -7,7 +8,6 @@ they look tenants up across tenants on the owner connection.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -36,10 +36,6 @@ class NewUser:
     username: str | None = None
 
 
-def email_digest(email: str) -> bytes:
-    return hashlib.sha256(email.strip().lower().encode()).digest()
-
-
 def _conflict_on(field: str, _: Conflict) -> Conflict:
     return Conflict(f"{field} already exists", errors=[{"field": field, "message": "taken"}])
 
@@ -60,7 +56,7 @@ async def _insert_new_user(conn: Connection, user: NewUser) -> UUID:
 
 
 async def find_user_id(conn: Connection, email: str) -> UUID | None:
-    row = await auth_store.login_lookup(conn, email.strip().lower(), email_digest(email))
+    row = await auth_store.login_lookup(conn, email.strip().lower(), secrets.email_digest(email))
     return row["user_id"]
 
 
@@ -598,6 +594,24 @@ async def resolve_tenant_admin(db: Database, ref: str | None) -> UUID:
 async def tenant_owner_admin(db: Database, tenant_id: UUID) -> UUID | None:
     async with db.admin_connection() as conn:
         return await store.tenant_owner(conn, tenant_id)
+
+
+async def owner_principal(db: Database, tenant: str | None) -> Principal:
+    """The command line acts as the owner of the tenant it is given (slug or id); it never
+    makes one up: an unknown tenant is an error naming the known ones."""
+    tenant_id = await resolve_tenant_admin(db, tenant)
+    return owner_of(tenant_id, await tenant_owner_admin(db, tenant_id))
+
+
+def owner_of(tenant_id: UUID, user_id: UUID | None) -> Principal:
+    """A principal with every scope: the tenant's owner, as the command line acts."""
+    return Principal(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        role="owner",
+        scopes=frozenset(sc.ALL_SCOPES),
+        api_key_id=None,
+    )
 
 
 async def list_tenants_admin(db: Database) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from agentplane.api.deps import DB, Principal, conn_for, requires
+from agentplane.auth.deps import DB, Principal, conn_for, requires
 from agentplane.errors import NotFound, ValidationFailed
 from agentplane.usage import reports, store
 from agentplane.usage.models import (

@@ -17,8 +17,8 @@ from agentplane.db.batcher import Batcher
 from agentplane.db.errors import APP_ERRCODES
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, DatabaseUnavailable, ValidationFailed
-from agentplane.llm.errors import BudgetUnavailable
 from agentplane.usage import store
+from agentplane.usage.errors import BudgetUnavailable
 
 log = logging.getLogger("agentplane.usage")
 

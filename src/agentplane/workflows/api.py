@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from agentplane.api.deps import DB, IdPrefix, Principal, conn_for, requires
+from agentplane.auth.deps import DB, IdPrefix, Principal, conn_for, requires
 from agentplane.workflows import service
 from agentplane.workflows.models import (
     Answer,

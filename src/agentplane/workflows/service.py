@@ -4,28 +4,26 @@ control (cancel, pause, resume, retry) and input requests."""
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import jsonschema
 
-from agentplane import ids
+from agentplane import ids, pagination
 from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.events.emit import emit, event
 from agentplane.llm import service as llm
 from agentplane.llm import store as llm_store
 from agentplane.money import known_cost, plain
 from agentplane.queue.service import ask_to_stop
-from agentplane.runtime.emit import emit, event
-from agentplane.runtime.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows import dag, store
+from agentplane.workflows.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows.models import (
     TERMINAL,
     InputRequest,
@@ -282,18 +280,6 @@ async def get_run(conn: Connection, run_id: UUID) -> Run:
     return Run.model_validate(row)
 
 
-def _cursor(at: datetime, id_: UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{id_}".encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        at, id_ = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("invalid cursor") from None
-
-
 async def list_runs(
     conn: Connection,
     *,
@@ -307,14 +293,15 @@ async def list_runs(
         conn,
         status=status,
         workflow=workflow,
-        before=_decode(cursor) if cursor else None,
+        before=pagination.decode(cursor) if cursor else None,
         limit=limit + 1,
         id_range=ids.optional_bounds(id_prefix, "run"),
     )
     items = [Run.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
+    last = items[-1] if more else None
     return RunPage(
-        items=items, next_cursor=_cursor(items[-1].created_at, items[-1].id) if more else None
+        items=items, next_cursor=pagination.encode(last.created_at, last.id) if last else None
     )
 
 

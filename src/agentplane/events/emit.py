@@ -1,4 +1,6 @@
-"""The one call site of the event log: events commit with the state they describe."""
+"""Writing a run's events from the code that changes the run (workflows' controls, the
+runtime's executor): `event(...)` makes one, `emit(conn, ...)` appends them in the
+caller's transaction, so events commit with the state they describe."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from typing import Any
 from uuid import UUID
 
 from agentplane.db.pool import Connection
+from agentplane.events.models import NewEvent
+from agentplane.events.service import MAX_BATCH, append
 
 
 def event(
@@ -45,9 +49,6 @@ async def emit(
 ) -> None:
     if not events:
         return
-    from agentplane.events.models import NewEvent
-    from agentplane.events.service import MAX_BATCH, append
-
     # Built here from constant types and checked values: validating them again per
     # event would cost more than writing them.
     items = [NewEvent.model_construct(**e) for e in events]

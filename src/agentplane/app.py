@@ -1,4 +1,9 @@
-"""The FastAPI app factory."""
+"""The FastAPI app factory: the HTTP pieces of agentplane.api (problem+json errors,
+middleware, health, metrics) and the router of every package, in one app.
+
+It sits above every package (it imports them all and none imports it): the server
+(`agentplane up`), the command line's in-process client and the tests make their apps
+here."""
 
 from __future__ import annotations
 
@@ -20,7 +25,6 @@ from agentplane.events.stream import close_hub
 from agentplane.llm import api as llm_api
 from agentplane.ops import maintenance
 from agentplane.queue import api as queue_api
-from agentplane.runtime import api as runtime_api
 from agentplane.sessions import api as sessions_api
 from agentplane.tenancy import api as tenancy_api
 from agentplane.usage import api as usage_api
@@ -71,6 +75,7 @@ def create_app(
     app.include_router(health.router)
     metrics.install(app, conf)
     app.include_router(auth_api.router)
+    app.include_router(tenancy_api.signup_router)
     app.include_router(tenancy_api.router)
     app.include_router(events_api.router)
     app.include_router(llm_api.router)
@@ -78,6 +83,6 @@ def create_app(
     app.include_router(usage_api.router)
     app.include_router(queue_api.router)
     app.include_router(agents_api.router)
-    app.include_router(runtime_api.router)
+    app.include_router(agents_api.tools_router)
     app.include_router(workflows_api.router)
     return app

@@ -1,9 +1,9 @@
-"""The tool registry: a JSON schema per tool, the built-ins (all working offline) and
-the tools a team adds with `@agentplane.tool`.
+"""The tool registry, what an agent may be given: a JSON schema per tool, the built-ins
+(all working offline) and the tools a team adds with `@agentplane.tool`.
 
 Pure tools are functions of their arguments. Stateful tools (run data, subtasks,
-handoffs, asking a person) touch the run, so the executor performs them inside its
-own transaction; here they only declare their schema.
+handoffs, asking a person) touch the run, so the runtime's executor performs them inside
+its own transaction; here they only declare their schema.
 
 A tool of your own lives in a module that the API and the workers import (named by
 `--import` or AGENTPLANE_WORKER_IMPORTS, like job handlers)::

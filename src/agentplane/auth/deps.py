@@ -1,8 +1,10 @@
-"""Dependencies every router uses: the database, the authenticated principal, scopes.
+"""Dependencies every package's router uses: the database, the authenticated principal,
+scopes. They live in auth, below every router, so the routers need nothing from the
+API's app (agentplane.app) nor from agentplane.api.
 
 Usage::
 
-    from agentplane.api.deps import DB, Principal, conn_for, requires
+    from agentplane.auth.deps import DB, Principal, conn_for, requires
 
     @router.get("/v1/runs/{run_id}")
     async def get_run(
