@@ -1,5 +1,6 @@
 """The FastAPI app factory: the HTTP pieces of agentplane.api (problem+json errors,
-middleware, health, metrics) and the router of every package, in one app.
+middleware, health, metrics), the router of every package and the dashboard
+(agentplane.web, with /docs and /redoc), in one app.
 
 It sits above every package (it imports them all and none imports it): the server
 (`agentplane up`), the command line's in-process client and the tests make their apps
@@ -28,6 +29,7 @@ from agentplane.queue import api as queue_api
 from agentplane.sessions import api as sessions_api
 from agentplane.tenancy import api as tenancy_api
 from agentplane.usage import api as usage_api
+from agentplane.web import install as install_dashboard
 from agentplane.workflows import api as workflows_api
 
 
@@ -64,6 +66,9 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="A PostgreSQL-native control plane for multi-agent LLM systems.",
+        # Served by the dashboard from assets in the package, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     # Routes read the app's settings: an app may be given a database opened with others.
     app.state.settings = conf
@@ -85,4 +90,5 @@ def create_app(
     app.include_router(agents_api.router)
     app.include_router(agents_api.tools_router)
     app.include_router(workflows_api.router)
+    install_dashboard(app)
     return app

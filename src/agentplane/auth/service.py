@@ -49,6 +49,12 @@ async def authenticate(db: Database, credential: Credential) -> Identity:
     if credential.kind == "api_key":
         return await _authenticate_key(db, secrets.digest(credential.value))
     claims = secrets.read_access_token(db.settings, credential.value)
+    return await session_identity(db, claims)
+
+
+async def session_identity(db: Database, claims: secrets.AccessClaims) -> Identity:
+    """The identity of a login session (an access token's, or a dashboard cookie's):
+    the membership as it is now, the session not revoked, the tenant's request counted."""
     row = await store.login_session_principal(
         db, claims.session_id, claims.user_id, claims.tenant_id
     )
@@ -325,7 +331,11 @@ async def login(
     tenant: str | None,
     origin: Origin = NOWHERE,
     code: str | None = None,
+    *,
+    first_tenant: bool = False,
 ) -> TokensOut:
+    """Sign in to `tenant` (a slug); to the account's only tenant when none is named, or
+    with `first_tenant` to its oldest membership (the dashboard, which switches later)."""
     signin = await check_password(db, email, password, origin, code)
     user_id = signin.user_id
     async with db.app_connection() as conn:
@@ -336,7 +346,7 @@ async def login(
             raise Forbidden("you are not a member of this tenant")
     if not tenants:
         raise Forbidden("this account belongs to no active tenant")
-    if len(tenants) > 1:
+    if len(tenants) > 1 and not first_tenant:
         slugs = ", ".join(t["slug"] for t in tenants)
         raise ValidationFailed(
             f"tenant is required: this account belongs to {slugs}",
@@ -356,6 +366,41 @@ async def login(
             resource_id=user_id,
             origin=origin,
         )
+    return tokens
+
+
+async def tenants_of(db: Database, user_id: UUID) -> list[dict[str, Any]]:
+    """The account's active tenants (tenant_id, slug, role), oldest membership first."""
+    async with db.app_connection() as conn:
+        return await store.user_tenants(conn, user_id)
+
+
+async def switch_tenant(
+    db: Database, identity: Identity, slug: str, origin: Origin = NOWHERE
+) -> TokensOut:
+    """Move a signed-in user to another of their tenants: a login session there, the
+    current one ended (a login session belongs to one tenant)."""
+    principal = identity.principal
+    if identity.session_id is None or principal.user_id is None:
+        raise BadRequest("switching tenants takes a login session, not an API key")
+    found = [t for t in await tenants_of(db, principal.user_id) if t["slug"] == slug]
+    if not found:
+        raise Forbidden("you are not a member of this tenant")
+    tenant_id = found[0]["tenant_id"]
+    async with db.tenant_connection(tenant_id) as conn:
+        tokens = await start_session(db.settings, conn, tenant_id, principal.user_id, origin)
+        await audit.record(
+            conn,
+            tenant_id,
+            "login",
+            user_id=principal.user_id,
+            resource_type="user",
+            resource_id=principal.user_id,
+            details={"switched_from": identity.tenant_slug},
+            origin=origin,
+        )
+    if tenant_id != principal.tenant_id:
+        await logout(db, identity, origin)
     return tokens
 
 

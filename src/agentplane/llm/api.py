@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from agentplane.auth.deps import DB, Principal, conn_for, requires
-from agentplane.errors import NotFound
-from agentplane.llm import service, store
+from agentplane.llm import service
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext
 from agentplane.llm.models import (
@@ -155,6 +154,7 @@ async def delete_model(model_id: UUID, conn: Writer) -> Response:
 class CallFilters(BaseModel):
     session_id: UUID | None = None
     user_id: UUID | None = None
+    api_key_id: UUID | None = None
     run_id: UUID | None = None
     task_id: UUID | None = None
     provider: str | None = None
@@ -170,12 +170,9 @@ class CallFilters(BaseModel):
 async def list_calls(conn: Reader, filters: Annotated[CallFilters, Query()]) -> list[LLMCall]:
     """LLM calls, newest first, filtered; page with `before` = the last id seen."""
     values: dict[str, Any] = filters.model_dump(exclude={"limit"})
-    return [LLMCall.model_validate(r) for r in await store.list_calls(conn, values, filters.limit)]
+    return await service.list_calls(conn, values, filters.limit)
 
 
 @router.get("/v1/llm-calls/{call_id}")
 async def get_call(call_id: UUID, conn: Reader) -> LLMCall:
-    found = await store.get_call(conn, call_id)
-    if found is None:
-        raise NotFound(f"LLM call {call_id} not found")
-    return LLMCall.model_validate(found)
+    return await service.get_call(conn, call_id)

@@ -18,6 +18,7 @@ from agentplane.usage.models import (
     ApiKeyBudget,
     ApiKeyBudgetSet,
     BillingPeriod,
+    Overview,
     TenantBudget,
     UsageRecord,
     UsageReport,
@@ -105,6 +106,19 @@ async def usage_report(
 async def usage_summary(conn: UsageReader) -> UsageSummary:
     """The current billing period (UTC month) against the tenant's limit."""
     return await reports.summary(conn)
+
+
+@router.get("/v1/usage/overview")
+async def usage_overview(
+    conn: UsageReader,
+    since: Since = None,
+    until: Since = None,
+    top: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> Overview:
+    """A period at a glance (default the last 30 days): totals, a row per day, task
+    duration p50/p95, the top agents and models by cost and tools by calls, and the
+    billing period's budget with the alerts that fired."""
+    return await reports.overview(conn, since=since, until=until, top=top)
 
 
 @router.get("/v1/usage/periods")

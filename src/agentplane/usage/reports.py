@@ -23,6 +23,7 @@ from agentplane.usage.models import (
     AlertFiring,
     AlertIn,
     AlertPatch,
+    Overview,
     UsageReport,
     UsageRow,
     UsageSummary,
@@ -149,6 +150,52 @@ async def summary(conn: Connection) -> UsageSummary:
         tasks_completed=totals["tasks_completed"] or 0,
         tasks_failed=totals["tasks_failed"] or 0,
         alerts_fired=[AlertFiring.model_validate(f) for f in firings],
+    )
+
+
+def _zero(day: date) -> dict[str, Any]:
+    return {"period_start": day, "key": None, **dict.fromkeys(ZEROS, 0), "cost_usd": None}
+
+
+ZEROS = ("calls", "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens",
+         "unpriced_calls", "llm_latency_ms", "tasks_completed", "tasks_failed",
+         "task_duration_ms", "tool_calls", "tool_failures", "runs_completed", "runs_failed",
+         "runs_cancelled")
+
+
+async def overview(
+    conn: Connection, *, since: str | None = None, until: str | None = None, top: int = 5
+) -> Overview:
+    """The period's totals, days, top keys, task percentiles and budget: the rollup for
+    all but the percentiles (the finished tasks of the period)."""
+    start, end = window(since, until)
+    if not 1 <= top <= 50:
+        raise ValidationFailed("top is between 1 and 50")
+    daily = {r["period_start"]: r for r in await store.report(
+        conn, period="day", by=None, since=start, until=end, value=None)}
+    days = [row(daily.get(start + timedelta(days=i)) or _zero(start + timedelta(days=i)))
+            for i in range((end - start).days + 1)]
+    totals = await store.period_totals(conn, start, end)
+    whole = row({**_zero(start), **{k: v for k, v in totals.items() if v is not None},
+                 "cost_usd": totals["cost_usd"]})
+    timed = await store.task_durations(conn, start, end)
+
+    async def best(by: str, order: str) -> list[UsageRow]:
+        found = await store.top(conn, by=by, since=start, until=end, order=order, limit=top)
+        return [row(r) for r in found]
+
+    return Overview(
+        since=start,
+        until=end,
+        totals=whole,
+        days=days,
+        task_duration_p50_ms=timed["p50"],
+        task_duration_p95_ms=timed["p95"],
+        tasks_timed=timed["tasks"],
+        top_agents=await best("agent", "cost"),
+        top_models=await best("model", "cost"),
+        top_tools=[r for r in await best("tool", "tool_calls") if r.tool_calls],
+        budget=await summary(conn),
     )
 
 

@@ -3,6 +3,7 @@ input requests."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from agentplane.auth.deps import DB, IdPrefix, Principal, conn_for, requires
 from agentplane.workflows import service
 from agentplane.workflows.models import (
     Answer,
+    CallPage,
     InputRequest,
     Run,
     RunDataIn,
@@ -19,6 +21,7 @@ from agentplane.workflows.models import (
     RunPage,
     RunStatus,
     RunTree,
+    ToolExecution,
     Workflow,
     WorkflowIn,
     WorkflowVersion,
@@ -80,9 +83,14 @@ async def list_runs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     id_prefix: IdPrefix = None,
+    agent: Annotated[str | None, Query(max_length=100,
+                                       description="runs with a task of this agent")] = None,
+    since: Annotated[datetime | None, Query(description="created at or after")] = None,
+    until: Annotated[datetime | None, Query(description="created before")] = None,
 ) -> RunPage:
     return await service.list_runs(
-        conn, status=status, workflow=workflow, cursor=cursor, limit=limit, id_prefix=id_prefix
+        conn, status=status, workflow=workflow, cursor=cursor, limit=limit, id_prefix=id_prefix,
+        agent=agent, since=since, until=until,
     )
 
 
@@ -92,10 +100,30 @@ async def get_run(run_id: UUID, conn: RunRead) -> Run:
 
 
 @router.get("/runs/{run_id}/tree")
-async def run_tree(run_id: UUID, conn: RunRead) -> RunTree:
+async def run_tree(run_id: UUID, conn: RunRead, calls: bool = True) -> RunTree:
     """The run with its tasks, agent executions (with transitions), tool executions and
-    LLM calls, input requests, agent interactions and run data."""
-    return await service.run_tree(conn, run_id)
+    LLM calls, input requests, agent interactions and run data. `calls=false` leaves the
+    LLM and tool calls out (page them with /calls)."""
+    return await service.run_tree(conn, run_id, calls=calls)
+
+
+@router.get("/runs/{run_id}/calls")
+async def run_calls(
+    run_id: UUID,
+    conn: RunRead,
+    task_id: UUID | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> CallPage:
+    """The run's LLM and tool calls in the order they started, without their bodies
+    (`/v1/llm-calls/{id}`, `/tool-executions/{id}`); page with `cursor=next_cursor`."""
+    return await service.run_calls(conn, run_id, task_id=task_id, cursor=cursor, limit=limit)
+
+
+@router.get("/runs/{run_id}/tool-executions/{tool_execution_id}")
+async def tool_execution(run_id: UUID, tool_execution_id: UUID, conn: RunRead) -> ToolExecution:
+    """One tool call with its arguments and output."""
+    return await service.get_tool_execution(conn, run_id, tool_execution_id)
 
 
 @router.post("/runs/{run_id}/cancel")

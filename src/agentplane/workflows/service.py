@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,11 +27,14 @@ from agentplane.workflows import dag, store
 from agentplane.workflows.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows.models import (
     TERMINAL,
+    CallPage,
     InputRequest,
     Run,
+    RunCall,
     RunIn,
     RunPage,
     RunTree,
+    ToolExecution,
     Workflow,
     WorkflowIn,
     WorkflowVersion,
@@ -91,6 +95,14 @@ async def list_workflows(conn: Connection) -> list[Workflow]:
 async def list_versions(conn: Connection, ref: str) -> list[WorkflowVersion]:
     workflow = await get_workflow(conn, ref)
     return [WorkflowVersion.model_validate(r) for r in await store.list_versions(conn, workflow.id)]
+
+
+def workflow_graph(workflow: Workflow) -> dict[str, list[str]]:
+    """A saved workflow's tasks, each with its upstream tasks (declared, and implied by
+    its templates), in a topological order: what a picture of it draws."""
+    agents = {t["agent"] for t in workflow.definition.get("tasks", {}).values()}
+    graph = dag.validate(workflow.definition, agents)
+    return {name: graph.deps[name] for name in graph.order}
 
 
 async def delete_workflow(conn: Connection, ref: str) -> None:
@@ -288,6 +300,9 @@ async def list_runs(
     cursor: str | None = None,
     limit: int = 50,
     id_prefix: str | None = None,
+    agent: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> RunPage:
     rows = await store.list_runs(
         conn,
@@ -296,6 +311,9 @@ async def list_runs(
         before=pagination.decode(cursor) if cursor else None,
         limit=limit + 1,
         id_range=ids.optional_bounds(id_prefix, "run"),
+        agent=agent,
+        since=since,
+        until=until,
     )
     items = [Run.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
@@ -320,9 +338,11 @@ def _cost(amount: Decimal, unpriced: int) -> dict[str, Any]:
     }
 
 
-async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
+async def run_tree(conn: Connection, run_id: UUID, *, calls: bool = True) -> RunTree:
+    """The run and everything under it; without `calls`, its agent executions carry no
+    LLM or tool calls (a run with thousands of them pages them: run_calls)."""
     run = await get_run(conn, run_id)
-    rows = await store.run_tree_rows(conn, run_id)
+    rows = await store.run_tree_rows(conn, run_id, calls=calls)
     deps: dict[UUID, list[str]] = {}
     for d in rows["dependencies"]:
         deps.setdefault(d["task_id"], []).append(d["depends_on_task_id"])
@@ -373,6 +393,37 @@ async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
         interactions=rows["interactions"],
         run_data=rows["run_data"],
     )
+
+
+async def run_calls(
+    conn: Connection,
+    run_id: UUID,
+    *,
+    task_id: UUID | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> CallPage:
+    """A page of the run's LLM and tool calls in the order they started (a waterfall);
+    `next_cursor` continues after the page's last call."""
+    await get_run(conn, run_id)
+    rows = await store.run_calls(
+        conn, run_id, task_id=task_id,
+        after=pagination.decode(cursor) if cursor else None, limit=limit + 1,
+    )
+    items = [RunCall.model_validate(r) for r in rows[:limit]]
+    last = items[-1] if len(rows) > limit else None
+    return CallPage(
+        items=items, next_cursor=pagination.encode(last.created_at, last.id) if last else None
+    )
+
+
+async def get_tool_execution(
+    conn: Connection, run_id: UUID, tool_execution_id: UUID
+) -> ToolExecution:
+    row = await store.get_tool_execution(conn, run_id, tool_execution_id)
+    if row is None:
+        raise NotFound(f"tool execution {tool_execution_id} not found in run {run_id}")
+    return ToolExecution.model_validate(row)
 
 
 # -- control -----------------------------------------------------------------------------------
