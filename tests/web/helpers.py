@@ -75,3 +75,61 @@ async def sign_in(client: httpx.AsyncClient, who: Person) -> str:
 def csrf_of(response: httpx.Response) -> str:
     assert response.status_code == 200, response.text
     return CSRF.search(response.text).group(1)
+
+
+REVIEW = """
+name: review
+description: Review a change from two sides, then decide.
+inputs:
+  change:
+    description: the diff to look at
+  audience:
+    required: false
+    default: the team
+tasks:
+  read:
+    agent: reader
+    instruction: "Read this change: {{ inputs.change }}"
+  check:
+    agent: checker
+    instruction: "Check this change: {{ inputs.change }}"
+  decide:
+    agent: decider
+    instruction: >-
+      Decide for {{ inputs.audience }}: {{ tasks.read.output }} {{ tasks.check.output }}
+    depends_on: [check]
+"""
+
+
+@dataclass(frozen=True)
+class Team:
+    """A tenant whose owner signs in, with an API key, three agents and a workflow."""
+
+    owner: Person
+    headers: dict[str, str]
+
+
+async def team(db: Database, client: httpx.AsyncClient) -> Team:
+    from agentplane.auth import service as auth_service
+    from agentplane.auth.models import ApiKeyIn
+
+    owner = await person(db)
+    async with db.admin_connection() as conn:
+        await conn.execute("UPDATE tenants SET token_limit = 100000000 WHERE id = %s",
+                           [owner.tenant_id])
+    _, key = await auth_service.create_key(
+        db, owner.tenant_id,
+        ApiKeyIn(name="tests", scopes=["agents:write", "agents:read", "agents:execute",
+                                       "workflows:write", "workflows:read", "runs:read",
+                                       "runs:write", "events:read", "usage:read", "llm:read"],
+                 rate_limit_per_hour=1_000_000, user_id=owner.user_id),
+        actor=None)
+    headers = {"Authorization": f"Bearer {key}"}
+    for slug in ("reader", "checker", "decider"):
+        r = await client.post("/v1/agents", headers=headers, json={
+            "id": slug, "name": slug.title(), "role": "reviewer", "max_tokens": 200,
+            "tools": ["text_stats"]})
+        assert r.status_code == 201, r.text
+    r = await client.post("/v1/workflows", headers=headers, json={"source": REVIEW})
+    assert r.status_code == 201, r.text
+    return Team(owner, headers)
