@@ -7,27 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 
-import pytest
-
-from tests.runtime.helpers import settle, worker
-from tests.web.helpers import browser, csrf_of, person, sign_in, team
-
-
-@pytest.fixture(scope="module")
-async def ran(db, settings, app):
-    """A team, and one run of its workflow, completed by a worker in this process."""
-    import httpx
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
-        t = await team(db, api)
-        async with worker(db, settings):
-            r = await api.post("/v1/runs", headers=t.headers, json={
-                "workflow": "review", "inputs": {"change": "-a\n+b"}})
-            assert r.status_code == 201, r.text
-            run = await settle(api, type("C", (), {"headers": t.headers})(), r.json()["id"])
-        assert run["status"] == "completed", run
-    return t, run
+from tests.web.helpers import browser, csrf_of, person, sign_in
 
 
 async def test_the_overview_shows_the_period_with_charts(app, ran) -> None:

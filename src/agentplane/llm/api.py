@@ -11,8 +11,7 @@ from pydantic import BaseModel, Field
 
 from agentplane.auth.deps import DB, Principal, conn_for, requires
 from agentplane.llm import service
-from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import test_call
 from agentplane.llm.models import (
     LLMCall,
     Model,
@@ -23,8 +22,8 @@ from agentplane.llm.models import (
     Provider,
     ProviderCreate,
     ProviderUpdate,
+    TestResult,
 )
-from agentplane.money import Money
 
 router = APIRouter(tags=["llm"])
 
@@ -69,18 +68,6 @@ async def delete_provider(ref: str, conn: Writer) -> Response:
     return Response(status_code=204)
 
 
-class TestResult(BaseModel):
-    provider: str
-    model: str
-    latency_ms: int
-    prompt_tokens: int
-    completion_tokens: int
-    content: str
-    call_id: UUID
-    cost_usd: Money | None = None
-    """None: the model has no price."""
-
-
 @router.post("/v1/llm/providers/{ref}/test")
 async def test_provider(
     ref: str,
@@ -90,30 +77,7 @@ async def test_provider(
 ) -> TestResult:
     """One short call through the normal path (budgets, recording), in one attempt: a
     test says at once whether the provider answers."""
-    out = await LLM(db, db.settings).complete(
-        CallContext(
-            tenant_id=principal.tenant_id,
-            user_id=principal.user_id,
-            api_key_id=principal.api_key_id,
-        ),
-        ChatRequest(
-            messages=[{"role": "user", "content": "Reply with one short sentence."}],
-            model=model,
-            max_tokens=16,
-        ),
-        provider=ref,
-        attempts=1,
-    )
-    return TestResult(
-        provider=out.provider,
-        model=out.result.model,
-        latency_ms=out.latency_ms,
-        prompt_tokens=out.result.prompt_tokens,
-        completion_tokens=out.result.completion_tokens,
-        content=out.result.content,
-        call_id=out.call_id,
-        cost_usd=out.cost_usd,
-    )
+    return await test_call(db, principal, ref, model)
 
 
 @router.get("/v1/llm/models")

@@ -140,7 +140,8 @@ def nav(user: WebUser | None) -> list[tuple[str, str]]:
         items.append(("/queue", "Queue"))
     items.append(("/providers", "Providers"))
     if user.manages:
-        items += [("/keys", "API keys"), ("/members", "Members")]
+        items.append(("/keys", "API keys"))
+    items.append(("/members", "Members"))
     if user.can("audit:read"):
         items.append(("/audit", "Audit log"))
     return items
