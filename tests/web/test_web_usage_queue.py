@@ -19,7 +19,7 @@ async def test_usage_reports_as_a_chart_a_table_and_csv(app, ran) -> None:
         await sign_in(c, t.owner)
         r = await c.get("/usage?by=agent&measure=total_tokens")
         assert r.status_code == 200
-        assert '<svg class="chart"' in r.text and 'id="usage-table"' in r.text
+        assert '<svg class="chart columns"' in r.text and 'id="usage-table"' in r.text
         body = r.text.split('id="usage-table"')[1]
         assert all(slug in body for slug in ("reader", "checker", "decider"))
         link = re.search(r'href="(/usage\.csv\?[^"]+)"', r.text).group(1).replace("&amp;", "&")

@@ -62,8 +62,8 @@ def columns(
     gap = min(3.0, step * 0.2)
     every = max(1, round(n / 8))
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-label="{escape(name)}">',
+        f'<svg class="chart columns" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="{escape(name)}">',
         f'<line class="axis" x1="{left}" y1="{top_pad}" x2="{width}" y2="{top_pad}"/>',
         f'<line class="axis" x1="{left}" y1="{top_pad + inner_h}" x2="{width}" '
         f'y2="{top_pad + inner_h}"/>',

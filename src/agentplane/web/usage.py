@@ -4,6 +4,7 @@ table, and the same report as CSV."""
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,8 +19,8 @@ from agentplane.web.templating import duration, money, number, page
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 User = Annotated[WebUser, Depends(http.signed_in)]
 MEASURES = {
-    "cost_usd": ("cost", money),
     "total_tokens": ("tokens", number),
+    "cost_usd": ("cost", money),
     "calls": ("LLM calls", number),
     "tasks": ("tasks", number),
     "avg_task_duration_ms": ("mean task duration", duration),
@@ -47,9 +48,9 @@ def _value(row: Any, measure: str) -> Any:
 async def usage(request: Request, user: User) -> HTMLResponse:
     http.need(user, "usage:read")
     params = _params(request)
-    measure = request.query_params.get("measure", "cost_usd")
+    measure = request.query_params.get("measure", "total_tokens")
     if measure not in MEASURES:
-        measure = "cost_usd"
+        measure = "total_tokens"
     report = error = None
     try:
         async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
@@ -59,6 +60,9 @@ async def usage(request: Request, user: User) -> HTMLResponse:
     chart = None
     if report is not None:
         totals: dict[str, float] = defaultdict(float)
+        if report.period == "day":  # every day of the window, those without usage too
+            for n in range((report.until - report.since).days + 1):
+                totals[(report.since + timedelta(days=n)).isoformat()] = 0.0
         for r in report.rows:
             value = _value(r, measure)
             totals[r.period_start.isoformat()] += float(value or 0)
