@@ -186,9 +186,10 @@ RUN_COLUMNS = """
     r.*, w.name AS workflow_name,
     (SELECT count(*) FROM input_requests i WHERE i.tenant_id = r.tenant_id AND i.run_id = r.id
        AND i.status = 'pending') AS pending_input_requests,
-    -- Counted where the calls are, so a total never hides them (llm_calls_task_idx).
-    (SELECT count(*) FROM tasks t JOIN llm_calls c ON c.task_id = t.id
-      WHERE t.tenant_id = r.tenant_id AND t.run_id = r.id AND c.status = 'completed'
+    -- Counted where the calls are, so a total never hides them (llm_calls_unpriced_idx:
+    -- a run's priced calls, however many, cost the count nothing).
+    (SELECT count(*) FROM llm_calls c
+      WHERE c.tenant_id = r.tenant_id AND c.run_id = r.id AND c.status = 'completed'
         AND c.cost_usd IS NULL) AS unpriced_calls
 """
 

@@ -1,6 +1,7 @@
 """Indexes the dashboard's pages read by: a run's LLM calls in the order they started
-(the waterfall, a page at a time, however many calls the run made), and the tasks that
-finished in a period (the overview's duration percentiles).
+(the waterfall, a page at a time, however many calls the run made), a run's calls
+without a price (counted for every run a list shows), and the tasks that finished in a
+period (the overview's duration percentiles).
 
 Revision ID: 0016
 Revises: 0015
@@ -20,6 +21,8 @@ def upgrade() -> None:
         """
         CREATE INDEX llm_calls_run_idx ON llm_calls (tenant_id, run_id, created_at, id)
             WHERE run_id IS NOT NULL;
+        CREATE INDEX llm_calls_unpriced_idx ON llm_calls (tenant_id, run_id)
+            WHERE run_id IS NOT NULL AND status = 'completed' AND cost_usd IS NULL;
         CREATE INDEX tasks_finished_idx ON tasks (tenant_id, completed_at)
             INCLUDE (duration_ms, status) WHERE completed_at IS NOT NULL;
         """
@@ -30,6 +33,7 @@ def downgrade() -> None:
     sql(
         """
         DROP INDEX tasks_finished_idx;
+        DROP INDEX llm_calls_unpriced_idx;
         DROP INDEX llm_calls_run_idx;
         """
     )
