@@ -181,7 +181,7 @@ async def test_a_run_started_from_its_form_turns_green_live(server, page, vendor
 
     # A task's LLM call, opened in place: its messages load when it opens.
     await page.reload()
-    row = page.locator("#calls tr.call.llm").first
+    row = page.locator("#calls details.call.llm").first
     await row.locator("summary").click()
     await row.locator(".msg.user").first.wait_for()
     assert "the disk filled up" in await row.locator(".messages").inner_text()
