@@ -131,6 +131,13 @@ async def page(chromium) -> AsyncIterator[Any]:
         "Content Security Policy" in m.text
         or (m.type == "error" and not m.text.startswith("Failed to load resource"))) else None)
     tab.on("pageerror", lambda e: tab.violations.append(str(e)))
+    tab.questions = []
+
+    async def answer(dialog: Any) -> None:  # "Cancel this run?" and the like: yes
+        tab.questions.append(dialog.message)
+        await dialog.accept()
+
+    tab.on("dialog", answer)
     yield tab
     await context.close()
 
@@ -201,6 +208,7 @@ async def test_cancel_a_run(server, page, vendor) -> None:
         await page.wait_for_url(re.compile(r".*/runs/.*notice=started"))
         await page.click("#run-actions button:has-text('Cancel')")
         await page.wait_for_url(re.compile(r".*notice=cancelled"))
+        assert page.questions == ["Cancel this run? Its running tasks stop."]
         assert await page.inner_text("#run-status") == "cancelled"
         assert "The run is cancelled." in await page.inner_text("#flash")
         assert await page.locator("#run-actions button").count() == 0

@@ -1,6 +1,7 @@
 // The dashboard's glue, kept out of the pages (their Content-Security-Policy allows no
 // inline script): the CSRF header on every htmx request, selects that submit their
-// form, times in the reader's own zone, and copy buttons.
+// form, a question before what cannot be undone, times in the reader's own zone, and
+// copy buttons.
 (function () {
   "use strict";
 
@@ -58,6 +59,15 @@
       });
     });
   }
+
+  // A form that changes something for good asks first (data-confirm holds the question).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  }, true);
 
   document.addEventListener("DOMContentLoaded", function () {
     wire(document);
