@@ -13,8 +13,8 @@ from tests.llm.helpers import row, tenant
 
 async def member_key(db: Database, t: TenantContext, role: str = "developer") -> dict[str, str]:
     """A second member of t's tenant and the headers of an API key of theirs."""
+    from agentplane.auth import keys as auth_keys
     from agentplane.auth import scopes as sc
-    from agentplane.auth import service as auth_service
     from agentplane.auth.models import ApiKeyIn
     from agentplane.tenancy import service as tenancy
     from agentplane.tenancy.service import NewUser
@@ -22,7 +22,7 @@ async def member_key(db: Database, t: TenantContext, role: str = "developer") ->
     user_id, _ = await tenancy.add_member(
         db, t.tenant_id, NewUser(email=f"{role}@{t.slug}.test"), role
     )
-    _, key = await auth_service.create_key(
+    _, key = await auth_keys.create_key(
         db,
         t.tenant_id,
         ApiKeyIn(name="member key", scopes=sorted(sc.granted(role)), user_id=user_id,

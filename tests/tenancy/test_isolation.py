@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from agentplane.auth import api as auth_api
-from agentplane.auth import service as auth_service
+from agentplane.auth import login as auth_login
 from agentplane.db.pool import Database
 from agentplane.tenancy import api as tenancy_api
 from agentplane.tenancy import service as tenancy
@@ -55,7 +55,7 @@ async def _fill(db: Database, client: httpx.AsyncClient, ctx: TenantContext) -> 
     )
     await tenancy.put_project_member(db, owner, project["id"], dev_id, "developer")
     invitation, _ = await tenancy.invite(db, owner, f"new@{ctx.slug}.test", "viewer")
-    await auth_service.login(db, f"dev@{ctx.slug}.test", "a long passphrase 1", None)
+    await auth_login.login(db, f"dev@{ctx.slug}.test", "a long passphrase 1", None)
     r = await client.get("/me", headers=ctx.headers)  # a rate-limit counter row
     assert r.status_code == 200
     return {

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from agentplane import clock, ids
+from agentplane.auth import keys
 from agentplane.auth import scopes as sc
-from agentplane.auth import service
 from agentplane.auth.models import KEY_RATE_LIMIT_PER_HOUR, ApiKeyIn
 from agentplane.db.pool import Database
 from agentplane.db.setup import with_database
@@ -67,7 +67,7 @@ def key_create(
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
             raise ValidationFailed(f"{field}: {first['msg']}") from None
-        return await service.create_key(db, tenant_id, body, actor=None)
+        return await keys.create_key(db, tenant_id, body, actor=None)
 
     row, key = with_database(run)
     typer.echo(f"key {row['id']} ({row['key_prefix']}…) scopes: {', '.join(row['scopes'])}")
@@ -84,7 +84,7 @@ def key_list(
 
     async def run(db: Database):
         tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
-        return await service.list_keys(db, tenant_id, include_revoked)
+        return await keys.list_keys(db, tenant_id, include_revoked)
 
     rows = with_database(run)
     table = Table("id", "prefix", "name", "scopes", "last used", "status")
@@ -115,11 +115,11 @@ def key_revoke(
         tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
 
         async def starting(prefix: str) -> list[str]:
-            keys = await service.list_keys(db, tenant_id, include_revoked=True)
-            return [str(k["id"]) for k in keys if k["id"].hex.startswith(prefix)]
+            found = await keys.list_keys(db, tenant_id, include_revoked=True)
+            return [str(k["id"]) for k in found if k["id"].hex.startswith(prefix)]
 
         whole = await ids.resolve(key_id, "key", starting)
-        return await service.revoke_key(db, tenant_id, UUID(whole), actor=None)
+        return await keys.revoke_key(db, tenant_id, UUID(whole), actor=None)
 
     row = with_database(run)
     typer.echo(f"key {row['id']} ({row['key_prefix']}…) revoked")

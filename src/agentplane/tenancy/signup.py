@@ -12,7 +12,7 @@ import secrets as stdlib_secrets
 import uuid
 
 from agentplane.auth import audit, passwords, secrets
-from agentplane.auth import service as auth
+from agentplane.auth import login as auth_login
 from agentplane.auth import store as auth_store
 from agentplane.auth.audit import NOWHERE, Origin
 from agentplane.auth.models import TokensOut
@@ -62,7 +62,7 @@ async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> 
         _, user_id = await tenancy.create_tenant_in(
             conn, tenant_id, name=name, slug=slug, owner=user, origin=origin
         )
-        tokens = await auth.start_session(db.settings, conn, tenant_id, user_id, origin)
+        tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
         await audit.record(
             conn,
             tenant_id,
@@ -89,10 +89,10 @@ async def join(
     if existing is not None:
         # An existing account joins by proving it is theirs.
         assert user.password is not None
-        signin = await auth.check_password(db, user.email, user.password, origin, code)
+        signin = await auth_login.check_password(db, user.email, user.password, origin, code)
     async with db.tenant_connection(tenant_id) as conn:
         user_id, _ = await tenancy.accept_invitation(conn, token, existing, user, origin)
         if signin is not None:
-            await auth.spend_code(conn, signin)
-        tokens = await auth.start_session(db.settings, conn, tenant_id, user_id, origin)
+            await auth_login.spend_code(conn, signin)
+        tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
     return tokens
