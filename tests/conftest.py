@@ -229,11 +229,11 @@ async def make_tenant(
     from agentplane.auth import keys as auth_keys
     from agentplane.auth import scopes as sc
     from agentplane.auth.models import ApiKeyIn
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import members, tenants
+    from agentplane.tenancy.users import NewUser
 
     slug = slug or f"t-{uuid.uuid4().hex[:12]}"
-    tenant, user_id = await tenancy.create_tenant(
+    tenant, user_id = await tenants.create_tenant(
         db,
         name=slug,
         slug=slug,
@@ -241,7 +241,7 @@ async def make_tenant(
         rate_limit_per_hour=1_000_000,
     )
     if role != "owner":
-        user_id, _ = await tenancy.add_member(
+        user_id, _ = await members.add_member(
             db, tenant["id"], NewUser(email=f"{role}@{slug}.test"), role
         )
     wanted = sorted(scopes) if scopes is not None else sorted(sc.granted(role))

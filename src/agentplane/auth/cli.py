@@ -18,8 +18,8 @@ from agentplane.auth.models import KEY_RATE_LIMIT_PER_HOUR, ApiKeyIn
 from agentplane.db.pool import Database
 from agentplane.db.setup import with_database
 from agentplane.errors import NotFound, ValidationFailed
-from agentplane.tenancy import service as tenancy
 from agentplane.tenancy import store as tenancy_store
+from agentplane.tenancy import tenants, users
 from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 
@@ -46,9 +46,9 @@ def key_create(
     expires = clock.now() + timedelta(days=expires_in_days) if expires_in_days else None
 
     async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
         async with db.tenant_connection(tenant_id) as conn:
-            user_id = await tenancy.find_user_id(conn, email)
+            user_id = await users.find_user_id(conn, email)
             member = user_id and await tenancy_store.get_member(conn, user_id)
         if not member:
             raise NotFound(f"{email} is not a member of {tenant}")
@@ -83,7 +83,7 @@ def key_list(
     """List a tenant's API keys (prefixes only; secrets are never stored)."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
         return await keys.list_keys(db, tenant_id, include_revoked)
 
     rows = with_database(run)
@@ -112,7 +112,7 @@ def key_revoke(
     """Revoke an API key: it stops authenticating at once."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
 
         async def starting(prefix: str) -> list[str]:
             found = await keys.list_keys(db, tenant_id, include_revoked=True)

@@ -41,7 +41,7 @@ async def _tenant_id(q: Any, ref: str | None, *, required: bool = False) -> Any:
     the key's tenant)."""
     if q.db is None or (ref is None and not required):
         return None
-    from agentplane.tenancy.service import resolve_tenant_admin
+    from agentplane.tenancy.tenants import resolve_tenant_admin
 
     return await resolve_tenant_admin(q.db, ref)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]

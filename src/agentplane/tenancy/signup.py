@@ -18,9 +18,9 @@ from agentplane.auth.audit import NOWHERE, Origin
 from agentplane.auth.models import TokensOut
 from agentplane.db.pool import Database
 from agentplane.errors import Forbidden, NotFound
-from agentplane.tenancy import service as tenancy
+from agentplane.tenancy import members, tenants, users
 from agentplane.tenancy.models import RegisterIn
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy.users import NewUser
 
 
 def _slugify(text: str) -> str:
@@ -59,7 +59,7 @@ async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> 
     slug = body.tenant_slug or _slugify(name)
     tenant_id = uuid.uuid4()
     async with db.tenant_connection(tenant_id) as conn:
-        _, user_id = await tenancy.create_tenant_in(
+        _, user_id = await tenants.create_tenant_in(
             conn, tenant_id, name=name, slug=slug, owner=user, origin=origin
         )
         tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
@@ -82,7 +82,7 @@ async def join(
     own (password, and the one-time code if it has two-factor sign-in)."""
     async with db.app_connection() as conn:
         tenant_id = await auth_store.invitation_tenant(conn, secrets.digest(token))
-        existing = await tenancy.find_user_id(conn, user.email)
+        existing = await users.find_user_id(conn, user.email)
     if tenant_id is None:
         raise NotFound("invitation not found, expired or already used")
     signin = None
@@ -91,7 +91,7 @@ async def join(
         assert user.password is not None
         signin = await auth_login.check_password(db, user.email, user.password, origin, code)
     async with db.tenant_connection(tenant_id) as conn:
-        user_id, _ = await tenancy.accept_invitation(conn, token, existing, user, origin)
+        user_id, _ = await members.accept_invitation(conn, token, existing, user, origin)
         if signin is not None:
             await auth_login.spend_code(conn, signin)
         tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
