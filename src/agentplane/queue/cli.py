@@ -4,6 +4,9 @@
 Handler modules for `worker` come from `--import module` (repeatable) or the
 comma-separated AGENTPLANE_WORKER_IMPORTS; each registers its handlers with
 `@agentplane.queue.handler("type")` when imported.
+
+Past 400 lines by a little: the four command groups share the queue they run against
+(the database's, or a server's over --url: RemoteQueue) and the tenant options.
 """
 
 from __future__ import annotations
