@@ -15,7 +15,7 @@ from agentplane.errors import AgentplaneError
 from agentplane.events.emit import event
 from agentplane.llm.calls import PendingCall, Resolved
 from agentplane.runtime.fsm import Machine
-from agentplane.usage.service import Reservation
+from agentplane.usage.budgets import Reservation
 
 RESULT_CHARS = 20_000
 

@@ -14,7 +14,7 @@ from agentplane.llm.calls import LLM, CallOutcome, PendingCall
 from agentplane.runtime import store as rt
 from agentplane.runtime.batches import Completions
 from agentplane.runtime.execution import Execution
-from agentplane.usage.service import Budgets
+from agentplane.usage.budgets import Budgets
 from agentplane.workflows import store as wf
 from agentplane.workflows.jobs import enqueue_tasks
 from agentplane.workflows.models import TERMINAL

@@ -8,8 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from agentplane.auth.deps import DB, Principal, conn_for, requires
-from agentplane.errors import NotFound, ValidationFailed
-from agentplane.usage import reports, store
+from agentplane.errors import ValidationFailed
+from agentplane.usage import reports
 from agentplane.usage.models import (
     Alert,
     AlertFiring,
@@ -36,27 +36,18 @@ Since = Annotated[str | None, Query(description="YYYY-MM-DD, or a span back: 30d
 @router.get("/v1/usage/budget")
 async def tenant_budget(conn: ReadConn) -> TenantBudget:
     """The tenant's monthly token limit, this month's usage and what calls in flight hold."""
-    found = await store.tenant_budget(conn)
-    if found is None:
-        raise NotFound("tenant not found")
-    return TenantBudget.model_validate(found)
+    return await reports.tenant_budget(conn)
 
 
 @router.put("/v1/api-keys/{key_id}/budget")
 async def set_key_budget(key_id: UUID, body: ApiKeyBudgetSet, conn: WriteConn) -> ApiKeyBudget:
     """Cap the tokens an API key may spend (owners and admins)."""
-    found = await store.set_api_key_budget(conn, key_id, body.token_budget)
-    if found is None:
-        raise NotFound(f"API key {key_id} not found")
-    return ApiKeyBudget.model_validate(found)
+    return await reports.set_key_budget(conn, key_id, body.token_budget)
 
 
 @router.get("/v1/api-keys/{key_id}/budget")
 async def get_key_budget(key_id: UUID, conn: ReadConn) -> ApiKeyBudget:
-    found = await store.get_api_key_budget(conn, key_id)
-    if found is None:
-        raise NotFound(f"API key {key_id} has no budget")
-    return ApiKeyBudget.model_validate(found)
+    return await reports.key_budget(conn, key_id)
 
 
 @router.get("/v1/usage/records")
@@ -64,7 +55,7 @@ async def usage_records(
     conn: ReadConn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[UsageRecord]:
     """The newest usage records (analytics aggregate these)."""
-    return [UsageRecord.model_validate(r) for r in await store.list_records(conn, limit)]
+    return await reports.records(conn, limit)
 
 
 @router.get("/v1/usage", response_model=UsageReport)
@@ -112,7 +103,7 @@ async def billing_periods(
     conn: ReadConn, limit: Annotated[int, Query(ge=1, le=120)] = 24
 ) -> list[BillingPeriod]:
     """Closed billing periods, newest first."""
-    return [BillingPeriod.model_validate(r) for r in await store.billing_periods(conn, limit)]
+    return await reports.billing_periods(conn, limit)
 
 
 @router.get("/v1/usage/agents/{slug}/metrics", response_model=UsageReport)
@@ -129,7 +120,7 @@ async def agent_metrics(
 
 @router.get("/v1/usage/alerts")
 async def list_alerts(conn: ReadConn) -> list[Alert]:
-    return [Alert.model_validate(r) for r in await store.list_alerts(conn)]
+    return await reports.list_alerts(conn)
 
 
 @router.post("/v1/usage/alerts", status_code=201)
@@ -148,8 +139,7 @@ async def get_alert(alert_id: UUID, conn: ReadConn) -> Alert:
 async def alert_firings(
     alert_id: UUID, conn: ReadConn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[AlertFiring]:
-    await reports.get_alert(conn, alert_id)
-    return [AlertFiring.model_validate(r) for r in await store.alert_firings(conn, alert_id, limit)]
+    return await reports.alert_firings(conn, alert_id, limit)
 
 
 @router.patch("/v1/usage/alerts/{alert_id}")
