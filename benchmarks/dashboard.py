@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from agentplane.app import create_app
-from agentplane.auth import service as auth_service
+from agentplane.auth import keys
 from agentplane.auth.models import ApiKeyIn
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
@@ -40,8 +40,8 @@ from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.events import service as events
 from agentplane.events.models import NewEvent
-from agentplane.tenancy import service as tenancy
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy import tenants
+from agentplane.tenancy.users import NewUser
 
 SERVER = {"shared_buffers": "512MB", "max_wal_size": "4GB", "maintenance_work_mem": "256MB",
           "work_mem": "32MB", "fsync": "off", "synchronous_commit": "off"}
@@ -69,11 +69,11 @@ async def setup(home: Path, port: int) -> Database:
 
 async def load(db: Database, runs: int, records: int, calls: int) -> tuple[uuid.UUID, str]:
     """The tenant's data; (the big run's id, an API key)."""
-    tenant, user_id = await tenancy.create_tenant(
+    tenant, user_id = await tenants.create_tenant(
         db, name="bench", slug="bench", owner=NewUser(email=EMAIL, password=PASSWORD),
         rate_limit_per_hour=10_000_000)
     tid = tenant["id"]
-    _, key = await auth_service.create_key(
+    _, key = await keys.create_key(
         db, tid, ApiKeyIn(name="bench", scopes=["runs:read", "usage:read", "events:read",
                                                 "llm:read"],
                           rate_limit_per_hour=10_000_000, user_id=user_id), actor=None)

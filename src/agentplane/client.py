@@ -115,7 +115,7 @@ async def connected(
     from agentplane.app import create_app
     from agentplane.auth.deps import authenticated
     from agentplane.auth.models import Identity
-    from agentplane.tenancy.service import owner_principal
+    from agentplane.tenancy.tenants import owner_principal
 
     principal = await owner_principal(db, tenant)
     app = create_app(conf, db=db)

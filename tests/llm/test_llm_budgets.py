@@ -18,8 +18,8 @@ from agentplane.llm.calls import LLM, CallContext
 from agentplane.llm.errors import ProviderError
 from agentplane.llm.tokens import estimate_prompt
 from agentplane.usage import store
+from agentplane.usage.budgets import Budgets
 from agentplane.usage.errors import BudgetUnavailable
-from agentplane.usage.service import Budgets
 from tests.conftest import cli_env
 from tests.llm.helpers import MESSAGES, row, session, tenant
 from tests.llm.vendors import KEY, OpenAIHandler, serve

@@ -31,19 +31,19 @@ class Person:
 async def person(db: Database, role: str = "owner", *, tenant: Person | None = None,
                  email: str | None = None) -> Person:
     """A user with a password: the owner of a new tenant, or a member of `tenant`."""
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import members, tenants
+    from agentplane.tenancy.users import NewUser
 
     tag = uuid.uuid4().hex[:10]
     email = email or f"{role}-{tag}@example.com"
     if tenant is None:
         slug = f"w-{tag}"
-        row, user_id = await tenancy.create_tenant(
+        row, user_id = await tenants.create_tenant(
             db, name=slug, slug=slug, owner=NewUser(email=email, password=PASSWORD),
             rate_limit_per_hour=1_000_000)
         assert role == "owner"
         return Person(email, PASSWORD, row["id"], user_id, slug, role)
-    user_id, _ = await tenancy.add_member(
+    user_id, _ = await members.add_member(
         db, tenant.tenant_id, NewUser(email=email, password=PASSWORD), role)
     return Person(email, PASSWORD, tenant.tenant_id, user_id, tenant.slug, role)
 
@@ -110,14 +110,14 @@ class Team:
 
 
 async def team(db: Database, client: httpx.AsyncClient) -> Team:
-    from agentplane.auth import service as auth_service
+    from agentplane.auth import keys
     from agentplane.auth.models import ApiKeyIn
 
     owner = await person(db)
     async with db.admin_connection() as conn:
         await conn.execute("UPDATE tenants SET token_limit = 100000000 WHERE id = %s",
                            [owner.tenant_id])
-    _, key = await auth_service.create_key(
+    _, key = await keys.create_key(
         db, owner.tenant_id,
         ApiKeyIn(name="tests", scopes=["agents:write", "agents:read", "agents:execute",
                                        "workflows:write", "workflows:read", "runs:read",

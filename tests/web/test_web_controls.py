@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from agentplane.auth import service as auth_service
+from agentplane.auth import keys
 from agentplane.auth.models import ApiKeyIn
 from tests.runtime.helpers import settle, worker
 from tests.web.helpers import browser, person, sign_in
@@ -24,7 +24,7 @@ SCHEMA = {"type": "object", "required": ["approved"],
 async def owner(db, app):
     """An owner with a password and a key, an agent that asks people, and two workflows."""
     who = await person(db)
-    _, key = await auth_service.create_key(
+    _, key = await keys.create_key(
         db, who.tenant_id, ApiKeyIn(name="t", scopes=sorted(
             {"agents:write", "agents:read", "agents:execute", "workflows:write",
              "workflows:read", "runs:read", "runs:write"}), rate_limit_per_hour=1_000_000,

@@ -44,9 +44,9 @@ from fastapi import Depends, Query, Request
 
 from agentplane.auth import scopes as sc
 from agentplane.auth.audit import Origin
+from agentplane.auth.authenticate import Credential, authenticate
 from agentplane.auth.models import Identity, Principal
 from agentplane.auth.secrets import API_KEY_PREFIX, BEARER
-from agentplane.auth.service import Credential, authenticate
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Forbidden, Unauthorized
 

@@ -64,7 +64,7 @@ def events(
 
 async def _tenant_of(db: Database, run_ref: str, tenant: str | None) -> UUID:
     """The tenant whose run this is: the run's own for a whole id, else --tenant's."""
-    from agentplane.tenancy.service import resolve_tenant_admin
+    from agentplane.tenancy.tenants import resolve_tenant_admin
 
     run = ids.whole(run_ref)
     if run is not None and tenant is None:

@@ -28,8 +28,8 @@ from agentplane.llm.models import (
 router = APIRouter(tags=["llm"])
 
 
-Reader = conn_for("llm:read")
-Writer = conn_for("llm:write")
+ReadConn = conn_for("llm:read")
+WriteConn = conn_for("llm:write")
 
 
 def settings_of(request: Request):
@@ -37,25 +37,25 @@ def settings_of(request: Request):
 
 
 @router.get("/v1/llm/providers")
-async def list_providers(conn: Reader) -> list[Provider]:
+async def list_providers(conn: ReadConn) -> list[Provider]:
     """The tenant's providers and the built-in ones. Keys are never shown."""
     return await service.list_providers(conn)
 
 
 @router.post("/v1/llm/providers", status_code=201)
-async def create_provider(body: ProviderCreate, conn: Writer, request: Request) -> Provider:
+async def create_provider(body: ProviderCreate, conn: WriteConn, request: Request) -> Provider:
     """Add a provider; its api_key is encrypted at rest and never returned."""
     return await service.create_provider(conn, settings_of(request), body)
 
 
 @router.get("/v1/llm/providers/{ref}")
-async def get_provider(ref: str, conn: Reader) -> Provider:
+async def get_provider(ref: str, conn: ReadConn) -> Provider:
     return await service.get_provider(conn, ref)
 
 
 @router.patch("/v1/llm/providers/{ref}")
 async def update_provider(
-    ref: str, body: ProviderUpdate, conn: Writer, request: Request
+    ref: str, body: ProviderUpdate, conn: WriteConn, request: Request
 ) -> Provider:
     """Change a provider; an empty api_key removes the key, a null base_url restores the
     type's default."""
@@ -63,7 +63,7 @@ async def update_provider(
 
 
 @router.delete("/v1/llm/providers/{ref}", status_code=204)
-async def delete_provider(ref: str, conn: Writer) -> Response:
+async def delete_provider(ref: str, conn: WriteConn) -> Response:
     await service.delete_provider(conn, ref)
     return Response(status_code=204)
 
@@ -81,36 +81,36 @@ async def test_provider(
 
 
 @router.get("/v1/llm/models")
-async def list_models(conn: Reader, provider: str | None = None) -> list[Model]:
+async def list_models(conn: ReadConn, provider: str | None = None) -> list[Model]:
     """Models with their price history, newest price first; tenant rows beside built-in."""
     return await service.list_models(conn, provider)
 
 
 @router.post("/v1/llm/models", status_code=201)
-async def create_model(body: ModelCreate, conn: Writer) -> Model:
+async def create_model(body: ModelCreate, conn: WriteConn) -> Model:
     """A model for this tenant (same provider and name as a built-in one overrides it)."""
     return await service.create_model(conn, body)
 
 
 @router.get("/v1/llm/models/{model_id}")
-async def get_model(model_id: UUID, conn: Reader) -> Model:
+async def get_model(model_id: UUID, conn: ReadConn) -> Model:
     return await service.get_model(conn, model_id)
 
 
 @router.patch("/v1/llm/models/{model_id}")
-async def update_model(model_id: UUID, body: ModelUpdate, conn: Writer) -> Model:
+async def update_model(model_id: UUID, body: ModelUpdate, conn: WriteConn) -> Model:
     """A tenant model's context window (built-in ones are shared: add your own)."""
     return await service.update_model(conn, model_id, body)
 
 
 @router.post("/v1/llm/models/{model_id}/prices", status_code=201)
-async def set_price(model_id: UUID, body: PriceSet, conn: Writer) -> Price:
+async def set_price(model_id: UUID, body: PriceSet, conn: WriteConn) -> Price:
     """A new price from valid_from (default now); the current one ends there."""
     return await service.set_price(conn, model_id, body)
 
 
 @router.delete("/v1/llm/models/{model_id}", status_code=204)
-async def delete_model(model_id: UUID, conn: Writer) -> Response:
+async def delete_model(model_id: UUID, conn: WriteConn) -> Response:
     await service.delete_model(conn, model_id)
     return Response(status_code=204)
 
@@ -131,12 +131,12 @@ class CallFilters(BaseModel):
 
 
 @router.get("/v1/llm-calls")
-async def list_calls(conn: Reader, filters: Annotated[CallFilters, Query()]) -> list[LLMCall]:
+async def list_calls(conn: ReadConn, filters: Annotated[CallFilters, Query()]) -> list[LLMCall]:
     """LLM calls, newest first, filtered; page with `before` = the last id seen."""
     values: dict[str, Any] = filters.model_dump(exclude={"limit"})
     return await service.list_calls(conn, values, filters.limit)
 
 
 @router.get("/v1/llm-calls/{call_id}")
-async def get_call(call_id: UUID, conn: Reader) -> LLMCall:
+async def get_call(call_id: UUID, conn: ReadConn) -> LLMCall:
     return await service.get_call(conn, call_id)

@@ -32,7 +32,7 @@ from agentplane.llm.models import TestResult
 from agentplane.llm.sweep import Sweeper, sweeper_for
 from agentplane.llm.tokens import estimate_prompt
 from agentplane.usage import store as usage_store
-from agentplane.usage.service import Budgets, Reservation
+from agentplane.usage.budgets import Budgets, Reservation
 
 log = logging.getLogger("agentplane.llm")
 MILLION = Decimal(1_000_000)

@@ -4,6 +4,10 @@ Calls with a `tenant_id` run on that tenant's connection (row-level security);
 calls without one run on the owner connection (CLI and admin paths). `enqueue`
 also takes the caller's own connection, so a job is enqueued in the caller's
 transaction and rolled back with it.
+
+One module past 400 lines on purpose: it is the one class (JobQueue) that handlers,
+routes and commands program against, and each method is a thin rule over one named
+query of queries.sql.
 """
 
 from __future__ import annotations

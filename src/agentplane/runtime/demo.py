@@ -11,9 +11,9 @@ from agentplane.agents.models import AgentIn
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Database
 from agentplane.errors import NotFound
-from agentplane.tenancy import service as tenancy
 from agentplane.tenancy import store as tenancy_store
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy import tenants
+from agentplane.tenancy.users import NewUser
 from agentplane.workflows import service
 from agentplane.workflows.models import WorkflowIn
 
@@ -108,11 +108,11 @@ async def demo_principal(db: Database, slug: str) -> tuple[Principal, bool]:
     async with db.admin_connection() as conn:
         found = await tenancy_store.tenant_by_slug(conn, slug)
     if found is not None:
-        return await tenancy.owner_principal(db, slug), False
-    tenant, user_id = await tenancy.create_tenant(
+        return await tenants.owner_principal(db, slug), False
+    tenant, user_id = await tenants.create_tenant(
         db, name=slug, slug=slug, owner=NewUser(email=f"owner@{slug}.localhost")
     )
-    return tenancy.owner_of(tenant["id"], user_id), True
+    return tenants.owner_of(tenant["id"], user_id), True
 
 
 async def seed(db: Any, principal: Any) -> None:

@@ -15,8 +15,8 @@ from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR, normalize_email
 from agentplane.db.pool import Database
 from agentplane.db.setup import with_database
 from agentplane.errors import ValidationFailed
-from agentplane.tenancy import service
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy import members, tenants, users
+from agentplane.tenancy.users import NewUser
 from agentplane.terminal import print_rows
 
 tenant_app = typer.Typer(help="Tenants (administration without the API).", no_args_is_help=True)
@@ -73,9 +73,9 @@ def tenant_create(
 
     async def run(db: Database):
         async with db.app_connection() as conn:
-            existing = await service.find_user_id(conn, email)
+            existing = await users.find_user_id(conn, email)
         owner = existing or NewUser(email=email, password=password)
-        return await service.create_tenant(
+        return await tenants.create_tenant(
             db,
             name=name,
             slug=slug,
@@ -99,7 +99,7 @@ JsonOut = Annotated[bool, typer.Option("--json", help="JSON (one array) instead 
 @tenant_app.command("list")
 def tenant_list(as_json: JsonOut = False) -> None:
     """Every tenant: slug, id, plan, limits and members."""
-    rows = with_database(service.list_tenants_admin)
+    rows = with_database(tenants.list_tenants_admin)
     print_rows(
         rows,
         ["slug", "id", "name", "plan", "token_limit", "rate_limit_per_hour", "members"],
@@ -112,7 +112,7 @@ def user_list(as_json: JsonOut = False, tenant: TenantRef = None) -> None:
     """The tenant's members with their roles."""
 
     async def run(db: Database):
-        return await service.list_members_admin(db, await service.resolve_tenant_admin(db, tenant))
+        return await tenants.list_members_admin(db, await tenants.resolve_tenant_admin(db, tenant))
 
     print_rows(with_database(run), ["email", "user_id", "role", "full_name", "created_at"], as_json)
 
@@ -133,8 +133,8 @@ def user_create(
     password = read_password(password_stdin)
 
     async def run(db: Database):
-        tenant_id = await service.resolve_tenant_admin(db, tenant)
-        return await service.add_member(
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
+        return await members.add_member(
             db, tenant_id, NewUser(email=email, password=password, full_name=full_name), role
         )
 

@@ -12,15 +12,15 @@ import secrets as stdlib_secrets
 import uuid
 
 from agentplane.auth import audit, passwords, secrets
-from agentplane.auth import service as auth
+from agentplane.auth import login as auth_login
 from agentplane.auth import store as auth_store
 from agentplane.auth.audit import NOWHERE, Origin
 from agentplane.auth.models import TokensOut
 from agentplane.db.pool import Database
 from agentplane.errors import Forbidden, NotFound
-from agentplane.tenancy import service as tenancy
+from agentplane.tenancy import members, tenants, users
 from agentplane.tenancy.models import RegisterIn
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy.users import NewUser
 
 
 def _slugify(text: str) -> str:
@@ -59,10 +59,10 @@ async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> 
     slug = body.tenant_slug or _slugify(name)
     tenant_id = uuid.uuid4()
     async with db.tenant_connection(tenant_id) as conn:
-        _, user_id = await tenancy.create_tenant_in(
+        _, user_id = await tenants.create_tenant_in(
             conn, tenant_id, name=name, slug=slug, owner=user, origin=origin
         )
-        tokens = await auth.start_session(db.settings, conn, tenant_id, user_id, origin)
+        tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
         await audit.record(
             conn,
             tenant_id,
@@ -82,17 +82,17 @@ async def join(
     own (password, and the one-time code if it has two-factor sign-in)."""
     async with db.app_connection() as conn:
         tenant_id = await auth_store.invitation_tenant(conn, secrets.digest(token))
-        existing = await tenancy.find_user_id(conn, user.email)
+        existing = await users.find_user_id(conn, user.email)
     if tenant_id is None:
         raise NotFound("invitation not found, expired or already used")
     signin = None
     if existing is not None:
         # An existing account joins by proving it is theirs.
         assert user.password is not None
-        signin = await auth.check_password(db, user.email, user.password, origin, code)
+        signin = await auth_login.check_password(db, user.email, user.password, origin, code)
     async with db.tenant_connection(tenant_id) as conn:
-        user_id, _ = await tenancy.accept_invitation(conn, token, existing, user, origin)
+        user_id, _ = await members.accept_invitation(conn, token, existing, user, origin)
         if signin is not None:
-            await auth.spend_code(conn, signin)
-        tokens = await auth.start_session(db.settings, conn, tenant_id, user_id, origin)
+            await auth_login.spend_code(conn, signin)
+        tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
     return tokens

@@ -23,7 +23,11 @@ from agentplane.usage.models import (
     AlertFiring,
     AlertIn,
     AlertPatch,
+    ApiKeyBudget,
+    BillingPeriod,
     Overview,
+    TenantBudget,
+    UsageRecord,
     UsageReport,
     UsageRow,
     UsageSummary,
@@ -247,3 +251,44 @@ async def update_alert(conn: Connection, alert_id: UUID, body: AlertPatch) -> Al
 async def delete_alert(conn: Connection, alert_id: UUID) -> None:
     if not await store.delete_alert(conn, alert_id):
         raise NotFound(f"alert {alert_id} not found")
+
+
+# -- budgets, records, periods and alerts as the API reads them ----------------------------
+
+
+async def tenant_budget(conn: Connection) -> TenantBudget:
+    found = await store.tenant_budget(conn)
+    if found is None:
+        raise NotFound("tenant not found")
+    return TenantBudget.model_validate(found)
+
+
+async def set_key_budget(conn: Connection, key_id: UUID, tokens: int | None) -> ApiKeyBudget:
+    found = await store.set_api_key_budget(conn, key_id, tokens)
+    if found is None:
+        raise NotFound(f"API key {key_id} not found")
+    return ApiKeyBudget.model_validate(found)
+
+
+async def key_budget(conn: Connection, key_id: UUID) -> ApiKeyBudget:
+    found = await store.get_api_key_budget(conn, key_id)
+    if found is None:
+        raise NotFound(f"API key {key_id} has no budget")
+    return ApiKeyBudget.model_validate(found)
+
+
+async def records(conn: Connection, limit: int) -> list[UsageRecord]:
+    return [UsageRecord.model_validate(r) for r in await store.list_records(conn, limit)]
+
+
+async def billing_periods(conn: Connection, limit: int) -> list[BillingPeriod]:
+    return [BillingPeriod.model_validate(r) for r in await store.billing_periods(conn, limit)]
+
+
+async def list_alerts(conn: Connection) -> list[Alert]:
+    return [Alert.model_validate(r) for r in await store.list_alerts(conn)]
+
+
+async def alert_firings(conn: Connection, alert_id: UUID, limit: int) -> list[AlertFiring]:
+    await get_alert(conn, alert_id)
+    return [AlertFiring.model_validate(r) for r in await store.alert_firings(conn, alert_id, limit)]

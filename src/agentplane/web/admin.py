@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from agentplane import clock
+from agentplane.auth import audit as audit_log
+from agentplane.auth import keys as api_keys
 from agentplane.auth import scopes as sc
-from agentplane.auth import service as auth_service
 from agentplane.auth.models import ApiKeyIn, normalize_email
 from agentplane.errors import ValidationFailed
-from agentplane.tenancy import service as tenancy
+from agentplane.tenancy import members as tenancy
 from agentplane.web import http
 from agentplane.web.http import Posted, WebRoute, WebUser
 from agentplane.web.templating import page
@@ -36,7 +37,7 @@ async def _keys_page(request: Request, user: WebUser, *, status: int = 200,
     http.need(user, "keys:manage", managers=True)
     db = http.db_of(request)
     everything = request.query_params.get("revoked") == "1"
-    keys = await auth_service.list_keys(db, user.tenant_id, everything)
+    keys = await api_keys.list_keys(db, user.tenant_id, everything)
     members = {m["user_id"]: m["email"] for m in await tenancy.list_members(db, user.principal)}
     return await page(request, user, "keys.html", status=status, title="API keys", keys=keys,
                       members=members, created=created, key=key, errors=errors or {},
@@ -76,7 +77,7 @@ async def create_key(request: Request, action: Action) -> Response:
     if errors or body is None:
         return await _keys_page(request, user, status=422, errors=errors, values=values)
     try:
-        row, key = await auth_service.create_key(http.db_of(request), user.tenant_id, body,
+        row, key = await api_keys.create_key(http.db_of(request), user.tenant_id, body,
                                                  user.principal, http.origin(request))
     except ValidationFailed as exc:
         return await _keys_page(request, user, status=422, errors={"name": exc.detail},
@@ -87,7 +88,7 @@ async def create_key(request: Request, action: Action) -> Response:
 @router.post("/keys/{ref}/revoke")
 async def revoke_key(request: Request, action: Action, ref: str) -> Response:
     http.need(action.user, "keys:manage", managers=True)
-    await auth_service.revoke_key(http.db_of(request), action.user.tenant_id,
+    await api_keys.revoke_key(http.db_of(request), action.user.tenant_id,
                                   http.parse_uuid(ref, "API key"), action.user.principal,
                                   http.origin(request))
     return http.redirect(request, "/keys?notice=key-revoked")
@@ -181,7 +182,7 @@ async def audit(request: Request, user: User) -> HTMLResponse:
     next_cursor = None
     if not problems:
         try:
-            rows, next_cursor = await auth_service.query_audit(
+            rows, next_cursor = await audit_log.query_audit(
                 http.db_of(request), user.principal, limit=AUDIT_PAGE,
                 cursor=(q.get("cursor") or None) and q.get("cursor", "")[:200], **filters)
         except ValidationFailed:

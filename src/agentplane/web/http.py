@@ -2,11 +2,11 @@
 session), CSRF tokens, form bodies, security headers, and the route class that turns
 every error into a page.
 
-A browser signs in with the auth service (same password check, same lockout, same
+A browser signs in through auth's login (same password check, same lockout, same
 one-time codes as `POST /v1/auth/login`); the login session it gets is carried in an
 HttpOnly, SameSite=Lax cookie (Secure outside development), signed with a key of its
 own. Each request reads the session's principal as the API reads an access token's
-(`auth.service.session_identity`): a revoked session, a removed member or a demotion
+(`auth.authenticate.session_identity`): a revoked session, a removed member or a demotion
 takes effect at once.
 
 Every POST carries the session's CSRF token, in the form (`csrf`) or, from htmx, in
@@ -31,8 +31,8 @@ from fastapi.routing import APIRoute
 
 from agentplane.auth import scopes as sc
 from agentplane.auth import secrets
-from agentplane.auth import service as auth_service
 from agentplane.auth.audit import Origin
+from agentplane.auth.authenticate import session_identity
 from agentplane.auth.models import Identity, Principal
 from agentplane.db.pool import Database
 from agentplane.errors import (
@@ -128,7 +128,7 @@ async def current_user(request: Request) -> WebUser | None:
     claims = secrets.read_web_session(db_of(request).settings, value) if value else None
     if claims is not None:
         try:
-            identity = await auth_service.session_identity(db_of(request), claims)
+            identity = await session_identity(db_of(request), claims)
         except Unauthorized:
             identity = None
         if identity is not None:

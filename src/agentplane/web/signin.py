@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
-from agentplane.auth import secrets
-from agentplane.auth import service as auth_service
+from agentplane.auth import login, secrets
 from agentplane.auth.models import normalize_email
 from agentplane.errors import AgentplaneError, RateLimited, Unauthorized
 from agentplane.web import http
@@ -62,14 +61,14 @@ async def signin(request: Request) -> Response:
     try:
         email = normalize_email(raw_email)
     except ValueError:
-        return await _form(request, status=401, error=auth_service.BAD_LOGIN,
+        return await _form(request, status=401, error=login.BAD_LOGIN,
                            email=raw_email[:254], next_=next_)
     if len(password) > 1024:
-        return await _form(request, status=401, error=auth_service.BAD_LOGIN, email=email,
+        return await _form(request, status=401, error=login.BAD_LOGIN, email=email,
                            next_=next_)
     db = http.db_of(request)
     try:
-        tokens = await auth_service.login(db, email, password, None, http.origin(request),
+        tokens = await login.login(db, email, password, None, http.origin(request),
                                           code, first_tenant=True)
     except Unauthorized as exc:
         mfa = bool(exc.extra.get("mfa_required"))
@@ -91,7 +90,7 @@ async def signin(request: Request) -> Response:
 
 @router.post("/logout")
 async def signout(request: Request, action: Action) -> Response:
-    await auth_service.logout(http.db_of(request), action.user.identity, http.origin(request))
+    await login.logout(http.db_of(request), action.user.identity, http.origin(request))
     response = RedirectResponse("/login?notice=signed-out", status_code=303)
     response.delete_cookie(http.COOKIE, path="/")
     return response
@@ -100,7 +99,7 @@ async def signout(request: Request, action: Action) -> Response:
 @router.post("/switch")
 async def switch(request: Request, action: Action) -> Response:
     slug = action.form.text("tenant")[:100]
-    tokens = await auth_service.switch_tenant(
+    tokens = await login.switch_tenant(
         http.db_of(request), action.user.identity, slug, http.origin(request))
     response = RedirectResponse("/?notice=switched", status_code=303)
     set_session(request, response, tokens.access_token)

@@ -13,7 +13,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from agentplane import __version__, clock
-from agentplane.auth import service as auth_service
+from agentplane.auth import login
 from agentplane.money import shown
 from agentplane.web import http
 from agentplane.web.http import WebUser
@@ -165,7 +165,7 @@ async def page(
     is a fragment: templates named `_*.html`)."""
     tenants: list[dict[str, Any]] = []
     if user is not None and user.principal.user_id is not None:
-        tenants = await auth_service.tenants_of(http.db_of(request), user.principal.user_id)
+        tenants = await login.tenants_of(http.db_of(request), user.principal.user_id)
     notice = NOTICES.get(request.query_params.get("notice", ""))
     html = render(
         name,

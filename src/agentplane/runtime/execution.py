@@ -1,4 +1,4 @@
-"""A turn: one agent execution on a task, in memory, with what is written when the task
+"""One agent execution on a task, in memory, with what is written when the task
 finishes."""
 
 from __future__ import annotations
@@ -15,13 +15,26 @@ from agentplane.errors import AgentplaneError
 from agentplane.events.emit import event
 from agentplane.llm.calls import PendingCall, Resolved
 from agentplane.runtime.fsm import Machine
-from agentplane.usage.service import Reservation
+from agentplane.usage.budgets import Reservation
 
 RESULT_CHARS = 20_000
 
 
+class Suspended(Exception):
+    """The agent asked a person; the task waits for the answer."""
+
+
+class Stopped(Exception):
+    """The job running the task was asked to stop: its run was cancelled."""
+
+
+def split_model(model: str) -> tuple[str | None, str]:
+    provider, _, name = model.partition("/")
+    return (provider, name) if name else (None, model)
+
+
 @dataclass
-class Turn:
+class Execution:
     """One agent execution in memory: what is written when the task finishes."""
 
     tenant_id: UUID
@@ -46,7 +59,7 @@ class Turn:
     """LLM calls recorded with the finish transaction; their holds settle after it."""
     offered: list[dict[str, Any]] = field(default_factory=list)
     hold: asyncio.Future[Reservation] | None = None
-    """The budget hold of the turn's first LLM call, taken while the task starts."""
+    """The budget hold of the execution's first LLM call, taken while the task starts."""
     written: int = 0
     """How many of the messages the agent execution's row has (they are only appended)."""
     """The tool specs offered to the model."""
@@ -79,10 +92,10 @@ class Turn:
     def elapsed_ms(self) -> int:
         return round((time.perf_counter() - self.started) * 1000)
 
-    def execution(
+    def row(
         self, machine: Machine, output: str | None, error: str | None = None, **metadata: Any
     ) -> dict[str, Any]:
-        """The agent execution's row as the turn has it, at `machine`'s state."""
+        """The agent execution's row as the execution has it, at `machine`'s state."""
         return {
             "id": self.execution_id,
             "task_id": self.task_id,
