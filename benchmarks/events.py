@@ -76,10 +76,10 @@ def event(i: int) -> NewEvent:
 
 
 async def setup(conf: Settings) -> tuple[Database, uuid.UUID, str]:
-    from agentplane.auth import service as auth_service
+    from agentplane.auth import keys as auth_keys
     from agentplane.auth.models import ApiKeyIn
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import tenants
+    from agentplane.tenancy.users import NewUser
 
     endpoints = ep.resolve(conf, start=False)
     ep.bootstrap(conf, endpoints)
@@ -87,10 +87,10 @@ async def setup(conf: Settings) -> tuple[Database, uuid.UUID, str]:
     db = Database(conf, endpoints)
     await db.open()
     slug = f"bench-{uuid.uuid4().hex[:8]}"
-    tenant, user_id = await tenancy.create_tenant(
+    tenant, user_id = await tenants.create_tenant(
         db, name=slug, slug=slug, owner=NewUser(email=f"o@{slug}.test"),
         rate_limit_per_hour=10_000_000)
-    _, key = await auth_service.create_key(
+    _, key = await auth_keys.create_key(
         db, tenant["id"], ApiKeyIn(name="bench", scopes=["events:read"],
                                    rate_limit_per_hour=10_000_000, user_id=user_id),
         actor=None)
@@ -164,7 +164,7 @@ def serve(home: str, pg_port: int, port: int) -> None:
     """The API in its own process (run as `events.py --serve ...`)."""
     import uvicorn
 
-    from agentplane.api.app import create_app
+    from agentplane.app import create_app
 
     conf = settings(Path(home), pg_port)
     uvicorn.run(create_app(conf), host="127.0.0.1", port=port, log_config=None,

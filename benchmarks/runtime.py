@@ -144,8 +144,8 @@ class Meter:
 async def setup(home: Path, port: int) -> tuple[Database, Settings, Principal]:
     from agentplane.agents import service as agents
     from agentplane.agents.models import AgentIn
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import tenants
+    from agentplane.tenancy.users import NewUser
     from agentplane.workflows import service
     from agentplane.workflows.models import WorkflowIn
 
@@ -162,7 +162,7 @@ async def setup(home: Path, port: int) -> tuple[Database, Settings, Principal]:
     Migrator(endpoints.owner, conf.app_role).upgrade()
     db = Database(conf, endpoints)
     await db.open()
-    tenant, user = await tenancy.create_tenant(
+    tenant, user = await tenants.create_tenant(
         db,
         name="bench",
         slug="bench",

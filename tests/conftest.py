@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
 from agentplane.db.embedded import EmbeddedServer
@@ -226,14 +226,14 @@ async def make_tenant(
     """A fresh tenant, a user with `role` in it and an API key of that user, made
     through the service layer. `scopes` defaults to everything the role grants; rate
     limits are set high enough not to get in a test's way."""
+    from agentplane.auth import keys as auth_keys
     from agentplane.auth import scopes as sc
-    from agentplane.auth import service as auth_service
     from agentplane.auth.models import ApiKeyIn
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import members, tenants
+    from agentplane.tenancy.users import NewUser
 
     slug = slug or f"t-{uuid.uuid4().hex[:12]}"
-    tenant, user_id = await tenancy.create_tenant(
+    tenant, user_id = await tenants.create_tenant(
         db,
         name=slug,
         slug=slug,
@@ -241,11 +241,11 @@ async def make_tenant(
         rate_limit_per_hour=1_000_000,
     )
     if role != "owner":
-        user_id, _ = await tenancy.add_member(
+        user_id, _ = await members.add_member(
             db, tenant["id"], NewUser(email=f"{role}@{slug}.test"), role
         )
     wanted = sorted(scopes) if scopes is not None else sorted(sc.granted(role))
-    row, key = await auth_service.create_key(
+    row, key = await auth_keys.create_key(
         db,
         tenant["id"],
         ApiKeyIn(name="test key", scopes=wanted, rate_limit_per_hour=1_000_000, user_id=user_id),

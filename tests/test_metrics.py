@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentplane import metrics
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.pool import Database

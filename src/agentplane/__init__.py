@@ -1,6 +1,6 @@
 """agentplane: a PostgreSQL-native control plane for multi-agent LLM systems.
 
-`agentplane.tool` registers a tool of your own (see agentplane.runtime.tools).
+`agentplane.tool` registers a tool of your own (see agentplane.agents.tools).
 """
 
 from typing import Any
@@ -12,7 +12,7 @@ __all__ = ["__version__", "tool"]
 def __getattr__(name: str) -> Any:
     # Imported on first use: `import agentplane` (every command) stays cheap.
     if name == "tool":
-        from agentplane.runtime.tools import tool
+        from agentplane.agents.tools import tool
 
         return tool
     raise AttributeError(f"module 'agentplane' has no attribute {name!r}")

@@ -123,7 +123,7 @@ def show_config() -> None:
 @db_app.command("upgrade")
 def db_upgrade(target: Annotated[str, typer.Argument(help="Revision to reach.")] = "head") -> None:
     """Apply migrations up to TARGET (default: head)."""
-    from agentplane.db.endpoints import database
+    from agentplane.db.setup import database
 
     conf = settings()
     with database(conf, migrate=False) as endpoints:
@@ -139,8 +139,8 @@ def db_downgrade(
     target: Annotated[str, typer.Argument(help="Revision to reach, or 'base'.")],
 ) -> None:
     """Revert migrations down to TARGET."""
-    from agentplane.db.endpoints import database
     from agentplane.db.migrate import Migrator
+    from agentplane.db.setup import database
 
     conf = settings()
     with database(conf, migrate=False) as endpoints:
@@ -152,8 +152,8 @@ def db_downgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's migration."""
-    from agentplane.db.endpoints import database
     from agentplane.db.migrate import Migrator, head
+    from agentplane.db.setup import database
 
     conf = settings()
     with database(conf, migrate=False) as endpoints:
@@ -194,7 +194,7 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     "input-requests": ("agentplane.workflows.cli", "register", "register"),
     "agents": ("agentplane.agents.cli", "agents_app", "group"),
     "tools": ("agentplane.runtime.cli", "tools_app", "group"),
-    "demo": ("agentplane.runtime.demo", "demo", "command"),
+    "demo": ("agentplane.runtime.cli", "demo", "command"),
 }
 BUILT_IN = {"up", "doctor", "config", "db"}
 

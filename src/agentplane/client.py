@@ -112,10 +112,10 @@ async def connected(
         async with httpx.AsyncClient(base_url=where.url, headers=headers, timeout=60) as http:
             yield Api(http, remote=True, where=where.url)
         return
-    from agentplane.api.app import create_app
-    from agentplane.api.deps import authenticated
+    from agentplane.app import create_app
+    from agentplane.auth.deps import authenticated
     from agentplane.auth.models import Identity
-    from agentplane.runtime.local import owner_principal
+    from agentplane.tenancy.tenants import owner_principal
 
     principal = await owner_principal(db, tenant)
     app = create_app(conf, db=db)
@@ -148,7 +148,7 @@ def call(tenant: str | None, fn: Callable[[Api], Awaitable[T]]) -> T:
                 return await fn(api)
 
         return asyncio.run(over_http())
-    from agentplane.tenancy.cli import with_database
+    from agentplane.db.setup import with_database
 
     async def here(db: Any) -> T:
         async with connected(tenant, db.settings, db) as api:

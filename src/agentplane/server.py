@@ -3,44 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import signal
-import socket
 from collections.abc import Iterator
 
 import uvicorn
 
 from agentplane import logs
 from agentplane.api import metrics
-from agentplane.api.app import create_app
+from agentplane.api.sockets import bind
+from agentplane.app import create_app
 from agentplane.config import Settings
-from agentplane.db.endpoints import database
-from agentplane.errors import ConfigError
+from agentplane.db.setup import database
 
 log = logging.getLogger("agentplane.server")
-
-
-def bind(host: str, port: int, setting: str = "AGENTPLANE_PORT") -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off (TCP_NODELAY)
-    # only on connections whose socket says TCP, and with it on, a response written in
-    # two parts waits for the client's delayed ACK (40 ms) on every keep-alive request.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"port {port} on {host} is already in use; stop the process using it "
-                f"or choose another with {setting}"
-            ) from None
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 class _Server(uvicorn.Server):

@@ -7,7 +7,7 @@ import psycopg
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.db import endpoints as ep
 from agentplane.db.migrate import head
 from agentplane.db.pool import Database

@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.db.pool import Database
 from agentplane.gateway import api as gateway_api
 from tests.conftest import make_tenant
@@ -20,7 +20,6 @@ PUBLIC = {
     ("GET", "/ready"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
     ("POST", "/v1/auth/register"),
     ("POST", "/v1/auth/login"),
@@ -46,11 +45,17 @@ TABLES = ("tenants", "memberships", "projects", "api_keys", "invitations", "audi
           "agents", "workflows", "runs", "jobs", "llm_providers", "sessions", "usage_alerts")
 
 
-def all_routes() -> list[tuple[str, str]]:
+def all_routes(*, dashboard: bool = False) -> list[tuple[str, str]]:
+    """The API's routes (/docs and /redoc among them); with `dashboard`, the dashboard's
+    pages instead, which sign in with a session cookie (tests/web/test_web_guards.py)."""
     found = []
     for route in create_app().routes:
         router = getattr(route, "original_router", None)  # an included router
         for r in router.routes if router is not None else [route]:
+            module = getattr(getattr(r, "endpoint", None), "__module__", "")
+            page = module.startswith("agentplane.web") and module != "agentplane.web.docs"
+            if page != dashboard:
+                continue
             found += [(m, r.path) for m in sorted(getattr(r, "methods", None) or ()) if m != "HEAD"]
     return found
 

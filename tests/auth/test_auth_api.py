@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from tests.conftest import make_settings, make_tenant
@@ -456,8 +456,8 @@ async def test_audit_trail_of_a_tenants_life(client: httpx.AsyncClient, db: Data
 async def test_extra_permissions_and_soft_deleted_users(
     client: httpx.AsyncClient, db: Database
 ) -> None:
+    from agentplane.auth import keys as auth_keys
     from agentplane.auth import scopes as sc
-    from agentplane.auth import service as auth_service
     from agentplane.auth.models import ApiKeyIn
 
     dev = await make_tenant(db, role="developer")
@@ -475,7 +475,7 @@ async def test_extra_permissions_and_soft_deleted_users(
     assert (await client.get("/v1/audit-log", headers=dev.headers)).status_code == 403
 
     async def owner_key(scopes: list[str]) -> dict[str, str]:
-        _, key = await auth_service.create_key(
+        _, key = await auth_keys.create_key(
             db, dev.tenant_id, ApiKeyIn(name="o", scopes=scopes, user_id=owner_id), actor=None
         )
         return bearer(key)

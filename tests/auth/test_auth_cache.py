@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.auth import cache as keycache
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant, superuser_conn

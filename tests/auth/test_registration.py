@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from tests.conftest import make_tenant

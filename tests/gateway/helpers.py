@@ -14,7 +14,7 @@ from uuid import UUID
 import httpx
 import uvicorn
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
 from agentplane.db.pool import Database

@@ -342,16 +342,16 @@ async def test_a_budget_refusal_is_not_retried(db: Database, url: str) -> None:
 
 
 async def test_a_rate_limit_says_when_to_retry(db: Database) -> None:
-    from agentplane.auth import service as auth_service
+    from agentplane.auth import keys as auth_keys
     from agentplane.auth.models import ApiKeyIn
 
     t = await gateway_tenant(db)
-    _, key = await auth_service.create_key(
+    _, key = await auth_keys.create_key(
         db, t.tenant_id,
         ApiKeyIn(name="slow", scopes=["llm:invoke"], rate_limit_per_hour=1, user_id=t.user_id),
         actor=None,
     )
-    from agentplane.api.app import create_app
+    from agentplane.app import create_app
 
     transport = httpx.ASGITransport(app=create_app(db.settings, db=db))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:

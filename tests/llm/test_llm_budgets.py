@@ -15,10 +15,11 @@ from agentplane.db.pool import Database
 from agentplane.errors import BudgetExceeded, Conflict, NotFound, ValidationFailed
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext
-from agentplane.llm.errors import BudgetUnavailable, ProviderError
+from agentplane.llm.errors import ProviderError
 from agentplane.llm.tokens import estimate_prompt
 from agentplane.usage import store
-from agentplane.usage.service import Budgets
+from agentplane.usage.budgets import Budgets
+from agentplane.usage.errors import BudgetUnavailable
 from tests.conftest import cli_env
 from tests.llm.helpers import MESSAGES, row, session, tenant
 from tests.llm.vendors import KEY, OpenAIHandler, serve

@@ -16,7 +16,7 @@ from agentplane.db.pool import Database
 from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM, CallContext
 from agentplane.llm.sweep import REFUSAL_GAP_S
-from agentplane.usage.service import Budgets
+from agentplane.usage.budgets import Budgets
 from tests.llm.helpers import MESSAGES, row, session, tenant
 
 

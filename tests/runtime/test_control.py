@@ -184,7 +184,7 @@ async def test_input_request_answer_is_validated_and_resumes_the_task(db, settin
     t = {x["node"]: x for x in (await tree(client, ctx, run["id"]))["tasks"]}
     assert '"approved": true' in t["only"]["output"]["text"]
     execution = t["only"]["agent_executions"]
-    assert len(execution) == 1 and execution[0]["state"] == "COMPLETED"  # one turn, resumed
+    assert len(execution) == 1 and execution[0]["state"] == "COMPLETED"  # one execution, resumed
     assert execution[0]["tool_executions"][0]["tool_name"] == "ask_human"
     assert run["tools_invoked"] == 1
 

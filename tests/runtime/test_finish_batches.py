@@ -14,7 +14,7 @@ import pytest
 
 from agentplane.config import Settings
 from agentplane.db.pool import Database
-from agentplane.runtime.executor import Executor, Turn
+from agentplane.runtime.executor import Execution, Executor
 from tests.runtime.helpers import add_agents, agent, settle, tenant, worker
 
 LEAVES = 20
@@ -196,17 +196,17 @@ class Gated(Executor):
     def __init__(self, db: Database, settings: Settings, expect: int) -> None:
         super().__init__(db, settings)
         self.expect = expect
-        self.arrived: list[Turn] = []
+        self.arrived: list[Execution] = []
         self.all_in = asyncio.Event()
         self.go = asyncio.Event()
         self.sizes: list[int] = []
 
-    async def _complete(self, turn: Turn, output: dict[str, Any]) -> str:
-        self.arrived.append(turn)
+    async def _complete(self, execution: Execution, output: dict[str, Any]) -> str:
+        self.arrived.append(execution)
         if len(self.arrived) == self.expect:
             self.all_in.set()
         await self.go.wait()
-        return await super()._complete(turn, output)
+        return await super()._complete(execution, output)
 
     async def _complete_many(self, tenant_id: UUID, finished: list) -> list[str]:
         self.sizes.append(len(finished))
@@ -318,10 +318,10 @@ class Broken(Gated):
     """Gated, and the output of node `bad` cannot be stored (PostgreSQL text holds no NUL),
     so that its completion breaks any batch it is in."""
 
-    async def _complete(self, turn: Turn, output: dict[str, Any]) -> str:
-        if turn.task["node"] == "bad":
+    async def _complete(self, execution: Execution, output: dict[str, Any]) -> str:
+        if execution.task["node"] == "bad":
             output = {**output, "text": output["text"] + "\x00"}
-        return await super()._complete(turn, output)
+        return await super()._complete(execution, output)
 
 
 async def test_an_item_that_breaks_its_batch_fails_alone_and_the_others_commit(

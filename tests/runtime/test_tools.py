@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentplane.runtime import tools
+from agentplane.agents import tools
 from tests.conftest import cli_env
 from tests.runtime.helpers import add_agents, agent, settle, tenant
 

@@ -13,16 +13,16 @@ from tests.llm.helpers import row, tenant
 
 async def member_key(db: Database, t: TenantContext, role: str = "developer") -> dict[str, str]:
     """A second member of t's tenant and the headers of an API key of theirs."""
+    from agentplane.auth import keys as auth_keys
     from agentplane.auth import scopes as sc
-    from agentplane.auth import service as auth_service
     from agentplane.auth.models import ApiKeyIn
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import members
+    from agentplane.tenancy.users import NewUser
 
-    user_id, _ = await tenancy.add_member(
+    user_id, _ = await members.add_member(
         db, t.tenant_id, NewUser(email=f"{role}@{t.slug}.test"), role
     )
-    _, key = await auth_service.create_key(
+    _, key = await auth_keys.create_key(
         db,
         t.tenant_id,
         ApiKeyIn(name="member key", scopes=sorted(sc.granted(role)), user_id=user_id,
@@ -125,11 +125,11 @@ async def test_an_external_session_id_is_unique_per_user(db: Database) -> None:
     from agentplane.errors import Conflict
     from agentplane.sessions import service
     from agentplane.sessions.models import SessionCreate
-    from agentplane.tenancy import service as tenancy
-    from agentplane.tenancy.service import NewUser
+    from agentplane.tenancy import members
+    from agentplane.tenancy.users import NewUser
 
     t = await tenant(db)
-    other, _ = await tenancy.add_member(
+    other, _ = await members.add_member(
         db, t.tenant_id, NewUser(email=f"member@{t.slug}.test"), "developer"
     )
     async with db.tenant_connection(t.tenant_id) as conn:

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 
 from agentplane.auth import api as auth_api
-from agentplane.auth import service as auth_service
-from agentplane.auth.models import RegisterIn
+from agentplane.auth import login as auth_login
 from agentplane.db.pool import Database
 from agentplane.tenancy import api as tenancy_api
-from agentplane.tenancy import service as tenancy
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy import members, projects, signup
+from agentplane.tenancy.models import RegisterIn
+from agentplane.tenancy.users import NewUser
 from tests.conftest import TenantContext, make_tenant
 
 # Tables of the identity migration; each must hold rows of both tenants here.
@@ -41,20 +41,20 @@ IDENTITY_TABLES = {
 
 async def _fill(db: Database, client: httpx.AsyncClient, ctx: TenantContext) -> dict[str, Any]:
     """Rows in every identity table for ctx's tenant; returns the ids HTTP tests need."""
-    from agentplane.api.deps import Principal
     from agentplane.auth import scopes as sc
+    from agentplane.auth.models import Principal
 
     owner = Principal(ctx.tenant_id, ctx.user_id, "owner", sc.granted("owner"), None)
-    project = await tenancy.create_project(db, owner, {"name": "P", "slug": "p"})
-    dev_id, _ = await tenancy.add_member(
+    project = await projects.create_project(db, owner, {"name": "P", "slug": "p"})
+    dev_id, _ = await members.add_member(
         db,
         ctx.tenant_id,
         NewUser(email=f"dev@{ctx.slug}.test", password="a long passphrase 1"),
         "developer",
     )
-    await tenancy.put_project_member(db, owner, project["id"], dev_id, "developer")
-    invitation, _ = await tenancy.invite(db, owner, f"new@{ctx.slug}.test", "viewer")
-    await auth_service.login(db, f"dev@{ctx.slug}.test", "a long passphrase 1", None)
+    await projects.put_project_member(db, owner, project["id"], dev_id, "developer")
+    invitation, _ = await members.invite(db, owner, f"new@{ctx.slug}.test", "viewer")
+    await auth_login.login(db, f"dev@{ctx.slug}.test", "a long passphrase 1", None)
     r = await client.get("/me", headers=ctx.headers)  # a rate-limit counter row
     assert r.status_code == 200
     return {
@@ -369,7 +369,7 @@ async def test_a_key_on_b_resources_gets_404(
 
 
 async def test_register_sees_no_other_tenant(client: httpx.AsyncClient, db: Database) -> None:
-    tokens = await auth_service.register(
+    tokens = await signup.register(
         db, RegisterIn(email="solo@iso.test", password="a long passphrase 2", tenant_slug="solo")
     )
     r = await client.get("/v1/members", headers={"Authorization": f"Bearer {tokens.access_token}"})

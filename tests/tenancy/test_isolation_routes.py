@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from agentplane.api.app import create_app
+from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from agentplane.gateway import api as gateway_api

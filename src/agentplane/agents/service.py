@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from agentplane.agents import store
+from agentplane.agents import store, tools
 from agentplane.agents.models import (
     Agent,
     AgentIn,
@@ -18,7 +18,6 @@ from agentplane.agents.models import (
 from agentplane.db.pool import Connection
 from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.llm.service import check_model
-from agentplane.runtime import tools
 
 
 async def check_tools(conn: Connection, names: list[str]) -> None:

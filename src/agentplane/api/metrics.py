@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from agentplane import metrics
+from agentplane.api.sockets import bind
 from agentplane.config import Settings
 
 
@@ -50,8 +51,6 @@ def bind_port(settings: Settings) -> socket.socket | None:
     it before starting, so a port in use is a one-line error, not a failed startup."""
     if not settings.metrics or settings.metrics_port is None:
         return None
-    from agentplane.server import bind
-
     return bind(settings.host, settings.metrics_port, "AGENTPLANE_METRICS_PORT")
 
 

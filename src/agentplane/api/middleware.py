@@ -19,7 +19,7 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class RequestIdMiddleware:
     """Echoes a sane X-Request-ID or makes one; puts it on every response and log line,
-    with the RateLimit-* headers of an authenticated request (see api.deps)."""
+    with the RateLimit-* headers of an authenticated request (see agentplane.auth.deps)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,4 +1,5 @@
-"""HTTP routes of the auth package: sign-in, /me, API keys, the audit log."""
+"""HTTP routes of the auth package: sign-in, /me, API keys, the audit log (signing up,
+POST /v1/auth/register, is tenancy's: agentplane.tenancy.signup)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from agentplane.api.deps import DB, authenticated, origin, requires
-from agentplane.auth import service
+from agentplane.auth import audit, keys, mfa
+from agentplane.auth import login as signin
+from agentplane.auth.deps import DB, authenticated, origin, requires
 from agentplane.auth.models import (
     ApiKeyCreated,
     ApiKeyIn,
@@ -26,7 +28,6 @@ from agentplane.auth.models import (
     MfaSetupOut,
     Principal,
     RefreshIn,
-    RegisterIn,
     TokensOut,
 )
 
@@ -56,18 +57,10 @@ async def me(request: Request) -> Response:
     return JSONResponse(body)  # RateLimit-* headers: added by RequestIdMiddleware
 
 
-@router.post("/v1/auth/register", status_code=201)
-async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
-    """Create a tenant with the caller as its owner, or join one with an invitation, as
-    far as the server's AGENTPLANE_REGISTRATION (open, invite, closed) allows."""
-    service.check_registration(request.app.state.settings.registration, body)
-    return await service.register(db, body, origin(request))
-
-
 @router.post("/v1/auth/login")
 async def login(body: LoginIn, request: Request, db: DB) -> TokensOut:
     """Sign in: a short-lived access token (JWT) and a refresh token."""
-    return await service.login(
+    return await signin.login(
         db, body.email, body.password, body.tenant, origin(request), body.totp
     )
 
@@ -75,39 +68,39 @@ async def login(body: LoginIn, request: Request, db: DB) -> TokensOut:
 @router.post("/v1/auth/refresh")
 async def refresh(body: RefreshIn, request: Request, db: DB) -> TokensOut:
     """Exchange a refresh token for new tokens; the presented one is spent."""
-    return await service.refresh(db, body.refresh_token, origin(request))
+    return await signin.refresh(db, body.refresh_token, origin(request))
 
 
 @router.post("/v1/auth/logout", status_code=204)
 async def logout(me: Me, request: Request, db: DB) -> Response:
     """End the current login session (its refresh tokens and access tokens)."""
-    await service.logout(db, me, origin(request))
+    await signin.logout(db, me, origin(request))
     return Response(status_code=204)
 
 
 @router.post("/v1/auth/logout-all")
 async def logout_all(me: Me, request: Request, db: DB) -> dict[str, int]:
     """End every login session of the caller, on every device and in every tenant."""
-    return {"revoked": await service.logout_everywhere(db, me.principal, origin(request))}
+    return {"revoked": await signin.logout_everywhere(db, me.principal, origin(request))}
 
 
 @router.post("/v1/auth/mfa/setup")
 async def mfa_setup(body: MfaSetupIn, me: Me, request: Request, db: DB) -> MfaSetupOut:
     """Start two-factor sign-in: a new TOTP secret, pending until confirmed by a code."""
-    return MfaSetupOut(**await service.mfa_setup(db, me, body.password, origin(request)))
+    return MfaSetupOut(**await mfa.mfa_setup(db, me, body.password, origin(request)))
 
 
 @router.post("/v1/auth/mfa/enable", status_code=204)
 async def mfa_enable(body: MfaEnableIn, me: Me, request: Request, db: DB) -> Response:
     """Turn two-factor sign-in on with a code from the pending secret."""
-    await service.mfa_enable(db, me, body.code, origin(request))
+    await mfa.mfa_enable(db, me, body.code, origin(request))
     return Response(status_code=204)
 
 
 @router.post("/v1/auth/mfa/disable", status_code=204)
 async def mfa_disable(body: MfaDisableIn, me: Me, request: Request, db: DB) -> Response:
     """Turn two-factor sign-in off: the password and a current code."""
-    await service.mfa_disable(db, me, body.password, body.code, origin(request))
+    await mfa.mfa_disable(db, me, body.password, body.code, origin(request))
     return Response(status_code=204)
 
 
@@ -116,7 +109,7 @@ async def create_key(
     body: ApiKeyIn, principal: KeysManager, request: Request, db: DB
 ) -> ApiKeyCreated:
     """Create an API key. The secret is in this response only."""
-    row, key = await service.create_key(db, principal.tenant_id, body, principal, origin(request))
+    row, key = await keys.create_key(db, principal.tenant_id, body, principal, origin(request))
     return ApiKeyCreated(**row, key=key)
 
 
@@ -125,19 +118,19 @@ async def list_keys(
     principal: KeysManager, db: DB, include_revoked: bool = False
 ) -> list[ApiKeyOut]:
     return [
-        ApiKeyOut(**r) for r in await service.list_keys(db, principal.tenant_id, include_revoked)
+        ApiKeyOut(**r) for r in await keys.list_keys(db, principal.tenant_id, include_revoked)
     ]
 
 
 @router.get("/v1/api-keys/{key_id}")
 async def get_key(key_id: UUID, principal: KeysManager, db: DB) -> ApiKeyOut:
-    return ApiKeyOut(**await service.get_key(db, principal.tenant_id, key_id))
+    return ApiKeyOut(**await keys.get_key(db, principal.tenant_id, key_id))
 
 
 @router.delete("/v1/api-keys/{key_id}")
 async def revoke_key(key_id: UUID, principal: KeysManager, request: Request, db: DB) -> ApiKeyOut:
     """Revoke a key: it stops authenticating at once."""
-    row = await service.revoke_key(db, principal.tenant_id, key_id, principal, origin(request))
+    row = await keys.revoke_key(db, principal.tenant_id, key_id, principal, origin(request))
     return ApiKeyOut(**row)
 
 
@@ -155,7 +148,7 @@ async def audit_log(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
     """The tenant's audit log, newest first; pass `next_cursor` back for the next page."""
-    rows, next_cursor = await service.query_audit(
+    rows, next_cursor = await audit.query_audit(
         db,
         principal,
         limit=limit,

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from agentplane import pagination
 from agentplane.auth import store
 from agentplane.auth.models import Principal
-from agentplane.db.pool import Connection
+from agentplane.db.pool import Connection, Database
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,15 @@ async def record(
         ip=origin.ip,
         user_agent=origin.user_agent[:500] if origin.user_agent else None,
     )
+
+
+async def query_audit(
+    db: Database, principal: Principal, *, limit: int, cursor: str | None, **filters: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    after = pagination.decode(cursor) if cursor else None
+    async with db.tenant_connection(principal.tenant_id) as conn:
+        rows = await store.query_audit(conn, after=after, limit=limit + 1, **filters)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = pagination.encode(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return rows, next_cursor

@@ -12,14 +12,15 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from agentplane import clock, ids
+from agentplane.auth import keys
 from agentplane.auth import scopes as sc
-from agentplane.auth import service
 from agentplane.auth.models import KEY_RATE_LIMIT_PER_HOUR, ApiKeyIn
 from agentplane.db.pool import Database
+from agentplane.db.setup import with_database
 from agentplane.errors import NotFound, ValidationFailed
-from agentplane.tenancy import service as tenancy
 from agentplane.tenancy import store as tenancy_store
-from agentplane.tenancy.cli import TenantRef, with_database
+from agentplane.tenancy import tenants, users
+from agentplane.tenancy.cli import TenantRef
 from agentplane.terminal import console
 
 key_app = typer.Typer(help="API keys (administration without the API).", no_args_is_help=True)
@@ -45,9 +46,9 @@ def key_create(
     expires = clock.now() + timedelta(days=expires_in_days) if expires_in_days else None
 
     async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
         async with db.tenant_connection(tenant_id) as conn:
-            user_id = await tenancy.find_user_id(conn, email)
+            user_id = await users.find_user_id(conn, email)
             member = user_id and await tenancy_store.get_member(conn, user_id)
         if not member:
             raise NotFound(f"{email} is not a member of {tenant}")
@@ -66,7 +67,7 @@ def key_create(
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
             raise ValidationFailed(f"{field}: {first['msg']}") from None
-        return await service.create_key(db, tenant_id, body, actor=None)
+        return await keys.create_key(db, tenant_id, body, actor=None)
 
     row, key = with_database(run)
     typer.echo(f"key {row['id']} ({row['key_prefix']}…) scopes: {', '.join(row['scopes'])}")
@@ -82,8 +83,8 @@ def key_list(
     """List a tenant's API keys (prefixes only; secrets are never stored)."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
-        return await service.list_keys(db, tenant_id, include_revoked)
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
+        return await keys.list_keys(db, tenant_id, include_revoked)
 
     rows = with_database(run)
     table = Table("id", "prefix", "name", "scopes", "last used", "status")
@@ -111,14 +112,14 @@ def key_revoke(
     """Revoke an API key: it stops authenticating at once."""
 
     async def run(db: Database):
-        tenant_id = await tenancy.resolve_tenant_admin(db, tenant)
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
 
         async def starting(prefix: str) -> list[str]:
-            keys = await service.list_keys(db, tenant_id, include_revoked=True)
-            return [str(k["id"]) for k in keys if k["id"].hex.startswith(prefix)]
+            found = await keys.list_keys(db, tenant_id, include_revoked=True)
+            return [str(k["id"]) for k in found if k["id"].hex.startswith(prefix)]
 
         whole = await ids.resolve(key_id, "key", starting)
-        return await service.revoke_key(db, tenant_id, UUID(whole), actor=None)
+        return await keys.revoke_key(db, tenant_id, UUID(whole), actor=None)
 
     row = with_database(run)
     typer.echo(f"key {row['id']} ({row['key_prefix']}…) revoked")

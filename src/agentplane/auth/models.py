@@ -50,7 +50,8 @@ class Identity:
     """The login session (JWT `sid`); None for an API key."""
 
 
-def _email(value: str) -> str:
+def normalize_email(value: str) -> str:
+    """The address trimmed and lower-cased; ValueError if it is not one."""
     value = value.strip().lower()
     if len(value) > 254 or not _EMAIL.match(value):
         raise ValueError("not a valid email address")
@@ -64,26 +65,13 @@ def _scopes(value: list[str]) -> list[str]:
     return sorted(set(value))
 
 
-Email = Annotated[str, AfterValidator(_email)]
+Email = Annotated[str, AfterValidator(normalize_email)]
 Scopes = Annotated[list[str], AfterValidator(_scopes)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,98}[a-z0-9]?$")]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class RegisterIn(Body):
-    email: Email
-    password: str = Field(max_length=1024)
-    full_name: str | None = Field(default=None, max_length=255)
-    username: str | None = Field(default=None, min_length=1, max_length=254)
-    tenant_name: str | None = Field(default=None, min_length=1, max_length=255)
-    tenant_slug: Slug | None = None
-    invitation: str | None = Field(default=None, max_length=200)
-    """An invitation token: join its tenant instead of creating one."""
-    totp: str | None = Field(default=None, max_length=16)
-    """An existing account with two-factor sign-in joining: its current one-time code."""
 
 
 class LoginIn(Body):

@@ -38,6 +38,11 @@ def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def email_digest(email: str) -> bytes:
+    """The key of an address's sign-in lookups and lockout (trimmed, lower-cased)."""
+    return hashlib.sha256(email.strip().lower().encode()).digest()
+
+
 def new_api_key() -> tuple[str, str, bytes]:
     """(plaintext, 8-character display prefix, digest). The plaintext is shown once."""
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -134,6 +139,50 @@ def read_access_token(settings: Settings, token: str) -> AccessClaims:
 
 
 BEARER = {"WWW-Authenticate": 'Bearer realm="agentplane"'}
+
+
+# --- the dashboard's session cookie -------------------------------------------------
+
+WEB_SESSION_TTL_SECONDS = 12 * 3600
+
+
+def issue_web_session(settings: Settings, claims: AccessClaims) -> str:
+    """A browser's session: the login session's claims, signed under a key of its own
+    (an access token is not a cookie, nor a cookie an access token)."""
+    now = int(time.time())
+    payload = {
+        "sub": str(claims.user_id),
+        "tid": str(claims.tenant_id),
+        "sid": str(claims.session_id),
+        "aud": JWT_AUDIENCE,
+        "iat": now,
+        "exp": now + WEB_SESSION_TTL_SECONDS,
+        "typ": "web",
+    }
+    return jwt.encode(payload, _derive(settings, b"web-session"), algorithm=JWT_ALGORITHM)
+
+
+def read_web_session(settings: Settings, value: str) -> AccessClaims | None:
+    """The claims of a session cookie; None when it is expired, altered or not one."""
+    try:
+        payload = jwt.decode(
+            value,
+            _derive(settings, b"web-session"),
+            algorithms=[JWT_ALGORITHM],
+            audience=JWT_AUDIENCE,
+            options={"require": ["exp", "sub", "tid", "sid"]},
+        )
+        if payload.get("typ") != "web":
+            return None
+        return AccessClaims(UUID(payload["sub"]), UUID(payload["tid"]), UUID(payload["sid"]))
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        return None
+
+
+def csrf_token(settings: Settings, session_id: UUID) -> str:
+    """The form token of a login session: the same for all its pages, useless for another."""
+    mac = hmac.new(_derive(settings, b"csrf"), session_id.bytes, hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
 
 # --- TOTP (sealed at rest by agentplane.crypto) ------------------------------------

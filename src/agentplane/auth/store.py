@@ -241,6 +241,14 @@ async def insert_api_key(
     return row
 
 
+async def member_grants(conn: Connection, user_id: UUID) -> dict[str, Any] | None:
+    """The role and extra permissions of the user's membership in the connection's tenant."""
+    cur = await conn.execute(
+        "SELECT role, permissions FROM memberships WHERE user_id = %s", [user_id]
+    )
+    return await cur.fetchone()
+
+
 async def list_api_keys(conn: Connection, *, include_revoked: bool) -> list[dict[str, Any]]:
     cur = await conn.execute(
         f"SELECT {KEY_COLUMNS} FROM api_keys WHERE %s OR is_active ORDER BY created_at DESC",

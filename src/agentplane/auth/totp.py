@@ -50,3 +50,9 @@ def matching_step(secret: str, given: str, when: float | None = None) -> int | N
 def uri(secret: str, account: str, issuer: str = "agentplane") -> str:
     label = quote(f"{issuer}:{account}")
     return f"otpauth://totp/{label}?secret={secret}&issuer={quote(issuer)}&digits={DIGITS}"
+
+
+def secret_context(user_id: object) -> str:
+    """What a user's TOTP secret is sealed with (crypto.encrypt's context): it opens for
+    that user's row only."""
+    return f"users.mfa_secret:{user_id}"

@@ -9,8 +9,6 @@ or else from the owner's connection with the role set at connection start.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -18,7 +16,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agentplane.config import Settings
-from agentplane.db import revisions
 from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.errors import describe_connect_error
 from agentplane.errors import ConfigError, DatabaseUnavailable
@@ -84,31 +81,6 @@ def in_utc(conninfo: str) -> str:
     whatever the server's or the database's TimeZone."""
     options = conninfo_to_dict(conninfo).get("options") or ""
     return make_conninfo(conninfo, options=f"{options} -c TimeZone=UTC".strip())
-
-
-@contextlib.contextmanager
-def database(settings: Settings, *, migrate: bool = True) -> Iterator[Endpoints]:
-    """Endpoints of a ready database, migrated to the latest revision unless told not to
-    (the `db` commands): a command on a fresh home works as after `agentplane up`. The
-    embedded server is released on exit."""
-    endpoints = resolve(settings)
-    try:
-        bootstrap(settings, endpoints)
-        if migrate and _behind(endpoints):
-            from agentplane.db.migrate import Migrator  # Alembic: loaded to migrate only
-
-            Migrator(endpoints.owner, settings.app_role).upgrade()
-        yield endpoints
-    finally:
-        if endpoints.server is not None:
-            endpoints.server.release()
-
-
-def _behind(endpoints: Endpoints) -> bool:
-    """Whether the database is not at the latest migration (ahead is for Migrator to
-    refuse)."""
-    with connect(endpoints.owner) as conn:
-        return revisions.current(conn) != revisions.latest()
 
 
 def connect(conninfo: str, **kwargs: object) -> psycopg.Connection:

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from agentplane.api.deps import DB, Principal, requires
+from agentplane.auth.deps import DB, Principal, requires
 from agentplane.errors import ValidationFailed
 from agentplane.events import service
 from agentplane.events.models import Event, EventPage
@@ -32,10 +32,14 @@ async def run_events(
     type: Annotated[
         list[str] | None, Query(description="Event types; `task.*` matches a family.")
     ] = None,
+    tail: Annotated[
+        int | None, Query(ge=1, le=1000, description="Only the run's last `tail` events.")
+    ] = None,
 ) -> EventPage:
     """A run's stored events in sequence order; page with `after=next_after`."""
     return await service.history(
-        db, tenant_id=principal.tenant_id, run_id=run_id, after=after, limit=limit, types=type
+        db, tenant_id=principal.tenant_id, run_id=run_id, after=after, limit=limit, types=type,
+        tail=tail,
     )
 
 

@@ -35,7 +35,7 @@ def events(
     tenant: TenantRef = None,
 ) -> None:
     """Print a run's events in sequence order; with --follow, stream them live."""
-    from agentplane.tenancy.cli import with_database
+    from agentplane.db.setup import with_database
 
     if follow and type:
         raise ValidationFailed("--type cannot be combined with --follow")
@@ -64,7 +64,7 @@ def events(
 
 async def _tenant_of(db: Database, run_ref: str, tenant: str | None) -> UUID:
     """The tenant whose run this is: the run's own for a whole id, else --tenant's."""
-    from agentplane.tenancy.service import resolve_tenant_admin
+    from agentplane.tenancy.tenants import resolve_tenant_admin
 
     run = ids.whole(run_ref)
     if run is not None and tenant is None:

@@ -138,12 +138,18 @@ async def history(
     after: int = 0,
     limit: int = 100,
     types: Sequence[str] | None = None,
+    tail: int | None = None,
 ) -> EventPage:
-    """A page of a run's stored events after sequence number `after`."""
+    """A page of a run's stored events after sequence number `after`; with `tail`, the
+    run's last `tail` events (numbers have no gaps, so they start at last - tail + 1)."""
     patterns = type_patterns(types)
     async with db.tenant_connection(tenant_id) as conn:
         if await store.run_tenant(conn, run_id) is None:
             raise NotFound(f"run {run_id} not found")
+        if tail is not None:
+            last, _ = await store.position(conn, tenant_id=tenant_id, run_id=run_id, seq=0,
+                                           terminal=sorted(t.TERMINAL))
+            after, limit = max(after, last - tail), tail
         rows = await store.read(
             conn, tenant_id=tenant_id, run_id=run_id, after=after, limit=limit, patterns=patterns
         )

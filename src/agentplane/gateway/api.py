@@ -21,7 +21,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentplane.api.deps import DB, Principal, conn_for, requires
+from agentplane.auth.deps import DB, Principal, conn_for, requires
 from agentplane.db.pool import Database
 from agentplane.errors import Conflict, NotFound
 from agentplane.gateway import anthropic, responses, routing, store

@@ -39,7 +39,8 @@ from agentplane.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from agentplane.llm.errors import BudgetUnavailable, ProviderError, ProviderTimeout
+from agentplane.llm.errors import ProviderError, ProviderTimeout
+from agentplane.usage.errors import BudgetUnavailable
 
 log = logging.getLogger("agentplane.gateway")
 

@@ -9,11 +9,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from agentplane.api.deps import DB, Principal, conn_for, requires
-from agentplane.errors import NotFound
-from agentplane.llm import service, store
-from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.auth.deps import DB, Principal, conn_for, requires
+from agentplane.llm import service
+from agentplane.llm.calls import test_call
 from agentplane.llm.models import (
     LLMCall,
     Model,
@@ -24,14 +22,14 @@ from agentplane.llm.models import (
     Provider,
     ProviderCreate,
     ProviderUpdate,
+    TestResult,
 )
-from agentplane.money import Money
 
 router = APIRouter(tags=["llm"])
 
 
-Reader = conn_for("llm:read")
-Writer = conn_for("llm:write")
+ReadConn = conn_for("llm:read")
+WriteConn = conn_for("llm:write")
 
 
 def settings_of(request: Request):
@@ -39,25 +37,25 @@ def settings_of(request: Request):
 
 
 @router.get("/v1/llm/providers")
-async def list_providers(conn: Reader) -> list[Provider]:
+async def list_providers(conn: ReadConn) -> list[Provider]:
     """The tenant's providers and the built-in ones. Keys are never shown."""
     return await service.list_providers(conn)
 
 
 @router.post("/v1/llm/providers", status_code=201)
-async def create_provider(body: ProviderCreate, conn: Writer, request: Request) -> Provider:
+async def create_provider(body: ProviderCreate, conn: WriteConn, request: Request) -> Provider:
     """Add a provider; its api_key is encrypted at rest and never returned."""
     return await service.create_provider(conn, settings_of(request), body)
 
 
 @router.get("/v1/llm/providers/{ref}")
-async def get_provider(ref: str, conn: Reader) -> Provider:
+async def get_provider(ref: str, conn: ReadConn) -> Provider:
     return await service.get_provider(conn, ref)
 
 
 @router.patch("/v1/llm/providers/{ref}")
 async def update_provider(
-    ref: str, body: ProviderUpdate, conn: Writer, request: Request
+    ref: str, body: ProviderUpdate, conn: WriteConn, request: Request
 ) -> Provider:
     """Change a provider; an empty api_key removes the key, a null base_url restores the
     type's default."""
@@ -65,21 +63,9 @@ async def update_provider(
 
 
 @router.delete("/v1/llm/providers/{ref}", status_code=204)
-async def delete_provider(ref: str, conn: Writer) -> Response:
+async def delete_provider(ref: str, conn: WriteConn) -> Response:
     await service.delete_provider(conn, ref)
     return Response(status_code=204)
-
-
-class TestResult(BaseModel):
-    provider: str
-    model: str
-    latency_ms: int
-    prompt_tokens: int
-    completion_tokens: int
-    content: str
-    call_id: UUID
-    cost_usd: Money | None = None
-    """None: the model has no price."""
 
 
 @router.post("/v1/llm/providers/{ref}/test")
@@ -91,63 +77,40 @@ async def test_provider(
 ) -> TestResult:
     """One short call through the normal path (budgets, recording), in one attempt: a
     test says at once whether the provider answers."""
-    out = await LLM(db, db.settings).complete(
-        CallContext(
-            tenant_id=principal.tenant_id,
-            user_id=principal.user_id,
-            api_key_id=principal.api_key_id,
-        ),
-        ChatRequest(
-            messages=[{"role": "user", "content": "Reply with one short sentence."}],
-            model=model,
-            max_tokens=16,
-        ),
-        provider=ref,
-        attempts=1,
-    )
-    return TestResult(
-        provider=out.provider,
-        model=out.result.model,
-        latency_ms=out.latency_ms,
-        prompt_tokens=out.result.prompt_tokens,
-        completion_tokens=out.result.completion_tokens,
-        content=out.result.content,
-        call_id=out.call_id,
-        cost_usd=out.cost_usd,
-    )
+    return await test_call(db, principal, ref, model)
 
 
 @router.get("/v1/llm/models")
-async def list_models(conn: Reader, provider: str | None = None) -> list[Model]:
+async def list_models(conn: ReadConn, provider: str | None = None) -> list[Model]:
     """Models with their price history, newest price first; tenant rows beside built-in."""
     return await service.list_models(conn, provider)
 
 
 @router.post("/v1/llm/models", status_code=201)
-async def create_model(body: ModelCreate, conn: Writer) -> Model:
+async def create_model(body: ModelCreate, conn: WriteConn) -> Model:
     """A model for this tenant (same provider and name as a built-in one overrides it)."""
     return await service.create_model(conn, body)
 
 
 @router.get("/v1/llm/models/{model_id}")
-async def get_model(model_id: UUID, conn: Reader) -> Model:
+async def get_model(model_id: UUID, conn: ReadConn) -> Model:
     return await service.get_model(conn, model_id)
 
 
 @router.patch("/v1/llm/models/{model_id}")
-async def update_model(model_id: UUID, body: ModelUpdate, conn: Writer) -> Model:
+async def update_model(model_id: UUID, body: ModelUpdate, conn: WriteConn) -> Model:
     """A tenant model's context window (built-in ones are shared: add your own)."""
     return await service.update_model(conn, model_id, body)
 
 
 @router.post("/v1/llm/models/{model_id}/prices", status_code=201)
-async def set_price(model_id: UUID, body: PriceSet, conn: Writer) -> Price:
+async def set_price(model_id: UUID, body: PriceSet, conn: WriteConn) -> Price:
     """A new price from valid_from (default now); the current one ends there."""
     return await service.set_price(conn, model_id, body)
 
 
 @router.delete("/v1/llm/models/{model_id}", status_code=204)
-async def delete_model(model_id: UUID, conn: Writer) -> Response:
+async def delete_model(model_id: UUID, conn: WriteConn) -> Response:
     await service.delete_model(conn, model_id)
     return Response(status_code=204)
 
@@ -155,6 +118,7 @@ async def delete_model(model_id: UUID, conn: Writer) -> Response:
 class CallFilters(BaseModel):
     session_id: UUID | None = None
     user_id: UUID | None = None
+    api_key_id: UUID | None = None
     run_id: UUID | None = None
     task_id: UUID | None = None
     provider: str | None = None
@@ -169,15 +133,12 @@ class CallFilters(BaseModel):
 
 
 @router.get("/v1/llm-calls")
-async def list_calls(conn: Reader, filters: Annotated[CallFilters, Query()]) -> list[LLMCall]:
+async def list_calls(conn: ReadConn, filters: Annotated[CallFilters, Query()]) -> list[LLMCall]:
     """LLM calls, newest first, filtered; page with `before` = the last id seen."""
     values: dict[str, Any] = filters.model_dump(exclude={"limit"})
-    return [LLMCall.model_validate(r) for r in await store.list_calls(conn, values, filters.limit)]
+    return await service.list_calls(conn, values, filters.limit)
 
 
 @router.get("/v1/llm-calls/{call_id}")
-async def get_call(call_id: UUID, conn: Reader) -> LLMCall:
-    found = await store.get_call(conn, call_id)
-    if found is None:
-        raise NotFound(f"LLM call {call_id} not found")
-    return LLMCall.model_validate(found)
+async def get_call(call_id: UUID, conn: ReadConn) -> LLMCall:
+    return await service.get_call(conn, call_id)

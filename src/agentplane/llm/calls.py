@@ -23,6 +23,7 @@ from uuid import UUID
 from psycopg import pq
 
 from agentplane import clock, metrics
+from agentplane.auth.models import Principal
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, ValidationFailed
@@ -38,10 +39,11 @@ from agentplane.llm.adapters.base import (
     ToolCallDelta,
     storable,
 )
+from agentplane.llm.models import TestResult
 from agentplane.llm.sweep import Sweeper, sweeper_for
 from agentplane.llm.tokens import count_tokens, estimate_prompt
 from agentplane.usage import store as usage_store
-from agentplane.usage.service import Budgets, Reservation
+from agentplane.usage.budgets import Budgets, Reservation
 
 log = logging.getLogger("agentplane.llm")
 MILLION = Decimal(1_000_000)
@@ -785,3 +787,34 @@ def _usage(ctx: CallContext, call: dict[str, Any]) -> dict[str, Any]:
         "cost_source": call["cost_source"],
         "latency_ms": call["latency_ms"],
     }
+
+
+async def test_call(
+    db: Database, principal: Principal, provider: str, model: str | None = None
+) -> TestResult:
+    """A provider's test: one short call through the normal path (budgets, recording)
+    in one attempt, so that a provider that does not answer says so at once."""
+    out = await LLM(db, db.settings).complete(
+        CallContext(
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            api_key_id=principal.api_key_id,
+        ),
+        ChatRequest(
+            messages=[{"role": "user", "content": "Reply with one short sentence."}],
+            model=model,
+            max_tokens=16,
+        ),
+        provider=provider,
+        attempts=1,
+    )
+    return TestResult(
+        provider=out.provider,
+        model=out.result.model,
+        latency_ms=out.latency_ms,
+        prompt_tokens=out.result.prompt_tokens,
+        completion_tokens=out.result.completion_tokens,
+        content=out.result.content,
+        call_id=out.call_id,
+        cost_usd=out.cost_usd,
+    )

@@ -11,9 +11,3 @@ class ProviderError(AgentplaneError):
 
 class ProviderTimeout(ProviderError):
     status, type, title = 504, "provider-timeout", "LLM provider timeout"
-
-
-class BudgetUnavailable(AgentplaneError):
-    """Fail-closed: the budget could not be verified, so the call is refused."""
-
-    status, type, title = 503, "budget-unavailable", "Budget cannot be verified"

@@ -182,4 +182,18 @@ class LLMCall(BaseModel):
     chunk_gap_p99_ms: float | None = None
 
 
+class TestResult(BaseModel):
+    """A provider's test: one short call and what it took."""
+
+    provider: str
+    model: str
+    latency_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+    content: str
+    call_id: UUID
+    cost_usd: Money | None = None
+    """None: the model has no price."""
+
+
 ModelCreate.model_rebuild()

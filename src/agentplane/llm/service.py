@@ -16,6 +16,7 @@ from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.llm import store
 from agentplane.llm.adapters import AdapterConfig
 from agentplane.llm.models import (
+    LLMCall,
     Model,
     ModelCreate,
     ModelUpdate,
@@ -272,3 +273,18 @@ async def delete_model(conn: Connection, model_id: UUID) -> None:
         raise NotFound(f"model {model_id} not found")
     if model["builtin"] or not await store.delete_model(conn, model_id):
         raise Conflict("built-in models cannot be deleted")
+
+
+# -- LLM calls -----------------------------------------------------------------------------
+
+
+async def list_calls(conn: Connection, filters: dict[str, Any], limit: int) -> list[LLMCall]:
+    """Calls newest first, filtered (see store.CALL_FILTERS); `before` pages on."""
+    return [LLMCall.model_validate(r) for r in await store.list_calls(conn, filters, limit)]
+
+
+async def get_call(conn: Connection, call_id: UUID) -> LLMCall:
+    found = await store.get_call(conn, call_id)
+    if found is None:
+        raise NotFound(f"LLM call {call_id} not found")
+    return LLMCall.model_validate(found)

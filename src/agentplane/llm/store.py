@@ -330,6 +330,7 @@ async def insert_call(conn: Connection, call: dict[str, Any]) -> None:
 CALL_FILTERS = {
     "session_id": "session_id = %(session_id)s",
     "user_id": "user_id = %(user_id)s",
+    "api_key_id": "api_key_id = %(api_key_id)s",
     "task_id": "task_id = %(task_id)s",
     "run_id": "run_id = %(run_id)s",
     "provider": "provider = %(provider)s",

@@ -16,7 +16,7 @@ import weakref
 
 from agentplane.db.pool import Database
 from agentplane.errors import AgentplaneError
-from agentplane.usage.service import Budgets
+from agentplane.usage.budgets import Budgets
 
 log = logging.getLogger("agentplane.llm")
 REFUSAL_GAP_S = 1.0

@@ -24,7 +24,7 @@ out = console()
 
 
 def _run(fn: Any) -> Any:
-    from agentplane.tenancy.cli import with_database
+    from agentplane.db.setup import with_database
 
     return with_database(fn)
 

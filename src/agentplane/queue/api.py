@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from agentplane.api.deps import DB, IdPrefix, Principal, requires
+from agentplane.auth.deps import DB, IdPrefix, Principal, requires
 from agentplane.queue import schedules
 from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule, ScheduleSpec
 from agentplane.queue.service import JobQueue

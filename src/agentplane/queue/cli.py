@@ -4,6 +4,9 @@
 Handler modules for `worker` come from `--import module` (repeatable) or the
 comma-separated AGENTPLANE_WORKER_IMPORTS; each registers its handlers with
 `@agentplane.queue.handler("type")` when imported.
+
+Past 400 lines by a little: the four command groups share the queue they run against
+(the database's, or a server's over --url: RemoteQueue) and the tenant options.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ async def _tenant_id(q: Any, ref: str | None, *, required: bool = False) -> Any:
     the key's tenant)."""
     if q.db is None or (ref is None and not required):
         return None
-    from agentplane.tenancy.service import resolve_tenant_admin
+    from agentplane.tenancy.tenants import resolve_tenant_admin
 
     return await resolve_tenant_admin(q.db, ref)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -121,8 +124,8 @@ def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
     if client.remote():
         return client.call(None, lambda api: fn(RemoteQueue(api)))
     from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
     from agentplane.db.pool import Database
+    from agentplane.db.setup import database
     from agentplane.queue.service import JobQueue
 
     conf = get_settings()
@@ -156,7 +159,7 @@ def worker(
     """Run a worker until SIGTERM or SIGINT: finishes in-flight jobs, hands back the rest."""
     from agentplane import logs
     from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
+    from agentplane.db.setup import database
     from agentplane.queue.registry import import_modules
     from agentplane.queue.worker import Worker, WorkerOptions
 

@@ -4,18 +4,20 @@ Calls with a `tenant_id` run on that tenant's connection (row-level security);
 calls without one run on the owner connection (CLI and admin paths). `enqueue`
 also takes the caller's own connection, so a job is enqueued in the caller's
 transaction and rolled back with it.
+
+One module past 400 lines on purpose: it is the one class (JobQueue) that handlers,
+routes and commands program against, and each method is a thin rule over one named
+query of queries.sql.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from random import getrandbits as _bits
 from typing import Any
 from uuid import UUID
@@ -23,7 +25,7 @@ from uuid import UUID
 import psycopg
 from pydantic import ValidationError
 
-from agentplane import ids
+from agentplane import ids, pagination
 from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection, Database, set_tenant
 from agentplane.errors import AgentplaneError, Conflict, NotFound, ValidationFailed
@@ -68,20 +70,6 @@ def make_spec(type_: str, payload: Any = None, **options: Any) -> JobSpec:
         return JobSpec(type=type_, payload={} if payload is None else payload, **options)
     except ValidationError as exc:
         raise ValidationFailed(validation_message(exc)) from None
-
-
-def encode_cursor(at: datetime, id_: UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{id_}".encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime | None, UUID | None]:
-    if not cursor:
-        return None, None
-    try:
-        at, id_ = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("cursor is not one this API returned") from None
 
 
 def _range(id_prefix: str | None, noun: str) -> dict[str, UUID | None]:
@@ -244,7 +232,7 @@ class JobQueue:
             raise ValidationFailed("limit must be between 1 and 1000")
         if status is not None and status not in Status.__members__:
             raise ValidationFailed(f"unknown status {status!r}; one of: {', '.join(Status)}")
-        before_at, before_id = decode_cursor(cursor)
+        before_at, before_id = pagination.decode(cursor) if cursor else (None, None)
         async with self._conn(tenant_id) as c:
             rows = await store.fetch_all(
                 c, "list_jobs", tenant_id=tenant_id, status=status, type=type_, queue=queue,
@@ -255,7 +243,7 @@ class JobQueue:
         more = len(rows) > limit
         return Page[Job](
             items=items,
-            next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+            next_cursor=pagination.encode(items[-1].created_at, items[-1].id) if more else None,
         )
 
     async def wait_for_result(
@@ -380,7 +368,7 @@ class JobQueue:
     ) -> Page[DeadLetter]:
         if not 1 <= limit <= 1000:
             raise ValidationFailed("limit must be between 1 and 1000")
-        before_at, before_id = decode_cursor(cursor)
+        before_at, before_id = pagination.decode(cursor) if cursor else (None, None)
         async with self._conn(tenant_id) as c:
             rows = await store.fetch_all(
                 c, "list_dead_letters", tenant_id=tenant_id, type=type_,
@@ -391,7 +379,7 @@ class JobQueue:
         more = len(rows) > limit
         return Page[DeadLetter](
             items=items,
-            next_cursor=encode_cursor(items[-1].moved_at, items[-1].id) if more else None,
+            next_cursor=pagination.encode(items[-1].moved_at, items[-1].id) if more else None,
         )
 
     async def requeue(

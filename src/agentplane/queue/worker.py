@@ -1,5 +1,8 @@
 """The worker: an asyncio loop that claims jobs and runs their handlers.
 
+One module past 400 lines on purpose: the loop and its side tasks share the worker's
+slots, leases and unwritten results; apart, each would reach into the others' state.
+
 The loop waits on a NOTIFY, a freed slot, the poll interval or stop, whichever
 comes first, then claims as many jobs as it has free slots (one statement, SKIP
 LOCKED). Side tasks: heartbeats (extend leases, deliver cancel requests, notice

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from agentplane.runtime.jobs import task_job
-from agentplane.runtime.turn import RESULT_CHARS, Turn
+from agentplane.runtime.execution import RESULT_CHARS, Execution
+from agentplane.workflows.jobs import task_job
 
 
 class Starts:
@@ -22,24 +22,24 @@ class Starts:
         self.transitions: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
 
-    def add(self, turn: Turn) -> None:
-        """A fresh turn: its agent execution opened, its task running, its events."""
-        self.tasks.append(turn.task_id)
+    def add(self, execution: Execution) -> None:
+        """A fresh execution: its agent execution opened, its task running, its events."""
+        self.tasks.append(execution.task_id)
         self.executions.append(
-            turn.execution(turn.machine, None)
+            execution.row(execution.machine, None)
             | {
-                "run_id": turn.run_id,
-                "agent_id": turn.agent_id,
-                "attempt": turn.task["retry_count"] + 1,
-                "strategy": "react" if turn.agent["tools"] else "direct",
-                "model_used": turn.agent["model"],
-                "input": turn.messages[-1]["content"],
+                "run_id": execution.run_id,
+                "agent_id": execution.agent_id,
+                "attempt": execution.task["retry_count"] + 1,
+                "strategy": "react" if execution.agent["tools"] else "direct",
+                "model_used": execution.agent["model"],
+                "input": execution.messages[-1]["content"],
             }
         )
-        self.transitions.extend(transitions(turn, turn.machine.take()))
-        self.events.extend({"run_id": turn.run_id, **e} for e in turn.events)
-        turn.events = []
-        turn.written = len(turn.messages)
+        self.transitions.extend(transitions(execution, execution.machine.take()))
+        self.events.extend({"run_id": execution.run_id, **e} for e in execution.events)
+        execution.events = []
+        execution.written = len(execution.messages)
 
     def dump(self) -> Jsonb:
         return dump(self)
@@ -61,44 +61,46 @@ class Completions:
         self.tools: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
 
-    def add(self, turn: Turn, output: dict[str, Any]) -> None:
-        """The turn as completed, leaving it as it is (the batch may not apply to it)."""
-        machine = turn.machine.copy()
+    def add(self, execution: Execution, output: dict[str, Any]) -> None:
+        """The execution as completed, leaving it as it is (the batch may not apply to it)."""
+        machine = execution.machine.copy()
         old = machine.state
         machine.to("COMPLETED")
-        task_id, run_id = turn.task_id, turn.run_id
-        self.tasks.append({"task_id": task_id, "run_id": run_id, "dispatch": turn.task["dispatch"]})
+        task_id, run_id = execution.task_id, execution.run_id
+        self.tasks.append(
+            {"task_id": task_id, "run_id": run_id, "dispatch": execution.task["dispatch"]}
+        )
         self.finishes.append(
             {
                 "task_id": task_id,
                 "run_id": run_id,
-                "agent_id": turn.agent_id,
+                "agent_id": execution.agent_id,
                 "output": output,
-                "prompt": turn.prompt_tokens,
-                "completion": turn.completion_tokens,
-                "cost": turn.cost,
-                "tools": len(turn.tools),
-                "latency": turn.elapsed_ms(),
+                "prompt": execution.prompt_tokens,
+                "completion": execution.completion_tokens,
+                "cost": execution.cost,
+                "tools": len(execution.tools),
+                "latency": execution.elapsed_ms(),
             }
         )
-        execution = turn.execution(machine, output["text"][:RESULT_CHARS])
-        if len(turn.messages) == turn.written:
-            execution["messages"] = None  # the row has them all: a conversation can be long
-        self.executions.append(execution)
-        self.transitions.extend(transitions(turn, machine.take()))
-        self.tools.extend(turn.tools)
-        events = [*turn.moved(turn.events, old, machine.state), turn.completed()]
+        execution_row = execution.row(machine, output["text"][:RESULT_CHARS])
+        if len(execution.messages) == execution.written:
+            execution_row["messages"] = None  # the row has them all: a conversation can be long
+        self.executions.append(execution_row)
+        self.transitions.extend(transitions(execution, machine.take()))
+        self.tools.extend(execution.tools)
+        events = [*execution.moved(execution.events, old, machine.state), execution.completed()]
         self.events.extend({"owner": task_id, "run_id": run_id, **e} for e in events)
 
     def dump(self) -> Jsonb:
         return dump(self)
 
 
-def transitions(turn: Turn, taken: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def transitions(execution: Execution, taken: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return [
         {
-            "task_id": turn.task_id,
-            "agent_execution_id": turn.execution_id,
+            "task_id": execution.task_id,
+            "agent_execution_id": execution.execution_id,
             "seq": seq,
             "from_state": from_,
             "to_state": to,

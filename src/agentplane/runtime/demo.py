@@ -1,16 +1,21 @@
-"""`agentplane demo`: the Tokyo-IA team of five agents and a code-review workflow, run on
-the offline provider (no network, no key), with its full trace printed."""
+"""The demo's content: the Tokyo-IA team of five agents, a code-review workflow and a
+sample to review, seeded in a tenant of its own (`agentplane demo`, in runtime.cli, runs
+it on the offline provider: no network, no key)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-from rich.rule import Rule
-from rich.text import Text
-
-from agentplane.errors import ValidationFailed
-from agentplane.terminal import console
+from agentplane.agents import service as agents
+from agentplane.agents.models import AgentIn
+from agentplane.auth.models import Principal
+from agentplane.db.pool import Database
+from agentplane.errors import NotFound
+from agentplane.tenancy import store as tenancy_store
+from agentplane.tenancy import tenants
+from agentplane.tenancy.users import NewUser
+from agentplane.workflows import service
+from agentplane.workflows.models import WorkflowIn
 
 TENANT = "demo"
 
@@ -98,14 +103,20 @@ class Cache:
 """
 
 
+async def demo_principal(db: Database, slug: str) -> tuple[Principal, bool]:
+    """The owner of the demo tenant, created on first use; and whether it was."""
+    async with db.admin_connection() as conn:
+        found = await tenancy_store.tenant_by_slug(conn, slug)
+    if found is not None:
+        return await tenants.owner_principal(db, slug), False
+    tenant, user_id = await tenants.create_tenant(
+        db, name=slug, slug=slug, owner=NewUser(email=f"owner@{slug}.localhost")
+    )
+    return tenants.owner_of(tenant["id"], user_id), True
+
+
 async def seed(db: Any, principal: Any) -> None:
     """The team and the workflow; existing ones are left as they are."""
-    from agentplane.agents import service as agents
-    from agentplane.agents.models import AgentIn
-    from agentplane.errors import NotFound
-    from agentplane.workflows import service
-    from agentplane.workflows.models import WorkflowIn
-
     async with db.tenant_connection(principal.tenant_id) as conn:
         existing = {a.id for a in await agents.list_(conn)}
         for spec in TEAM:
@@ -115,51 +126,3 @@ async def seed(db: Any, principal: Any) -> None:
             await service.get_workflow(conn, "code-review")
         except NotFound:
             await service.save_workflow(conn, WorkflowIn(source=WORKFLOW), principal.user_id)
-
-
-def demo(
-    file: Annotated[
-        str | None, typer.Option(help="Review this file instead of the sample.")
-    ] = None,
-) -> None:
-    """Seed the Tokyo-IA team and a code-review workflow, run it offline, print the trace."""
-    from pathlib import Path
-
-    from agentplane.client import connected
-    from agentplane.runtime.local import demo_principal, render, run_and_show, summary
-    from agentplane.tenancy.cli import with_database
-
-    out = console()
-    if file and not Path(file).is_file():
-        raise ValidationFailed(f"--file {file}: no such file to review")
-    code = Path(file).read_text(errors="replace") if file else SAMPLE
-
-    async def go(db: Any) -> Any:
-        conf = db.settings
-        principal, created = await demo_principal(db, TENANT)
-        if created:
-            out.print(f"created the tenant {TENANT} (owner@{TENANT}.localhost) for the demo",
-                      highlight=False)
-        await seed(db, principal)
-        out.print(Rule("agentplane demo: the Tokyo-IA team reviews some code"))
-        for spec in TEAM:
-            out.print(Text.assemble(
-                f"  {spec['personality_emoji']}  ", (spec["name"], "bold"),
-                f"  ({spec['role']}; tools: {', '.join(spec['tools'])})",
-            ))
-        out.print()
-        body = {"workflow": "code-review", "inputs": {"file": code}}
-        async with connected(TENANT, conf, db, here=True) as api:  # the demo is local
-            return await run_and_show(api, body, out)
-
-    tree = with_database(go)
-    out.print(Rule("trace"))
-    out.print(render(tree, detail=True))
-    out.print(Rule("summary"))
-    out.print(summary(tree))
-    out.print(
-        f"\nSee it again with: agentplane runs show {tree.run.id} --tenant {TENANT}",
-        highlight=False,
-    )
-    if tree.run.status != "completed":
-        raise typer.Exit(1)

@@ -11,7 +11,7 @@ from agentplane.config import Settings, get_settings
 from agentplane.db.pool import Database
 from agentplane.queue import JobContext, registry
 from agentplane.runtime.executor import Executor
-from agentplane.runtime.jobs import JOB_TYPE
+from agentplane.workflows.jobs import JOB_TYPE
 
 _executor: Executor | None = None
 

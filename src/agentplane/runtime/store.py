@@ -38,7 +38,7 @@ async def read_lock(cur: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | N
 async def lock_and_contexts(
     conn: Connection, wanted: list[tuple[UUID, UUID]]
 ) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]]:
-    """For each (run, task): the run and the locked task and what a turn on the task
+    """For each (run, task): the run and the locked task and what a execution on the task
     needs, including the row of the provider its agent's model names (or the default
     one) under "provider" (None if there is none). One round trip on a pipelined
     connection: the runs are locked (by id) before the tasks (by id), the order every

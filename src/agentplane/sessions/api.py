@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from agentplane.api.deps import DB, Principal, requires
+from agentplane.auth.deps import DB, Principal, requires
 from agentplane.sessions import service
 from agentplane.sessions.models import Session, SessionCreate, SessionUpdate
 

@@ -10,9 +10,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from agentplane.api.deps import DB, origin, requires
-from agentplane.auth.models import Principal
-from agentplane.tenancy import service
+from agentplane.auth.deps import DB, origin, requires
+from agentplane.auth.models import Principal, TokensOut
+from agentplane.tenancy import members, projects, signup, tenants
 from agentplane.tenancy.models import (
     InvitationCreated,
     InvitationIn,
@@ -24,11 +24,14 @@ from agentplane.tenancy.models import (
     ProjectMemberOut,
     ProjectOut,
     ProjectPatch,
+    RegisterIn,
     TenantOut,
     TenantPatch,
 )
 
 router = APIRouter(tags=["tenancy"])
+# Signing up opens a login session: listed with the other ways in, under auth.
+signup_router = APIRouter(tags=["auth"])
 MANAGERS = {"owner", "admin"}
 TenantReader = Annotated[Principal, Depends(requires())]
 TenantManager = Annotated[Principal, Depends(requires("tenant:manage", roles=MANAGERS))]
@@ -49,12 +52,12 @@ def _no_content() -> Response:
 @router.get("/v1/tenant")
 async def current_tenant(principal: TenantReader, db: DB) -> TenantOut:
     """The caller's tenant."""
-    return TenantOut(**await service.get_tenant(db, principal, principal.tenant_id))
+    return TenantOut(**await tenants.get_tenant(db, principal, principal.tenant_id))
 
 
 @router.get("/v1/tenants/{tenant_id}")
 async def get_tenant(tenant_id: UUID, principal: TenantReader, db: DB) -> TenantOut:
-    return TenantOut(**await service.get_tenant(db, principal, tenant_id))
+    return TenantOut(**await tenants.get_tenant(db, principal, tenant_id))
 
 
 @router.patch("/v1/tenants/{tenant_id}")
@@ -62,14 +65,14 @@ async def update_tenant(
     tenant_id: UUID, body: TenantPatch, principal: TenantManager, request: Request, db: DB
 ) -> TenantOut:
     changes = body.model_dump(exclude_unset=True)
-    row = await service.update_tenant(db, principal, tenant_id, changes, origin(request))
+    row = await tenants.update_tenant(db, principal, tenant_id, changes, origin(request))
     return TenantOut(**row)
 
 
 @router.delete("/v1/tenants/{tenant_id}", status_code=204)
 async def delete_tenant(tenant_id: UUID, principal: Owner, request: Request, db: DB) -> Response:
     """Soft-delete the tenant: its keys and sessions stop working at once."""
-    await service.delete_tenant(db, principal, tenant_id, origin(request))
+    await tenants.delete_tenant(db, principal, tenant_id, origin(request))
     return _no_content()
 
 
@@ -78,12 +81,12 @@ async def delete_tenant(tenant_id: UUID, principal: Owner, request: Request, db:
 
 @router.get("/v1/members")
 async def list_members(principal: MembersReader, db: DB) -> list[MemberOut]:
-    return [MemberOut(**r) for r in await service.list_members(db, principal)]
+    return [MemberOut(**r) for r in await members.list_members(db, principal)]
 
 
 @router.get("/v1/members/{user_id}")
 async def get_member(user_id: UUID, principal: MembersReader, db: DB) -> MemberOut:
-    return MemberOut(**await service.get_member(db, principal, user_id))
+    return MemberOut(**await members.get_member(db, principal, user_id))
 
 
 @router.patch("/v1/members/{user_id}")
@@ -91,7 +94,7 @@ async def change_member(
     user_id: UUID, body: MemberPatch, principal: MembersManager, request: Request, db: DB
 ) -> MemberOut:
     """Change a member's role or extra permissions."""
-    row = await service.change_member(
+    row = await members.change_member(
         db, principal, user_id, body.role, body.permissions, origin(request)
     )
     return MemberOut(**row)
@@ -102,7 +105,7 @@ async def remove_member(
     user_id: UUID, principal: MembersManager, request: Request, db: DB
 ) -> Response:
     """Remove a member; their API keys and login sessions in this tenant go too."""
-    await service.remove_member(db, principal, user_id, origin(request))
+    await members.remove_member(db, principal, user_id, origin(request))
     return _no_content()
 
 
@@ -111,20 +114,20 @@ async def invite(
     body: InvitationIn, principal: MembersManager, request: Request, db: DB
 ) -> InvitationCreated:
     """Invite someone by email; they register with the returned token."""
-    row, token = await service.invite(db, principal, body.email, body.role, origin(request))
+    row, token = await members.invite(db, principal, body.email, body.role, origin(request))
     return InvitationCreated(**row, token=token)
 
 
 @router.get("/v1/invitations")
 async def list_invitations(principal: MembersManager, db: DB) -> list[InvitationOut]:
-    return [InvitationOut(**r) for r in await service.list_invitations(db, principal)]
+    return [InvitationOut(**r) for r in await members.list_invitations(db, principal)]
 
 
 @router.delete("/v1/invitations/{invitation_id}", status_code=204)
 async def cancel_invitation(
     invitation_id: UUID, principal: MembersManager, request: Request, db: DB
 ) -> Response:
-    await service.cancel_invitation(db, principal, invitation_id, origin(request))
+    await members.cancel_invitation(db, principal, invitation_id, origin(request))
     return _no_content()
 
 
@@ -136,7 +139,7 @@ async def create_project(
     body: ProjectIn, principal: ProjectsWriter, request: Request, db: DB
 ) -> ProjectOut:
     return ProjectOut(
-        **await service.create_project(db, principal, body.model_dump(), origin(request))
+        **await projects.create_project(db, principal, body.model_dump(), origin(request))
     )
 
 
@@ -144,12 +147,12 @@ async def create_project(
 async def list_projects(
     principal: ProjectsReader, db: DB, include_archived: bool = False
 ) -> list[ProjectOut]:
-    return [ProjectOut(**r) for r in await service.list_projects(db, principal, include_archived)]
+    return [ProjectOut(**r) for r in await projects.list_projects(db, principal, include_archived)]
 
 
 @router.get("/v1/projects/{project_id}")
 async def get_project(project_id: UUID, principal: ProjectsReader, db: DB) -> ProjectOut:
-    return ProjectOut(**await service.get_project(db, principal, project_id))
+    return ProjectOut(**await projects.get_project(db, principal, project_id))
 
 
 @router.patch("/v1/projects/{project_id}")
@@ -157,7 +160,7 @@ async def update_project(
     project_id: UUID, body: ProjectPatch, principal: ProjectsWriter, request: Request, db: DB
 ) -> ProjectOut:
     changes = body.model_dump(exclude_unset=True)
-    row = await service.update_project(db, principal, project_id, changes, origin(request))
+    row = await projects.update_project(db, principal, project_id, changes, origin(request))
     return ProjectOut(**row)
 
 
@@ -165,7 +168,7 @@ async def update_project(
 async def delete_project(
     project_id: UUID, principal: ProjectsWriter, request: Request, db: DB
 ) -> Response:
-    await service.delete_project(db, principal, project_id, origin(request))
+    await projects.delete_project(db, principal, project_id, origin(request))
     return _no_content()
 
 
@@ -173,7 +176,7 @@ async def delete_project(
 async def list_project_members(
     project_id: UUID, principal: ProjectsReader, db: DB
 ) -> list[ProjectMemberOut]:
-    rows = await service.list_project_members(db, principal, project_id)
+    rows = await projects.list_project_members(db, principal, project_id)
     return [ProjectMemberOut(**r) for r in rows]
 
 
@@ -186,7 +189,7 @@ async def put_project_member(
     request: Request,
     db: DB,
 ) -> ProjectMemberOut:
-    row = await service.put_project_member(
+    row = await projects.put_project_member(
         db, principal, project_id, user_id, body.role, origin(request)
     )
     return ProjectMemberOut(**row)
@@ -196,5 +199,13 @@ async def put_project_member(
 async def remove_project_member(
     project_id: UUID, user_id: UUID, principal: ProjectsWriter, request: Request, db: DB
 ) -> Response:
-    await service.remove_project_member(db, principal, project_id, user_id, origin(request))
+    await projects.remove_project_member(db, principal, project_id, user_id, origin(request))
     return _no_content()
+
+
+@signup_router.post("/v1/auth/register", status_code=201)
+async def register(body: RegisterIn, request: Request, db: DB) -> TokensOut:
+    """Create a tenant with the caller as its owner, or join one with an invitation, as
+    far as the server's AGENTPLANE_REGISTRATION (open, invite, closed) allows."""
+    signup.check_registration(request.app.state.settings.registration, body)
+    return await signup.register(db, body, origin(request))

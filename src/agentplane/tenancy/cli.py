@@ -6,21 +6,18 @@ the first owner of a fresh install is made.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
-from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR
+from agentplane.auth.models import TENANT_RATE_LIMIT_PER_HOUR, normalize_email
 from agentplane.db.pool import Database
+from agentplane.db.setup import with_database
 from agentplane.errors import ValidationFailed
-from agentplane.tenancy import service
-from agentplane.tenancy.service import NewUser
+from agentplane.tenancy import members, tenants, users
+from agentplane.tenancy.users import NewUser
 from agentplane.terminal import print_rows
-
-T = TypeVar("T")
 
 tenant_app = typer.Typer(help="Tenants (administration without the API).", no_args_is_help=True)
 user_app = typer.Typer(help="Users and their roles (administration).", no_args_is_help=True)
@@ -42,25 +39,6 @@ PasswordStdin = Annotated[
         "Without it the user signs in with API keys only.",
     ),
 ]
-
-
-def with_database(fn: Callable[[Database], Awaitable[T]]) -> T:
-    """Run fn on an open Database (the embedded server is started if need be)."""
-    from agentplane.config import get_settings
-    from agentplane.db.endpoints import database
-
-    conf = get_settings()
-
-    async def main(endpoints) -> T:
-        db = Database(conf.model_copy(update={"pool_min_size": 0}), endpoints)
-        await db.open()
-        try:
-            return await fn(db)
-        finally:
-            await db.close()
-
-    with database(conf) as endpoints:
-        return asyncio.run(main(endpoints))
 
 
 def read_password(enabled: bool) -> str | None:
@@ -87,19 +65,17 @@ def tenant_create(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a tenant and its first owner (a new user, or an existing one by email)."""
-    from agentplane.auth.models import _email
-
     try:
-        email = _email(owner_email)
+        email = normalize_email(owner_email)
     except ValueError:
         raise ValidationFailed("owner-email is not a valid email address") from None
     password = read_password(password_stdin)
 
     async def run(db: Database):
         async with db.app_connection() as conn:
-            existing = await service.find_user_id(conn, email)
+            existing = await users.find_user_id(conn, email)
         owner = existing or NewUser(email=email, password=password)
-        return await service.create_tenant(
+        return await tenants.create_tenant(
             db,
             name=name,
             slug=slug,
@@ -123,7 +99,7 @@ JsonOut = Annotated[bool, typer.Option("--json", help="JSON (one array) instead 
 @tenant_app.command("list")
 def tenant_list(as_json: JsonOut = False) -> None:
     """Every tenant: slug, id, plan, limits and members."""
-    rows = with_database(service.list_tenants_admin)
+    rows = with_database(tenants.list_tenants_admin)
     print_rows(
         rows,
         ["slug", "id", "name", "plan", "token_limit", "rate_limit_per_hour", "members"],
@@ -136,7 +112,7 @@ def user_list(as_json: JsonOut = False, tenant: TenantRef = None) -> None:
     """The tenant's members with their roles."""
 
     async def run(db: Database):
-        return await service.list_members_admin(db, await service.resolve_tenant_admin(db, tenant))
+        return await tenants.list_members_admin(db, await tenants.resolve_tenant_admin(db, tenant))
 
     print_rows(with_database(run), ["email", "user_id", "role", "full_name", "created_at"], as_json)
 
@@ -150,17 +126,15 @@ def user_create(
     tenant: TenantRef = None,
 ) -> None:
     """Add a user to a tenant with a role (creating the user if the email is new)."""
-    from agentplane.auth.models import _email
-
     try:
-        email = _email(email)
+        email = normalize_email(email)
     except ValueError:
         raise ValidationFailed("email is not a valid email address") from None
     password = read_password(password_stdin)
 
     async def run(db: Database):
-        tenant_id = await service.resolve_tenant_admin(db, tenant)
-        return await service.add_member(
+        tenant_id = await tenants.resolve_tenant_admin(db, tenant)
+        return await members.add_member(
             db, tenant_id, NewUser(email=email, password=password, full_name=full_name), role
         )
 

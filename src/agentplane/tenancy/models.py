@@ -13,6 +13,19 @@ from agentplane.auth.models import Body, Email, Role, Scopes, Slug
 Plan = Literal["free", "pro", "enterprise"]
 
 
+class RegisterIn(Body):
+    email: Email
+    password: str = Field(max_length=1024)
+    full_name: str | None = Field(default=None, max_length=255)
+    username: str | None = Field(default=None, min_length=1, max_length=254)
+    tenant_name: str | None = Field(default=None, min_length=1, max_length=255)
+    tenant_slug: Slug | None = None
+    invitation: str | None = Field(default=None, max_length=200)
+    """An invitation token: join its tenant instead of creating one."""
+    totp: str | None = Field(default=None, max_length=16)
+    """An existing account with two-factor sign-in joining: its current one-time code."""
+
+
 class TenantOut(BaseModel):
     id: UUID
     name: str

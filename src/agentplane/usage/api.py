@@ -7,9 +7,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from agentplane.api.deps import DB, Principal, conn_for, requires
-from agentplane.errors import NotFound, ValidationFailed
-from agentplane.usage import reports, store
+from agentplane.auth.deps import DB, Principal, conn_for, requires
+from agentplane.errors import ValidationFailed
+from agentplane.usage import reports
 from agentplane.usage.models import (
     Alert,
     AlertFiring,
@@ -18,6 +18,7 @@ from agentplane.usage.models import (
     ApiKeyBudget,
     ApiKeyBudgetSet,
     BillingPeriod,
+    Overview,
     TenantBudget,
     UsageRecord,
     UsageReport,
@@ -25,52 +26,43 @@ from agentplane.usage.models import (
 )
 
 router = APIRouter(tags=["usage"])
-Reader = conn_for("llm:read")
-Writer = conn_for("llm:write", roles={"owner", "admin"})
-UsageReader = conn_for("usage:read")
+# Reading usage and budgets takes usage:read; setting a key's budget is an admin's.
+ReadConn = conn_for("usage:read")
+WriteConn = conn_for("llm:write", roles={"owner", "admin"})
 AlertWriter = Annotated[Principal, Depends(requires("llm:write", roles={"owner", "admin"}))]
 Period = Annotated[str, Query(description="day, week or month")]
 Since = Annotated[str | None, Query(description="YYYY-MM-DD, or a span back: 30d, 4w, 6m")]
 
 
 @router.get("/v1/usage/budget")
-async def tenant_budget(conn: Reader) -> TenantBudget:
+async def tenant_budget(conn: ReadConn) -> TenantBudget:
     """The tenant's monthly token limit, this month's usage and what calls in flight hold."""
-    found = await store.tenant_budget(conn)
-    if found is None:
-        raise NotFound("tenant not found")
-    return TenantBudget.model_validate(found)
+    return await reports.tenant_budget(conn)
 
 
 @router.put("/v1/api-keys/{key_id}/budget")
-async def set_key_budget(key_id: UUID, body: ApiKeyBudgetSet, conn: Writer) -> ApiKeyBudget:
+async def set_key_budget(key_id: UUID, body: ApiKeyBudgetSet, conn: WriteConn) -> ApiKeyBudget:
     """Cap the tokens an API key may spend (owners and admins)."""
-    found = await store.set_api_key_budget(conn, key_id, body.token_budget)
-    if found is None:
-        raise NotFound(f"API key {key_id} not found")
-    return ApiKeyBudget.model_validate(found)
+    return await reports.set_key_budget(conn, key_id, body.token_budget)
 
 
 @router.get("/v1/api-keys/{key_id}/budget")
-async def get_key_budget(key_id: UUID, conn: Reader) -> ApiKeyBudget:
-    found = await store.get_api_key_budget(conn, key_id)
-    if found is None:
-        raise NotFound(f"API key {key_id} has no budget")
-    return ApiKeyBudget.model_validate(found)
+async def get_key_budget(key_id: UUID, conn: ReadConn) -> ApiKeyBudget:
+    return await reports.key_budget(conn, key_id)
 
 
 @router.get("/v1/usage/records")
 async def usage_records(
-    conn: Reader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    conn: ReadConn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[UsageRecord]:
     """The newest usage records (analytics aggregate these)."""
-    return [UsageRecord.model_validate(r) for r in await store.list_records(conn, limit)]
+    return await reports.records(conn, limit)
 
 
 @router.get("/v1/usage", response_model=UsageReport)
 async def usage_report(
     request: Request,
-    conn: UsageReader,
+    conn: ReadConn,
     period: Period = "day",
     by: Annotated[
         str | None,
@@ -102,23 +94,36 @@ async def usage_report(
 
 
 @router.get("/v1/usage/summary")
-async def usage_summary(conn: UsageReader) -> UsageSummary:
+async def usage_summary(conn: ReadConn) -> UsageSummary:
     """The current billing period (UTC month) against the tenant's limit."""
     return await reports.summary(conn)
 
 
+@router.get("/v1/usage/overview")
+async def usage_overview(
+    conn: ReadConn,
+    since: Since = None,
+    until: Since = None,
+    top: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> Overview:
+    """A period at a glance (default the last 30 days): totals, a row per day, task
+    duration p50/p95, the top agents and models by cost and tools by calls, and the
+    billing period's budget with the alerts that fired."""
+    return await reports.overview(conn, since=since, until=until, top=top)
+
+
 @router.get("/v1/usage/periods")
 async def billing_periods(
-    conn: UsageReader, limit: Annotated[int, Query(ge=1, le=120)] = 24
+    conn: ReadConn, limit: Annotated[int, Query(ge=1, le=120)] = 24
 ) -> list[BillingPeriod]:
     """Closed billing periods, newest first."""
-    return [BillingPeriod.model_validate(r) for r in await store.billing_periods(conn, limit)]
+    return await reports.billing_periods(conn, limit)
 
 
 @router.get("/v1/usage/agents/{slug}/metrics", response_model=UsageReport)
 async def agent_metrics(
     slug: str,
-    conn: UsageReader,
+    conn: ReadConn,
     period: Period = "day",
     since: Since = None,
     until: Since = None,
@@ -128,8 +133,8 @@ async def agent_metrics(
 
 
 @router.get("/v1/usage/alerts")
-async def list_alerts(conn: UsageReader) -> list[Alert]:
-    return [Alert.model_validate(r) for r in await store.list_alerts(conn)]
+async def list_alerts(conn: ReadConn) -> list[Alert]:
+    return await reports.list_alerts(conn)
 
 
 @router.post("/v1/usage/alerts", status_code=201)
@@ -140,16 +145,15 @@ async def create_alert(body: AlertIn, me: AlertWriter, db: DB) -> Alert:
 
 
 @router.get("/v1/usage/alerts/{alert_id}")
-async def get_alert(alert_id: UUID, conn: UsageReader) -> Alert:
+async def get_alert(alert_id: UUID, conn: ReadConn) -> Alert:
     return await reports.get_alert(conn, alert_id)
 
 
 @router.get("/v1/usage/alerts/{alert_id}/firings")
 async def alert_firings(
-    alert_id: UUID, conn: UsageReader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    alert_id: UUID, conn: ReadConn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[AlertFiring]:
-    await reports.get_alert(conn, alert_id)
-    return [AlertFiring.model_validate(r) for r in await store.alert_firings(conn, alert_id, limit)]
+    return await reports.alert_firings(conn, alert_id, limit)
 
 
 @router.patch("/v1/usage/alerts/{alert_id}")

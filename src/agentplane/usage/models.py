@@ -194,3 +194,24 @@ class Alert(BaseModel):
     created_by: UUID | None
     created_at: datetime
     updated_at: datetime
+
+
+class Overview(BaseModel):
+    """A period at a glance: totals, a row per day, the top agents, models and tools,
+    task duration percentiles, and the billing period's budget and alerts."""
+
+    since: date
+    until: date
+    totals: UsageRow
+    """The whole period as one row (period_start is `since`)."""
+    days: list[UsageRow]
+    """One row per day of the period, days without usage included (zeros)."""
+    task_duration_p50_ms: float | None
+    task_duration_p95_ms: float | None
+    tasks_timed: int
+    """The finished tasks the percentiles are over."""
+    top_agents: list[UsageRow]
+    top_models: list[UsageRow]
+    top_tools: list[UsageRow]
+    """By tool calls (tools cost nothing themselves)."""
+    budget: UsageSummary

@@ -23,6 +23,11 @@ from agentplane.usage.models import (
     AlertFiring,
     AlertIn,
     AlertPatch,
+    ApiKeyBudget,
+    BillingPeriod,
+    Overview,
+    TenantBudget,
+    UsageRecord,
     UsageReport,
     UsageRow,
     UsageSummary,
@@ -152,6 +157,52 @@ async def summary(conn: Connection) -> UsageSummary:
     )
 
 
+def _zero(day: date) -> dict[str, Any]:
+    return {"period_start": day, "key": None, **dict.fromkeys(ZEROS, 0), "cost_usd": None}
+
+
+ZEROS = ("calls", "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens",
+         "unpriced_calls", "llm_latency_ms", "tasks_completed", "tasks_failed",
+         "task_duration_ms", "tool_calls", "tool_failures", "runs_completed", "runs_failed",
+         "runs_cancelled")
+
+
+async def overview(
+    conn: Connection, *, since: str | None = None, until: str | None = None, top: int = 5
+) -> Overview:
+    """The period's totals, days, top keys, task percentiles and budget: the rollup for
+    all but the percentiles (the finished tasks of the period)."""
+    start, end = window(since, until)
+    if not 1 <= top <= 50:
+        raise ValidationFailed("top is between 1 and 50")
+    daily = {r["period_start"]: r for r in await store.report(
+        conn, period="day", by=None, since=start, until=end, value=None)}
+    days = [row(daily.get(start + timedelta(days=i)) or _zero(start + timedelta(days=i)))
+            for i in range((end - start).days + 1)]
+    totals = await store.period_totals(conn, start, end)
+    whole = row({**_zero(start), **{k: v for k, v in totals.items() if v is not None},
+                 "cost_usd": totals["cost_usd"]})
+    timed = await store.task_durations(conn, start, end)
+
+    async def best(by: str, order: str) -> list[UsageRow]:
+        found = await store.top(conn, by=by, since=start, until=end, order=order, limit=top)
+        return [row(r) for r in found]
+
+    return Overview(
+        since=start,
+        until=end,
+        totals=whole,
+        days=days,
+        task_duration_p50_ms=timed["p50"],
+        task_duration_p95_ms=timed["p95"],
+        tasks_timed=timed["tasks"],
+        top_agents=await best("agent", "cost"),
+        top_models=await best("model", "cost"),
+        top_tools=[r for r in await best("tool", "tool_calls") if r.tool_calls],
+        budget=await summary(conn),
+    )
+
+
 async def agent_metrics(
     conn: Connection, slug: str, *, period: str, since: str | None, until: str | None
 ) -> UsageReport:
@@ -200,3 +251,44 @@ async def update_alert(conn: Connection, alert_id: UUID, body: AlertPatch) -> Al
 async def delete_alert(conn: Connection, alert_id: UUID) -> None:
     if not await store.delete_alert(conn, alert_id):
         raise NotFound(f"alert {alert_id} not found")
+
+
+# -- budgets, records, periods and alerts as the API reads them ----------------------------
+
+
+async def tenant_budget(conn: Connection) -> TenantBudget:
+    found = await store.tenant_budget(conn)
+    if found is None:
+        raise NotFound("tenant not found")
+    return TenantBudget.model_validate(found)
+
+
+async def set_key_budget(conn: Connection, key_id: UUID, tokens: int | None) -> ApiKeyBudget:
+    found = await store.set_api_key_budget(conn, key_id, tokens)
+    if found is None:
+        raise NotFound(f"API key {key_id} not found")
+    return ApiKeyBudget.model_validate(found)
+
+
+async def key_budget(conn: Connection, key_id: UUID) -> ApiKeyBudget:
+    found = await store.get_api_key_budget(conn, key_id)
+    if found is None:
+        raise NotFound(f"API key {key_id} has no budget")
+    return ApiKeyBudget.model_validate(found)
+
+
+async def records(conn: Connection, limit: int) -> list[UsageRecord]:
+    return [UsageRecord.model_validate(r) for r in await store.list_records(conn, limit)]
+
+
+async def billing_periods(conn: Connection, limit: int) -> list[BillingPeriod]:
+    return [BillingPeriod.model_validate(r) for r in await store.billing_periods(conn, limit)]
+
+
+async def list_alerts(conn: Connection) -> list[Alert]:
+    return [Alert.model_validate(r) for r in await store.list_alerts(conn)]
+
+
+async def alert_firings(conn: Connection, alert_id: UUID, limit: int) -> list[AlertFiring]:
+    await get_alert(conn, alert_id)
+    return [AlertFiring.model_validate(r) for r in await store.alert_firings(conn, alert_id, limit)]

@@ -211,6 +211,51 @@ async def report(
     return await cur.fetchall()
 
 
+# What "top" orders by: cost first (unknown last), then tokens; tools by their calls.
+TOP_ORDER = {
+    "cost": "g.cost_usd DESC NULLS LAST, g.total_tokens DESC, g.key",
+    "tool_calls": "g.tool_calls DESC, g.tool_failures DESC, g.key",
+}
+
+
+async def top(
+    conn: Connection, *, by: str, since: date, until: date, order: str, limit: int
+) -> list[dict[str, Any]]:
+    """The keys of `by` with the most cost (or tool calls) over the days, summed whole."""
+    dimension, key = BY[by]
+    cur = await conn.execute(
+        f"""
+        SELECT g.*, {LABEL.get(by, "NULL::text")} AS label FROM (
+            SELECT %(since)s::date AS period_start, {key} AS key, {SUMS}
+            FROM usage_daily d
+            WHERE d.tenant_id = app_current_tenant() AND d.dimension = %(dimension)s
+              AND d.day BETWEEN %(since)s AND %(until)s
+            GROUP BY 2
+        ) g ORDER BY {TOP_ORDER[order]} LIMIT %(limit)s
+        """,
+        {"dimension": dimension, "since": since, "until": until, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def task_durations(conn: Connection, since: date, until: date) -> dict[str, Any]:
+    """Percentiles of the durations of the tasks that finished in the days (the rollup
+    keeps sums, which give means only)."""
+    cur = await conn.execute(
+        """
+        SELECT count(*) AS tasks,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY t.duration_ms) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY t.duration_ms) AS p95
+          FROM tasks t
+         WHERE t.tenant_id = app_current_tenant()
+           AND t.completed_at >= %(since)s::date AND t.completed_at < %(until)s::date + 1
+           AND t.status IN ('completed', 'failed') AND t.duration_ms IS NOT NULL
+        """,
+        {"since": since, "until": until},
+    )
+    return await cur.fetchone()
+
+
 async def period_totals(conn: Connection, since: date, until: date) -> dict[str, Any]:
     cur = await conn.execute(
         f"""

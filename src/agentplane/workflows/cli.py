@@ -79,7 +79,8 @@ def run(
 ) -> None:
     """Submit a run (a query, or a workflow with inputs) and show its tasks live."""
     from agentplane.queue.registry import import_modules
-    from agentplane.runtime.local import run_and_show, summary
+    from agentplane.runtime.local import run_and_show
+    from agentplane.workflows.render import summary
 
     if (query is None) == (workflow is None):
         raise ValidationFailed('give a query ("agentplane run \\"...\\"") or --workflow NAME')
@@ -124,7 +125,7 @@ def runs_list(
 ) -> None:
     """The newest runs first. A cost is `—` when unknown (no price for its model), or
     `$x + unknown` when some of its calls have no price."""
-    from agentplane.runtime.local import money
+    from agentplane.workflows.render import money
 
     async def go(api: client.Api) -> Any:
         return await api.get("/v1/runs", status=status, workflow=workflow, limit=limit)
@@ -143,8 +144,8 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run: RunRef, as_json: JsonOut = False, tenant: TenantRef = None) -> None:
     """A run's tree: tasks, agent executions with their states, LLM and tool calls."""
-    from agentplane.runtime.local import render, summary
     from agentplane.workflows.models import RunTree
+    from agentplane.workflows.render import render, summary
 
     async def go(api: client.Api) -> Any:
         return await api.get(f"/v1/runs/{await run_id_of(api, run)}/tree")

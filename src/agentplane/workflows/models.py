@@ -199,3 +199,43 @@ class RunTree(BaseModel):
     input_requests: list[dict[str, Any]]
     interactions: list[dict[str, Any]]
     run_data: list[dict[str, Any]]
+
+
+class RunCall(BaseModel):
+    """One LLM or tool call of a run, without its body (a row of the waterfall)."""
+
+    kind: Literal["llm", "tool"]
+    id: UUID
+    task_id: UUID | None
+    agent_execution_id: UUID | None
+    created_at: datetime
+    duration_ms: int | None
+    name: str
+    """provider/model of an LLM call; the tool's name."""
+    status: str
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Money | None
+    task_node: str | None = None
+    """The name of the call's task in the run."""
+
+
+class CallPage(BaseModel):
+    items: list[RunCall]
+    next_cursor: str | None = None
+
+
+class ToolExecution(BaseModel):
+    id: UUID
+    run_id: UUID
+    task_id: UUID
+    agent_execution_id: UUID
+    tool_name: str
+    call_id: str | None
+    input_params: dict[str, Any]
+    output: str | None
+    success: bool
+    error: str | None
+    duration_ms: int | None
+    created_at: datetime

@@ -4,7 +4,6 @@ control (cancel, pause, resume, retry) and input requests."""
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from datetime import datetime
@@ -14,25 +13,28 @@ from uuid import UUID
 
 import jsonschema
 
-from agentplane import ids
+from agentplane import ids, pagination
 from agentplane.agents import store as agents_store
 from agentplane.auth.models import Principal
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
+from agentplane.events.emit import emit, event
 from agentplane.llm import service as llm
 from agentplane.llm import store as llm_store
 from agentplane.money import known_cost, plain
 from agentplane.queue.service import ask_to_stop
-from agentplane.runtime.emit import emit, event
-from agentplane.runtime.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows import dag, store
+from agentplane.workflows.jobs import JOB_TYPE, enqueue_tasks
 from agentplane.workflows.models import (
     TERMINAL,
+    CallPage,
     InputRequest,
     Run,
+    RunCall,
     RunIn,
     RunPage,
     RunTree,
+    ToolExecution,
     Workflow,
     WorkflowIn,
     WorkflowVersion,
@@ -93,6 +95,14 @@ async def list_workflows(conn: Connection) -> list[Workflow]:
 async def list_versions(conn: Connection, ref: str) -> list[WorkflowVersion]:
     workflow = await get_workflow(conn, ref)
     return [WorkflowVersion.model_validate(r) for r in await store.list_versions(conn, workflow.id)]
+
+
+def workflow_graph(workflow: Workflow) -> dict[str, list[str]]:
+    """A saved workflow's tasks, each with its upstream tasks (declared, and implied by
+    its templates), in a topological order: what a picture of it draws."""
+    agents = {t["agent"] for t in workflow.definition.get("tasks", {}).values()}
+    graph = dag.validate(workflow.definition, agents)
+    return {name: graph.deps[name] for name in graph.order}
 
 
 async def delete_workflow(conn: Connection, ref: str) -> None:
@@ -282,18 +292,6 @@ async def get_run(conn: Connection, run_id: UUID) -> Run:
     return Run.model_validate(row)
 
 
-def _cursor(at: datetime, id_: UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{id_}".encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        at, id_ = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(at), UUID(id_)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("invalid cursor") from None
-
-
 async def list_runs(
     conn: Connection,
     *,
@@ -302,19 +300,26 @@ async def list_runs(
     cursor: str | None = None,
     limit: int = 50,
     id_prefix: str | None = None,
+    agent: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> RunPage:
     rows = await store.list_runs(
         conn,
         status=status,
         workflow=workflow,
-        before=_decode(cursor) if cursor else None,
+        before=pagination.decode(cursor) if cursor else None,
         limit=limit + 1,
         id_range=ids.optional_bounds(id_prefix, "run"),
+        agent=agent,
+        since=since,
+        until=until,
     )
     items = [Run.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
+    last = items[-1] if more else None
     return RunPage(
-        items=items, next_cursor=_cursor(items[-1].created_at, items[-1].id) if more else None
+        items=items, next_cursor=pagination.encode(last.created_at, last.id) if last else None
     )
 
 
@@ -333,9 +338,11 @@ def _cost(amount: Decimal, unpriced: int) -> dict[str, Any]:
     }
 
 
-async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
+async def run_tree(conn: Connection, run_id: UUID, *, calls: bool = True) -> RunTree:
+    """The run and everything under it; without `calls`, its agent executions carry no
+    LLM or tool calls (a run with thousands of them pages them: run_calls)."""
     run = await get_run(conn, run_id)
-    rows = await store.run_tree_rows(conn, run_id)
+    rows = await store.run_tree_rows(conn, run_id, calls=calls)
     deps: dict[UUID, list[str]] = {}
     for d in rows["dependencies"]:
         deps.setdefault(d["task_id"], []).append(d["depends_on_task_id"])
@@ -386,6 +393,37 @@ async def run_tree(conn: Connection, run_id: UUID) -> RunTree:
         interactions=rows["interactions"],
         run_data=rows["run_data"],
     )
+
+
+async def run_calls(
+    conn: Connection,
+    run_id: UUID,
+    *,
+    task_id: UUID | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> CallPage:
+    """A page of the run's LLM and tool calls in the order they started (a waterfall);
+    `next_cursor` continues after the page's last call."""
+    await get_run(conn, run_id)
+    rows = await store.run_calls(
+        conn, run_id, task_id=task_id,
+        after=pagination.decode(cursor) if cursor else None, limit=limit + 1,
+    )
+    items = [RunCall.model_validate(r) for r in rows[:limit]]
+    last = items[-1] if len(rows) > limit else None
+    return CallPage(
+        items=items, next_cursor=pagination.encode(last.created_at, last.id) if last else None
+    )
+
+
+async def get_tool_execution(
+    conn: Connection, run_id: UUID, tool_execution_id: UUID
+) -> ToolExecution:
+    row = await store.get_tool_execution(conn, run_id, tool_execution_id)
+    if row is None:
+        raise NotFound(f"tool execution {tool_execution_id} not found in run {run_id}")
+    return ToolExecution.model_validate(row)
 
 
 # -- control -----------------------------------------------------------------------------------

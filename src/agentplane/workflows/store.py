@@ -186,9 +186,10 @@ RUN_COLUMNS = """
     r.*, w.name AS workflow_name,
     (SELECT count(*) FROM input_requests i WHERE i.tenant_id = r.tenant_id AND i.run_id = r.id
        AND i.status = 'pending') AS pending_input_requests,
-    -- Counted where the calls are, so a total never hides them (llm_calls_task_idx).
-    (SELECT count(*) FROM tasks t JOIN llm_calls c ON c.task_id = t.id
-      WHERE t.tenant_id = r.tenant_id AND t.run_id = r.id AND c.status = 'completed'
+    -- Counted where the calls are, so a total never hides them (llm_calls_unpriced_idx:
+    -- a run's priced calls, however many, cost the count nothing).
+    (SELECT count(*) FROM llm_calls c
+      WHERE c.tenant_id = r.tenant_id AND c.run_id = r.id AND c.status = 'completed'
         AND c.cost_usd IS NULL) AS unpriced_calls
 """
 
@@ -212,7 +213,12 @@ async def list_runs(
     before: tuple[datetime, UUID] | None,
     limit: int,
     id_range: tuple[UUID | None, UUID | None] = (None, None),
+    agent: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first. `agent` (a slug): runs with a task of that agent; `since`/`until`
+    bound the creation time."""
     return await _all(
         conn,
         f"""
@@ -222,6 +228,12 @@ async def list_runs(
           AND (%(lo)s::uuid IS NULL OR r.id BETWEEN %(lo)s AND %(hi)s)
           AND (%(workflow)s::text IS NULL OR w.name = %(workflow)s)
           AND (%(at)s::timestamptz IS NULL OR (r.created_at, r.id) < (%(at)s, %(id)s::uuid))
+          AND (%(since)s::timestamptz IS NULL OR r.created_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR r.created_at < %(until)s)
+          AND (%(agent)s::text IS NULL OR EXISTS (
+                SELECT 1 FROM tasks t JOIN agents a
+                  ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
+                 WHERE t.tenant_id = r.tenant_id AND t.run_id = r.id AND a.slug = %(agent)s))
         ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s
         """,
         {
@@ -232,6 +244,9 @@ async def list_runs(
             "limit": limit,
             "at": before[0] if before else None,
             "id": before[1] if before else None,
+            "agent": agent,
+            "since": since,
+            "until": until,
         },
     )
 
@@ -263,9 +278,15 @@ async def set_run_status(
     )
 
 
-async def run_tree_rows(conn: Connection, run_id: UUID) -> dict[str, list[dict[str, Any]]]:
-    """Everything a run's tree shows, a query per kind (each an index range scan)."""
-    out = {}
+CALLS_OF_RUN = ("tool_executions", "llm_calls")
+
+
+async def run_tree_rows(
+    conn: Connection, run_id: UUID, *, calls: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """Everything a run's tree shows, a query per kind (each an index range scan);
+    without its LLM and tool calls when `calls` is false (they are paged: run_calls)."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for key, query in (
         (
             "tasks",
@@ -322,8 +343,68 @@ async def run_tree_rows(conn: Connection, run_id: UUID) -> dict[str, list[dict[s
             "WHERE run_id = %s ORDER BY created_at",
         ),
     ):
+        if not calls and key in CALLS_OF_RUN:
+            out[key] = []
+            continue
         out[key] = await _all(conn, query, [run_id])
     return out
+
+
+async def run_calls(
+    conn: Connection,
+    run_id: UUID,
+    *,
+    task_id: UUID | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A run's LLM and tool calls in the order they started, a page at a time (each side
+    an index range scan of at most `limit` rows), without their bodies."""
+    params = {
+        "run": run_id,
+        "task": task_id,
+        "at": after[0] if after else None,
+        "id": after[1] if after else None,
+        "limit": limit,
+    }
+    return await _all(
+        conn,
+        """
+        SELECT x.*, k.node AS task_node FROM (
+          (SELECT 'llm' AS kind, c.id, c.task_id, c.agent_execution_id, c.created_at,
+                  c.latency_ms AS duration_ms, c.provider || '/' || c.model AS name,
+                  c.status, c.error, c.prompt_tokens, c.completion_tokens, c.cost_usd
+             FROM llm_calls c
+            WHERE c.tenant_id = app_current_tenant() AND c.run_id = %(run)s
+              AND (%(task)s::uuid IS NULL OR c.task_id = %(task)s)
+              AND (%(at)s::timestamptz IS NULL OR (c.created_at, c.id) > (%(at)s, %(id)s::uuid))
+            ORDER BY c.created_at, c.id LIMIT %(limit)s)
+          UNION ALL
+          (SELECT 'tool', t.id, t.task_id, t.agent_execution_id, t.created_at, t.duration_ms,
+                  t.tool_name, CASE WHEN t.success THEN 'completed' ELSE 'failed' END,
+                  t.error, 0, 0, NULL
+             FROM tool_executions t
+            WHERE t.tenant_id = app_current_tenant() AND t.run_id = %(run)s
+              AND (%(task)s::uuid IS NULL OR t.task_id = %(task)s)
+              AND (%(at)s::timestamptz IS NULL OR (t.created_at, t.id) > (%(at)s, %(id)s::uuid))
+            ORDER BY t.created_at, t.id LIMIT %(limit)s)
+        ) x LEFT JOIN tasks k ON k.tenant_id = app_current_tenant() AND k.id = x.task_id
+        ORDER BY x.created_at, x.id LIMIT %(limit)s
+        """,
+        params,
+    )
+
+
+async def get_tool_execution(
+    conn: Connection, run_id: UUID, tool_execution_id: UUID
+) -> dict[str, Any] | None:
+    return await _one(
+        conn,
+        "SELECT id, run_id, task_id, agent_execution_id, tool_name, call_id, input_params, "
+        "output, success, error, duration_ms, created_at FROM tool_executions "
+        "WHERE run_id = %s AND id = %s",
+        [run_id, tool_execution_id],
+    )
 
 
 # -- tasks ---------------------------------------------------------------------------------

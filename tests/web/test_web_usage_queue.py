@@ -1,0 +1,62 @@
+"""The usage page (charts, tables, CSV) and the queue page (jobs, dead letters with
+retry and requeue, pausing, schedules)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from agentplane.queue import schedules
+from agentplane.queue.service import JobQueue
+from tests.queue.workers import dead_letter
+from tests.web.helpers import browser, person, sign_in
+
+
+async def test_usage_reports_as_a_chart_a_table_and_csv(app, ran) -> None:
+    t, _ = ran
+    async with browser(app) as c:
+        await sign_in(c, t.owner)
+        r = await c.get("/usage?by=agent&measure=total_tokens")
+        assert r.status_code == 200
+        assert '<svg class="chart columns"' in r.text and 'id="usage-table"' in r.text
+        body = r.text.split('id="usage-table"')[1]
+        assert all(slug in body for slug in ("reader", "checker", "decider"))
+        link = re.search(r'href="(/usage\.csv\?[^"]+)"', r.text).group(1).replace("&amp;", "&")
+        got = await c.get(link)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(got.text)))
+        assert {row["label"] for row in rows} == {"reader", "checker", "decider"}
+        bad = await c.get("/usage?period=fortnight")
+        assert bad.status_code == 422 and "period must be one of" in bad.text
+        assert (await c.get("/usage?since=" + "9" * 5000)).status_code == 422
+
+
+async def test_the_queue_retries_and_requeues_dead_letters(app, db) -> None:
+    owner = await person(db)
+    job, letter = await dead_letter(db, owner.tenant_id, "web.dead", {"n": 1}, "web-q")
+    _, letter2 = await dead_letter(db, owner.tenant_id, "web.dead", {"n": 2}, "web-q")
+    await schedules.create(db, {"name": "nightly", "cron": "0 3 * * *", "type": "web.report"},
+                           tenant_id=owner.tenant_id)
+    async with browser(app) as c:
+        token = await sign_in(c, owner)
+        r = await c.get("/queue")
+        assert r.status_code == 200
+        assert f'data-dead-letter="{letter}"' in r.text and "nightly" in r.text
+        retried = await c.post(f"/queue/jobs/{job}/retry", data={"csrf": token})
+        assert retried.status_code == 303
+        assert (await JobQueue(db).get(job, tenant_id=owner.tenant_id)).status != "dead_letter"
+        requeued = await c.post(f"/queue/dead-letters/{letter2}/requeue", data={"csrf": token})
+        assert requeued.status_code == 303
+        page = await c.get("/queue?notice=requeued")
+        assert "A fresh job was queued" in page.text
+        again = await c.post(f"/queue/dead-letters/{letter2}/requeue", data={"csrf": token})
+        assert again.status_code == 409 and "already requeued" in again.text
+        paused = await c.post("/queue/pause", data={"csrf": token, "queue": "web-q"})
+        assert paused.status_code == 303
+        assert (await c.get("/queue?status=exploded")).status_code == 422
+        assert (await c.get("/queue?queue=web-q")).status_code == 200
+    developer = await person(db, "developer", tenant=owner)
+    async with browser(app) as c:
+        await sign_in(c, developer)
+        assert (await c.get("/queue")).status_code == 403  # as the API: owners and admins
