@@ -60,6 +60,20 @@ async def test_aliases_route_fall_over_and_are_listed(
                 seen[good.requests[-1]["body"]["model"]] += 1
             assert set(seen) == {"a", "b"} and seen["a"] > seen["b"]
             assert {"fast", "spread"} <= {m.id for m in sdk.models.list()}
+            for strategy, first in (("cost", "gpt-4o-mini"), ("latency", "l-good")):
+                deployments = ([{"name": "good/gpt-4o"}, {"name": "good/gpt-4o-mini"}]
+                               if strategy == "cost" else
+                               [{"name": "broken/l-broken"}, {"name": "good/l-good"}])
+                r = await client.post("/v1/gateway/aliases", headers=t.headers, json={
+                    "name": f"by-{strategy}", "strategy": strategy,
+                    "deployments": deployments})
+                assert r.status_code == 201, r.text
+                async with db.admin_connection() as conn:
+                    await conn.execute(
+                        "UPDATE llm_providers SET response_time = CASE name WHEN 'good'"
+                        " THEN 5 ELSE 900 END WHERE tenant_id = %s", [t.tenant_id])
+                sdk.chat.completions.create(model=f"by-{strategy}", messages=ASK)
+                assert good.requests[-1]["body"]["model"] == first, strategy
         finally:
             sdk.close()
     calls = await rows(db, "SELECT provider, model, status FROM llm_calls WHERE tenant_id = %s"
@@ -68,6 +82,6 @@ async def test_aliases_route_fall_over_and_are_listed(
         ("broken", "failed"), ("good", "completed")]
     assert await settled(db, t.tenant_id) == NO_HOLD
     listed = await client.get("/v1/gateway/aliases", headers=t.headers)
-    assert [a["name"] for a in listed.json()] == ["fast", "spread"]
+    assert [a["name"] for a in listed.json()] == ["by-cost", "by-latency", "fast", "spread"]
     gone = await client.delete("/v1/gateway/aliases/fast", headers=t.headers)
     assert gone.status_code == 204

@@ -420,7 +420,7 @@ class AliasIn(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
                       description="a model name of its own (no slash: provider/model names "
                       "a provider)")
-    strategy: Literal["weighted", "priority"] = "weighted"
+    strategy: Literal["weighted", "priority", "latency", "cost"] = "weighted"
     deployments: list[Deployment] = Field(min_length=1, max_length=32)
 
 
@@ -439,8 +439,9 @@ AliasWriter = conn_for("llm:write")
 
 @aliases_router.post("/v1/gateway/aliases", status_code=201)
 async def create_alias(body: AliasIn, conn: AliasWriter) -> Alias:
-    """A virtual model: calls to its name go to its deployments, tried in turn (weighted:
-    a random order drawn by weight; priority: as listed) until one answers."""
+    """A virtual model: calls to its name go to its deployments, tried in turn until one
+    answers (weighted: an order drawn by weight; priority: as listed; latency: the
+    fastest provider lately first; cost: the cheapest first)."""
     unknown = [d.name for d in body.deployments if not await store.route(conn, d.name)]
     if unknown:
         raise NotFound(f"no model {', '.join(unknown)} in this tenant")

@@ -105,16 +105,24 @@ async def resolve(
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The order to try an alias's deployments in: as listed (priority), or drawn by
-    weight, each call anew (weighted: a deployment comes first with a chance in
-    proportion to its weight, and so on for the rest)."""
-    if rows[0]["strategy"] != "weighted":
-        return rows
-    return sorted(rows, key=lambda r: -math.log(1 - random.random()) / r["route_weight"])
+    """The order to try an alias's deployments in: `priority` as listed; `weighted`
+    drawn by weight, each call anew (a deployment comes first with a chance in
+    proportion to its weight, and so on for the rest); `latency` the provider that
+    answered fastest lately first (its last observed latency; never observed: last);
+    `cost` the cheapest now first (input and output price of a million tokens; no
+    price: last). Ties keep the listed order."""
+    strategy = rows[0]["strategy"]
+    if strategy == "weighted":
+        return sorted(rows, key=lambda r: -math.log(1 - random.random()) / r["route_weight"])
+    if strategy == "latency":
+        return sorted(rows, key=lambda r: (not r["response_time"], r["response_time"]))
+    if strategy == "cost":
+        return sorted(rows, key=lambda r: (r["route_price"] is None, r["route_price"] or 0))
+    return rows
 
 
 ROUTE_KEYS = ("routed_model", "alias", "deployment", "route_weight", "strategy",
-              "context_window", "llm_content")
+              "context_window", "llm_content", "route_price")
 
 
 def _provider(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,34 +9,39 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection
+from agentplane.llm.store import PRICE
 
 # Each deployment of a name, in the order to try, with its provider's row and the context
 # window of its model where one is known (the tenant's model of that provider first, then
 # the provider's vendor's, then any built-in one of that name), and whether the tenant
-# keeps the content of calls (its settings' llm_content: "drop" keeps none).
+# keeps the content of calls (its settings' llm_content: "drop" keeps none), and the
+# price of a million tokens in and out now (for the strategy `cost`).
+_FAMILY = "CASE pr.type WHEN 'openai_compatible' THEN 'openai' ELSE pr.type END"
 ROUTE = """
-    SELECT r.model AS routed_model, r.alias, r.deployment, r.weight::float8 AS route_weight,
+    SELECT (price.input_per_mtok + price.output_per_mtok)::float8 AS route_price,
+           r.model AS routed_model, r.alias, r.deployment, r.weight::float8 AS route_weight,
            r.strategy, w.context_window,
            (SELECT t.settings->>'llm_content' FROM tenants t
             WHERE t.id = app_current_tenant()) AS llm_content,
-           p.id, p.tenant_id, p.tenant_id IS NULL AS builtin, p.name, p.type, p.base_url,
-           p.api_key_ciphertext IS NOT NULL AS has_api_key, p.model, p.weight, p.enabled,
-           p.config, p.health_status, p.response_time, p.consecutive_failures, p.last_error,
-           p.last_checked_at, p.created_at, p.updated_at, p.api_key_ciphertext
+           pr.id, pr.tenant_id, pr.tenant_id IS NULL AS builtin, pr.name, pr.type, pr.base_url,
+           pr.api_key_ciphertext IS NOT NULL AS has_api_key, pr.model, pr.weight, pr.enabled,
+           pr.config, pr.health_status, pr.response_time, pr.consecutive_failures, pr.last_error,
+           pr.last_checked_at, pr.created_at, pr.updated_at, pr.api_key_ciphertext
     FROM gateway_route(%s)
          WITH ORDINALITY AS r(provider_id, model, alias, deployment, weight, strategy, n)
-    JOIN llm_providers p ON p.id = r.provider_id
+    JOIN llm_providers pr ON pr.id = r.provider_id
     LEFT JOIN LATERAL (
         SELECT m.context_window FROM llm_models m
         WHERE m.name = r.model AND m.context_window IS NOT NULL
-          AND (m.provider = p.name OR m.tenant_id IS NULL)
-        ORDER BY m.provider = p.name DESC, m.tenant_id IS NULL,
-                 m.provider = CASE p.type WHEN 'openai_compatible' THEN 'openai'
-                                          ELSE p.type END DESC
+          AND (m.provider = pr.name OR m.tenant_id IS NULL)
+        ORDER BY m.provider = pr.name DESC, m.tenant_id IS NULL,
+                 m.provider = CASE pr.type WHEN 'openai_compatible' THEN 'openai'
+                                          ELSE pr.type END DESC
         LIMIT 1
     ) w ON true
+    LEFT JOIN LATERAL ({price}) price ON true
     ORDER BY r.n
-"""
+""".format(price=PRICE.format(model="r.model", provider="pr.name", family=_FAMILY, at="now()"))
 
 
 async def route(conn: Connection, name: str) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ def upgrade() -> None:
         tenant_id    uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
         name         text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
         strategy     text NOT NULL DEFAULT 'weighted'
-                     CHECK (strategy IN ('weighted', 'priority')),
+                     CHECK (strategy IN ('weighted', 'priority', 'latency', 'cost')),
         deployments  jsonb NOT NULL CHECK (jsonb_typeof(deployments) = 'array'
                                            AND jsonb_array_length(deployments) > 0),
         created_at   timestamptz NOT NULL DEFAULT now(),
