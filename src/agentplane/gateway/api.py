@@ -14,6 +14,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -53,6 +54,7 @@ Invoker = Annotated[Principal, Depends(requires("llm:invoke"))]
 MAX_BODY_BYTES = 10 * 1024 * 1024
 """A request's body, images included (base64); larger ones are refused with 413."""
 DONE = b"data: [DONE]\n\n"
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 _llms: weakref.WeakKeyDictionary[Database, LLM] = weakref.WeakKeyDictionary()
 
@@ -350,16 +352,11 @@ async def get_model(model_id: str, request: Request, principal: Invoker, db: DB)
     async with db.tenant_connection(principal.tenant_id) as conn:
         rows = [r for r in await store.models(conn) if r["id"] == model_id]
         if not rows and await store.route(conn, model_id):
-            rows = [{"id": model_id, "owned_by": "agentplane", "created": _epoch()}]
+            # A name that routes but is not listed (a vendor's model by its bare name).
+            rows = [{"id": model_id, "owned_by": "agentplane", "created": EPOCH}]
     if not rows:
         raise ModelNotFound(model_id)
     return json_response(_model(rows[0]), request)
-
-
-def _epoch() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(0, UTC)
 
 
 # -- embeddings -----------------------------------------------------------------------------

@@ -108,7 +108,7 @@ class AssistantMessage(Open):
     name: str | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> AssistantMessage:
+    def _has_content(self) -> AssistantMessage:
         if self.content is None and not self.tool_calls and self.refusal is None:
             raise ValueError("an assistant message needs content or tool_calls")
         return self
