@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from agentplane.app import create_app
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from agentplane.gateway import api as gateway_api
+from tests.api.test_route_guards import all_routes
 from tests.runtime.helpers import add_agents, agent, settle, tenant, worker
 from tests.tenancy.test_isolation import _id_routes as identity_routes
 
@@ -70,17 +70,13 @@ TABLES = (
     "usage_alerts",
     "events",
     "gateway_aliases",
+    "tool_executions",
 )
 
 
 def all_id_routes() -> list[tuple[str, str]]:
-    found = []
-    for route in create_app().routes:
-        router = getattr(route, "original_router", None)  # an included router
-        for r in router.routes if router is not None else [route]:
-            if "{" in getattr(r, "path", ""):
-                found += [(m, r.path) for m in sorted(getattr(r, "methods", None) or ())]
-    return found
+    """The API's routes with a parameter (the dashboard's: tests/web/test_web_isolation.py)."""
+    return [(m, path) for m, path in all_routes() if "{" in path]
 
 
 def fill(path: str, ids: dict) -> str:
@@ -147,6 +143,9 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
         cur = await conn.execute("SELECT id FROM llm_calls WHERE tenant_id = %s", [b.tenant_id])
         call_id = (await cur.fetchone())["id"]
         cur = await conn.execute(
+            "SELECT id FROM tool_executions WHERE tenant_id = %s", [b.tenant_id])
+        tool_execution_id = (await cur.fetchone())["id"]
+        cur = await conn.execute(
             "INSERT INTO dead_letters (tenant_id, job_id, queue, type, payload, priority,"
             " attempts, error) VALUES (%s, %s, 'default', 'iso.job', '{}', 'normal', 3, 'boom')"
             " RETURNING id",
@@ -165,6 +164,7 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
         "dead_letter_id": dead_letter_id,
         "model_id": model_id,
         "call_id": call_id,
+        "tool_execution_id": tool_execution_id,
         "key_id": b.api_key_id,
         "schedule_id": schedule_id,
         "name": "iso-alias",
@@ -183,10 +183,12 @@ def refs(holdings: dict, path: str) -> list[dict]:
     return [holdings]
 
 
-async def snapshot(db: Database, tenant_id: uuid.UUID) -> dict[str, list[str]]:
+async def snapshot(
+    db: Database, tenant_id: uuid.UUID, tables: tuple[str, ...] = TABLES
+) -> dict[str, list[str]]:
     out = {}
     async with db.admin_connection() as conn:
-        for table in TABLES:
+        for table in tables:
             cur = await conn.execute(
                 f"SELECT row_to_json(t)::text AS j FROM {table} t WHERE tenant_id = %s ORDER BY 1",
                 [tenant_id],
@@ -201,7 +203,7 @@ def test_every_id_route_is_covered() -> None:
     # Every other route is tried by the test below; here: B holds what it names.
     params = {"run_id", "task_id", "request_id", "slug", "instance_id", "ref", "job_id"}
     params |= {"dead_letter_id", "model_id", "call_id", "key_id"}
-    params |= {"alert_id", "schedule_id", "name"}
+    params |= {"alert_id", "schedule_id", "name", "tool_execution_id"}
     for method, path in tried:
         names = {p.split("}")[0].removesuffix(":path") for p in path.split("{")[1:]}
         assert names <= params, f"{method} {path}: add its resource to this module"
