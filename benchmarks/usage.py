@@ -219,11 +219,11 @@ async def measure(db: Database, tenant: uuid.UUID, user: uuid.UUID, repeat: int)
         async with db.autocommit_connection() as conn:
             t0 = time.perf_counter()
             cur = await conn.execute(
-                "SELECT llm_reserve(%s, NULL, NULL, 100, make_interval(secs => 60), '1s') AS id",
+                "SELECT usage_reserve(%s, NULL, NULL, 100, make_interval(secs => 60), '1s') AS id",
                 [tenant])
             rid = (await cur.fetchone())["id"]
             samples.append(time.perf_counter() - t0)
-            await conn.execute("SELECT llm_settle(%s, %s)", [tenant, rid])
+            await conn.execute("SELECT usage_settle(%s, %s)", [tenant, rid])
     b, _ = await timed(db, tenant, raw_budget, max(repeat // 4, 3))
     rows.append(("budget check before a call", ms(samples), b))
     return rows

@@ -75,7 +75,7 @@ async def one(db: Database, sql: str, *params: Any) -> dict[str, Any]:
     return found[0]
 
 
-async def holds(db: Database, tenant_id: UUID) -> dict[str, Any]:
+async def reservations(db: Database, tenant_id: UUID) -> dict[str, Any]:
     """What is still held for a tenant: its reservations and counters."""
     return await one(
         db,
@@ -96,10 +96,10 @@ NO_HOLD = {"reservations": 0, "tenant": 0, "keys": 0, "sessions": 0}
 
 
 async def settled(db: Database, tenant_id: UUID, within_s: float = 10.0) -> dict[str, Any]:
-    """The tenant's holds once every call in flight has settled (or the last seen)."""
+    """The tenant's reservations once every call in flight has settled (or the last seen)."""
     deadline = time.monotonic() + within_s
     while True:
-        found = await holds(db, tenant_id)
+        found = await reservations(db, tenant_id)
         if found == NO_HOLD or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.05)

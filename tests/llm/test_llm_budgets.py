@@ -160,16 +160,16 @@ async def test_budget_refusal_changes_nothing(db: Database, llm: LLM) -> None:
         )
     s = await row(db, "SELECT tokens_reserved, tokens_used FROM sessions WHERE id = %s", sid)
     assert s == {"tokens_reserved": 0, "tokens_used": 0}, (
-        "the session hold rolled back with the refusal"
+        "the session reservation rolled back with the refusal"
     )
     n = await row(db, "SELECT count(*) AS n FROM llm_calls WHERE tenant_id = %s", t.tenant_id)
     assert n["n"] == 0
 
 
-async def test_holds_taken_together_are_admitted_or_refused_each_on_its_own(
+async def test_reservations_taken_together_are_admitted_or_refused_each_on_its_own(
     db: Database, settings: Settings
 ) -> None:
-    """Holds asked for at once go to the database in batches; a refusal in a batch undoes
+    """Reservations asked for at once go to the database in batches; a refusal in a batch undoes
     its own updates only (a session it was admitted by included), and each caller gets
     its own answer."""
     t = await tenant(db, token_limit=350)
@@ -191,12 +191,12 @@ async def test_holds_taken_together_are_admitted_or_refused_each_on_its_own(
         assert s["tokens_reserved"] == 100 * [h.session_id for h in held].count(sid)
     tenant_row = await row(db, "SELECT tokens_reserved FROM tenants WHERE id = %s", t.tenant_id)
     assert tenant_row == {"tokens_reserved": 300}
-    holds = await row(
+    reservations = await row(
         db,
         "SELECT count(*) AS n, sum(tokens) AS tokens FROM budget_reservations WHERE tenant_id = %s",
         t.tenant_id,
     )
-    assert holds == {"n": 3, "tokens": 300}
+    assert reservations == {"n": 3, "tokens": 300}
 
 
 async def tenant_updates(conn) -> int:
@@ -209,10 +209,10 @@ async def tenant_updates(conn) -> int:
     return (await cur.fetchone())["n_tup_upd"]
 
 
-async def test_a_batch_of_tenant_holds_is_taken_whole_or_hold_by_hold(db: Database) -> None:
-    """Holds with the tenant's limit only: a batch that fits is taken at once, each hold
-    with its own tokens, in the order asked; one that does not fit is taken hold by hold,
-    so the holds that fit are admitted and the rest refused."""
+async def test_a_batch_of_tenant_reservations_is_taken_whole_or_one_by_one(db: Database) -> None:
+    """Reservations with the tenant's limit only: a batch that fits is taken at once, each
+    with its own tokens, in the order asked; one that does not fit is taken one by one, so
+    the reservations that fit are admitted and the rest refused."""
     t = await tenant(db, token_limit=100)
     async with db.tenant_connection(t.tenant_id) as conn:
         before = await tenant_updates(conn)
@@ -222,7 +222,7 @@ async def test_a_batch_of_tenant_holds_is_taken_whole_or_hold_by_hold(db: Databa
         too_many = await store.reserve_many(
             conn, t.tenant_id, [(15, None, None), (30, None, None), (15, None, None)], 60, 1000
         )
-        # One update of the tenant's row for the batch that fits, then one per hold admitted.
+        # One update of the tenant's row for the batch that fits, then one per reservation admitted.
         assert await tenant_updates(conn) - before == 1 + 2
     ids = [h["id"] for h in fits]
     async with db.admin_connection() as conn:
@@ -238,9 +238,9 @@ async def test_a_batch_of_tenant_holds_is_taken_whole_or_hold_by_hold(db: Databa
     assert tenant_row == {"tokens_reserved": 90}
 
 
-async def test_holds_settled_together_apply_their_sums(db: Database) -> None:
-    """Settling a batch: each budget gets the sum of its holds' use, its holds given back,
-    a session counts the calls that used tokens, and a use without a hold still counts."""
+async def test_reservations_settled_together_apply_their_sums(db: Database) -> None:
+    """Settling a batch: each budget gets the sum of its reservations' use, they are given back,
+    a session counts the calls that used tokens, and a use without a reservation still counts."""
     t = await tenant(db, token_limit=1000)
     sid = await session(db, t.tenant_id, budget=1000)
     async with db.autocommit_connection() as conn:
@@ -299,7 +299,7 @@ async def test_negative_reservation_is_refused(db: Database, settings: Settings)
         await Budgets(db, settings).reserve(t.tenant_id, -1, session_id=None, api_key_id=None)
 
 
-async def test_failed_call_releases_its_hold_and_is_recorded(
+async def test_failed_call_releases_its_reservation_and_is_recorded(
     db: Database, llm: LLM, settings: Settings
 ) -> None:
     from agentplane.llm import service
@@ -389,21 +389,23 @@ async def test_fail_closed_refuses_when_the_budget_is_locked(
     )
 
 
-async def test_expired_holds_of_dead_callers_are_released(db: Database, settings: Settings) -> None:
+async def test_expired_reservations_of_dead_callers_are_released(
+    db: Database, settings: Settings
+) -> None:
     t = await tenant(db)
     sid = await session(db, t.tenant_id, budget=1000)
     budgets = Budgets(db, settings.model_copy(update={"budget_reservation_ttl_s": 1}))
     await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
     with pytest.raises(BudgetExceeded):
         await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
-    await budgets.release_expired()  # any other test's expired hold: the count is this test's
+    await budgets.release_expired()  # other tests' expired reservations: the count is this test's
     async with db.admin_connection() as conn:
         await conn.execute(
             "UPDATE budget_reservations SET expires_at = now() - interval '1 second' "
             "WHERE session_id = %s",
             [sid],
         )
-    assert await budgets.release_expired() == 1  # the one hold the refused call did not add
+    assert await budgets.release_expired() == 1  # the one reservation the refused call did not add
     held = await row(db, "SELECT count(*) AS n FROM budget_reservations WHERE session_id = %s",
                      sid)
     assert held["n"] == 0
@@ -412,24 +414,24 @@ async def test_expired_holds_of_dead_callers_are_released(db: Database, settings
     await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
 
 
-async def test_a_journaled_hold_left_by_a_crash_settles_to_its_use(
+async def test_a_journaled_reservation_left_by_a_crash_settles_to_its_use(
     db: Database, settings: Settings
 ) -> None:
     t = await tenant(db)
     sid = await session(db, t.tenant_id, budget=1000)
     budgets = Budgets(db, settings)
-    hold = await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
+    reservation = await budgets.reserve(t.tenant_id, 600, session_id=sid, api_key_id=None)
     async with db.tenant_connection(t.tenant_id) as conn:
-        await Budgets.journal(conn, hold, 250)
-    await budgets.release_expired()  # any other test's expired hold: the count is this test's
+        await Budgets.journal(conn, reservation, 250)
+    await budgets.release_expired()  # other tests' expired reservations: the count is this test's
     # The caller dies here, before settling: the sweeper settles to the journaled 250.
     async with db.admin_connection() as conn:
         await conn.execute(
             "UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = %s",
-            [hold.id],
+            [reservation.id],
         )
     assert await budgets.release_expired() == 1
-    await budgets.settle(t.tenant_id, hold)  # a late settle finds nothing: applied once
+    await budgets.settle(t.tenant_id, reservation)  # a late settle finds nothing: applied once
     s = await row(db, "SELECT tokens_used, tokens_reserved FROM sessions WHERE id = %s", sid)
     assert s == {"tokens_used": 250, "tokens_reserved": 0}
     used = await row(db, "SELECT monthly_token_usage FROM tenants WHERE id = %s", t.tenant_id)
@@ -465,3 +467,32 @@ async def test_a_new_tenant_has_no_token_limit_until_one_is_set(
     assert r.json()["token_limit"] == 3 * PER_CALL + 1  # not named: unchanged
     r = await client.patch(path, headers=t.headers, json={"token_limit": None})
     assert r.status_code == 200 and r.json()["token_limit"] is None
+
+
+async def test_the_previous_releases_function_names_still_reserve_and_settle(
+    db: Database,
+) -> None:
+    """A worker of the previous release calls llm_*: during a rolling deploy its
+    reservations go through the same counters as the new usage_* functions'."""
+    t = await tenant(db, token_limit=1000)
+    sid = await session(db, t.tenant_id, budget=500)
+    async with db.tenant_connection(t.tenant_id) as conn:
+        cur = await conn.execute(
+            "SELECT llm_reserve(%s, %s, NULL, 300, make_interval(secs => 60), '1s') AS id",
+            [t.tenant_id, sid])
+        rid = (await cur.fetchone())["id"]
+    s = await row(db, "SELECT tokens_reserved FROM sessions WHERE id = %s", sid)
+    assert s["tokens_reserved"] == 300
+    with pytest.raises(BudgetExceeded, match="session token budget exceeded"):
+        async with db.tenant_connection(t.tenant_id) as conn:
+            await conn.execute(
+                "SELECT usage_reserve(%s, %s, NULL, 300, make_interval(secs => 60), '1s')",
+                [t.tenant_id, sid])
+    async with db.tenant_connection(t.tenant_id) as conn:
+        await conn.execute("SELECT llm_journal(%s, %s, NULL, 120)", [rid, sid])
+        await conn.execute("SELECT llm_settle(%s, %s)", [t.tenant_id, rid])
+    s = await row(db, "SELECT tokens_reserved, tokens_used FROM sessions WHERE id = %s", sid)
+    assert (s["tokens_reserved"], s["tokens_used"]) == (0, 120)
+    tn = await row(db, "SELECT tokens_reserved, monthly_token_usage FROM tenants WHERE id = %s",
+                   t.tenant_id)
+    assert (tn["tokens_reserved"], tn["monthly_token_usage"]) == (0, 120)

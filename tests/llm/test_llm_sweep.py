@@ -1,4 +1,4 @@
-"""The sweep of expired budget holds runs on its own: in the background of a process
+"""The sweep of expired budget reservations runs on its own: in the background of a process
 making calls, and before a refusal is final. Each test has a process-like Database of
 its own, since the sweep's schedule is per process."""
 
@@ -29,17 +29,18 @@ async def process(settings: Settings, endpoints: ep.Endpoints) -> AsyncIterator[
 
 
 async def dead_caller(db: Database, settings: Settings, tenant_id: UUID, sid: UUID) -> UUID:
-    """A hold whose caller died: reserved, never settled, now past its expiry."""
-    hold = await Budgets(db, settings).reserve(tenant_id, 600, session_id=sid, api_key_id=None)
+    """A reservation whose caller died: reserved, never settled, now past its expiry."""
+    budgets = Budgets(db, settings)
+    reservation = await budgets.reserve(tenant_id, 600, session_id=sid, api_key_id=None)
     async with db.admin_connection() as conn:
         await conn.execute(
             "UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = %s",
-            [hold.id],
+            [reservation.id],
         )
-    return hold.id
+    return reservation.id
 
 
-async def test_a_process_making_calls_sweeps_expired_holds_in_the_background(
+async def test_a_process_making_calls_sweeps_expired_reservations_in_the_background(
     db: Database, process: Database, settings: Settings
 ) -> None:
     t = await tenant(db)
@@ -58,12 +59,12 @@ async def test_a_process_making_calls_sweeps_expired_holds_in_the_background(
         if gone["gone"]:
             break
         await asyncio.sleep(0.05)
-    assert gone["gone"], "the expired hold was not swept"
+    assert gone["gone"], "the expired reservation was not swept"
     s = await row(db, "SELECT tokens_reserved, tokens_used FROM sessions WHERE id = %s", sid)
     assert s == {"tokens_reserved": 0, "tokens_used": 0}
 
 
-async def test_a_dead_callers_hold_does_not_refuse_a_call(
+async def test_a_dead_callers_reservation_does_not_refuse_a_call(
     db: Database, process: Database, settings: Settings
 ) -> None:
     t = await tenant(db)

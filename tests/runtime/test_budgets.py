@@ -1,4 +1,4 @@
-"""Budgets in runs: every LLM call of a task holds its budget before it goes out and
+"""Budgets in runs: every LLM call of a task reserves its budget before it goes out and
 settles to what it used; a budget that cannot admit a call fails the task naming the
 budget, with nothing overspent."""
 

@@ -73,7 +73,7 @@ async def calls_per_task(db: Database, table: str, run_id: Any) -> dict[UUID, in
 
 
 async def assert_budget_settled(db: Database, tenant_id: UUID) -> None:
-    """No hold left, and the tenant's month counts exactly what its calls used."""
+    """No reservation left, and the tenant's month counts exactly what its calls used."""
     held = await one(
         db, "SELECT count(*) AS n FROM budget_reservations WHERE tenant_id = %s", tenant_id
     )
@@ -240,7 +240,7 @@ async def run_held(
         arrived.cancel()
         detail = running.result() if running.done() else "still running"
         pytest.fail(f"the tasks did not all reach their finish: {detail}")
-    # Each task's last call holds its budget until the finish settles it.
+    # Each task's last call keeps its budget reserved until the finish settles it.
     held = await one(
         db, "SELECT count(*) AS n FROM budget_reservations WHERE tenant_id = %s", ctx.tenant_id
     )
@@ -289,7 +289,7 @@ async def test_a_task_taken_over_in_a_batch_gets_its_call_and_a_failed_trace_onl
         assert steps[-1]["to_state"] == e["state"]
     assert "COMPLETED" not in [s["to_state"] for s in await transitions(db, failed["id"])]
 
-    # Its call happened: recorded once, with its usage, and its hold settled.
+    # Its call happened: recorded once, with its usage, and its reservation settled.
     ids = {tasks["first"]["id"], second["id"]}
     assert await calls_per_task(db, "llm_calls", run["id"]) == dict.fromkeys(ids, 1)
     assert await calls_per_task(db, "usage_records", run["id"]) == dict.fromkeys(ids, 1)
@@ -351,7 +351,7 @@ async def test_an_item_that_breaks_its_batch_fails_alone_and_the_others_commit(
     assert bad["state"] == "FAILED" and "completion was not written" in bad["error_message"]
 
     # The bad task's call is still recorded, once (the batches that held it rolled back),
-    # and its hold settled.
+    # and its reservation settled.
     ids = {t["id"] for t in tasks.values()}
     assert await calls_per_task(db, "llm_calls", run["id"]) == dict.fromkeys(ids, 1)
     assert await calls_per_task(db, "usage_records", run["id"]) == dict.fromkeys(ids, 1)

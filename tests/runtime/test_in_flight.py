@@ -1,5 +1,5 @@
 """A task whose LLM call is out, against a provider that answers slowly: followers see the
-call go out while it is out, and cancelling the run stops the call, gives its hold back
+call go out while it is out, and cancelling the run stops the call, gives its reservation back
 and appends nothing after the run's terminal event."""
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ async def test_a_slow_call_is_seen_going_out_and_cancel_stops_it(db, settings, c
                 cur = await conn.execute(
                     "SELECT count(*) AS n FROM budget_reservations WHERE tenant_id = %s",
                     [ctx.tenant_id])
-                holds = (await cur.fetchone())["n"]
+                reservations = (await cur.fetchone())["n"]
             assert calls == [{"status": "cancelled", "error": "cancelled by the caller"}]
-            assert reserved == 0 and holds == 0
+            assert reserved == 0 and reservations == 0
             # The answer would have come by now; nothing follows the terminal event.
             await asyncio.sleep(SLOW_S - (loop.time() - sent) + 0.5)
     final = await events_of(client, ctx, run_id)

@@ -3,7 +3,7 @@
 together. A caller alone is written at once, on its own; busy callers share writes, so
 per-transaction costs (round trips, commit, locks on hot rows) are paid once per batch.
 No timer: nothing waits for company that is not already waiting. The runtime starts and
-finishes tasks this way, and budgets take their holds so."""
+finishes tasks this way, and budgets take their reservations so."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ _llms: weakref.WeakKeyDictionary[Database, LLM] = weakref.WeakKeyDictionary()
 
 
 def llm_for(db: Database) -> LLM:
-    """One LLM per database: its budget holds are batched across concurrent requests."""
+    """One LLM per database: its budget reservations are batched across concurrent requests."""
     found = _llms.get(db)
     if found is None:
         found = _llms[db] = LLM(db, db.settings)

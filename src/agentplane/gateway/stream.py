@@ -8,7 +8,7 @@ answers with an error status the SDKs understand, not a stream that breaks.
 
 When the client goes away (EventStream watches for the disconnect, even while nothing
 is being written), the pump's task is cancelled: the call is recorded as cancelled,
-charged for what it generated, and its hold released (agentplane.llm.calls).
+charged for what it generated, and its reservation released (agentplane.llm.calls).
 """
 
 from __future__ import annotations

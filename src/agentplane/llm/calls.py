@@ -1,7 +1,7 @@
 """The call path every agent turn takes: resolve the provider, reserve the budget,
 call the model, then in one durable transaction record the LLM call, its usage
-record and the tokens used on the hold (the journal), and finally settle the hold
-to that use. A failed call is recorded and its hold released. Everything is
+record and the tokens used on the reservation (the journal), and finally settle the reservation
+to that use. A failed call is recorded and its reservation released. Everything is
 tenant-scoped."""
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ class Resolved:
 @dataclass
 class PendingCall:
     """A call that returned but is not recorded yet: the caller records it on its own
-    transaction (LLM.record_in) and settles its hold once that commits (LLM.settle). If
-    the caller dies first, the hold expires and the sweeper releases it."""
+    transaction (LLM.record_in) and settles its reservation once that commits (LLM.settle). If
+    the caller dies first, the reservation expires and the sweeper releases it."""
 
     ctx: CallContext
     row: dict[str, Any]
@@ -113,7 +113,7 @@ class PendingCall:
     id: UUID = field(default_factory=uuid.uuid4)
     """Fixed, so that recording the call twice fails instead of counting it twice."""
     settled: bool = False
-    """Its hold was settled by the transaction that recorded it."""
+    """Its reservation was settled by the transaction that recorded it."""
     cost_usd: Decimal | None = None
     """What recording it priced it at (for the metrics, counted once it commits)."""
     chunks: dict[str, Any] | None = None
@@ -196,7 +196,7 @@ class LLM:
         provider: str | None,
         enforce: bool,
         resolved: Resolved | None = None,
-        hold: Awaitable[Reservation] | None = None,
+        reserved: Awaitable[Reservation] | None = None,
     ) -> tuple[dict[str, Any], Any, ChatRequest, Reservation | None]:
         if resolved is None:
             async with self.db.tenant_connection(ctx.tenant_id) as conn:
@@ -205,25 +205,25 @@ class LLM:
         if resolved.model:
             request = replace(request, model=resolved.model)
         request = self._defaults(request, row)
-        if hold is not None:
-            reservation: Reservation | None = await hold
+        if reserved is not None:
+            reservation: Reservation | None = await reserved
         else:
             reservation = await self._reserve(ctx, self._worst(request)) if enforce else None
         return row, adapter_for(config), request, reservation
 
-    def hold_for(
+    def reserve_ahead(
         self, ctx: CallContext, request: ChatRequest, resolved: Resolved
     ) -> asyncio.Future[Reservation]:
-        """The hold call(request, resolved=...) would take, taken now in the background:
-        a caller that knows its next call early overlaps the hold's round trip with its
-        own work, then passes it to call(hold=...) or releases it (release)."""
+        """The reservation call(request, resolved=...) would take, taken now in the background:
+        a caller that knows its next call early overlaps the reservation's round trip with its
+        own work, then passes it to call(reserved=...) or releases it (release)."""
         tokens = self._worst(self._defaults(request, resolved.row))
         return asyncio.ensure_future(self._reserve(ctx, tokens))
 
-    async def release(self, ctx: CallContext, hold: asyncio.Future[Reservation]) -> None:
-        """Give back a hold from hold_for that no call used."""
+    async def release(self, ctx: CallContext, reserved: asyncio.Future[Reservation]) -> None:
+        """Give back a reservation from reserve_ahead that no call used."""
         with contextlib.suppress(Exception):
-            await self.budgets.settle(ctx.tenant_id, await hold)
+            await self.budgets.settle(ctx.tenant_id, await reserved)
 
     def _sweeper(self) -> Sweeper:
         return sweeper_for(self.db, self.budgets, self.settings.budget_reservation_ttl_s)
@@ -237,7 +237,7 @@ class LLM:
                     ctx.tenant_id, tokens, session_id=ctx.session_id, api_key_id=ctx.api_key_id
                 )
             except BudgetExceeded:
-                # Holds left by callers that died may be what refuses this call.
+                # Reservations left by callers that died may be what refuses this call.
                 if not await sweeper.now():
                     raise
             return await self.budgets.reserve(
@@ -312,14 +312,14 @@ class LLM:
         request: ChatRequest,
         *,
         resolved: Resolved,
-        hold: Awaitable[Reservation] | None = None,
+        reserved: Awaitable[Reservation] | None = None,
     ) -> PendingCall:
         """One model call whose recording the caller folds into its own transaction
         (record_in, then settle after the commit): no transaction of its own when it
-        succeeds. A failed call is recorded at once, as by complete(). `hold`: the call's
-        hold from hold_for, if the caller took it early."""
+        succeeds. A failed call is recorded at once, as by complete(). `reserved`: the call's
+        reservation from reserve_ahead, if the caller took it early."""
         row, adapter, sent, reservation = await self._prepare(
-            ctx, request, None, True, resolved, hold
+            ctx, request, None, True, resolved, reserved
         )
         started, t0 = clock.now(), time.perf_counter()
         try:
@@ -341,7 +341,7 @@ class LLM:
         return await self._write(conn, pending, False)
 
     async def record(self, pending: PendingCall) -> CallOutcome:
-        """Record a pending call in a transaction of its own, then settle its hold."""
+        """Record a pending call in a transaction of its own, then settle its reservation."""
         async with self.db.tenant_connection(pending.ctx.tenant_id) as conn:
             outcome = await self.record_in(conn, pending)
         await self.settle(pending)
@@ -349,7 +349,7 @@ class LLM:
 
     async def settle(self, pending: PendingCall) -> None:
         """After the transaction that recorded the call has committed: from then on it
-        counts in the metrics (once: every recorded call is settled once), and its hold
+        counts in the metrics (once: every recorded call is settled once), and its reservation
         is settled."""
         metrics.llm_call(
             pending.row["name"], pending.request.model, pending.status, pending.result,
@@ -372,7 +372,7 @@ class LLM:
         that fails before its first delta gives way to its fallback, as in complete();
         after one, the caller has text already and gets the error. A stream that ends
         early after its first delta (the caller closes it, or the provider breaks off) is
-        charged for what it generated, counted here, and its hold is released."""
+        charged for what it generated, counted here, and its reservation is released."""
         timing = timing or Timing()
         if resolved is None:
             async with self.db.tenant_pipeline(ctx.tenant_id) as conn:
@@ -419,7 +419,7 @@ class LLM:
                     cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
                     status = "cancelled" if cancelled else "failed"
                     error = _error_text(exc, adapter.redact)
-                    # Shielded: the hold must be settled even while the caller is cancelled.
+                    # Shielded: the reservation must be settled even while the caller is cancelled.
                     await asyncio.shield(
                         self._record(
                             ctx, row, sent, reservation, started, t0, partial, True,
@@ -602,7 +602,7 @@ class LLM:
     async def _write(
         self, conn: Connection, pending: PendingCall, stream: bool, settle_now: bool = False
     ) -> CallOutcome:
-        """`settle_now`: the hold is settled on this transaction, which is the call's own
+        """`settle_now`: the reservation is settled on this transaction, which is the call's own
         and short (one round trip fewer than settling after it; the budget rows stay
         locked until it commits). Otherwise it is journaled, and settled after the
         caller's transaction commits (settle)."""
@@ -724,7 +724,7 @@ class LLM:
         cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
         call.update(status="cancelled" if cancelled else "failed", error=_error_text(exc, redact))
         metrics.llm_call(row["name"], request.model, "failed", latency_ms=call["latency_ms"])
-        # Shielded: the hold must be given back even when the caller is being cancelled.
+        # Shielded: the reservation must be given back even when the caller is being cancelled.
         await asyncio.shield(self._write_failure(ctx, row, reservation, call))
 
     async def _write_failure(
@@ -743,7 +743,7 @@ class LLM:
                     await store.record_health(
                         conn, row["id"], False, call["latency_ms"], call["error"]
                     )
-        except AgentplaneError as exc:  # the call's own error matters more; the hold expires
+        except AgentplaneError as exc:  # the call's own error matters more; the reservation expires
             log.error("could not record a failed LLM call: %s", exc.detail)
 
 

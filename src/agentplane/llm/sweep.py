@@ -1,9 +1,9 @@
-"""The sweep of expired budget holds, run by every process that reserves budgets: a
-caller that died mid-call leaves its hold behind, and the sweep gives it back (settled to
+"""The sweep of expired budget reservations, run by every process that reserves budgets: a
+caller that died mid-call leaves its reservation behind, and the sweep gives it back (settled to
 the use journaled for it, if any).
 
 It runs on its own in two ways: in the background once per interval while the process
-makes calls, and at once before a refusal is final (a dead caller's hold must not be
+makes calls, and at once before a refusal is final (a dead caller's reservation must not be
 what refuses a call). One sweep at a time per process; all tenants at once.
 """
 
@@ -42,8 +42,8 @@ class Sweeper:
             self.running = asyncio.create_task(self._sweep(), name="budget-sweep")
 
     async def now(self) -> int:
-        """Sweep (or join the sweep under way); the number of holds given back. Within a
-        second of the last sweep, none: holds expire on a scale of seconds, and a burst of
+        """Sweep (or join the sweep under way); the number of reservations given back. Within a
+        second of the last sweep, none: reservations expire on a scale of seconds, and a burst of
         refused calls must not become a burst of sweeps."""
         if self._idle():
             if time.monotonic() - self.last < REFUSAL_GAP_S:
@@ -55,7 +55,7 @@ class Sweeper:
         try:
             released = await self.budgets.release_expired()
             if released:
-                log.info("released %d expired budget holds", released)
+                log.info("released %d expired budget reservations", released)
             return released
         except AgentplaneError as exc:  # the next sweep tries again
             log.warning("budget sweep failed: %s", exc.detail)
@@ -70,7 +70,7 @@ _sweepers: weakref.WeakKeyDictionary[Database, Sweeper] = weakref.WeakKeyDiction
 
 def sweeper_for(db: Database, budgets: Budgets, ttl_s: float) -> Sweeper:
     """The process's sweeper for this database (callers make an LLM per request): it
-    sweeps a few times per hold lifetime `ttl_s`, and at least once a minute."""
+    sweeps a few times per reservation lifetime `ttl_s`, and at least once a minute."""
     found = _sweepers.get(db)
     if found is None:
         found = _sweepers[db] = Sweeper(budgets, max(1.0, min(60.0, ttl_s / 4)))

@@ -17,7 +17,7 @@ _TOKEN = re.compile(r"\w{1,8}|[^\w\s]")
 MESSAGE_OVERHEAD = 4  # role and separators, as chat formats add them
 
 
-# A prompt's messages are counted for the call's budget hold, then again by a provider
+# A prompt's messages are counted for the call's budget reservation, then again by a provider
 # that counts locally (offline): the messages of the calls in flight fit the cache.
 @lru_cache(maxsize=128)
 def count_tokens(text: str) -> int:

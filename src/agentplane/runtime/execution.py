@@ -56,10 +56,10 @@ class Execution:
     resolved: Resolved | AgentplaneError | None = None
     """The provider, resolved when the task starts (or why it could not be)."""
     pending: list[PendingCall] = field(default_factory=list)
-    """LLM calls recorded with the finish transaction; their holds settle after it."""
+    """LLM calls recorded with the finish transaction; their reservations settle after it."""
     offered: list[dict[str, Any]] = field(default_factory=list)
-    hold: asyncio.Future[Reservation] | None = None
-    """The budget hold of the execution's first LLM call, taken while the task starts."""
+    reserved: asyncio.Future[Reservation] | None = None
+    """The budget reservation of the execution's first LLM call, taken while the task starts."""
     written: int = 0
     """How many of the messages the agent execution's row has (they are only appended)."""
     """The tool specs offered to the model."""

@@ -4,12 +4,12 @@ every call is recorded with usage and checked against budgets) and tool calls.
 A task's writes are one transaction to start (task running, agent execution opened,
 events), one per stateful tool call or LLM call that asks for tools, and one to finish
 (the last LLM call's record, output, trace, dependants released and queued, run
-counters, agent totals delta, events, the call's hold settled), so that its effects
+counters, agent totals delta, events, the call's reservation settled), so that its effects
 commit together or not at all. Starts and finishes go through group commit (db/batcher.py):
 the tasks of a tenant that start or finish while one such transaction is in flight share
 the next one, written by one SQL call (runtime_start, runtime_complete), so a busy worker
 pays round trips, commits and the locks of a run's row once per batch rather than per
-task. A batch locks runs, then tasks, each in id order. Budget holds are taken before
+task. A batch locks runs, then tasks, each in id order. Budget reservations are taken before
 each call on their own; the finish settles them last, just before it commits, so the
 tenant's budget row is held only while it commits.
 """
@@ -74,9 +74,9 @@ class Executor(Starting, ToolRounds, Finishing):
         try:
             return await self._run(execution, stop)
         finally:
-            hold, execution.hold = execution.hold, None
-            if hold is not None:  # no call used it: given back now
-                await self.llm.release(self._context(execution), hold)
+            reserved, execution.reserved = execution.reserved, None
+            if reserved is not None:  # no call used it: given back now
+                await self.llm.release(self._context(execution), reserved)
 
     async def _run(
         self, execution: Execution, stop: Callable[[], Awaitable[Any]] | None = None
@@ -115,7 +115,7 @@ class Executor(Starting, ToolRounds, Finishing):
             )
 
     async def _finish(self, execution: Execution, writing: Any) -> str:
-        """Settle the holds of the calls the finish transaction recorded; if it did not
+        """Settle the reservations of the calls the finish transaction recorded; if it did not
         commit, record them on their own so that no call's usage is lost."""
         pending = list(execution.pending)
         try:
@@ -138,7 +138,7 @@ class Executor(Starting, ToolRounds, Finishing):
         self, execution: Execution, deadline: float, stop: Callable[[], Awaitable[Any]] | None
     ) -> dict[str, Any]:
         """The machine, unless its deadline passes (TimeoutError) or `stop` returns first
-        (Stopped). Either cancels it, and with it its provider call, whose hold the LLM
+        (Stopped). Either cancels it, and with it its provider call, whose reservation the LLM
         layer gives back; what the execution had not written is dropped with it."""
         machine = asyncio.ensure_future(self._machine(execution))
         stopped = asyncio.ensure_future(stop()) if stop is not None else None
@@ -156,7 +156,7 @@ class Executor(Starting, ToolRounds, Finishing):
             if not machine.done():
                 machine.cancel()
                 with contextlib.suppress(BaseException):
-                    await machine  # its cancelled call is recorded and its hold settled
+                    await machine  # its cancelled call is recorded and its reservation settled
 
     async def _machine(self, execution: Execution) -> dict[str, Any]:
         if execution.machine.state == "ANALYZING":
@@ -215,10 +215,11 @@ class Executor(Starting, ToolRounds, Finishing):
                     tools_offered=len(request.tools or ()),
                 )
             )
-            hold, execution.hold = execution.hold, None
+            reserved, execution.reserved = execution.reserved, None
             try:
                 call = await self._live(
-                    execution, self.llm.call(ctx, request, resolved=execution.resolved, hold=hold)
+                    execution,
+                    self.llm.call(ctx, request, resolved=execution.resolved, reserved=reserved),
                 )
             except BudgetExceeded as exc:
                 execution.events.append(

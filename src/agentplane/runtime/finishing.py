@@ -64,7 +64,7 @@ class Finishing:
         """The finish of completed tasks of one tenant, in one transaction of two round
         trips: their LLM calls' prices, then runtime_complete (calls, traces, outputs,
         dependants released and queued, run counters, agent totals deltas, events, the
-        runs they complete), the calls' holds settled and COMMIT, sent together so that
+        runs they complete), the calls' reservations settled and COMMIT, sent together so that
         the runs' rows are locked only while the server works. A task no longer running
         under its dispatch (cancelled, taken over) gets its calls, then a FAILED trace of
         its own."""
@@ -104,14 +104,14 @@ class Finishing:
             wanted = [LLM.priced_as(call) for _, call in calls]
             found = iter(await llm_store.prices_at(conn, [w for ws in wanted for w in ws]))
             batch = Completions()
-            holds = []
+            reservations = []
             for (execution, call), ws in zip(calls, wanted, strict=True):
                 row, usage, outcome = self.llm.ledger(call, [next(found) for _ in ws])
                 batch.calls.append(row)
                 batch.usage.append(usage)
                 if call.reservation is not None:
                     used = call.result.prompt_tokens + call.result.completion_tokens
-                    holds.append((call.reservation, used))
+                    reservations.append((call.reservation, used))
                 self._place(execution, call, outcome)
             for execution, output in finished:
                 batch.add(execution, output)
@@ -119,7 +119,7 @@ class Finishing:
             for _, call in calls:
                 if call.row["tenant_id"] is not None:
                     await llm_store.record_health(conn, call.row["id"], True, call.latency_ms, None)
-            await Budgets.settle_used_in(conn, holds)
+            await Budgets.settle_used_in(conn, reservations)
         return await rt.read_complete_batch(done)
 
     async def _trace_skipped(self, tenant_id: UUID, skipped: list[Execution]) -> None:

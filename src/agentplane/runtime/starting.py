@@ -47,23 +47,23 @@ class Starting:
                     out.append(await self._begin(conn, tenant_id, dispatch, run, task, ctx, batch))
                 if batch.executions or batch.events:
                     await rt.start_batch(conn, batch.dump())
-                # Each execution's first call is known: its hold goes out beside the commit.
+                # Each execution's first call is known: its reservation goes out beside the commit.
                 for execution in out:
                     if isinstance(execution, Execution) and not isinstance(
                         execution.resolved, AgentplaneError
                     ):
-                        execution.hold = self.llm.hold_for(
+                        execution.reserved = self.llm.reserve_ahead(
                             self._context(execution),
                             self._request(execution, 0),
                             execution.resolved,
                         )
         except BaseException:
-            # Not started after all (each is tried again on its own): their holds go back,
+            # Not started after all (each is tried again on its own): their reservations go back,
             # in the background, as nothing waits for them.
             for execution in out:
-                if isinstance(execution, Execution) and execution.hold is not None:
+                if isinstance(execution, Execution) and execution.reserved is not None:
                     task = asyncio.ensure_future(
-                        self.llm.release(self._context(execution), execution.hold)
+                        self.llm.release(self._context(execution), execution.reserved)
                     )
                     self._releasing.add(task)
                     task.add_done_callback(self._releasing.discard)

@@ -23,7 +23,7 @@ async def reserve(
 ) -> UUID:
     """One statement on an autocommit connection (it sets the tenant itself)."""
     cur = await conn.execute(
-        "SELECT llm_reserve(%s, %s, %s, %s, make_interval(secs => %s), %s) AS id",
+        "SELECT usage_reserve(%s, %s, %s, %s, make_interval(secs => %s), %s) AS id",
         [tenant_id, session_id, api_key_id, tokens, ttl_s, f"{lock_timeout_ms}ms"],
     )
     return (await cur.fetchone())["id"]
@@ -32,22 +32,22 @@ async def reserve(
 async def reserve_many(
     conn: Connection,
     tenant_id: UUID,
-    holds: list[tuple[int, UUID | None, UUID | None]],
+    reservations: list[tuple[int, UUID | None, UUID | None]],
     ttl_s: int,
     lock_timeout_ms: int,
 ) -> list[dict[str, Any]]:
     """One statement on an autocommit connection (it sets the tenant itself): for each
-    (tokens, session, API key), {"id": hold} or {"code": SQLSTATE, "message": refusal}."""
+    (tokens, session, API key), {"id": reservation} or {"code": SQLSTATE, "message": refusal}."""
     cur = await conn.execute(
-        "SELECT llm_reserve_many(%s, %s, make_interval(secs => %s), %s) AS holds",
+        "SELECT usage_reserve_many(%s, %s, make_interval(secs => %s), %s) AS reservations",
         [
             tenant_id,
-            Jsonb([{"tokens": t, "session_id": s, "api_key_id": k} for t, s, k in holds]),
+            Jsonb([{"tokens": t, "session_id": s, "api_key_id": k} for t, s, k in reservations]),
             ttl_s,
             f"{lock_timeout_ms}ms",
         ],
     )
-    return (await cur.fetchone())["holds"]
+    return (await cur.fetchone())["reservations"]
 
 
 async def journal(
@@ -58,13 +58,13 @@ async def journal(
     used: int,
 ) -> None:
     await conn.execute(
-        "SELECT llm_journal(%s, %s, %s, %s)", [reservation_id, session_id, api_key_id, used]
+        "SELECT usage_journal(%s, %s, %s, %s)", [reservation_id, session_id, api_key_id, used]
     )
 
 
 async def settle(conn: Connection, tenant_id: UUID, reservation_id: UUID) -> None:
     """One statement, on an autocommit connection or inside a tenant transaction."""
-    await conn.execute("SELECT llm_settle(%s, %s)", [tenant_id, reservation_id])
+    await conn.execute("SELECT usage_settle(%s, %s)", [tenant_id, reservation_id])
 
 
 async def settle_many(
@@ -74,15 +74,15 @@ async def settle_many(
     api_key_ids: list[UUID | None],
     used: list[int],
 ) -> None:
-    """Holds settled to what their calls used, in the transaction recording the calls."""
+    """Reservations settled to what their calls used, in the transaction recording the calls."""
     await conn.execute(
-        "SELECT llm_settle_many(%s::uuid[], %s::uuid[], %s::uuid[], %s::bigint[])",
+        "SELECT usage_settle_many(%s::uuid[], %s::uuid[], %s::uuid[], %s::bigint[])",
         [reservation_ids, session_ids, api_key_ids, used],
     )
 
 
 async def release_expired(conn: Connection) -> int:
-    cur = await conn.execute("SELECT llm_release_expired() AS n")
+    cur = await conn.execute("SELECT usage_release_expired() AS n")
     return (await cur.fetchone())["n"]
 
 

@@ -1,7 +1,7 @@
 -- The current definitions: a change here goes with a revision that applies this file
 -- (see agentplane.db.migrations).
 --
--- Token budgets: holds taken before an LLM call and settled after it.
+-- Token budgets: reservations taken before an LLM call and settled after it.
 --
 -- Budgets live in three counters (session, API key, tenant month), always locked in that
 -- order so concurrent reservations cannot deadlock. Each counter is taken with one
@@ -14,12 +14,12 @@
 -- client round trip) and commit asynchronously (synchronous_commit off), so the hot
 -- tenant row is locked for microseconds rather than for a WAL flush. That is safe: WAL is
 -- sequential, so the durable journal commit that follows also makes the earlier reserve
--- durable; a settle lost in a crash leaves its journaled hold, which the sweeper settles
+-- durable; a settle lost in a crash leaves its journaled reservation, which the sweeper settles
 -- to the journaled amount.
 
 -- Called as one autocommit statement: it sets its tenant (row-level security applies as
 -- on any tenant connection) and its row locks end with the statement.
-CREATE OR REPLACE FUNCTION llm_reserve(p_tenant uuid, p_session uuid, p_api_key uuid,
+CREATE OR REPLACE FUNCTION usage_reserve(p_tenant uuid, p_session uuid, p_api_key uuid,
                                        p_tokens bigint, p_ttl interval, p_lock_timeout text)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
@@ -91,16 +91,16 @@ BEGIN
     RETURN v_id;
 END $$;
 
--- Holds for many calls of one tenant at once: {"id": hold} for each, in order, or for a
--- refusal {"code": SQLSTATE, "message": ...}. A batch of holds without sessions or API
+-- Reservations for many calls of one tenant at once: {"id": reservation} for each, in
+-- order, or for a refusal {"code": SQLSTATE, "message": ...}. A batch without sessions or API
 -- key budgets that fits the tenant's limit as a whole is one update of the tenant's row
--- and one insert; any other batch is taken hold by hold (llm_reserve_each).
-CREATE OR REPLACE FUNCTION llm_reserve_many(p_tenant uuid, p_holds jsonb, p_ttl interval,
+-- and one insert; any other batch is taken one by one (usage_reserve_each).
+CREATE OR REPLACE FUNCTION usage_reserve_many(p_tenant uuid, p_reservations jsonb, p_ttl interval,
                                  p_lock_timeout text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_month date := date_trunc('month', now())::date;
-    v_n integer := jsonb_array_length(p_holds);
+    v_n integer := jsonb_array_length(p_reservations);
     v_sum bigint;
     v_plain boolean;
     v_ids uuid[];
@@ -110,7 +110,7 @@ BEGIN
     SELECT sum((x->>'tokens')::bigint),
            bool_and(x->>'session_id' IS NULL AND x->>'api_key_id' IS NULL
                     AND (x->>'tokens')::bigint >= 0)
-    INTO v_sum, v_plain FROM jsonb_array_elements(p_holds) x;
+    INTO v_sum, v_plain FROM jsonb_array_elements(p_reservations) x;
     IF v_plain AND app_current_tenant() IS NOT NULL THEN
         -- The tenant's limit only: if the whole batch fits, it is one update and one insert.
         PERFORM set_config('synchronous_commit', 'off', true);
@@ -126,21 +126,21 @@ BEGIN
             v_ids := ARRAY(SELECT gen_random_uuid() FROM generate_series(1, v_n));
             INSERT INTO budget_reservations (id, tenant_id, tokens, expires_at)
             SELECT v_ids[x.i], p_tenant, x.tokens, now() + p_ttl
-            FROM ROWS FROM (jsonb_to_recordset(p_holds) AS (tokens bigint))
+            FROM ROWS FROM (jsonb_to_recordset(p_reservations) AS (tokens bigint))
                  WITH ORDINALITY AS x(tokens, i);
             RETURN (SELECT jsonb_agg(jsonb_build_object('id', id) ORDER BY i)
                     FROM unnest(v_ids) WITH ORDINALITY AS u(id, i));
         END IF;
     END IF;
-    RETURN llm_reserve_each(p_tenant, p_holds, p_ttl, p_lock_timeout);
+    RETURN usage_reserve_each(p_tenant, p_reservations, p_ttl, p_lock_timeout);
 END $$;
 
--- Holds for many calls of one tenant, each taken (or refused) as llm_reserve takes it:
--- the result has, in order, {"id": hold} or {"code": SQLSTATE, "message": ...} for a
+-- Reservations for many calls of one tenant, each taken (or refused) as usage_reserve
+-- takes it: the result has, in order, {"id": reservation} or {"code": SQLSTATE, "message": ...} for a
 -- refusal. The sessions and API key budgets are locked first, in id order, before the
--- tenant's row: llm_reserve's order, so that batches and single holds never deadlock.
--- Each hold is a subtransaction: a refusal undoes its own updates only.
-CREATE OR REPLACE FUNCTION llm_reserve_each(p_tenant uuid, p_holds jsonb, p_ttl interval,
+-- tenant's row: usage_reserve's order, so that batches and single reservations never deadlock.
+-- Each reservation is a subtransaction: a refusal undoes its own updates only.
+CREATE OR REPLACE FUNCTION usage_reserve_each(p_tenant uuid, p_reservations jsonb, p_ttl interval,
                                  p_lock_timeout text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -151,16 +151,16 @@ BEGIN
     PERFORM set_config('app.tenant_id', p_tenant::text, true);
     PERFORM set_config('lock_timeout', p_lock_timeout, true);
     PERFORM 1 FROM sessions
-    WHERE id IN (SELECT (x->>'session_id')::uuid FROM jsonb_array_elements(p_holds) x)
+    WHERE id IN (SELECT (x->>'session_id')::uuid FROM jsonb_array_elements(p_reservations) x)
     ORDER BY id FOR NO KEY UPDATE;
     PERFORM 1 FROM api_key_budgets
-    WHERE api_key_id IN (SELECT (x->>'api_key_id')::uuid FROM jsonb_array_elements(p_holds) x)
+    WHERE api_key_id IN (SELECT (x->>'api_key_id')::uuid FROM jsonb_array_elements(p_reservations) x)
     ORDER BY api_key_id FOR NO KEY UPDATE;
-    FOR h IN SELECT * FROM jsonb_to_recordset(p_holds)
+    FOR h IN SELECT * FROM jsonb_to_recordset(p_reservations)
                  AS x(session_id uuid, api_key_id uuid, tokens bigint)
     LOOP
         BEGIN
-            v_id := llm_reserve(p_tenant, h.session_id, h.api_key_id, h.tokens, p_ttl,
+            v_id := usage_reserve(p_tenant, h.session_id, h.api_key_id, h.tokens, p_ttl,
                                 p_lock_timeout);
             v_out := v_out || jsonb_build_object('id', v_id);
         EXCEPTION WHEN SQLSTATE 'AP402' OR SQLSTATE 'AP404' OR SQLSTATE 'AP409'
@@ -172,9 +172,9 @@ BEGIN
 END $$;
 
 -- In the transaction that writes the call's ledger rows: note what the call used on its
--- hold. Without a hold (fail-open, or swept because the call outlived it) the usage is
+-- reservation. Without one (fail-open, or swept because the call outlived it) the usage is
 -- applied to the counters right here instead.
-CREATE OR REPLACE FUNCTION llm_journal(p_reservation uuid, p_session uuid, p_api_key uuid,
+CREATE OR REPLACE FUNCTION usage_journal(p_reservation uuid, p_session uuid, p_api_key uuid,
                                        p_used bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -184,12 +184,12 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    PERFORM llm_apply_usage(app_current_tenant(), p_session, p_api_key, 0, p_used);
+    PERFORM usage_apply(app_current_tenant(), p_session, p_api_key, 0, p_used);
 END $$;
 
--- Turns a hold into its journaled use (none journaled: a release). Exactly once: whoever
--- deletes the hold (the caller here, or the sweeper) applies it.
-CREATE OR REPLACE FUNCTION llm_settle(p_tenant uuid, p_reservation uuid)
+-- Turns a reservation into its journaled use (none journaled: a release). Exactly once:
+-- whoever deletes the reservation (the caller here, or the sweeper) applies it.
+CREATE OR REPLACE FUNCTION usage_settle(p_tenant uuid, p_reservation uuid)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     r record;
@@ -198,23 +198,23 @@ BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     DELETE FROM budget_reservations WHERE id = p_reservation RETURNING * INTO r;
     IF FOUND THEN
-        PERFORM llm_apply_usage(r.tenant_id, r.session_id, r.api_key_id, r.tokens,
+        PERFORM usage_apply(r.tenant_id, r.session_id, r.api_key_id, r.tokens,
                                 coalesce(r.used, 0));
     END IF;
 END $$;
 
--- Settle holds, each to what its call used (a hold that is gone, swept or never taken
+-- Settle reservations, each to what its call used (one that is gone, swept or never taken
 -- (NULL), has its use applied directly), in the transaction that records the calls.
--- Rows are locked in llm_reserve's order: sessions, API key budgets, then the tenant;
+-- Rows are locked in usage_reserve's order: sessions, API key budgets, then the tenant;
 -- each session, API key budget and the tenant is updated once, with the batch's sums
--- (holds are never negative, so clamping the sum at zero is clamping each step).
-CREATE OR REPLACE FUNCTION llm_settle_many(p_ids uuid[], p_sessions uuid[], p_keys uuid[],
+-- (reservations are never negative, so clamping the sum at zero is clamping each step).
+CREATE OR REPLACE FUNCTION usage_settle_many(p_ids uuid[], p_sessions uuid[], p_keys uuid[],
                                            p_used bigint[])
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_tenant uuid := app_current_tenant();
     v_n bigint;
-    v_held bigint;
+    v_reserved bigint;
     v_used bigint;
 BEGIN
     PERFORM 1 FROM sessions WHERE id = ANY(p_sessions) ORDER BY id FOR NO KEY UPDATE;
@@ -244,28 +244,28 @@ BEGIN
               FROM r WHERE api_key_id IS NOT NULL GROUP BY api_key_id) g
         WHERE k.api_key_id = g.api_key_id
     )
-    SELECT count(*), sum(held)::bigint, sum(used)::bigint INTO v_n, v_held, v_used FROM r;
+    SELECT count(*), sum(held)::bigint, sum(used)::bigint INTO v_n, v_reserved, v_used FROM r;
     IF v_n > 0 THEN
-        PERFORM llm_apply_usage(v_tenant, NULL, NULL, v_held, v_used);  -- the tenant's row
+        PERFORM usage_apply(v_tenant, NULL, NULL, v_reserved, v_used);  -- the tenant's row
     END IF;
 END $$;
 
--- What a settled hold (held tokens) and its call's use do to the three counters.
-CREATE OR REPLACE FUNCTION llm_apply_usage(p_tenant uuid, p_session uuid, p_api_key uuid,
-                                p_held bigint, p_used bigint)
+-- What a settled reservation (its tokens) and its call's use do to the three counters.
+CREATE OR REPLACE FUNCTION usage_apply(p_tenant uuid, p_session uuid, p_api_key uuid,
+                                p_reserved bigint, p_used bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_month date := date_trunc('month', now())::date;
 BEGIN
     IF p_session IS NOT NULL THEN
-        UPDATE sessions SET tokens_reserved = greatest(tokens_reserved - p_held, 0),
+        UPDATE sessions SET tokens_reserved = greatest(tokens_reserved - p_reserved, 0),
             tokens_used = tokens_used + p_used,
             request_count = request_count + (p_used > 0)::int,
             last_activity = now()
         WHERE id = p_session;
     END IF;
     IF p_api_key IS NOT NULL THEN
-        UPDATE api_key_budgets SET tokens_reserved = greatest(tokens_reserved - p_held, 0),
+        UPDATE api_key_budgets SET tokens_reserved = greatest(tokens_reserved - p_reserved, 0),
             tokens_used = tokens_used + p_used, updated_at = now()
         WHERE api_key_id = p_api_key;
     END IF;
@@ -273,21 +273,61 @@ BEGIN
         monthly_token_usage =
             CASE WHEN usage_month = v_month THEN monthly_token_usage ELSE 0 END + p_used,
         usage_month = v_month,
-        tokens_reserved = greatest(tokens_reserved - p_held, 0)
+        tokens_reserved = greatest(tokens_reserved - p_reserved, 0)
     WHERE id = p_tenant;
 END $$;
 
--- Settles the holds of callers that died mid-call (to their journaled use, if any).
+-- Settles the reservations of callers that died mid-call (to their journaled use, if any).
 -- Runs as the owner (all tenants).
-CREATE OR REPLACE FUNCTION llm_release_expired() RETURNS integer LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION usage_release_expired() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     r record;
     n integer := 0;
 BEGIN
     FOR r IN DELETE FROM budget_reservations WHERE expires_at < now() RETURNING * LOOP
-        PERFORM llm_apply_usage(r.tenant_id, r.session_id, r.api_key_id, r.tokens,
+        PERFORM usage_apply(r.tenant_id, r.session_id, r.api_key_id, r.tokens,
                                 coalesce(r.used, 0));
         n := n + 1;
     END LOOP;
     RETURN n;
 END $$;
+
+-- The names of the previous release (llm_*), kept so that its workers keep working beside
+-- these during a rolling deploy; a later revision drops them.
+CREATE OR REPLACE FUNCTION llm_reserve(p_tenant uuid, p_session uuid, p_api_key uuid,
+                                       p_tokens bigint, p_ttl interval, p_lock_timeout text)
+RETURNS uuid LANGUAGE sql AS $$
+    SELECT usage_reserve(p_tenant, p_session, p_api_key, p_tokens, p_ttl, p_lock_timeout)
+$$;
+CREATE OR REPLACE FUNCTION llm_reserve_many(p_tenant uuid, p_holds jsonb, p_ttl interval,
+                                 p_lock_timeout text)
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT usage_reserve_many(p_tenant, p_holds, p_ttl, p_lock_timeout)
+$$;
+CREATE OR REPLACE FUNCTION llm_reserve_each(p_tenant uuid, p_holds jsonb, p_ttl interval,
+                                 p_lock_timeout text)
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT usage_reserve_each(p_tenant, p_holds, p_ttl, p_lock_timeout)
+$$;
+CREATE OR REPLACE FUNCTION llm_journal(p_reservation uuid, p_session uuid, p_api_key uuid,
+                                       p_used bigint)
+RETURNS void LANGUAGE sql AS $$
+    SELECT usage_journal(p_reservation, p_session, p_api_key, p_used)
+$$;
+CREATE OR REPLACE FUNCTION llm_settle(p_tenant uuid, p_reservation uuid)
+RETURNS void LANGUAGE sql AS $$
+    SELECT usage_settle(p_tenant, p_reservation)
+$$;
+CREATE OR REPLACE FUNCTION llm_settle_many(p_ids uuid[], p_sessions uuid[], p_keys uuid[],
+                                           p_used bigint[])
+RETURNS void LANGUAGE sql AS $$
+    SELECT usage_settle_many(p_ids, p_sessions, p_keys, p_used)
+$$;
+CREATE OR REPLACE FUNCTION llm_apply_usage(p_tenant uuid, p_session uuid, p_api_key uuid,
+                                p_held bigint, p_used bigint)
+RETURNS void LANGUAGE sql AS $$
+    SELECT usage_apply(p_tenant, p_session, p_api_key, p_held, p_used)
+$$;
+CREATE OR REPLACE FUNCTION llm_release_expired() RETURNS integer LANGUAGE sql AS $$
+    SELECT usage_release_expired()
+$$;
