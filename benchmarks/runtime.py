@@ -146,7 +146,7 @@ async def setup(home: Path, port: int) -> tuple[Database, Settings, Principal]:
     from agentplane.agents.models import AgentIn
     from agentplane.tenancy import tenants
     from agentplane.tenancy.users import NewUser
-    from agentplane.workflows import service
+    from agentplane.workflows.definitions import save_workflow
     from agentplane.workflows.models import WorkflowIn
 
     conf = Settings(
@@ -177,7 +177,7 @@ async def setup(home: Path, port: int) -> tuple[Database, Settings, Principal]:
             conn, AgentIn(id="bench", name="Bench", role="benchmark", max_tokens=64)
         )
         for definition in (CHAIN, FAN):
-            await service.save_workflow(conn, WorkflowIn(definition=definition), user)
+            await save_workflow(conn, WorkflowIn(definition=definition), user)
     return db, conf, principal
 
 
@@ -241,8 +241,8 @@ async def measure(
     meter: Meter,
     concurrency: int = 16,
 ) -> dict[str, float]:
-    from agentplane.workflows import service
     from agentplane.workflows.models import RunIn
+    from agentplane.workflows.runs import create_run
 
     procs = [
         await asyncio.create_subprocess_exec(
@@ -265,7 +265,7 @@ async def measure(
         ids = []
         async with db.tenant_connection(principal.tenant_id) as conn:
             for _ in range(runs):
-                run = await service.create_run(conn, db, principal, RunIn(workflow=workflow))
+                run = await create_run(conn, db, principal, RunIn(workflow=workflow))
                 ids.append(run.id)
         server_before = meter.server_cpu()
         started = time.perf_counter()

@@ -14,7 +14,7 @@ from agentplane.errors import NotFound
 from agentplane.tenancy import store as tenancy_store
 from agentplane.tenancy import tenants
 from agentplane.tenancy.users import NewUser
-from agentplane.workflows import service
+from agentplane.workflows import definitions
 from agentplane.workflows.models import WorkflowIn
 
 TENANT = "demo"
@@ -123,6 +123,6 @@ async def seed(db: Any, principal: Any) -> None:
             if spec["id"] not in existing:
                 await agents.create(conn, AgentIn(**spec, max_tokens=400))
         try:
-            await service.get_workflow(conn, "code-review")
+            await definitions.get_workflow(conn, "code-review")
         except NotFound:
-            await service.save_workflow(conn, WorkflowIn(source=WORKFLOW), principal.user_id)
+            await definitions.save_workflow(conn, WorkflowIn(source=WORKFLOW), principal.user_id)

@@ -19,7 +19,7 @@ from agentplane.usage import reports
 from agentplane.web import charts, http
 from agentplane.web.http import Posted, WebRoute, WebUser
 from agentplane.web.templating import duration, money, number, page
-from agentplane.workflows import service as workflows
+from agentplane.workflows.runs import list_runs
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 User = Annotated[WebUser, Depends(http.signed_in)]
@@ -49,7 +49,7 @@ async def show_agent(request: Request, user: User, slug: str) -> HTMLResponse:
         instances = await agents.list_instances(conn, slug)
         metrics = await reports.agent_metrics(conn, slug, period="day", since="30d",
                                               until=None) if user.can("usage:read") else None
-        runs = (await workflows.list_runs(conn, agent=slug, limit=10)).items \
+        runs = (await list_runs(conn, agent=slug, limit=10)).items \
             if user.can("runs:read") else []
     series: dict[str, Any] = {}
     if metrics is not None:

@@ -12,7 +12,7 @@ from agentplane.usage import reports
 from agentplane.web import charts, http
 from agentplane.web.http import WebRoute, WebUser
 from agentplane.web.templating import duration, money, number, page, percent
-from agentplane.workflows import service as workflows
+from agentplane.workflows.runs import list_runs
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 User = Annotated[WebUser, Depends(http.signed_in)]
@@ -27,7 +27,7 @@ async def overview(request: Request, user: User) -> HTMLResponse:
         days = "7"
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
         ov = await reports.overview(conn, since=f"{days}d")
-        recent = (await workflows.list_runs(conn, limit=8)).items if user.can("runs:read") else []
+        recent = (await list_runs(conn, limit=8)).items if user.can("runs:read") else []
     labels = [d.period_start.isoformat() for d in ov.days]
 
     def spark(values: list, shown=number, bad: bool = False, name: str = "") -> str:

@@ -22,7 +22,7 @@ from agentplane.llm import service as llm
 from agentplane.web import charts, graph, http
 from agentplane.web.http import Posted, WebRoute, WebUser
 from agentplane.web.templating import fragment, page, render
-from agentplane.workflows import service as workflows
+from agentplane.workflows import control, runs
 from agentplane.workflows.models import TERMINAL, Run, RunTree
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -85,7 +85,7 @@ async def _runs(request: Request, user: WebUser) -> dict[str, Any]:
     if not problems:
         try:
             async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-                found = await workflows.list_runs(conn, cursor=cursor, limit=PAGE, **filters)
+                found = await runs.list_runs(conn, cursor=cursor, limit=PAGE, **filters)
             items, next_cursor = found.items, found.next_cursor
         except ValidationFailed:
             problems["cursor"] = "not a page of this list: start again from the first"
@@ -167,8 +167,8 @@ async def _load(request: Request, user: WebUser, run_ref: str) -> dict[str, Any]
     run_id = http.parse_uuid(run_ref, "run")
     db = http.db_of(request)
     async with db.tenant_connection(user.tenant_id) as conn:
-        tree = await workflows.run_tree(conn, run_id, calls=False)
-        calls = await workflows.run_calls(conn, run_id, limit=CALLS_PAGE)
+        tree = await runs.run_tree(conn, run_id, calls=False)
+        calls = await runs.run_calls(conn, run_id, limit=CALLS_PAGE)
     history: list[Event] = []
     if user.can("events:read"):
         history = (await events.history(db, tenant_id=user.tenant_id, run_id=run_id,
@@ -209,7 +209,7 @@ async def run_part(request: Request, user: User, run_ref: str, part: str) -> HTM
     http.need(user, "runs:read")
     run_id = http.parse_uuid(run_ref, "run")
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        tree = await workflows.run_tree(conn, run_id, calls=False)
+        tree = await runs.run_tree(conn, run_id, calls=False)
     return fragment(f"_run_{part}.html", user=user, csrf=user.csrf, answer_errors={},
                     **_context(tree, [], None, []))
 
@@ -222,8 +222,8 @@ async def run_calls(request: Request, user: User, run_ref: str) -> HTMLResponse:
     task = request.query_params.get("task")
     cursor = request.query_params.get("cursor") or None
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        run = await workflows.get_run(conn, run_id)
-        found = await workflows.run_calls(
+        run = await runs.get_run(conn, run_id)
+        found = await runs.run_calls(
             conn, run_id, task_id=http.parse_uuid(task, "task") if task else None,
             cursor=cursor[:200] if cursor else None, limit=CALLS_PAGE)
     return fragment("_calls_rows.html", run=run, calls=waterfall(run, found.items),
@@ -246,7 +246,7 @@ async def call_body(request: Request, user: User, run_ref: str, call_ref: str) -
 async def tool_body(request: Request, user: User, run_ref: str, tool_ref: str) -> HTMLResponse:
     http.need(user, "runs:read")
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        tool = await workflows.get_tool_execution(
+        tool = await runs.get_tool_execution(
             conn, http.parse_uuid(run_ref, "run"), http.parse_uuid(tool_ref, "tool call"))
     return fragment("_tool_body.html", tool=tool)
 
@@ -306,14 +306,14 @@ async def _act(request: Request, action: Posted, run_ref: str, what: str,
     db = http.db_of(request)
     async with db.tenant_connection(action.user.tenant_id) as conn:
         if what == "cancelled":
-            await workflows.cancel_run(conn, run_id)
+            await control.cancel_run(conn, run_id)
         elif what == "paused":
-            await workflows.pause_run(conn, run_id)
+            await control.pause_run(conn, run_id)
         elif what == "resumed":
-            await workflows.resume_run(conn, db, run_id)
+            await control.resume_run(conn, db, run_id)
         else:
             assert task_ref is not None
-            await workflows.retry_task(conn, db, run_id, http.parse_uuid(task_ref, "task"))
+            await control.retry_task(conn, db, run_id, http.parse_uuid(task_ref, "task"))
     return http.redirect(request, f"/runs/{run_id}?notice={what}")
 
 
@@ -355,10 +355,10 @@ async def answer(request: Request, action: Action, run_ref: str, request_ref: st
     response = parse_answer(action.form.get("response", ""))
     try:
         async with db.tenant_connection(action.user.tenant_id) as conn:
-            found = await workflows.list_input_requests(conn, run_id)
+            found = await control.list_input_requests(conn, run_id)
             if all(r.id != request_id for r in found):
                 raise NotFound(f"input request {request_id} not found in run {run_id}")
-            await workflows.answer_input_request(conn, db, request_id, response,
+            await control.answer_input_request(conn, db, request_id, response,
                                                  action.user.principal.user_id)
     except ValidationFailed as exc:
         context = await _load(request, action.user, run_ref)

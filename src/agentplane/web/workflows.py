@@ -12,7 +12,7 @@ from agentplane.errors import NotFound, ValidationFailed
 from agentplane.web import graph, http
 from agentplane.web.http import Posted, WebRoute, WebUser
 from agentplane.web.templating import page
-from agentplane.workflows import service as workflows
+from agentplane.workflows import definitions, runs
 from agentplane.workflows.models import RunIn, Workflow
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -24,7 +24,7 @@ Action = Annotated[Posted, Depends(http.posted)]
 async def list_workflows(request: Request, user: User) -> HTMLResponse:
     http.need(user, "workflows:read")
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        found = await workflows.list_workflows(conn)
+        found = await definitions.list_workflows(conn)
     return await page(request, user, "workflows.html", title="Workflows", workflows=found)
 
 
@@ -38,7 +38,7 @@ def _version(request: Request) -> int | None:
 
 
 def _picture(workflow: Workflow) -> Any:
-    deps = workflows.workflow_graph(workflow)
+    deps = definitions.workflow_graph(workflow)
     tasks = workflow.definition["tasks"]
     nodes = [graph.Node(key=n, label=n, sub=tasks[n]["agent"]) for n in deps]
     return graph.draw(nodes, [(u, n) for n, ups in deps.items() for u in ups],
@@ -60,9 +60,9 @@ async def _show(request: Request, user: WebUser, name: str, *, status: int = 200
     if len(name) > 100:
         raise NotFound("no such workflow")
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        workflow = await workflows.get_workflow(conn, name, _version(request))
-        versions = await workflows.list_versions(conn, name)
-        recent = (await workflows.list_runs(conn, workflow=workflow.name, limit=10)).items \
+        workflow = await definitions.get_workflow(conn, name, _version(request))
+        versions = await definitions.list_versions(conn, name)
+        recent = (await runs.list_runs(conn, workflow=workflow.name, limit=10)).items \
             if user.can("runs:read") else []
     return await page(
         request, user, "workflow.html", status=status, title=workflow.name,
@@ -91,7 +91,7 @@ async def start_run(request: Request, action: Action, name: str) -> Response:
         body = RunIn(workflow=name[:100], version=int(version) if version.isdigit() else None,
                      inputs=inputs)
         async with db.tenant_connection(user.tenant_id) as conn:
-            run = await workflows.create_run(conn, db, user.principal, body)
+            run = await runs.create_run(conn, db, user.principal, body)
     except ValidationFailed as exc:
         errors: dict[str, str] = {}
         for problem in exc.extra.get("errors", []):
