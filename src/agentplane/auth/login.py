@@ -59,6 +59,29 @@ async def start_session(
     )
 
 
+async def sign_in(
+    settings: Settings,
+    conn: Connection,
+    tenant_id: UUID,
+    user_id: UUID,
+    origin: Origin,
+    details: dict | None = None,
+) -> TokensOut:
+    """A login session, with its `login` entry in the audit log."""
+    tokens = await start_session(settings, conn, tenant_id, user_id, origin)
+    await audit.record(
+        conn,
+        tenant_id,
+        "login",
+        user_id=user_id,
+        resource_type="user",
+        resource_id=user_id,
+        details=details,
+        origin=origin,
+    )
+    return tokens
+
+
 def _locked(until: datetime) -> RateLimited:
     wait = max(1, int((until - clock.now()).total_seconds()) + 1)
     return RateLimited(
@@ -160,17 +183,8 @@ async def login(
     tenant_id = tenants[0]["tenant_id"]
     async with db.tenant_connection(tenant_id) as conn:
         await spend_code(conn, signin)
-        tokens = await start_session(db.settings, conn, tenant_id, user_id, origin)
+        tokens = await sign_in(db.settings, conn, tenant_id, user_id, origin)
         await store.touch_last_login(conn, user_id)
-        await audit.record(
-            conn,
-            tenant_id,
-            "login",
-            user_id=user_id,
-            resource_type="user",
-            resource_id=user_id,
-            origin=origin,
-        )
     return tokens
 
 
@@ -193,17 +207,8 @@ async def switch_tenant(
         raise Forbidden("you are not a member of this tenant")
     tenant_id = found[0]["tenant_id"]
     async with db.tenant_connection(tenant_id) as conn:
-        tokens = await start_session(db.settings, conn, tenant_id, principal.user_id, origin)
-        await audit.record(
-            conn,
-            tenant_id,
-            "login",
-            user_id=principal.user_id,
-            resource_type="user",
-            resource_id=principal.user_id,
-            details={"switched_from": identity.tenant_slug},
-            origin=origin,
-        )
+        tokens = await sign_in(db.settings, conn, tenant_id, principal.user_id, origin,
+                               details={"switched_from": identity.tenant_slug})
     if tenant_id != principal.tenant_id:
         await logout(db, identity, origin)
     return tokens

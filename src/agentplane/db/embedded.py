@@ -106,15 +106,7 @@ class EmbeddedServer:
 
     def is_running(self) -> bool:
         pid = self.postmaster_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and _alive(pid)
 
     def postmaster_pid(self) -> int | None:
         pidfile = self.pgdata / "postmaster.pid"

@@ -11,8 +11,8 @@ import re
 import secrets as stdlib_secrets
 import uuid
 
-from agentplane.auth import audit, passwords, secrets
 from agentplane.auth import login as auth_login
+from agentplane.auth import passwords, secrets
 from agentplane.auth import store as auth_store
 from agentplane.auth.audit import NOWHERE, Origin
 from agentplane.auth.models import TokensOut
@@ -62,16 +62,7 @@ async def register(db: Database, body: RegisterIn, origin: Origin = NOWHERE) -> 
         _, user_id = await tenants.create_tenant_in(
             conn, tenant_id, name=name, slug=slug, owner=user, origin=origin
         )
-        tokens = await auth_login.start_session(db.settings, conn, tenant_id, user_id, origin)
-        await audit.record(
-            conn,
-            tenant_id,
-            "login",
-            user_id=user_id,
-            resource_type="user",
-            resource_id=user_id,
-            origin=origin,
-        )
+        tokens = await auth_login.sign_in(db.settings, conn, tenant_id, user_id, origin)
     return tokens
 
 
