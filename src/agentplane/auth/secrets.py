@@ -106,7 +106,12 @@ class AccessClaims:
     session_id: UUID
 
 
-def issue_access_token(settings: Settings, claims: AccessClaims) -> str:
+# An access token and a session cookie carry the same claims under keys of their own
+# and a `typ` of their own: neither is accepted as the other.
+TOKEN_KINDS = {"access": b"jwt", "web": b"web-session"}
+
+
+def _sign(settings: Settings, claims: AccessClaims, kind: str, ttl_s: int) -> str:
     now = int(time.time())
     payload = {
         "sub": str(claims.user_id),
@@ -114,24 +119,34 @@ def issue_access_token(settings: Settings, claims: AccessClaims) -> str:
         "sid": str(claims.session_id),
         "aud": JWT_AUDIENCE,
         "iat": now,
-        "exp": now + ACCESS_TTL_SECONDS,
-        "typ": "access",
+        "exp": now + ttl_s,
+        "typ": kind,
     }
-    return jwt.encode(payload, _derive(settings, b"jwt"), algorithm=JWT_ALGORITHM)
+    return jwt.encode(payload, _derive(settings, TOKEN_KINDS[kind]), algorithm=JWT_ALGORITHM)
+
+
+def _verify(settings: Settings, token: str, kind: str) -> AccessClaims:
+    """The claims; jwt.InvalidTokenError (ExpiredSignatureError when only the time is
+    past), ValueError or TypeError when it is not a valid token of this kind."""
+    payload = jwt.decode(
+        token,
+        _derive(settings, TOKEN_KINDS[kind]),
+        algorithms=[JWT_ALGORITHM],
+        audience=JWT_AUDIENCE,
+        options={"require": ["exp", "sub", "tid", "sid"]},
+    )
+    if payload.get("typ") != kind:
+        raise jwt.InvalidTokenError(f"not a token of kind {kind}")
+    return AccessClaims(UUID(payload["sub"]), UUID(payload["tid"]), UUID(payload["sid"]))
+
+
+def issue_access_token(settings: Settings, claims: AccessClaims) -> str:
+    return _sign(settings, claims, "access", ACCESS_TTL_SECONDS)
 
 
 def read_access_token(settings: Settings, token: str) -> AccessClaims:
     try:
-        payload = jwt.decode(
-            token,
-            _derive(settings, b"jwt"),
-            algorithms=[JWT_ALGORITHM],
-            audience=JWT_AUDIENCE,
-            options={"require": ["exp", "sub", "tid", "sid"]},
-        )
-        if payload.get("typ") != "access":
-            raise jwt.InvalidTokenError("not an access token")
-        return AccessClaims(UUID(payload["sub"]), UUID(payload["tid"]), UUID(payload["sid"]))
+        return _verify(settings, token, "access")
     except jwt.ExpiredSignatureError:
         raise Unauthorized("access token expired", headers=BEARER) from None
     except (jwt.InvalidTokenError, ValueError, TypeError):
@@ -149,32 +164,13 @@ WEB_SESSION_TTL_SECONDS = 12 * 3600
 def issue_web_session(settings: Settings, claims: AccessClaims) -> str:
     """A browser's session: the login session's claims, signed under a key of its own
     (an access token is not a cookie, nor a cookie an access token)."""
-    now = int(time.time())
-    payload = {
-        "sub": str(claims.user_id),
-        "tid": str(claims.tenant_id),
-        "sid": str(claims.session_id),
-        "aud": JWT_AUDIENCE,
-        "iat": now,
-        "exp": now + WEB_SESSION_TTL_SECONDS,
-        "typ": "web",
-    }
-    return jwt.encode(payload, _derive(settings, b"web-session"), algorithm=JWT_ALGORITHM)
+    return _sign(settings, claims, "web", WEB_SESSION_TTL_SECONDS)
 
 
 def read_web_session(settings: Settings, value: str) -> AccessClaims | None:
     """The claims of a session cookie; None when it is expired, altered or not one."""
     try:
-        payload = jwt.decode(
-            value,
-            _derive(settings, b"web-session"),
-            algorithms=[JWT_ALGORITHM],
-            audience=JWT_AUDIENCE,
-            options={"require": ["exp", "sub", "tid", "sid"]},
-        )
-        if payload.get("typ") != "web":
-            return None
-        return AccessClaims(UUID(payload["sub"]), UUID(payload["tid"]), UUID(payload["sid"]))
+        return _verify(settings, value, "web")
     except (jwt.InvalidTokenError, ValueError, TypeError):
         return None
 
