@@ -29,6 +29,7 @@ from uuid import UUID
 import psycopg
 
 from agentplane.db.pool import Connection, Database
+from agentplane.errors import DatabaseUnavailable
 from agentplane.messages import service, store
 from agentplane.messages.models import Destination, MessageIn, Received, Sender
 
@@ -188,7 +189,12 @@ class Inbox:
     async def _messages(self) -> AsyncIterator[Received]:
         while True:
             if not self._ready:
-                self._ready = await self.receive(wait_s=30)
+                try:
+                    self._ready = await self.receive(wait_s=30)
+                except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+                    # A restart or a failover: what was leased comes back after its lease.
+                    log.warning("receiving failed (%s); trying again", exc)
+                    await asyncio.sleep(RECHECK_S)
                 continue
             yield self._ready.pop(0)
 

@@ -218,7 +218,8 @@ $$;
 -- Presence: live instances silent for p_stale_s seconds are marked offline (their status
 -- history says why), and the copies addressed to them alone that are not their own
 -- (a message to that instance, not a broadcast's or a topic's copy) go to any instance
--- of their agent. Returns the instances marked offline.
+-- of their agent; copies whose time to live passed are expired. Returns the instances
+-- marked offline.
 CREATE OR REPLACE FUNCTION messages_presence(p_stale_s real)
 RETURNS TABLE (instance_id uuid) LANGUAGE plpgsql AS $$
 DECLARE
@@ -233,6 +234,11 @@ BEGIN
     )
     SELECT array_agg(marked.id) INTO gone FROM marked;
     PERFORM set_config('app.status_reason', '', true);
+    -- Copies past their time to live that no receiver will look at again (an offline
+    -- instance's own copies): expired, so that they are counted.
+    UPDATE message_deliveries d SET status = 'expired', lease_until = NULL
+    WHERE d.tenant_id = app_current_tenant() AND d.status IN ('pending', 'leased')
+      AND d.expires_at <= now() AND (d.status = 'pending' OR d.lease_until <= now());
     IF gone IS NULL THEN
         RETURN;
     END IF;

@@ -19,7 +19,7 @@ branch_labels = None
 depends_on = None
 
 sql_files = {
-    "messages/sql/messages.sql": "8cea3c220f0aeade2106898b1f2839b55343dd5515af969e4ef1d23d4c849240",
+    "messages/sql/messages.sql": "1e8f314d3fd53e85c263e5853b157787ca93560345890ad83fabfb69167ec89a",
     "messages/sql/views.sql": "d0a90eb5a7cda5f2d3289c8d24cd825933b9190b085c86357173eedf39e178b2",
 }
 
