@@ -28,7 +28,7 @@ from agentplane.db.pool import Connection
 from agentplane.gateway import store
 from agentplane.gateway.errors import ModelNotFound
 from agentplane.llm import service
-from agentplane.llm.calls import Resolved
+from agentplane.llm.context import Resolved
 
 
 @dataclass
