@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
@@ -51,11 +52,10 @@ class LLM:
     ) -> Resolved:
         """Resolve the provider on the caller's tenant transaction, for call(resolved=);
         `row` is the provider's row when the caller read it already."""
-        then = None
-        for row_, config in reversed(await service.resolve(conn, self.settings, provider, row)):
-            then = Resolved(row_, config, then)
-        assert then is not None
-        return then
+        chain = await service.resolve(conn, self.settings, provider, row)
+        for first, after in itertools.pairwise(chain):
+            first.then = after
+        return chain[0]
 
     def _defaults(self, request: ChatRequest, row: dict[str, Any]) -> ChatRequest:
         request = replace(

@@ -59,6 +59,10 @@ class Resolved:
     model: str | None = None
     """The model to call on this provider, whatever the request names (the gateway's
     routes name one per deployment)."""
+    fallback_only: bool = False
+    """`then` is this (healthy) provider's configured fallback, taken only on the errors
+    agentplane.llm.fallbacks.falls_over names (others skip it); otherwise `then` is taken
+    on any error."""
 
 
 @dataclass
