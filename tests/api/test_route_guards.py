@@ -37,7 +37,7 @@ OWN_ACCOUNT = {
 # problem+json: the SDKs pointed at them read errors so.
 VENDOR_SHAPED = {
     (m, r.path)
-    for router in (gateway_api.router, gateway_api.anthropic_router)
+    for router in gateway_api.VENDOR_ROUTERS
     for r in router.routes
     for m in r.methods - {"HEAD"}
 }

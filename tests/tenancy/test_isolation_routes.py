@@ -43,7 +43,7 @@ BODIES: dict[tuple[str, str], Any] = {
 # The gateway's routes answer in their vendor's shape, not problem+json.
 VENDOR_SHAPED = {
     (m, r.path)
-    for router in (gateway_api.router, gateway_api.anthropic_router)
+    for router in gateway_api.VENDOR_ROUTERS
     for r in router.routes
     for m in r.methods
 }
