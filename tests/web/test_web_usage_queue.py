@@ -56,7 +56,42 @@ async def test_the_queue_retries_and_requeues_dead_letters(app, db) -> None:
         assert paused.status_code == 303
         assert (await c.get("/queue?status=exploded")).status_code == 422
         assert (await c.get("/queue?queue=web-q")).status_code == 200
+
+
+async def test_a_developer_acts_on_jobs_and_a_viewer_only_sees(app, db) -> None:
+    """Roles as in the API (queue/api.py): developers retry, cancel, requeue and pause;
+    schedules are the owners' and admins'; a viewer reads, and its forged POSTs are 403."""
+    owner = await person(db)
+    job, letter = await dead_letter(db, owner.tenant_id, "web.dead", {"n": 1}, "roles-q")
+    _, letter2 = await dead_letter(db, owner.tenant_id, "web.dead", {"n": 2}, "roles-q")
+    made = await schedules.create(db, {"name": "weekly", "cron": "0 3 * * 1",
+                                       "type": "web.report"}, tenant_id=owner.tenant_id)
     developer = await person(db, "developer", tenant=owner)
     async with browser(app) as c:
-        await sign_in(c, developer)
-        assert (await c.get("/queue")).status_code == 403  # as the API: owners and admins
+        token = await sign_in(c, developer)
+        r = await c.get("/queue")
+        assert r.status_code == 200 and 'href="/queue"' in r.text
+        assert f'action="/queue/dead-letters/{letter}/requeue"' in r.text
+        assert f'action="/queue/schedules/{made.id}/delete"' not in r.text
+        assert (await c.post(f"/queue/jobs/{job}/retry", data={"csrf": token})).status_code == 303
+        assert (await JobQueue(db).get(job, tenant_id=owner.tenant_id)).status != "dead_letter"
+        r = await c.post(f"/queue/dead-letters/{letter2}/requeue", data={"csrf": token})
+        assert r.status_code == 303
+        r = await c.post(f"/queue/schedules/{made.id}/delete", data={"csrf": token})
+        assert r.status_code == 403
+    viewer = await person(db, "viewer", tenant=owner)
+    _, letter3 = await dead_letter(db, owner.tenant_id, "web.dead", {"n": 3}, "roles-v")
+    async with browser(app) as c:
+        token = await sign_in(c, viewer)
+        r = await c.get("/queue")
+        assert r.status_code == 200 and f'data-dead-letter="{letter3}"' in r.text
+        assert 'method="post"' not in r.text.split("<main>")[1]
+        for path, data in ((f"/queue/dead-letters/{letter3}/requeue", {}),
+                           (f"/queue/jobs/{job}/cancel", {}),
+                           ("/queue/pause", {"queue": "roles-q"}),
+                           (f"/queue/schedules/{made.id}/delete", {})):
+            r = await c.post(path, data={"csrf": token, **data})
+            assert r.status_code == 403, path
+    assert [s.id for s in await schedules.list_(db, tenant_id=owner.tenant_id)] == [made.id]
+    letters = await JobQueue(db).dead_letters(tenant_id=owner.tenant_id, limit=10)
+    assert next(d for d in letters.items if d.id == letter3).requeued_job_id is None

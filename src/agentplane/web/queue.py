@@ -1,6 +1,7 @@
-"""The queue, for owners and admins as in the API: the tenant's jobs by queue and
-status, dead letters (retry the job, or requeue a fresh one), pausing a queue, and the
-cron schedules."""
+"""The queue: the tenant's jobs by queue and status, dead letters (retry the job, or
+requeue a fresh one), pausing a queue, and the cron schedules. Roles as in the API
+(queue/api.py's READ, ACT and CREATORS): viewers read, developers act on jobs, owners
+and admins delete schedules."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from agentplane.errors import ValidationFailed
 from agentplane.queue import schedules
+from agentplane.queue.api import ACT, CREATORS, READ
 from agentplane.queue.models import Status
 from agentplane.queue.service import JobQueue
 from agentplane.web import http
@@ -25,7 +27,7 @@ PAGE = 50
 
 @router.get("/queue")
 async def queue(request: Request, user: User) -> HTMLResponse:
-    http.need(user, "jobs:read", managers=True)
+    http.need(user, READ)
     q = request.query_params
     filters = {k: q.get(k, "").strip()[:100] for k in ("status", "queue", "type")}
     problems: dict[str, str] = {}
@@ -50,7 +52,8 @@ async def queue(request: Request, user: User) -> HTMLResponse:
     return await page(request, user, "queue.html", title="Queue",
                       status=422 if problems else 200, jobs=jobs, letters=letters,
                       schedules=found, filters=filters, problems=problems, query=query,
-                      statuses=list(Status.__members__))
+                      statuses=list(Status.__members__), acts=user.can(ACT),
+                      creates=user.can(ACT) and user.role in CREATORS)
 
 
 def _back(request: Request, notice: str) -> Response:
@@ -59,7 +62,7 @@ def _back(request: Request, notice: str) -> Response:
 
 @router.post("/queue/jobs/{ref}/retry")
 async def retry_job(request: Request, action: Action, ref: str) -> Response:
-    http.need(action.user, "jobs:write", managers=True)
+    http.need(action.user, ACT)
     await JobQueue(http.db_of(request)).retry(http.parse_uuid(ref, "job"),
                                               tenant_id=action.user.tenant_id)
     return _back(request, "job-retried")
@@ -67,7 +70,7 @@ async def retry_job(request: Request, action: Action, ref: str) -> Response:
 
 @router.post("/queue/jobs/{ref}/cancel")
 async def cancel_job(request: Request, action: Action, ref: str) -> Response:
-    http.need(action.user, "jobs:write", managers=True)
+    http.need(action.user, ACT)
     await JobQueue(http.db_of(request)).cancel(http.parse_uuid(ref, "job"),
                                                tenant_id=action.user.tenant_id)
     return _back(request, "job-cancelled")
@@ -75,7 +78,7 @@ async def cancel_job(request: Request, action: Action, ref: str) -> Response:
 
 @router.post("/queue/dead-letters/{ref}/requeue")
 async def requeue(request: Request, action: Action, ref: str) -> Response:
-    http.need(action.user, "jobs:write", managers=True)
+    http.need(action.user, ACT)
     await JobQueue(http.db_of(request)).requeue(http.parse_uuid(ref, "dead letter"),
                                                 tenant_id=action.user.tenant_id)
     return _back(request, "requeued")
@@ -83,7 +86,7 @@ async def requeue(request: Request, action: Action, ref: str) -> Response:
 
 @router.post("/queue/pause")
 async def pause(request: Request, action: Action) -> Response:
-    http.need(action.user, "jobs:write", managers=True)
+    http.need(action.user, ACT)
     name, type_ = action.form.text("queue")[:100] or "default", action.form.text("type")[:200]
     jobs = JobQueue(http.db_of(request))
     if action.form.get("resume"):
@@ -95,7 +98,7 @@ async def pause(request: Request, action: Action) -> Response:
 
 @router.post("/queue/schedules/{ref}/delete")
 async def delete_schedule(request: Request, action: Action, ref: str) -> Response:
-    http.need(action.user, "jobs:write", managers=True)
+    http.need(action.user, ACT, roles=CREATORS)
     await schedules.delete(http.db_of(request), http.parse_uuid(ref, "schedule"),
                            tenant_id=action.user.tenant_id)
     return _back(request, "schedule-deleted")

@@ -136,7 +136,7 @@ def nav(user: WebUser | None) -> list[tuple[str, str]]:
     items = [("/", "Overview"), ("/runs", "Runs"), ("/workflows", "Workflows"),
              ("/agents", "Agents"), ("/sessions", "Sessions"), ("/llm-calls", "LLM calls"),
              ("/usage", "Usage")]
-    if user.manages:
+    if user.can("jobs:read"):
         items.append(("/queue", "Queue"))
     items.append(("/providers", "Providers"))
     if user.manages:
