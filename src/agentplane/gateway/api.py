@@ -15,17 +15,19 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agentplane.auth.deps import DB, Principal, conn_for, requires
+from agentplane.auth.scopes import MANAGERS
 from agentplane.db.pool import Database
-from agentplane.errors import Conflict, NotFound
-from agentplane.gateway import anthropic, responses, routing, store
+from agentplane.errors import NotFound
+from agentplane.gateway import aliases, anthropic, responses, routing, store
+from agentplane.gateway.aliases import Alias, AliasIn
 from agentplane.gateway.chat import Chunks, chat_request, completion
 from agentplane.gateway.errors import (
     OVERHEAD,
@@ -403,35 +405,8 @@ async def embeddings(request: Request, principal: Invoker, db: DB) -> Response:
 # -- aliases (agentplane's own API: problem+json) ------------------------------------------
 
 
-class Deployment(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=256, description="a model name, as the "
-                      "gateway resolves it (provider/model, a provider, a model)")
-    weight: float = Field(default=1.0, ge=0, le=1_000_000)
-
-
-class AliasIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
-                      description="a model name of its own (no slash: provider/model names "
-                      "a provider)")
-    strategy: Literal["weighted", "priority", "latency", "cost"] = "weighted"
-    deployments: list[Deployment] = Field(min_length=1, max_length=32)
-
-
-class Alias(BaseModel):
-    id: UUID
-    name: str
-    strategy: str
-    deployments: list[Deployment]
-    created_at: Any
-    updated_at: Any
-
-
 AliasReader = conn_for("llm:read")
-AliasWriter = conn_for("llm:write")
+AliasWriter = conn_for("llm:write", roles=MANAGERS)
 
 
 @aliases_router.post("/v1/gateway/aliases", status_code=201)
@@ -439,25 +414,17 @@ async def create_alias(body: AliasIn, conn: AliasWriter) -> Alias:
     """A virtual model: calls to its name go to its deployments, tried in turn until one
     answers (weighted: an order drawn by weight; priority: as listed; latency: the
     fastest provider lately first; cost: the cheapest first)."""
-    unknown = [d.name for d in body.deployments if not await store.route(conn, d.name)]
-    if unknown:
-        raise NotFound(f"no model {', '.join(unknown)} in this tenant")
-    if await store.get_alias(conn, body.name) is not None:
-        raise Conflict(f"an alias named {body.name} exists already")
-    row = await store.insert_alias(conn, body.model_dump())
-    return Alias.model_validate(row)
+    return await aliases.create(conn, body)
 
 
 @aliases_router.get("/v1/gateway/aliases")
 async def list_aliases(conn: AliasReader) -> list[Alias]:
-    return [Alias.model_validate(r) for r in await store.list_aliases(conn)]
+    return await aliases.list_(conn)
 
 
 @aliases_router.delete("/v1/gateway/aliases/{name}", status_code=204)
 async def delete_alias(name: str, conn: AliasWriter) -> Response:
-    found = await store.get_alias(conn, name)
-    if found is None or not await store.delete_alias(conn, found["id"]):
-        raise NotFound(f"alias {name} not found")
+    await aliases.delete(conn, name)
     return Response(status_code=204)
 
 

@@ -1,6 +1,6 @@
 """What the tenant has and what it did, page by page: agents (definition, metrics,
-instances and heartbeats), sessions, LLM calls (filters, a call with its messages),
-providers and models (health, latency, prices)."""
+instances and heartbeats), sessions, LLM calls (filters, a call with its messages).
+Providers and models are in providers.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 
 from agentplane.agents import service as agents
-from agentplane.errors import AgentplaneError, NotFound
+from agentplane.errors import NotFound
 from agentplane.llm import service as llm
-from agentplane.llm.calls import test_call
 from agentplane.sessions import service as sessions
 from agentplane.usage import reports
 from agentplane.web import charts, http
@@ -154,38 +153,3 @@ async def show_call(request: Request, user: User, ref: str) -> HTMLResponse:
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
         call = await llm.get_call(conn, http.parse_uuid(ref, "LLM call"))
     return await page(request, user, "llm_call.html", title="LLM call", call=call)
-
-
-# --- providers and models -----------------------------------------------------------------
-
-
-@router.get("/providers")
-async def providers(request: Request, user: User) -> HTMLResponse:
-    http.need(user, "llm:read")
-    async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        found = await llm.list_providers(conn)
-        models = await llm.list_models(conn)
-    return await page(request, user, "providers.html", title="Providers and models",
-                      providers=found, models=models, result=None, failure=None)
-
-
-@router.post("/providers/{ref}/test")
-async def test_provider(request: Request, action: Action, ref: str) -> Response:
-    """One short call through the normal path (budgets, recording), as the API's test."""
-    user = action.user
-    http.need(user, "llm:write")
-    db = http.db_of(request)
-    result = failure = None
-    try:
-        result = await test_call(db, user.principal, ref[:100],
-                                 action.form.text("model")[:200] or None)
-    except NotFound:
-        raise
-    except AgentplaneError as exc:
-        failure = exc.detail
-    async with db.tenant_connection(user.tenant_id) as conn:
-        found = await llm.list_providers(conn)
-        models = await llm.list_models(conn)
-    return await page(request, user, "providers.html", title="Providers and models",
-                      providers=found, models=models, result=result, failure=failure,
-                      tested=ref)

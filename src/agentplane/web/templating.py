@@ -107,6 +107,10 @@ env.globals.update(static=static, version=__version__)
 
 # What a redirect after an action may say (`?notice=`): fixed texts, nothing echoed.
 NOTICES = {
+    "provider-added": "The provider is added.",
+    "model-added": "The model is added with its price.",
+    "alias-added": "The alias is added.",
+    "alias-deleted": "The alias is deleted.",
     "signed-out": "You are signed out.",
     "cancelled": "The run is cancelled.",
     "paused": "The run is paused.",
