@@ -6,9 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
+
+import httpx
 
 from agentplane.queue import schedules
 from agentplane.queue.service import JobQueue
+from tests.conftest import make_tenant
 from tests.queue.workers import dead_letter
 from tests.web.helpers import browser, person, sign_in
 
@@ -95,3 +99,51 @@ async def test_a_developer_acts_on_jobs_and_a_viewer_only_sees(app, db) -> None:
     assert [s.id for s in await schedules.list_(db, tenant_id=owner.tenant_id)] == [made.id]
     letters = await JobQueue(db).dead_letters(tenant_id=owner.tenant_id, limit=10)
     assert next(d for d in letters.items if d.id == letter3).requeued_job_id is None
+
+
+async def test_queue_pauses_listed_paused_and_resumed(app, db) -> None:
+    """The pauses come from the API's service (the same list as GET /v1/queue-pauses); a
+    developer pauses and resumes; an operator's pause shows but has no button."""
+    owner = await person(db)
+    developer = await person(db, "developer", tenant=owner)
+    operators = f"op-{uuid.uuid4().hex[:6]}"
+    await JobQueue(db).pause(operators)  # for every tenant
+    try:
+        async with browser(app) as c:
+            token = await sign_in(c, developer)
+            r = await c.post("/queue/pause", data={"csrf": token, "queue": "pz-q",
+                                                   "type": "web.x"})
+            assert r.status_code == 303
+            page = await c.get("/queue")
+            assert page.status_code == 200
+            pauses = page.text.split('id="pauses"')[1].split("</table>")[0]
+            mine = pauses.split('data-pause="pz-q/web.x"')[1].split("</tr>")[0]
+            assert 'name="resume"' in mine and "this tenant" in mine
+            theirs = pauses.split(f'data-pause="{operators}/*"')[1].split("</tr>")[0]
+            assert "an operator" in theirs and "<form" not in theirs
+            listed = await JobQueue(db).pauses(tenant_id=owner.tenant_id)
+            assert {(p.queue, p.type) for p in listed} >= {("pz-q", "web.x"), (operators, None)}
+
+            bad = await c.post("/queue/pause", data={"csrf": token, "queue": "no spaces"})
+            assert bad.status_code == 422 and 'class="field-error"' in bad.text
+            assert 'value="no spaces"' in bad.text
+            assert await JobQueue(db).pauses(tenant_id=owner.tenant_id) == listed
+
+            r = await c.post("/queue/pause", data={"csrf": token, "queue": "pz-q",
+                                                   "type": "web.x", "resume": "1"})
+            assert r.status_code == 303 and r.headers["location"].endswith("queue-resumed")
+            left = await JobQueue(db).pauses(tenant_id=owner.tenant_id)
+            assert [(p.queue, p.everyone) for p in left] == [(operators, True)]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://testserver") as api:
+            key = await make_tenant(db, role="viewer")
+            r = await api.get("/v1/queue-pauses", headers=key.headers)
+            assert r.status_code == 200
+            assert [(p["queue"], p["everyone"]) for p in r.json()] == [(operators, True)]
+        viewer = await person(db, "viewer", tenant=owner)
+        async with browser(app) as c:
+            await sign_in(c, viewer)
+            page = await c.get("/queue")
+            assert f'data-pause="{operators}/*"' in page.text and 'name="resume"' not in page.text
+    finally:
+        await JobQueue(db).resume(operators)

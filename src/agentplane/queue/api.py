@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict
 from agentplane.auth import scopes as sc
 from agentplane.auth.deps import DB, IdPrefix, Principal, requires
 from agentplane.queue import schedules
-from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule, ScheduleSpec
+from agentplane.queue.models import (
+    DeadLetter,
+    Job,
+    Page,
+    Pause,
+    Priority,
+    Schedule,
+    ScheduleSpec,
+)
 from agentplane.queue.service import JobQueue
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -107,6 +115,13 @@ class Paused(BaseModel):
     type: str | None
     jobs: int
     """Waiting jobs the call held (pause) or released (resume)."""
+
+
+@router.get("/queue-pauses")
+async def list_pauses(principal: Reader, db: DB) -> list[Pause]:
+    """The pauses holding this tenant's jobs: its own, and an operator's for every
+    tenant (`everyone`), which only the operator lifts."""
+    return await JobQueue(db).pauses(tenant_id=principal.tenant_id)
 
 
 @router.post("/queues/{queue}/pause")
