@@ -7,8 +7,6 @@ time to live passed are counted as expired and never take effect."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -17,14 +15,13 @@ from pathlib import Path
 import pytest
 
 from agentplane.db import endpoints as ep
-from agentplane.db.embedded import EmbeddedServer
-from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.messages import service
 from agentplane.messages.models import Destination, MessageIn
-from tests.conftest import TEST_SERVER_SETTINGS, cli_env, free_port, make_settings
+from tests.conftest import cli_env
 from tests.messages.receiver import install_effects
-from tests.queue.workers import wait_until
+from tests.queue.workers import kill, wait_until
+from tests.support import restart
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,12 +33,6 @@ def start(env: dict[str, str], tenant: uuid.UUID, agent: str, instances: list[uu
          ",".join(map(str, instances)), *flags],
         env={**env, "PYTHONPATH": str(ROOT), "AGENTPLANE_LOG_LEVEL": "ERROR"}, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
 
 
 async def scalar(db: Database, query: str, *params: object) -> object:
@@ -152,18 +143,8 @@ async def test_a_broadcast_to_20_instances_2_of_which_die(db, settings, effects)
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory: pytest.TempPathFactory):
-    """A PostgreSQL of this module's own: restarting it disturbs no other test."""
-    home: Path = tmp_path_factory.mktemp("restart")
-    port = free_port()
-    server = EmbeddedServer(home, listen="127.0.0.1", port=port, settings=TEST_SERVER_SETTINGS)
-    server.acquire()
-    conf = make_settings(home, port, "restart")
-    endpoints = ep.resolve(conf, start=False)
-    ep.bootstrap(conf, endpoints)
-    Migrator(endpoints.owner, conf.app_role).upgrade()
-    install_effects(endpoints.owner)
-    yield server, conf, endpoints
-    server.stop()
+    with restart.own_server(tmp_path_factory, install_effects) as found:
+        yield found
 
 
 async def test_postgres_restarted_mid_stream(own_server) -> None:

@@ -8,19 +8,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from pathlib import Path
 
 import pytest
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
-from agentplane.db.embedded import EmbeddedServer
-from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.queue import JobQueue
 from agentplane.queue.service import make_spec
-from tests.conftest import TEST_SERVER_SETTINGS, cli_env, free_port, make_settings
+from tests.conftest import cli_env
 from tests.queue.workers import install_effects, kill, start_worker, stop, wait_until
+from tests.support import restart
 
 
 async def new_tenant(db: Database) -> uuid.UUID:
@@ -173,18 +171,8 @@ async def test_sigterm_hands_back_a_long_job_after_the_grace_period(
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory: pytest.TempPathFactory):
-    """A PostgreSQL of this module's own: restarting it disturbs no other test."""
-    home: Path = tmp_path_factory.mktemp("restart")
-    port = free_port()
-    server = EmbeddedServer(home, listen="127.0.0.1", port=port, settings=TEST_SERVER_SETTINGS)
-    server.acquire()
-    conf = make_settings(home, port, "restart")
-    endpoints = ep.resolve(conf, start=False)
-    ep.bootstrap(conf, endpoints)
-    Migrator(endpoints.owner, conf.app_role).upgrade()
-    install_effects(endpoints.owner)
-    yield server, conf, endpoints
-    server.stop()
+    with restart.own_server(tmp_path_factory, install_effects) as found:
+        yield found
 
 
 async def test_postgres_restart_under_load(own_server) -> None:

@@ -12,15 +12,14 @@ from fastapi import APIRouter, Request, Response
 from agentplane.auth.deps import DB
 from agentplane.gateway import anthropic
 from agentplane.gateway.errors import (
-    OVERHEAD,
     AnthropicRoute,
     InvalidRequest,
     anthropic_body,
-    elapsed_ms,
     shape,
 )
 from agentplane.gateway.intake import (
     Invoker,
+    call_headers,
     context,
     first_item,
     json_body,
@@ -58,7 +57,7 @@ async def messages(request: Request, principal: Invoker, db: DB) -> Response:
     pump = Pump(llm.stream(ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing))
     first = await first_item(request, pump)
     events = anthropic.Events(name, route.model, chat)
-    headers = {OVERHEAD: f"{elapsed_ms(request):.2f}", "x-agentplane-call-id": str(call_id)}
+    headers = call_headers(request, call_id)
     return EventStream(message_events(request, pump, events, first), pump, headers)
 
 

@@ -122,11 +122,17 @@ async def _read_context(
     return session_id, route
 
 
-def json_response(body: Any, request: Request, call_id: UUID | None = None) -> Response:
+def call_headers(request: Request, call_id: UUID | None = None) -> dict[str, str]:
+    """What every answer of a call carries: the gateway's overhead so far, the call's id."""
     headers = {OVERHEAD: f"{elapsed_ms(request):.2f}"}
     if call_id is not None:
         headers["x-agentplane-call-id"] = str(call_id)
-    return Response(orjson.dumps(body), 200, headers=headers, media_type="application/json")
+    return headers
+
+
+def json_response(body: Any, request: Request, call_id: UUID | None = None) -> Response:
+    return Response(orjson.dumps(body), 200, headers=call_headers(request, call_id),
+                    media_type="application/json")
 
 
 async def first_item(request: Request, pump: Pump) -> Any:

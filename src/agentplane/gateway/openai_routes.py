@@ -18,15 +18,14 @@ from agentplane.auth.deps import DB
 from agentplane.gateway import responses, store
 from agentplane.gateway.chat import Chunks, chat_request, completion
 from agentplane.gateway.errors import (
-    OVERHEAD,
     GatewayRoute,
     ModelNotFound,
-    elapsed_ms,
     event_error,
     shape,
 )
 from agentplane.gateway.intake import (
     Invoker,
+    call_headers,
     context,
     first_item,
     json_body,
@@ -68,7 +67,7 @@ async def chat_completions(request: Request, principal: Invoker, db: DB) -> Resp
     pump = Pump(llm.stream(ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing))
     first = await first_item(request, pump)
     chunks = Chunks(name, created, route.model, include_usage)
-    headers = {OVERHEAD: f"{elapsed_ms(request):.2f}", "x-agentplane-call-id": str(call_id)}
+    headers = call_headers(request, call_id)
     return EventStream(chat_events(request, pump, chunks, first), pump, headers)
 
 
@@ -118,7 +117,7 @@ async def create_response(request: Request, principal: Invoker, db: DB) -> Respo
         return json_response(builder.response("completed", outcome.result), request, call_id)
     pump = Pump(llm.stream(ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing))
     first = await first_item(request, pump)
-    headers = {OVERHEAD: f"{elapsed_ms(request):.2f}", "x-agentplane-call-id": str(call_id)}
+    headers = call_headers(request, call_id)
     return EventStream(response_events(request, pump, builder, first), pump, headers)
 
 

@@ -7,7 +7,6 @@ goes to the gateway, any other sends an agent message."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -153,7 +152,6 @@ async def receive_stream(
                 yield b": keep-alive\n\n"
             for m in got:
                 yield (f"id: {m.id}\nevent: message\ndata: {m.model_dump_json()}\n\n").encode()
-            await asyncio.sleep(0)
 
     return StreamingResponse(frames(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

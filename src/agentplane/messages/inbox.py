@@ -36,7 +36,7 @@ from agentplane.messages.models import Destination, MessageIn, Received, Sender
 log = logging.getLogger("agentplane.messages")
 
 RECHECK_S = 1.0
-HEARTBEAT_S = 10.0
+PRESENCE_S = 10.0
 OFFLINE_AFTER_S = 60.0
 
 
@@ -146,8 +146,9 @@ async def receive(
 
 class Inbox:
     """An agent instance's messages: iterate to receive (leased, in order of priority
-    and sending), then `ack` or `nack` each. It heartbeats for the instance and marks
-    silent instances of the tenant offline (so what was addressed to them moves on)."""
+    and sending), then `ack` or `nack` each. Receiving is the instance's heartbeat; every
+    PRESENCE_S the inbox marks silent instances of the tenant offline (so what was
+    addressed to them moves on)."""
 
     def __init__(
         self, db: Database, tenant_id: UUID, agent: str, instance_id: UUID, *,
@@ -157,7 +158,7 @@ class Inbox:
         self.batch, self.lease_s, self.topics = batch, lease_s, topics
         self.agent_id: UUID | None = None
         self._ready: list[Received] = []
-        self._beat: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Inbox:
         async with self.db.tenant_connection(self.tenant_id) as conn:
@@ -165,18 +166,18 @@ class Inbox:
             for topic in self.topics:
                 await store.subscribe(conn, self.instance_id, topic)
         wakeups_for(self.db).start()
-        self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
+        self._sweep = asyncio.get_running_loop().create_task(self._presence())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._beat is not None:
-            self._beat.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
+                await self._sweep
 
-    async def _heartbeats(self) -> None:
+    async def _presence(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(PRESENCE_S)
             try:
                 async with self.db.tenant_connection(self.tenant_id) as conn:
                     await service.presence(conn, OFFLINE_AFTER_S)

@@ -47,8 +47,9 @@ async def send(conn: Connection, tenant_id: UUID, messages: list[MessageIn]) -> 
     named = {i for m in messages for i in (m.to.instance, m.reply_to,
                                             m.from_.instance if m.from_ else None) if i}
     found = await store.instances(conn, sorted(named)) if named else {}
-    for i in sorted(named - set(found), key=str):
-        raise NotFound(f"agent instance {i} not found")
+    missing = sorted(named - set(found), key=str)
+    if missing:
+        raise NotFound(f"agent instance {missing[0]} not found")
     await _check_found(conn, {m.run_id for m in messages if m.run_id}, store.runs_found, "run")
     await _check_found(conn, {m.to.project for m in messages if m.to.project},
                        store.projects_found, "project")
