@@ -123,3 +123,23 @@ async def test_a_workflow_page_draws_it_and_starts_a_run_from_its_inputs(app, ra
         shown = await c.get(started.headers["location"])
         assert "The run has started." in shown.text
         assert (await c.get("/workflows/review?version=999")).status_code == 404
+
+
+async def test_a_page_neither_stats_templates_nor_walks_the_startup_heap(app, ran,
+                                                                          monkeypatch) -> None:
+    """What made the pages' p99 (benchmarks/dashboard.py): a full collection walking
+    every startup object, and a stat of each included template per row."""
+    import gc
+    import os
+
+    assert gc.get_freeze_count() > 50_000  # create_app froze the startup heap
+    t, _ = ran
+    async with browser(app) as c:
+        await sign_in(c, t.owner)
+        assert (await c.get("/runs")).status_code == 200  # templates loaded
+        stats = []
+        real = os.path.getmtime
+        monkeypatch.setattr(os.path, "getmtime", lambda p: stats.append(p) or real(p))
+        for path in ("/runs", "/", "/runs/rows"):
+            assert (await c.get(path)).status_code == 200
+    assert not [p for p in stats if p.endswith(".html")]

@@ -23,6 +23,9 @@ env = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    # The templates are the package's own files: never stat them again on each render
+    # (an `{% include %}` in a loop looked its template up, with a stat, once per row).
+    auto_reload=False,
 )
 
 
