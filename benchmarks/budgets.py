@@ -30,7 +30,8 @@ from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.errors import BudgetExceeded
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 from agentplane.llm.tokens import estimate_prompt
 
 SERVER = {"max_connections": "200", "shared_buffers": "256MB"}

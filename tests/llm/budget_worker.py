@@ -13,7 +13,8 @@ from agentplane.db import endpoints as ep
 from agentplane.db.pool import Database
 from agentplane.errors import BudgetExceeded
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 
 
 async def main(tenant_id: str, session_id: str, n: int, max_tokens: int, messages: str) -> None:

@@ -6,7 +6,8 @@ import httpx
 
 from agentplane.db.pool import Database
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 from tests.conftest import make_tenant
 from tests.llm.helpers import MESSAGES, row, tenant
 from tests.llm.vendors import KEY, OpenAIHandler, serve

@@ -14,7 +14,8 @@ from agentplane.config import Settings
 from agentplane.db.pool import Database
 from agentplane.errors import BudgetExceeded, Conflict, NotFound, ValidationFailed
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 from agentplane.llm.errors import ProviderError
 from agentplane.llm.tokens import estimate_prompt
 from agentplane.usage import store

@@ -17,8 +17,10 @@ from agentplane.db.pool import Database
 from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.llm import service
 from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta
-from agentplane.llm.calls import LLM, CallContext, CallOutcome, cost_of
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext, CallOutcome
 from agentplane.llm.models import ModelCreate, PriceSet, ProviderCreate, ProviderUpdate
+from agentplane.llm.recording import cost_of
 from agentplane.llm.tokens import count_tokens
 from tests.llm.helpers import MESSAGES, row, tenant
 from tests.llm.vendors import KEY, AnthropicHandler, OpenAIHandler, serve

@@ -14,7 +14,8 @@ from agentplane.config import Settings
 from agentplane.db import endpoints as ep
 from agentplane.db.pool import Database
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 from agentplane.llm.sweep import REFUSAL_GAP_S
 from agentplane.usage.budgets import Budgets
 from tests.llm.helpers import MESSAGES, row, session, tenant

@@ -16,7 +16,8 @@ import httpx
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 from agentplane.llm.errors import ProviderTimeout
 from tests.conftest import TenantContext
 from tests.llm.helpers import MESSAGES, row

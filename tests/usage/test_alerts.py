@@ -15,7 +15,8 @@ import psycopg
 from agentplane.config import Settings
 from agentplane.db.pool import Database
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext
 from tests.conftest import make_tenant
 from tests.llm.helpers import MESSAGES
 from tests.support.dates import clear_of

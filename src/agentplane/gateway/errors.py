@@ -14,6 +14,7 @@ refill a budget. A rate limit is a 429 with `retry-after`, which the SDKs honour
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -119,7 +120,11 @@ def shape(exc: BaseException) -> Shape:
             # parameter): the client's to fix.
             return Shape(400, "invalid_request_error", message, "upstream_refused")
         if upstream == 429:
-            return Shape(429, "rate_limit_error", message, "upstream_rate_limited")
+            wait = extra.get("retry_after")
+            if wait is not None:  # the vendor's wait, passed on: the SDK honours it
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+            return Shape(429, "rate_limit_error", message, "upstream_rate_limited", None,
+                         headers)
         return Shape(502, "api_error", message, "upstream_error")
     if isinstance(exc, BudgetUnavailable | DatabaseUnavailable | PartitionMissing):
         headers.setdefault("Retry-After", "1")

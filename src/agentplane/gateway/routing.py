@@ -19,7 +19,7 @@ import itertools
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -28,7 +28,7 @@ from agentplane.db.pool import Connection
 from agentplane.gateway import store
 from agentplane.gateway.errors import ModelNotFound
 from agentplane.llm import service
-from agentplane.llm.calls import Resolved
+from agentplane.llm.context import Resolved
 
 
 @dataclass
@@ -47,7 +47,8 @@ class Route:
 
 ROUTE_TTL_S = 2.0
 _MAX_CACHED = 4096
-_cache: dict[tuple[UUID, str], tuple[float, list[dict[str, Any]]]] = {}
+# (tenant, name) -> (until, route rows, the attempts of each row: service.resolve's).
+_cache: dict[tuple[UUID, str], tuple[float, list[dict[str, Any]], list[list[Resolved]]]] = {}
 
 
 def cached(tenant_id: UUID, name: str) -> list[dict[str, Any]] | None:
@@ -61,36 +62,42 @@ def cached(tenant_id: UUID, name: str) -> list[dict[str, Any]] | None:
     return rows
 
 
-def _keep(tenant_id: UUID, name: str, rows: list[dict[str, Any]]) -> None:
+def _keep(
+    tenant_id: UUID, name: str, rows: list[dict[str, Any]], attempts: list[list[Resolved]]
+) -> None:
     if len(_cache) >= _MAX_CACHED:
         now = time.monotonic()
-        for key in [k for k, (until, _) in _cache.items() if until < now] or list(_cache):
+        for key in [k for k, (until, _, _) in _cache.items() if until < now] or list(_cache):
             del _cache[key]
-    _cache[(tenant_id, name)] = (time.monotonic() + ROUTE_TTL_S, rows)
+    _cache[(tenant_id, name)] = (time.monotonic() + ROUTE_TTL_S, rows, attempts)
 
 
 async def resolve(
     conn: Connection | None, settings: Settings, name: str, tenant_id: UUID | None = None
 ) -> Route:
     """The route of `name`: from this process's recent routes when `conn` is None (the
-    caller checked `cached`), else read on `conn` (and kept, given `tenant_id`)."""
+    caller checked `cached`), else read on `conn` (and kept, given `tenant_id`). A
+    healthy provider's attempts (it, then its configured fallback) are kept with its
+    row: they depend on nothing else."""
     if conn is None:
-        rows = cached(tenant_id, name) if tenant_id is not None else None
-        assert rows is not None, "resolve(None, ...) needs a cached route"
+        assert tenant_id is not None and cached(tenant_id, name) is not None, (
+            "resolve(None, ...) needs a cached route")
+        _, rows, attempts = _cache[(tenant_id, name)]
     else:
         rows = await store.route(conn, name)
-        if rows and tenant_id is not None:
-            _keep(tenant_id, name, rows)
-    if not rows:
-        raise ModelNotFound(name)
+        if not rows:
+            raise ModelNotFound(name)
+        attempts = [await service.resolve(conn, settings, None, _provider(r)) for r in rows]
+        if tenant_id is not None:
+            _keep(tenant_id, name, rows, attempts)
+    by_id = {id(r): a for r, a in zip(rows, attempts, strict=True)}
     rows = ordered(rows)
     chain: list[Resolved] = []
     for row in rows:
-        # Without a connection only healthy routes are resolved: resolve reads nothing.
-        attempts = await service.resolve(conn, settings, None, _provider(row))  # type: ignore[arg-type]
-        for provider, config in attempts:
-            mine = provider["id"] == row["id"]
-            chain.append(Resolved(provider, config, None, row["routed_model"] if mine else None))
+        for attempt in by_id[id(row)]:
+            mine = attempt.row["id"] == row["id"]
+            # A copy per call: a chain is linked (then) for this call's order.
+            chain.append(replace(attempt, then=None, model=row["routed_model"] if mine else None))
     for first, after in itertools.pairwise(chain):
         first.then = after
     head = rows[0]

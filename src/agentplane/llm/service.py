@@ -15,6 +15,7 @@ from agentplane.db.pool import Connection
 from agentplane.errors import Conflict, NotFound, ValidationFailed
 from agentplane.llm import store
 from agentplane.llm.adapters import AdapterConfig
+from agentplane.llm.context import Resolved
 from agentplane.llm.models import (
     LLMCall,
     Model,
@@ -41,8 +42,13 @@ class ProviderOptions(BaseModel):
     timeout: float = Field(default=60.0, gt=0, le=600)
     max_retries: int = Field(default=2, ge=0, le=10)
     backoff: float = Field(default=0.5, ge=0, le=60)
+    max_retry_wait_s: float = Field(default=10.0, ge=0, le=120)
+    """The longest wait before a retry: a vendor's 429/503 asking for longer (Retry-After)
+    is not waited for, the fallback (if any) takes the call at once."""
     fallback: str | None = None
-    """Another provider's name, used while this one is unhealthy."""
+    """Another provider's name, used while this one is unhealthy, and for a call this one
+    fails with a timeout, a context-window or content-policy refusal, or a 429/503 that
+    asked to retry later (agentplane.llm.fallbacks)."""
     cooldown_s: float = Field(default=30.0, ge=0, le=3600)
     """How long an unhealthy provider with a fallback rests before one call tries it again
     (success makes it healthy; failure rests it again)."""
@@ -160,25 +166,32 @@ FETCH: Any = object()
 
 async def resolve(
     conn: Connection, settings: Settings, ref: str | None, row: Any = FETCH
-) -> list[tuple[dict[str, Any], AdapterConfig]]:
-    """The providers a call goes to, in the order to try them: named, else the tenant's
-    default (`row` when the caller read it already). An unhealthy one with a fallback
-    gives way to it, except for one call per cool-down, which tries it again and falls
-    back only if that fails (so it recovers once its vendor does)."""
+) -> list[Resolved]:
+    """The providers a call goes to, in the order to try them (unlinked: the caller links
+    each to the next): named, else the tenant's default (`row` when the caller read it
+    already). An unhealthy one with a fallback gives way to it, except for one call per
+    cool-down, which tries it again and falls back only if that fails (so it recovers
+    once its vendor does). A healthy one with a fallback gives way to it only on the
+    errors fallbacks.falls_over names (`fallback_only`)."""
     if row is FETCH:
         row = await (store.get_provider(conn, ref) if ref else store.default_provider(conn))
     if row is None:
         raise NotFound(f"provider {ref} not found" if ref else "no enabled provider")
     opts = options(row["config"])
-    route = [row]
-    if row["health_status"] == "unhealthy" and opts.fallback:
+    route, fallback_only = [row], False
+    if opts.fallback and opts.fallback != row["name"]:
         fallback = await store.get_provider(conn, opts.fallback)
         if fallback is not None and fallback["enabled"]:
-            trial = await store.claim_trial(conn, row["id"], opts.cooldown_s)
-            route = [row, fallback] if trial and row["enabled"] else [fallback]
+            if row["health_status"] != "unhealthy":
+                route, fallback_only = [row, fallback], True
+            else:
+                trial = await store.claim_trial(conn, row["id"], opts.cooldown_s)
+                route = [row, fallback] if trial and row["enabled"] else [fallback]
     if not route[0]["enabled"]:
         raise Conflict(f"provider {route[0]['name']} is disabled")
-    return [(r, adapter_config(settings, r)) for r in route]
+    out = [Resolved(r, adapter_config(settings, r)) for r in route]
+    out[0].fallback_only = fallback_only and len(out) > 1
+    return out
 
 
 def adapter_config(settings: Settings, row: dict[str, Any]) -> AdapterConfig:
@@ -193,6 +206,7 @@ def adapter_config(settings: Settings, row: dict[str, Any]) -> AdapterConfig:
         timeout=opts.timeout,
         max_retries=opts.max_retries,
         backoff=opts.backoff,
+        max_retry_wait=opts.max_retry_wait_s,
         headers=opts.headers,
         options={"latency_ms": opts.latency_ms},
     )

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from agentplane.errors import AgentplaneError
 from agentplane.events.emit import event
-from agentplane.llm.calls import PendingCall, Resolved
+from agentplane.llm.context import PendingCall, Resolved
 from agentplane.runtime.fsm import Machine
 from agentplane.usage.budgets import Reservation
 

@@ -31,7 +31,8 @@ from agentplane.db.pool import Connection, Database
 from agentplane.errors import AgentplaneError, BudgetExceeded, DatabaseUnavailable
 from agentplane.events.emit import event
 from agentplane.llm.adapters.base import ChatRequest
-from agentplane.llm.calls import LLM, CallContext, CallOutcome, PendingCall
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallContext, CallOutcome, PendingCall
 from agentplane.runtime.execution import Execution, Stopped, Suspended, split_model
 from agentplane.runtime.finishing import Finishing
 from agentplane.runtime.starting import Starting

@@ -10,7 +10,8 @@ from uuid import UUID
 from agentplane.db.pool import Connection
 from agentplane.events.emit import emit, event
 from agentplane.llm import store as llm_store
-from agentplane.llm.calls import LLM, CallOutcome, PendingCall
+from agentplane.llm.calls import LLM
+from agentplane.llm.context import CallOutcome, PendingCall
 from agentplane.runtime import store as rt
 from agentplane.runtime.batches import Completions
 from agentplane.runtime.execution import Execution

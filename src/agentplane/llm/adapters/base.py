@@ -83,7 +83,7 @@ class _Clients:
 
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
-MAX_RETRY_AFTER = 30.0
+MAX_RETRY_WAIT = 10.0
 
 
 @dataclass
@@ -209,6 +209,9 @@ class AdapterConfig:
     timeout: float = 60.0
     max_retries: int = 2
     backoff: float = 0.5
+    max_retry_wait: float = MAX_RETRY_WAIT
+    """The longest wait before a retry: a vendor that asks for a longer one (Retry-After)
+    is not waited for, its error is raised at once (its fallback takes the call)."""
     headers: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -283,13 +286,17 @@ class Adapter:
                 if resp.status_code < 400:
                     return resp
                 await resp.aread()
-                if resp.status_code not in RETRY_STATUSES or attempt >= self.config.max_retries:
-                    raise self.http_error(resp)
                 delay = _retry_after(resp)
+                if (
+                    resp.status_code not in RETRY_STATUSES
+                    or attempt >= self.config.max_retries
+                    or (delay is not None and delay > self.config.max_retry_wait)
+                ):
+                    raise self.http_error(resp, delay)
             attempt += 1
             if delay is None:
                 delay = self.config.backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-            await asyncio.sleep(min(delay, MAX_RETRY_AFTER))
+            await asyncio.sleep(min(delay, self.config.max_retry_wait))
 
     def broken_off(self, exc: httpx.TransportError) -> ProviderError:
         """The connection failed while the answer was being read (not retried: the model
@@ -309,11 +316,17 @@ class Adapter:
         """A 2xx answer this adapter cannot read: the vendor's fault, said as such."""
         return ProviderError(f"provider {self.config.name} sent {what}", provider=self.config.name)
 
-    def http_error(self, resp: httpx.Response) -> ProviderError:
-        message = _vendor_message(resp)
+    def http_error(self, resp: httpx.Response, retry_after: float | None = None) -> ProviderError:
+        """The vendor's error, with its status, the reason a fallback may take the call
+        (`context_window`, `content_policy`: agentplane.llm.fallbacks) and the Retry-After
+        it asked for."""
+        message, code = _vendor_message(resp), _vendor_code(resp)
         detail = f"provider {self.config.name} answered {resp.status_code}: {message}"
+        extra = {"upstream_reason": _reason(resp.status_code, code, message),
+                 "retry_after": retry_after}
         return ProviderError(
-            self.redact(detail)[:500], provider=self.config.name, upstream_status=resp.status_code
+            self.redact(detail)[:500], provider=self.config.name, upstream_status=resp.status_code,
+            **{k: v for k, v in extra.items() if v is not None},
         )
 
 
@@ -336,6 +349,36 @@ def _retry_after(resp: httpx.Response) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def _vendor_code(resp: httpx.Response) -> str:
+    """The vendor's error code or type (OpenAI's error.code, Anthropic's error.type)."""
+    try:
+        error = resp.json().get("error")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    return " ".join(str(error.get(k) or "") for k in ("code", "type"))
+
+
+# How vendors say a prompt is over the model's window, or that it broke their content
+# policy (OpenAI's and Azure's codes, Anthropic's and vLLM's messages).
+_CONTEXT = ("context_length_exceeded", "maximum context length", "context window",
+            "prompt is too long", "too many tokens")
+_POLICY = ("content_policy_violation", "content_filter", "content management policy",
+           "safety system")
+
+
+def _reason(status: int, code: str, message: str) -> str | None:
+    if status not in (400, 403, 413, 422):
+        return None
+    said = f"{code} {message}".lower()
+    if any(s in said for s in _CONTEXT):
+        return "context_window"
+    if any(s in said for s in _POLICY):
+        return "content_policy"
+    return None
 
 
 def _vendor_message(resp: httpx.Response) -> str:
