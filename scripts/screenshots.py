@@ -35,6 +35,9 @@ PAGES = [
     ("run", None),  # the demo's run
     ("workflow", "/workflows/code-review"),
     ("usage", "/usage"),
+    ("llm-calls", "/llm-calls"),
+    ("queue", "/queue"),
+    ("providers", "/providers"),
 ]
 
 

@@ -9,6 +9,7 @@ here."""
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -97,4 +98,15 @@ def create_app(
     app.include_router(workflows_api.router)
     messages_api.install(app)  # its sending route ahead of the gateway's /v1/messages
     install_dashboard(app)
+    freeze_heap()
     return app
+
+
+def freeze_heap() -> None:
+    """Put everything alive now (modules, routes, schemas, the app) beyond the cyclic
+    collector: a full collection then walks what requests made, not the ~170,000
+    objects of startup. Walking them was a 75-110 ms pause every few hundred requests,
+    and it landed on dashboard pages most (a page allocates about twice what its JSON
+    route does, so it triggers collections twice as often): their p99."""
+    gc.collect()
+    gc.freeze()

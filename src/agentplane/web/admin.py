@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
@@ -99,13 +100,15 @@ async def revoke_key(request: Request, action: Action, ref: str) -> Response:
 
 async def _members_page(request: Request, user: WebUser, *, status: int = 200,
                         invited: Any = None, token: str | None = None,
-                        error: str | None = None) -> HTMLResponse:
+                        error: str | None = None, errors: dict[str, str] | None = None,
+                        values: dict[str, str] | None = None) -> HTMLResponse:
     db = http.db_of(request)
     members = await tenancy.list_members(db, user.principal)
     invitations = await tenancy.list_invitations(db, user.principal) if user.manages else []
     return await page(request, user, "members.html", status=status, title="Members",
                       members=members, invitations=invitations, invited=invited, token=token,
-                      error=error, roles=sc.ROLES)
+                      error=error, errors=errors or {}, values=values or {},
+                      roles=sc.ROLES)
 
 
 @router.get("/members")
@@ -117,14 +120,17 @@ async def members(request: Request, user: User) -> HTMLResponse:
 async def invite(request: Request, action: Action) -> Response:
     user = action.user
     http.need(user, "members:manage", managers=True)
-    role = action.form.text("role")
+    values = {"email": action.form.text("email")[:300], "role": action.form.text("role")}
+    errors: dict[str, str] = {}
     try:
-        email = normalize_email(action.form.text("email")[:254])
+        email = normalize_email(values["email"][:254])
     except ValueError:
-        return await _members_page(request, user, status=422, error="not a valid email address")
-    if role not in ("admin", "developer", "viewer"):
-        return await _members_page(request, user, status=422,
-                                   error="an invitation's role is admin, developer or viewer")
+        errors["email"] = "not a valid email address"
+    if values["role"] not in ("admin", "developer", "viewer"):
+        errors["role"] = "an invitation's role is admin, developer or viewer"
+    if errors:
+        return await _members_page(request, user, status=422, errors=errors, values=values)
+    role = values["role"]
     row, token = await tenancy.invite(http.db_of(request), user.principal, email, role,
                                       http.origin(request))
     return await _members_page(request, user, status=201, invited=row, token=token)
@@ -143,7 +149,8 @@ async def change_role(request: Request, action: Action, ref: str) -> Response:
     http.need(action.user, "members:manage", managers=True)
     role = action.form.text("role")
     if role not in sc.ROLES:
-        raise ValidationFailed(f"a role is one of {', '.join(sc.ROLES)}")
+        return await _members_page(request, action.user, status=422,
+                                   error=f"a role is one of {', '.join(sc.ROLES)}")
     await tenancy.change_member(http.db_of(request), action.user.principal,
                                 http.parse_uuid(ref, "member"), role, None, http.origin(request))
     return http.redirect(request, "/members?notice=member-changed")
@@ -164,9 +171,12 @@ async def remove_member(request: Request, action: Action, ref: str) -> Response:
 async def audit(request: Request, user: User) -> HTMLResponse:
     http.need(user, "audit:read")
     q = request.query_params
-    shown = {k: q.get(k, "").strip()[:64] for k in ("event_type", "resource_type", "since",
-                                                      "until")}
+    shown = {k: q.get(k, "").strip() for k in ("event_type", "resource_type", "since",
+                                                "until")}
     problems: dict[str, str] = {}
+    for k, v in shown.items():
+        if len(v) > 64:
+            problems[k], shown[k] = "at most 64 characters", v[:64]
     filters: dict[str, Any] = {"event_type": shown["event_type"] or None,
                                "resource_type": shown["resource_type"] or None,
                                "user_id": None, "resource_id": None, "since": None,
@@ -189,7 +199,7 @@ async def audit(request: Request, user: User) -> HTMLResponse:
             problems["cursor"] = "not a page of this log: start again from the first"
     members = {m["user_id"]: m["email"]
                for m in await tenancy.list_members(http.db_of(request), user.principal)}
-    query = "&".join(f"{k}={v}" for k, v in shown.items() if v)
+    query = urlencode({k: v for k, v in shown.items() if v})
     return await page(request, user, "audit.html", title="Audit log",
                       status=422 if problems else 200, rows=rows, next_cursor=next_cursor,
                       filters=shown, problems=problems, members=members, query=query)

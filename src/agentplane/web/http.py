@@ -51,6 +51,9 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_FIELDS = 500
 MAX_FIELD_CHARS = 200_000
+MAX_QUERY_CHARS = 8_000
+"""A page's query string longer than this is a 414 page: no filter needs more, and a
+huge one is refused before any page reads it."""
 """A form value longer than this is refused (a workflow input may be a whole file)."""
 
 # No inline script or style anywhere: htmx's own config comes from a meta tag, its
@@ -270,6 +273,10 @@ def parse_uuid(value: str, noun: str) -> UUID:
         raise NotFound(f"no {noun} {value[:60]!r}") from None
 
 
+class TooLong(BadRequest):
+    status, type, title = 414, "uri-too-long", "URI too long"
+
+
 ErrorPage = Callable[[Request, int, str, dict[str, str] | None], Coroutine[Any, Any, Response]]
 _error_page: list[ErrorPage] = []
 
@@ -289,6 +296,9 @@ class WebRoute(APIRoute):
 
         async def route(request: Request) -> Response:
             try:
+                if len(request.scope.get("query_string", b"")) > MAX_QUERY_CHARS:
+                    raise TooLong(f"this address is too long (its query has more than "
+                                  f"{MAX_QUERY_CHARS} characters): shorten the filters")
                 response = await handler(request)
             except SignInRequired:
                 response = to_signin(request)

@@ -24,6 +24,7 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 User = Annotated[WebUser, Depends(http.signed_in)]
 Action = Annotated[Posted, Depends(http.posted)]
 PAGE = 50
+MAX_FILTER = 100
 
 
 @router.get("/queue")
@@ -36,13 +37,16 @@ async def _page(request: Request, user: WebUser, *, pause: dict[str, str] | None
     """The page; after a refused pause, with the form's values and its problem."""
     http.need(user, READ)
     q = request.query_params
-    filters = {k: q.get(k, "").strip()[:100] for k in ("status", "queue", "type")}
+    filters = {k: q.get(k, "").strip() for k in ("status", "queue", "type")}
     problems: dict[str, str] = {"pause": pause_problem} if pause_problem else {}
+    for k, v in filters.items():
+        if len(v) > MAX_FILTER:
+            problems[k], filters[k] = f"at most {MAX_FILTER} characters", v[:MAX_FILTER]
     if filters["status"] and filters["status"] not in Status.__members__:
         problems["status"] = "not a job status"
     db, jobs_ = http.db_of(request), JobQueue(http.db_of(request))
     jobs = letters = None
-    if "status" not in problems:
+    if not problems.keys() - {"pause"}:
         try:
             jobs = await jobs_.list(
                 tenant_id=user.tenant_id, status=filters["status"] or None,
@@ -50,7 +54,7 @@ async def _page(request: Request, user: WebUser, *, pause: dict[str, str] | None
                 cursor=(q.get("cursor") or None) and q.get("cursor", "")[:200])
         except ValidationFailed as exc:
             problems["cursor"] = exc.detail
-    if "status" not in problems and "cursor" not in problems:
+    if not problems.keys() - {"pause"}:
         letters = await jobs_.dead_letters(
             tenant_id=user.tenant_id, limit=PAGE,
             cursor=(q.get("dl_cursor") or None) and q.get("dl_cursor", "")[:200])

@@ -23,6 +23,9 @@ env = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    # The templates are the package's own files: never stat them again on each render
+    # (an `{% include %}` in a loop looked its template up, with a stat, once per row).
+    auto_reload=False,
 )
 
 
@@ -193,7 +196,8 @@ def fragment(name: str, *, status: int = 200, headers: dict[str, str] | None = N
 
 
 TITLES = {400: "Bad request", 401: "Sign in", 403: "Not allowed", 404: "Not found",
-          409: "Conflict", 413: "Too large", 422: "Not valid", 429: "Too many requests",
+          409: "Conflict", 413: "Too large", 414: "Address too long", 422: "Not valid",
+          429: "Too many requests",
           500: "Something went wrong", 503: "Unavailable"}
 
 
