@@ -25,6 +25,8 @@ from agentplane.events import api as events_api
 from agentplane.events.stream import close_hub
 from agentplane.gateway import api as gateway_api
 from agentplane.llm import api as llm_api
+from agentplane.messages import api as messages_api
+from agentplane.messages.inbox import close_wakeups
 from agentplane.ops import maintenance
 from agentplane.queue import api as queue_api
 from agentplane.sessions import api as sessions_api
@@ -58,6 +60,7 @@ def create_app(
                 yield
         finally:
             await close_hub(own)
+            await close_wakeups(own)
             await own.close()
             if endpoints is None and own.endpoints.server is not None:
                 own.endpoints.server.release()
@@ -92,5 +95,6 @@ def create_app(
     app.include_router(agents_api.router)
     app.include_router(agents_api.tools_router)
     app.include_router(workflows_api.router)
+    messages_api.install(app)  # its sending route ahead of the gateway's /v1/messages
     install_dashboard(app)
     return app

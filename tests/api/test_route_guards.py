@@ -40,7 +40,7 @@ VENDOR_SHAPED = {
     for router in gateway_api.VENDOR_ROUTERS
     for r in router.routes
     for m in r.methods - {"HEAD"}
-}
+} - {("POST", "/v1/messages")}  # without anthropic-version: an agent message (problem+json)
 TABLES = ("tenants", "memberships", "projects", "api_keys", "invitations", "audit_logs",
           "agents", "workflows", "runs", "jobs", "llm_providers", "sessions", "usage_alerts")
 

@@ -58,7 +58,8 @@ WHERE p.pronamespace = 'public'::regnamespace AND p.prokind IN ('f', 'p')
 UNION ALL
 SELECT 'view', (pg_identify_object('pg_class'::regclass, c.oid, 0)).identity,
        concat_ws(E'\n', pg_get_viewdef(c.oid), c.reloptions::text)
-FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
+FROM pg_class c WHERE c.relkind = 'v'  -- public's and the seeds' schemas' views
+  AND c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
 UNION ALL
 SELECT 'trigger', (pg_identify_object('pg_trigger'::regclass, t.oid, 0)).identity,
        concat_ws(E'\n', pg_get_triggerdef(t.oid), 'enabled: ' || t.tgenabled::text)

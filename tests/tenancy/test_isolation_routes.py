@@ -38,6 +38,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/runs/{run_id}/data"): {"key": "stolen", "value": 1},
     ("POST", "/v1/input-requests/{request_id}/answer"): {"response": {"approved": True}},
     ("PATCH", "/v1/usage/alerts/{alert_id}"): {"threshold": 1},
+    ("POST", "/v1/agents/{slug}/instances/{instance_id}/subscriptions"): {"topic": "stolen"},
 }
 
 # The gateway's routes answer in their vendor's shape, not problem+json.
@@ -71,6 +72,9 @@ TABLES = (
     "events",
     "gateway_aliases",
     "tool_executions",
+    "messages",
+    "message_deliveries",
+    "message_subscriptions",
 )
 
 
@@ -152,6 +156,21 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
             [b.tenant_id, uuid.uuid4()],
         )
         dead_letter_id = (await cur.fetchone())["id"]
+    r = await client.post(f"/v1/agents/iso-asker/instances/{instance_id}/subscriptions",
+                          json={"topic": "iso-topic"}, headers=b.headers)
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/messages", json={"to": {"agent": "iso-asker"}, "type": "iso"},
+                          headers=b.headers)
+    assert r.status_code == 201, r.text
+    message_id = r.json()["id"]
+    async with db.admin_connection() as conn:  # a dead copy, as after its last attempt
+        cur = await conn.execute(
+            "UPDATE message_deliveries SET status = 'dead' WHERE message_id = %s RETURNING id",
+            [message_id])
+        delivery_id = (await cur.fetchone())["id"]
+    r = await client.post("/v1/messages", json={"to": {"agent": "iso-asker"}, "type": "iso"},
+                          headers=b.headers)
+    live_message_id = r.json()["id"]
     return {
         "run_id": run_id,
         "task_id": tree["tasks"][0]["id"],
@@ -168,6 +187,9 @@ async def b_holdings(client: httpx.AsyncClient, db: Database, settings: Settings
         "key_id": b.api_key_id,
         "schedule_id": schedule_id,
         "name": "iso-alias",
+        "message_id": live_message_id,
+        "delivery_id": delivery_id,
+        "topic": "iso-topic",
     }
 
 
@@ -204,6 +226,7 @@ def test_every_id_route_is_covered() -> None:
     params = {"run_id", "task_id", "request_id", "slug", "instance_id", "ref", "job_id"}
     params |= {"dead_letter_id", "model_id", "call_id", "key_id"}
     params |= {"alert_id", "schedule_id", "name", "tool_execution_id"}
+    params |= {"message_id", "delivery_id", "topic"}
     for method, path in tried:
         names = {p.split("}")[0].removesuffix(":path") for p in path.split("{")[1:]}
         assert names <= params, f"{method} {path}: add its resource to this module"
@@ -231,6 +254,8 @@ async def test_a_key_on_b_resources_gets_404_on_every_route(
         for ids in variants:
             url = fill(path, ids)
             body = BODIES.get((method, path))
+            if path.startswith("/v1/messages/{message_id}/"):  # ack, nack: by B's instance
+                body = {"instance": ids["instance_id"]}
             r = await client.request(method, url, headers=a.headers, json=body)
             assert r.status_code == 404, (method, url, r.status_code, r.text)
             expected = "application/json" if (method, path) in VENDOR_SHAPED else (

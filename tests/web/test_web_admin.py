@@ -79,9 +79,8 @@ async def test_a_viewer_sees_no_action_and_a_forged_post_is_refused(app, db, ran
         workflow = await c.get("/workflows/review")
         assert 'id="start-run"' not in workflow.text and "does not start runs" in workflow.text
         home = await c.get("/")
-        assert 'href="/keys"' not in home.text and 'href="/queue"' not in home.text
-        assert 'href="/audit"' not in home.text
-        for path in ("/keys", "/queue", "/audit"):
+        assert 'href="/keys"' not in home.text and 'href="/audit"' not in home.text
+        for path in ("/keys", "/audit"):
             r = await c.get(path)
             assert r.status_code == 403 and "403 · Not allowed" in r.text, path
         # Forged: the viewer's own valid token, an action its role does not allow.

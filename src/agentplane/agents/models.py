@@ -12,7 +12,7 @@ from agentplane.money import Money
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 AgentStatus = Literal["active", "inactive", "maintenance"]
-InstanceStatus = Literal["starting", "idle", "busy", "stopping", "stopped", "failed"]
+InstanceStatus = Literal["starting", "idle", "busy", "stopping", "stopped", "failed", "offline"]
 
 
 class AgentIn(BaseModel):

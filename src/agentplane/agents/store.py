@@ -195,7 +195,9 @@ async def set_instance_status(
 
 async def heartbeat(conn: Connection, instance_id: UUID) -> dict[str, Any] | None:
     cur = await conn.execute(
-        f"UPDATE agent_instances SET heartbeat_at = now() WHERE id = %s "
+        # An instance marked offline for its silence is back once it beats again.
+        "UPDATE agent_instances SET heartbeat_at = now(), "
+        "status = CASE WHEN status = 'offline' THEN 'idle' ELSE status END WHERE id = %s "
         f"AND status NOT IN ('stopped', 'failed') RETURNING {INSTANCE_COLUMNS}",
         [instance_id],
     )

@@ -17,6 +17,7 @@ so a key never grants more than its owner has (even after a demotion).
 | llm:read / llm:write | read / configure providers, models and aliases |
 | llm:invoke | call models through the gateway (/v1/chat/completions, /v1/messages, ...) |
 | sessions:read / sessions:write | read / manage sessions (conversation contexts) |
+| messages:read / messages:write | read / send, receive, ack and requeue agent-to-agent messages |
 | projects:read / projects:write | read / create, change and archive projects |
 | tenant:manage | change the tenant's name, plan, limits and settings |
 | keys:manage | create, list and revoke API keys |
@@ -42,6 +43,7 @@ READ: Final = (
     "llm:read",
     "sessions:read",
     "projects:read",
+    "messages:read",
 )
 WRITE: Final = (
     "workflows:write",
@@ -53,6 +55,7 @@ WRITE: Final = (
     "llm:invoke",
     "sessions:write",
     "projects:write",
+    "messages:write",
 )
 MANAGE: Final = ("tenant:manage", "keys:manage", "members:manage", "audit:read")
 

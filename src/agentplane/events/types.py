@@ -35,6 +35,7 @@ INPUT_REQUESTED: Final = "input.requested"
 INPUT_ANSWERED: Final = "input.answered"
 
 MESSAGE_SENT: Final = "message.sent"
+MESSAGE_RECEIVED: Final = "message.received"
 
 BUDGET_WARNING: Final = "budget.warning"
 BUDGET_EXCEEDED: Final = "budget.exceeded"
@@ -47,7 +48,7 @@ ALL: Final[frozenset[str]] = frozenset(
         LLM_CALL_STARTED, LLM_CALL_COMPLETED, LLM_DELTA,
         TOOL_CALLED, TOOL_COMPLETED,
         INPUT_REQUESTED, INPUT_ANSWERED,
-        MESSAGE_SENT,
+        MESSAGE_SENT, MESSAGE_RECEIVED,
         BUDGET_WARNING, BUDGET_EXCEEDED,
     }
 )  # fmt: skip

@@ -1,19 +1,16 @@
-"""Tenants' aliases (virtual models): agentplane's own API, in problem+json like every
-other route of it."""
+"""Aliases: a tenant's virtual model names, each routed to its deployments. One
+implementation for the API's `/v1/gateway/aliases` and the dashboard's providers page."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from psycopg import Connection
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentplane.auth.deps import conn_for
 from agentplane.errors import Conflict, NotFound
 from agentplane.gateway import store
-
-router = APIRouter(tags=["gateway"])
 
 
 class Deployment(BaseModel):
@@ -43,15 +40,8 @@ class Alias(BaseModel):
     updated_at: Any
 
 
-AliasReader = conn_for("llm:read")
-AliasWriter = conn_for("llm:write")
-
-
-@router.post("/v1/gateway/aliases", status_code=201)
-async def create_alias(body: AliasIn, conn: AliasWriter) -> Alias:
-    """A virtual model: calls to its name go to its deployments, tried in turn until one
-    answers (weighted: an order drawn by weight; priority: as listed; latency: the
-    fastest provider lately first; cost: the cheapest first)."""
+async def create(conn: Connection, body: AliasIn) -> Alias:
+    """Every deployment must name a model the tenant has; names are unique."""
     unknown = [d.name for d in body.deployments if not await store.route(conn, d.name)]
     if unknown:
         raise NotFound(f"no model {', '.join(unknown)} in this tenant")
@@ -61,15 +51,11 @@ async def create_alias(body: AliasIn, conn: AliasWriter) -> Alias:
     return Alias.model_validate(row)
 
 
-@router.get("/v1/gateway/aliases")
-async def list_aliases(conn: AliasReader) -> list[Alias]:
+async def list_(conn: Connection) -> list[Alias]:
     return [Alias.model_validate(r) for r in await store.list_aliases(conn)]
 
 
-@router.delete("/v1/gateway/aliases/{name}", status_code=204)
-async def delete_alias(name: str, conn: AliasWriter) -> Response:
+async def delete(conn: Connection, name: str) -> None:
     found = await store.get_alias(conn, name)
     if found is None or not await store.delete_alias(conn, found["id"]):
         raise NotFound(f"alias {name} not found")
-    return Response(status_code=204)
-

@@ -1,5 +1,5 @@
 """The gateway on the app: OpenAI's routes (openai_routes), Anthropic's messages
-(anthropic_routes) and tenants' aliases (aliases), with the gateway's own body limit.
+(anthropic_routes) and tenants' aliases (alias_routes), with the gateway's own body limit.
 
 Every call goes through agentplane.llm.calls as the runtime's do: budgets reserved before
 and settled after, one llm_calls row with its usage record and rollups. The vendor
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 
-from agentplane.gateway import aliases, anthropic_routes, openai_routes
+from agentplane.gateway import alias_routes, anthropic_routes, openai_routes
 from agentplane.gateway.errors import InvalidRequest, anthropic_body, openai_body, shape
 
 VENDOR_ROUTERS = (openai_routes.router, anthropic_routes.router)
@@ -40,7 +40,7 @@ def install(app: FastAPI) -> None:
     """The gateway's routes on `app`, with their own body limit."""
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
-    app.include_router(aliases.router)
+    app.include_router(alias_routes.router)
     limits = dict(getattr(app.state, "body_limits", None) or {})
     for path in OPENAI_PATHS:
         limits[path] = (MAX_BODY_BYTES, _too_large(False))

@@ -1,4 +1,6 @@
-"""HTTP: providers (key write-only), models and prices, LLM calls."""
+"""HTTP: providers (key write-only), models and prices, LLM calls. Every role with
+`llm:read` reads; providers, models and prices are managed by owners and admins
+(`MANAGERS`, the dashboard's providers page checks the same)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from agentplane.auth.deps import DB, Principal, conn_for, requires
+from agentplane.auth.scopes import MANAGERS
 from agentplane.llm import service
 from agentplane.llm.calls import test_call
 from agentplane.llm.models import (
@@ -29,7 +32,7 @@ router = APIRouter(tags=["llm"])
 
 
 ReadConn = conn_for("llm:read")
-WriteConn = conn_for("llm:write")
+WriteConn = conn_for("llm:write", roles=MANAGERS)
 
 
 def settings_of(request: Request):

@@ -1,5 +1,10 @@
-"""HTTP: a tenant's own jobs and dead letters (owners and admins), cursor-paginated,
-pausing its own queues, and its cron schedules."""
+"""HTTP: a tenant's own jobs and dead letters, cursor-paginated, pausing its own queues,
+and its cron schedules.
+
+Who may do what (the dashboard's queue page checks the same names): every role with
+`jobs:read` reads; a developer (`jobs:write`) acts on jobs that exist: cancel, retry,
+requeue a dead letter, pause and resume; new work of any type (enqueue, schedules) is
+for owners and admins, since a job's payload goes to its handler unchecked."""
 
 from __future__ import annotations
 
@@ -9,15 +14,26 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 
+from agentplane.auth import scopes as sc
 from agentplane.auth.deps import DB, IdPrefix, Principal, requires
 from agentplane.queue import schedules
-from agentplane.queue.models import DeadLetter, Job, Page, Priority, Schedule, ScheduleSpec
+from agentplane.queue.models import (
+    DeadLetter,
+    Job,
+    Page,
+    Pause,
+    Priority,
+    Schedule,
+    ScheduleSpec,
+)
 from agentplane.queue.service import JobQueue
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-ADMINS = {"owner", "admin"}
-Reader = Annotated[Principal, Depends(requires("jobs:read", roles=ADMINS))]
-Writer = Annotated[Principal, Depends(requires("jobs:write", roles=ADMINS))]
+READ, ACT = "jobs:read", "jobs:write"
+CREATORS = sc.MANAGERS
+Reader = Annotated[Principal, Depends(requires(READ))]
+Actor = Annotated[Principal, Depends(requires(ACT))]
+Writer = Annotated[Principal, Depends(requires(ACT, roles=CREATORS))]
 
 
 class EnqueueIn(BaseModel):
@@ -66,12 +82,12 @@ async def get_job(job_id: UUID, principal: Reader, db: DB) -> Job:
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: UUID, principal: Writer, db: DB) -> Job:
+async def cancel_job(job_id: UUID, principal: Actor, db: DB) -> Job:
     return await JobQueue(db).cancel(job_id, tenant_id=principal.tenant_id)
 
 
 @router.post("/jobs/{job_id}/retry")
-async def retry_job(job_id: UUID, principal: Writer, db: DB) -> Job:
+async def retry_job(job_id: UUID, principal: Actor, db: DB) -> Job:
     return await JobQueue(db).retry(job_id, tenant_id=principal.tenant_id)
 
 
@@ -89,7 +105,7 @@ async def list_dead_letters(
 
 
 @router.post("/dead-letters/{dead_letter_id}/requeue", status_code=201)
-async def requeue(dead_letter_id: UUID, principal: Writer, db: DB) -> Enqueued:
+async def requeue(dead_letter_id: UUID, principal: Actor, db: DB) -> Enqueued:
     job_id = await JobQueue(db).requeue(dead_letter_id, tenant_id=principal.tenant_id)
     return Enqueued(id=job_id)
 
@@ -101,15 +117,22 @@ class Paused(BaseModel):
     """Waiting jobs the call held (pause) or released (resume)."""
 
 
+@router.get("/queue-pauses")
+async def list_pauses(principal: Reader, db: DB) -> list[Pause]:
+    """The pauses holding this tenant's jobs: its own, and an operator's for every
+    tenant (`everyone`), which only the operator lifts."""
+    return await JobQueue(db).pauses(tenant_id=principal.tenant_id)
+
+
 @router.post("/queues/{queue}/pause")
-async def pause_queue(queue: str, principal: Writer, db: DB, type: str | None = None) -> Paused:
+async def pause_queue(queue: str, principal: Actor, db: DB, type: str | None = None) -> Paused:
     """Pause a queue, or one job type in it, for this tenant's jobs only."""
     n = await JobQueue(db).pause(queue, type, tenant_id=principal.tenant_id)
     return Paused(queue=queue, type=type, jobs=n)
 
 
 @router.post("/queues/{queue}/resume")
-async def resume_queue(queue: str, principal: Writer, db: DB, type: str | None = None) -> Paused:
+async def resume_queue(queue: str, principal: Actor, db: DB, type: str | None = None) -> Paused:
     """Lift this tenant's pause of a queue (or type); an operator's pause stays."""
     n = await JobQueue(db).resume(queue, type, tenant_id=principal.tenant_id)
     return Paused(queue=queue, type=type, jobs=n)

@@ -161,6 +161,17 @@ class Schedule(BaseModel):
     last_job_id: UUID | None = None
 
 
+class Pause(BaseModel):
+    """A paused queue, or one job type in it (`type` None: the whole queue)."""
+
+    queue: str
+    type: str | None
+    paused_at: datetime
+    everyone: bool
+    """An operator's pause for every tenant (`agentplane jobs pause`): a tenant's resume
+    does not lift it."""
+
+
 class Limit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

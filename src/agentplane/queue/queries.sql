@@ -152,6 +152,11 @@ SELECT queue_recover(%(limit)s::int) AS recovered;
 -- name: pause
 SELECT queue_pause(%(queue)s, %(type)s, %(tenant_id)s::uuid) AS jobs;
 
+-- name: pauses
+-- The pauses that hold a tenant's jobs: its own (RLS) and the operators' for every tenant.
+SELECT tenant_id, queue, nullif(type, '*') AS type, paused_at
+FROM queue_pauses ORDER BY queue, type, tenant_id NULLS FIRST;
+
 -- name: resume
 SELECT queue_resume(%(queue)s, %(type)s, %(tenant_id)s::uuid) AS jobs;
 

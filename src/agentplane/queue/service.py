@@ -37,6 +37,7 @@ from agentplane.queue.models import (
     JobSpec,
     Limit,
     Page,
+    Pause,
     Status,
 )
 from agentplane.queue.registry import Registry
@@ -345,6 +346,13 @@ class JobQueue:
                                         tenant_id=_tenant(tenant_id))
             await store.execute(c, "notify", queue=queue)
         return int(row["jobs"]) if row else 0
+
+    async def pauses(self, *, tenant_id: UUID | str) -> list[Pause]:
+        """The pauses that hold the tenant's jobs: its own and the operators'."""
+        async with self.db.tenant_connection(tenant_id) as c:
+            rows = await store.fetch_all(c, "pauses")
+        return [Pause(queue=r["queue"], type=r["type"], paused_at=r["paused_at"],
+                      everyone=r["tenant_id"] is None) for r in rows]
 
     async def set_limit(self, limit: Limit) -> None:
         """Global limits of a concurrency key: max running jobs and/or jobs per second."""

@@ -45,3 +45,8 @@ class Session(BaseModel):
     updated_at: datetime
     deleted_at: datetime | None
     deleted_by: UUID | None
+
+
+class SessionPage(BaseModel):
+    items: list[Session]
+    next_cursor: str | None = None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from agentplane import pagination
 from agentplane.db.pool import Connection
 from agentplane.errors import Conflict, NotFound
 from agentplane.sessions import store
-from agentplane.sessions.models import Session, SessionCreate, SessionUpdate
+from agentplane.sessions.models import Session, SessionCreate, SessionPage, SessionUpdate
 
 
 async def create(conn: Connection, user_id: UUID | None, body: SessionCreate) -> Session:
@@ -34,8 +35,21 @@ async def get(conn: Connection, ref: str, user_id: UUID | None = None) -> Sessio
 async def list_(
     conn: Connection, user_id: UUID | None = None, include_deleted: bool = False, limit: int = 100
 ) -> list[Session]:
-    rows = await store.list_(conn, user_id, include_deleted, limit)
-    return [Session.model_validate(r) for r in rows]
+    return (await page(conn, user_id, include_deleted, limit)).items
+
+
+async def page(
+    conn: Connection, user_id: UUID | None = None, include_deleted: bool = False,
+    limit: int = 100, cursor: str | None = None,
+) -> SessionPage:
+    """A page of sessions, newest first, after `cursor` (InvalidCursor if it is not one
+    of this listing's)."""
+    before_at, before_id = pagination.decode(cursor) if cursor else (None, None)
+    rows = await store.list_(conn, user_id, include_deleted, limit + 1, before_at, before_id)
+    items = [Session.model_validate(r) for r in rows[:limit]]
+    last = items[-1] if len(rows) > limit else None
+    return SessionPage(items=items,
+                         next_cursor=pagination.encode(last.created_at, last.id) if last else None)
 
 
 async def update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -48,16 +49,21 @@ async def by_external_id(
 
 
 async def list_(
-    conn: Connection, user_id: UUID | None, include_deleted: bool, limit: int
+    conn: Connection, user_id: UUID | None, include_deleted: bool, limit: int,
+    before_at: datetime | None = None, before_id: UUID | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; after (before_at, before_id) when given (a cursor's position)."""
     cur = await conn.execute(
         """
         SELECT * FROM sessions
         WHERE (%(user_id)s::uuid IS NULL OR user_id = %(user_id)s)
           AND (%(deleted)s OR deleted_at IS NULL)
+          AND (%(before_at)s::timestamptz IS NULL
+               OR (created_at, id) < (%(before_at)s, %(before_id)s::uuid))
         ORDER BY created_at DESC, id DESC LIMIT %(limit)s
         """,
-        {"user_id": user_id, "deleted": include_deleted, "limit": limit},
+        {"user_id": user_id, "deleted": include_deleted, "limit": limit,
+         "before_at": before_at, "before_id": before_id},
     )
     return await cur.fetchall()
 

@@ -21,6 +21,7 @@ from agentplane.web import (
     catalogue,
     docs,
     overview,
+    providers,
     queue,
     runs,
     signin,
@@ -60,6 +61,7 @@ def install(app: FastAPI) -> None:
     app.include_router(runs.router)
     app.include_router(workflows.router)
     app.include_router(catalogue.router)
+    app.include_router(providers.router)
     app.include_router(usage.router)
     app.include_router(queue.router)
     app.include_router(admin.router)

@@ -1,19 +1,21 @@
 """What the tenant has and what it did, page by page: agents (definition, metrics,
-instances and heartbeats), sessions, LLM calls (filters, a call with its messages),
-providers and models (health, latency, prices)."""
+instances and heartbeats), sessions, LLM calls (filters, a call with its messages).
+Providers and models are in providers.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 
 from agentplane.agents import service as agents
-from agentplane.errors import AgentplaneError, NotFound
+from agentplane.errors import NotFound, ValidationFailed
 from agentplane.llm import service as llm
-from agentplane.llm.calls import test_call
+from agentplane.llm.api import CallFilters
 from agentplane.sessions import service as sessions
 from agentplane.usage import reports
 from agentplane.web import charts, http
@@ -26,6 +28,12 @@ User = Annotated[WebUser, Depends(http.signed_in)]
 Action = Annotated[Posted, Depends(http.posted)]
 CALL_STATUSES = ("pending", "running", "completed", "failed")
 CALLS_PAGE = 50
+SESSIONS_PAGE = 50
+MAX_FILTER = 200
+FILTERS = ("provider", "model", "status", "endpoint", "request_id", "session", "key", "run",
+           "since", "until", "before")
+FIELDS = {"session_id": "session", "api_key_id": "key", "run_id": "run"}
+"""The API's names of the filters whose form names differ."""
 
 
 # --- agents -------------------------------------------------------------------------------
@@ -77,11 +85,22 @@ async def show_agent(request: Request, user: User, slug: str) -> HTMLResponse:
 
 @router.get("/sessions")
 async def list_sessions(request: Request, user: User) -> HTMLResponse:
+    """A page at a time, newest first, like the runs list."""
     http.need(user, "sessions:read")
     deleted = request.query_params.get("deleted") == "1"
-    async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        found = await sessions.list_(conn, None, deleted, 200)
-    return await page(request, user, "sessions.html", title="Sessions", sessions=found,
+    cursor = request.query_params.get("cursor") or None
+    found, problem = None, None
+    if cursor and len(cursor) > 200:
+        problem = "not a page of this list: start again from the first"
+    else:
+        try:
+            async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
+                found = await sessions.page(conn, None, deleted, SESSIONS_PAGE, cursor)
+        except ValidationFailed:
+            problem = "not a page of this list: start again from the first"
+    return await page(request, user, "sessions.html", title="Sessions",
+                      status=422 if problem else 200, sessions=found.items if found else [],
+                      next_cursor=found.next_cursor if found else None, problem=problem,
                       deleted=deleted)
 
 
@@ -103,18 +122,19 @@ async def show_session(request: Request, user: User, ref: str) -> HTMLResponse:
 
 
 def call_filters(request: Request) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """(the service's filters, the form's values, each bad field's problem); the values
+    pass the API's own `CallFilters` too, so the page refuses what the API refuses."""
     q = request.query_params
-    shown = {k: q.get(k, "").strip()[:200] for k in (
-        "provider", "model", "status", "session", "key", "run", "since", "until", "before")}
+    shown = {k: q.get(k, "").strip() for k in FILTERS}
     problems: dict[str, str] = {}
-    for k in shown:
-        if len(q.get(k, "")) > 100:
-            problems[k] = "at most 100 characters"
+    for k, v in shown.items():
+        if len(v) > MAX_FILTER:
+            problems[k] = f"at most {MAX_FILTER} characters"
+            shown[k] = v[:MAX_FILTER]
     if shown["status"] and shown["status"] not in CALL_STATUSES:
         problems["status"] = "not a call status"
-    values: dict[str, Any] = {"provider": shown["provider"] or None,
-                              "model": shown["model"] or None,
-                              "status": shown["status"] or None}
+    values: dict[str, Any] = {k: shown[k] or None
+                              for k in ("provider", "model", "status", "endpoint", "request_id")}
     for field, name in (("session", "session_id"), ("key", "api_key_id"), ("run", "run_id"),
                         ("before", "before")):
         if shown[field]:
@@ -129,6 +149,12 @@ def call_filters(request: Request) -> tuple[dict[str, Any], dict[str, str], dict
                                                  datetime.min.time(), UTC)
             except ValueError:
                 problems[field] = "a date, YYYY-MM-DD"
+    if not problems:
+        try:
+            CallFilters.model_validate(values)
+        except ValidationError as exc:
+            for e in exc.errors():
+                problems.setdefault(FIELDS.get(str(e["loc"][0]), str(e["loc"][0])), e["msg"])
     return values, shown, problems
 
 
@@ -141,7 +167,7 @@ async def list_calls(request: Request, user: User) -> HTMLResponse:
         async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
             calls = await llm.list_calls(conn, values, CALLS_PAGE + 1)
     more = calls[CALLS_PAGE].id if len(calls) > CALLS_PAGE else None
-    query = "&".join(f"{k}={v}" for k, v in shown.items() if v and k != "before")
+    query = urlencode({k: v for k, v in shown.items() if v and k != "before"})
     return await page(request, user, "llm_calls.html", title="LLM calls",
                       status=422 if problems else 200, calls=calls[:CALLS_PAGE],
                       filters=shown, problems=problems, statuses=CALL_STATUSES, query=query,
@@ -154,38 +180,3 @@ async def show_call(request: Request, user: User, ref: str) -> HTMLResponse:
     async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
         call = await llm.get_call(conn, http.parse_uuid(ref, "LLM call"))
     return await page(request, user, "llm_call.html", title="LLM call", call=call)
-
-
-# --- providers and models -----------------------------------------------------------------
-
-
-@router.get("/providers")
-async def providers(request: Request, user: User) -> HTMLResponse:
-    http.need(user, "llm:read")
-    async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-        found = await llm.list_providers(conn)
-        models = await llm.list_models(conn)
-    return await page(request, user, "providers.html", title="Providers and models",
-                      providers=found, models=models, result=None, failure=None)
-
-
-@router.post("/providers/{ref}/test")
-async def test_provider(request: Request, action: Action, ref: str) -> Response:
-    """One short call through the normal path (budgets, recording), as the API's test."""
-    user = action.user
-    http.need(user, "llm:write")
-    db = http.db_of(request)
-    result = failure = None
-    try:
-        result = await test_call(db, user.principal, ref[:100],
-                                 action.form.text("model")[:200] or None)
-    except NotFound:
-        raise
-    except AgentplaneError as exc:
-        failure = exc.detail
-    async with db.tenant_connection(user.tenant_id) as conn:
-        found = await llm.list_providers(conn)
-        models = await llm.list_models(conn)
-    return await page(request, user, "providers.html", title="Providers and models",
-                      providers=found, models=models, result=result, failure=failure,
-                      tested=ref)

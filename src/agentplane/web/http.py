@@ -146,10 +146,14 @@ async def signed_in(request: Request) -> WebUser:
     return user
 
 
-def need(user: WebUser, *scopes: str, managers: bool = False) -> None:
-    """Forbidden unless the user holds the scopes (and is an owner or admin)."""
+def need(user: WebUser, *scopes: str, managers: bool = False,
+         roles: frozenset[str] | None = None) -> None:
+    """Forbidden unless the user holds the scopes (and is an owner or admin, or has one
+    of `roles`: the API route's own role set, so the two cannot differ)."""
     if managers and not user.manages:
         raise Forbidden("this page is for owners and admins")
+    if roles is not None and user.role not in roles:
+        raise Forbidden(f"this needs the role {' or '.join(sorted(roles))}")
     missing = set(scopes) - user.principal.scopes
     if missing:
         raise Forbidden(f"your role ({user.role}) does not allow this: "

@@ -107,6 +107,10 @@ env.globals.update(static=static, version=__version__)
 
 # What a redirect after an action may say (`?notice=`): fixed texts, nothing echoed.
 NOTICES = {
+    "provider-added": "The provider is added.",
+    "model-added": "The model is added with its price.",
+    "alias-added": "The alias is added.",
+    "alias-deleted": "The alias is deleted.",
     "signed-out": "You are signed out.",
     "cancelled": "The run is cancelled.",
     "paused": "The run is paused.",
@@ -136,7 +140,7 @@ def nav(user: WebUser | None) -> list[tuple[str, str]]:
     items = [("/", "Overview"), ("/runs", "Runs"), ("/workflows", "Workflows"),
              ("/agents", "Agents"), ("/sessions", "Sessions"), ("/llm-calls", "LLM calls"),
              ("/usage", "Usage")]
-    if user.manages:
+    if user.can("jobs:read"):
         items.append(("/queue", "Queue"))
     items.append(("/providers", "Providers"))
     if user.manages:
