@@ -7,7 +7,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import json
 import random
 import ssl
 import time
@@ -19,6 +18,12 @@ from typing import Any
 
 import httpx
 
+from agentplane.llm.adapters.vendor_errors import (
+    retry_after,
+    upstream_reason,
+    vendor_code,
+    vendor_message,
+)
 from agentplane.llm.errors import ProviderError, ProviderTimeout
 
 
@@ -286,7 +291,7 @@ class Adapter:
                 if resp.status_code < 400:
                     return resp
                 await resp.aread()
-                delay = _retry_after(resp)
+                delay = retry_after(resp)
                 if (
                     resp.status_code not in RETRY_STATUSES
                     or attempt >= self.config.max_retries
@@ -320,78 +325,14 @@ class Adapter:
         """The vendor's error, with its status, the reason a fallback may take the call
         (`context_window`, `content_policy`: agentplane.llm.fallbacks) and the Retry-After
         it asked for."""
-        message, code = _vendor_message(resp), _vendor_code(resp)
+        message, code = vendor_message(resp), vendor_code(resp)
         detail = f"provider {self.config.name} answered {resp.status_code}: {message}"
-        extra = {"upstream_reason": _reason(resp.status_code, code, message),
+        extra = {"upstream_reason": upstream_reason(resp.status_code, code, message),
                  "retry_after": retry_after}
         return ProviderError(
             self.redact(detail)[:500], provider=self.config.name, upstream_status=resp.status_code,
             **{k: v for k, v in extra.items() if v is not None},
         )
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    value = resp.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _vendor_code(resp: httpx.Response) -> str:
-    """The vendor's error code or type (OpenAI's error.code, Anthropic's error.type)."""
-    try:
-        error = resp.json().get("error")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return ""
-    if not isinstance(error, dict):
-        return ""
-    return " ".join(str(error.get(k) or "") for k in ("code", "type"))
-
-
-# How vendors say a prompt is over the model's window, or that it broke their content
-# policy (OpenAI's and Azure's codes, Anthropic's and vLLM's messages).
-_CONTEXT = ("context_length_exceeded", "maximum context length", "context window",
-            "prompt is too long", "too many tokens")
-_POLICY = ("content_policy_violation", "content_filter", "content management policy",
-           "safety system")
-
-
-def _reason(status: int, code: str, message: str) -> str | None:
-    if status not in (400, 403, 413, 422):
-        return None
-    said = f"{code} {message}".lower()
-    if any(s in said for s in _CONTEXT):
-        return "context_window"
-    if any(s in said for s in _POLICY):
-        return "content_policy"
-    return None
-
-
-def _vendor_message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return resp.text[:300] or resp.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    return json.dumps(body)[:300]
 
 
 async def sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
