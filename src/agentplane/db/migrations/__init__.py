@@ -25,7 +25,10 @@ the history from the revisions' own text and ends with the files as they are.
 
 A revision is never edited once released (tests/db/test_released_revisions.py checks
 each one's sha256 against released.txt): a change is a new revision. Released revisions
-call the helpers below, so what a helper does does not change either.
+call the helpers below, so what a helper does does not change either. Some early
+revisions (0003-0011) pass 400 lines: they wrote their functions inline, before the sql/
+files, and being released they stay as they are; the current text of each function is
+in its package's file.
 """
 
 from __future__ import annotations
