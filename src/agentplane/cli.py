@@ -193,6 +193,7 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     "workflows": ("agentplane.workflows.cli", "register", "register"),
     "input-requests": ("agentplane.workflows.cli", "register", "register"),
     "agents": ("agentplane.agents.cli", "agents_app", "group"),
+    "messages": ("agentplane.messages.cli", "messages_app", "group"),
     "tools": ("agentplane.runtime.cli", "tools_app", "group"),
     "demo": ("agentplane.runtime.cli", "demo", "command"),
 }

@@ -31,9 +31,10 @@ from agentplane.messages.models import (
     Subscription,
 )
 
-ReadConn = conn_for("messages:read")
-WriteConn = conn_for("messages:write")
-Writer = Annotated[Principal, Depends(requires("messages:write"))]
+READ, WRITE = "messages:read", "messages:write"  # the dashboard checks the same
+ReadConn = conn_for(READ)
+WriteConn = conn_for(WRITE)
+Writer = Annotated[Principal, Depends(requires(WRITE))]
 
 
 class NotAnthropic(APIRoute):
@@ -60,14 +61,17 @@ async def send_message(body: MessageIn, conn: WriteConn, principal: Writer) -> M
 async def list_messages(
     conn: ReadConn,
     agent: Annotated[str | None, Query(max_length=50, description="sent by or to it")] = None,
+    sender: Annotated[str | None, Query(max_length=50, description="sent by it")] = None,
+    recipient: Annotated[str | None, Query(max_length=50, description="sent to it")] = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[DeliveryStatus | None, Query(description="a copy in this status")] = None,
     correlation_id: Annotated[str | None, Query(max_length=255)] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MessagePage:
-    return await service.list_(conn, agent=agent, type_=type, status=status,
-                               correlation_id=correlation_id, cursor=cursor, limit=limit)
+    return await service.list_(conn, agent=agent, sender=sender, recipient=recipient,
+                               type_=type, status=status, correlation_id=correlation_id,
+                               cursor=cursor, limit=limit)
 
 
 @router.get("/v1/messages/counts")

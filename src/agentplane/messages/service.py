@@ -102,11 +102,14 @@ async def get(conn: Connection, message_id: UUID) -> Message:
 async def list_(
     conn: Connection, *, agent: str | None = None, type_: str | None = None,
     status: str | None = None, correlation_id: str | None = None, cursor: str | None = None,
-    limit: int = 50,
+    limit: int = 50, sender: str | None = None, recipient: str | None = None,
 ) -> MessagePage:
-    agent_id = (await agents.get(conn, agent)).uid if agent else None
+    """`agent`: sent by or to it; `sender`, `recipient`: by it, to it (each an agent's
+    slug, an unknown one not found)."""
+    ids = {k: (await agents.get(conn, v)).uid if v else None
+           for k, v in (("agent", agent), ("sender", sender), ("recipient", recipient))}
     after = pagination.decode(cursor) if cursor else None
-    rows = await store.list_(conn, agent=agent_id, type_=type_, status=status,
+    rows = await store.list_(conn, **ids, type_=type_, status=status,
                              correlation_id=correlation_id, after=after, limit=limit + 1)
     items = [Message.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit

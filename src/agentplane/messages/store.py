@@ -88,14 +88,20 @@ async def deliveries(conn: Connection, message_id: UUID) -> list[dict[str, Any]]
 async def list_(
     conn: Connection, *, agent: UUID | None, type_: str | None, status: str | None,
     correlation_id: str | None, after: tuple[datetime, UUID] | None, limit: int,
+    sender: UUID | None = None, recipient: UUID | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first; `agent`: sent by it or to it (or one of its copies is for it)."""
+    """Newest first; `agent`: sent by it or to it (or one of its copies is for it);
+    `sender` and `recipient` are each one side of that."""
     cur = await conn.execute(
         f"""
         SELECT {MESSAGE} FROM messages m
         WHERE (%(agent)s::uuid IS NULL OR m.from_agent_id = %(agent)s OR m.to_agent_id = %(agent)s
                OR EXISTS (SELECT 1 FROM message_deliveries d
                           WHERE d.message_id = m.id AND d.agent_id = %(agent)s))
+          AND (%(sender)s::uuid IS NULL OR m.from_agent_id = %(sender)s)
+          AND (%(recipient)s::uuid IS NULL OR m.to_agent_id = %(recipient)s
+               OR EXISTS (SELECT 1 FROM message_deliveries d
+                          WHERE d.message_id = m.id AND d.agent_id = %(recipient)s))
           AND (%(type)s::text IS NULL OR m.type = %(type)s)
           AND (%(corr)s::text IS NULL OR m.correlation_id = %(corr)s)
           AND (%(status)s::text IS NULL OR EXISTS (
@@ -104,7 +110,8 @@ async def list_(
           AND (%(at)s::timestamptz IS NULL OR (m.created_at, m.id) < (%(at)s, %(id)s::uuid))
         ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s
         """,
-        {"agent": agent, "type": type_, "corr": correlation_id, "status": status,
+        {"agent": agent, "sender": sender, "recipient": recipient, "type": type_,
+         "corr": correlation_id, "status": status,
          "at": after[0] if after else None, "id": after[1] if after else None, "limit": limit},
     )
     return await cur.fetchall()
