@@ -6,6 +6,7 @@ API renders any of them the same way and the CLI turns any of them into one line
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROBLEM_BASE = "https://agentplane.dev/problems/"
@@ -78,6 +79,15 @@ class PayloadTooLarge(AgentplaneError):
 
 class RateLimited(AgentplaneError):
     status, type, title = 429, "rate-limited", "Too many requests"
+
+
+class LimitReached(RateLimited):
+    """A per-minute limit the database refused a call by (usage/sql/rates.sql); its
+    message ends with the wait, "retry in N s", which becomes the Retry-After."""
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        wait = re.search(r"retry in (\d+) s$", detail or "")
+        super().__init__(detail, headers={"Retry-After": wait[1]} if wait else None, **extra)
 
 
 class BudgetExceeded(AgentplaneError):

@@ -39,6 +39,12 @@ def key_create(
         ),
     ] = None,
     rate_limit_per_hour: Annotated[int, typer.Option(min=0)] = KEY_RATE_LIMIT_PER_HOUR,
+    rpm: Annotated[
+        int | None, typer.Option(min=1, help="LLM calls per minute (default: no limit).")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option(min=1, help="LLM tokens per minute (default: no limit).")
+    ] = None,
     expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
     tenant: TenantRef = None,
 ) -> None:
@@ -60,6 +66,8 @@ def key_create(
                 name=name,
                 scopes=scopes,
                 rate_limit_per_hour=rate_limit_per_hour,
+                llm_rpm=rpm,
+                llm_tpm=tpm,
                 expires_at=expires,
                 user_id=user_id,
             )

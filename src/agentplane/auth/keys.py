@@ -60,6 +60,8 @@ async def create_key(
             description=body.description,
             scopes=sorted(requested),
             rate_limit_per_hour=body.rate_limit_per_hour,
+            llm_rpm=body.llm_rpm,
+            llm_tpm=body.llm_tpm,
             expires_at=body.expires_at,
             created_by=actor.user_id if actor else None,
         )

@@ -130,6 +130,10 @@ class ApiKeyIn(Body):
     description: str | None = Field(default=None, max_length=1000)
     scopes: Scopes = Field(default_factory=lambda: list(sc.DEFAULT_KEY_SCOPES))
     rate_limit_per_hour: int = Field(default=KEY_RATE_LIMIT_PER_HOUR, ge=0, le=10_000_000)
+    llm_rpm: int | None = Field(default=None, ge=1, le=10_000_000)
+    """LLM calls per minute (the gateway's and the runtime's under this key); None: no limit."""
+    llm_tpm: int | None = Field(default=None, ge=1, le=10**12)
+    """LLM tokens per minute, each call counted at its worst case (prompt and max_tokens)."""
     expires_at: datetime | None = None
     user_id: UUID | None = None
     """Whose key this is (default: the caller); the key acts with that member's role."""
@@ -144,6 +148,8 @@ class ApiKeyOut(BaseModel):
     key_prefix: str
     scopes: list[str]
     rate_limit_per_hour: int
+    llm_rpm: int | None = None
+    llm_tpm: int | None = None
     expires_at: datetime | None
     last_used: datetime | None
     is_active: bool

@@ -13,7 +13,8 @@ from psycopg.types.json import Jsonb
 from agentplane.db.pool import Connection, Database
 
 KEY_COLUMNS = """id, tenant_id, user_id, name, description, key_prefix, scopes,
-    rate_limit_per_hour, expires_at, last_used, is_active, revoked_at, created_at"""
+    rate_limit_per_hour, llm_rpm, llm_tpm, expires_at, last_used, is_active, revoked_at,
+    created_at"""
 
 
 # --- per-request authentication: one round trip, no transaction block -------------
@@ -215,13 +216,16 @@ async def insert_api_key(
     description: str | None,
     scopes: list[str],
     rate_limit_per_hour: int,
+    llm_rpm: int | None,
+    llm_tpm: int | None,
     expires_at: datetime | None,
     created_by: UUID | None,
 ) -> dict[str, Any]:
     cur = await conn.execute(
         f"""INSERT INTO api_keys (tenant_id, user_id, key_hash, key_prefix, name, description,
-                                  scopes, rate_limit_per_hour, expires_at, created_by)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                  scopes, rate_limit_per_hour, llm_rpm, llm_tpm, expires_at,
+                                  created_by)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             RETURNING {KEY_COLUMNS}""",
         [
             tenant_id,
@@ -232,6 +236,8 @@ async def insert_api_key(
             description,
             scopes,
             rate_limit_per_hour,
+            llm_rpm,
+            llm_tpm,
             expires_at,
             created_by,
         ],

@@ -15,6 +15,7 @@ from agentplane.errors import (
     BudgetExceeded,
     Conflict,
     DatabaseUnavailable,
+    LimitReached,
     NotFound,
     PartitionMissing,
     ValidationFailed,
@@ -26,6 +27,7 @@ APP_ERRCODES: dict[str, type[AgentplaneError]] = {
     "AP404": NotFound,
     "AP409": Conflict,
     "AP422": ValidationFailed,
+    "AP429": LimitReached,
 }
 
 

@@ -68,6 +68,7 @@ BEGIN
                     USING ERRCODE = 'AP402';
             END IF;
         END IF;
+        PERFORM usage_rate_take(v_tenant, p_api_key, p_tokens);  -- usage/sql/rates.sql
     END IF;
     UPDATE tenants SET
         monthly_token_usage = CASE WHEN usage_month = v_month THEN monthly_token_usage ELSE 0 END,
@@ -137,8 +138,8 @@ END $$;
 
 -- Reservations for many calls of one tenant, each taken (or refused) as usage_reserve
 -- takes it: the result has, in order, {"id": reservation} or {"code": SQLSTATE, "message": ...} for a
--- refusal. The sessions and API key budgets are locked first, in id order, before the
--- tenant's row: usage_reserve's order, so that batches and single reservations never deadlock.
+-- refusal. The sessions, API key budgets and API key rates are locked first, in id order,
+-- before the tenant's row: usage_reserve's order, so that batches and single reservations never deadlock.
 -- Each reservation is a subtransaction: a refusal undoes its own updates only.
 CREATE OR REPLACE FUNCTION usage_reserve_each(p_tenant uuid, p_reservations jsonb, p_ttl interval,
                                  p_lock_timeout text)
@@ -156,6 +157,9 @@ BEGIN
     PERFORM 1 FROM api_key_budgets
     WHERE api_key_id IN (SELECT (x->>'api_key_id')::uuid FROM jsonb_array_elements(p_reservations) x)
     ORDER BY api_key_id FOR NO KEY UPDATE;
+    PERFORM 1 FROM api_key_rates
+    WHERE api_key_id IN (SELECT (x->>'api_key_id')::uuid FROM jsonb_array_elements(p_reservations) x)
+    ORDER BY api_key_id FOR NO KEY UPDATE;
     FOR h IN SELECT * FROM jsonb_to_recordset(p_reservations)
                  AS x(session_id uuid, api_key_id uuid, tokens bigint)
     LOOP
@@ -164,7 +168,7 @@ BEGIN
                                 p_lock_timeout);
             v_out := v_out || jsonb_build_object('id', v_id);
         EXCEPTION WHEN SQLSTATE 'AP402' OR SQLSTATE 'AP404' OR SQLSTATE 'AP409'
-                       OR SQLSTATE 'AP422' THEN
+                       OR SQLSTATE 'AP422' OR SQLSTATE 'AP429' THEN
             v_out := v_out || jsonb_build_object('code', SQLSTATE, 'message', SQLERRM);
         END;
     END LOOP;
