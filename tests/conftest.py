@@ -66,14 +66,22 @@ def pg_server(pg_home: Path, pg_port: int) -> Iterator[EmbeddedServer]:
     server.stop()
 
 
+# The local servers that stand in for vendors listen on loopback, which only development
+# reaches by default (agentplane.outbound).
+LOOPBACK_ALLOWED = "127.0.0.0/8,::1"
+
+
 def make_settings(home: Path, port: int, database: str, **overrides: object) -> Settings:
     return Settings(
-        home=home,
-        embedded_listen="127.0.0.1",
-        embedded_port=port,
-        database_name=database,
-        env="test",
-        **overrides,
+        **{
+            "home": home,
+            "embedded_listen": "127.0.0.1",
+            "embedded_port": port,
+            "database_name": database,
+            "env": "test",
+            "outbound_allow": LOOPBACK_ALLOWED,
+            **overrides,
+        }
     )
 
 
@@ -166,6 +174,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
             "AGENTPLANE_EMBEDDED_LISTEN": settings.embedded_listen,
             "AGENTPLANE_EMBEDDED_PORT": str(settings.embedded_port),
             "AGENTPLANE_ENV": "test",
+            "AGENTPLANE_OUTBOUND_ALLOW": LOOPBACK_ALLOWED,
             "COLUMNS": "200",
         }
     )

@@ -89,6 +89,11 @@ def test_invalid_setting_value(cli) -> None:
     assert_one_line_error(result, "AGENTPLANE_PORT")
 
 
+def test_an_allow_list_entry_that_is_no_network(cli) -> None:
+    result = cli("config", AGENTPLANE_OUTBOUND_ALLOW="10.0.0.0/8,intranet")
+    assert_one_line_error(result, "AGENTPLANE_OUTBOUND_ALLOW", "'intranet' is not an IP")
+
+
 def test_placeholder_secret_refused_outside_development(cli) -> None:
     result = cli("config", AGENTPLANE_ENV="production", AGENTPLANE_SECRET_KEY="change-me")
     assert_one_line_error(result, "AGENTPLANE_SECRET_KEY", "placeholder")

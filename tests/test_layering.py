@@ -37,8 +37,8 @@ import agentplane
 
 SRC = Path(agentplane.__file__).resolve().parent
 ROOT = "agentplane"
-FOUNDATION = {"errors", "config", "clock", "money", "crypto", "metrics", "logs", "terminal",
-              "pagination", "db"}
+FOUNDATION = {"errors", "config", "clock", "money", "crypto", "outbound", "metrics", "logs",
+              "terminal", "pagination", "db"}
 ENTRY = {"api", "web", "app", "server", "client"}
 
 

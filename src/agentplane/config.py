@@ -87,11 +87,23 @@ class Settings(BaseSettings):
     registration: Literal["open", "invite", "closed"] = "closed"
     """Who may sign up over HTTP (POST /v1/auth/register): anyone (open), holders of an
     invitation (invite) or no one (closed). Unset: open in development, else closed."""
+    outbound_allow: str = ""
+    """Networks that URLs users configure (provider base URLs) may reach although they are
+    not public, comma-separated (127.0.0.1/32,10.0.0.0/8); loopback is allowed anyway in
+    development. Cloud metadata addresses are never reached."""
 
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("outbound_allow", mode="after")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from agentplane.outbound import parse_networks
+
+        parse_networks(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod

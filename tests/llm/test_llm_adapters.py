@@ -13,7 +13,7 @@ from agentplane.llm.adapters import AdapterConfig, adapter_for
 from agentplane.llm.adapters.base import ChatRequest, ChatResult, TextDelta
 from agentplane.llm.errors import ProviderError, ProviderTimeout
 from agentplane.llm.tokens import estimate_prompt
-from tests.llm.vendors import KEY, AnthropicHandler, OpenAIHandler, Vendor, serve
+from tests.llm.vendors import KEY, LOCAL, AnthropicHandler, OpenAIHandler, Vendor, serve
 
 TOOLS = [
     {
@@ -45,7 +45,8 @@ def vendor(request: pytest.FixtureRequest) -> Iterator[tuple[str, Vendor]]:
 def adapter(kind: str, server: Vendor, **kw):
     base = server.url + ("/v1" if kind == "openai_compatible" else "")
     config = AdapterConfig(
-        type=kind, name="v", base_url=base, api_key=KEY, model="m-1", backoff=0.01, **kw
+        type=kind, name="v", base_url=base, api_key=KEY, model="m-1", backoff=0.01,
+        guard=LOCAL, **kw
     )
     return adapter_for(config)
 
@@ -208,7 +209,8 @@ async def test_wrong_key_error_never_contains_the_key(vendor) -> None:
     kind, server = vendor
     wrong = "sk-wrong-key-99887766554433221100"
     base = server.url + ("/v1" if kind == "openai_compatible" else "")
-    a = adapter_for(AdapterConfig(type=kind, name="v", base_url=base, api_key=wrong, model="m"))
+    a = adapter_for(AdapterConfig(type=kind, name="v", base_url=base, api_key=wrong, model="m",
+                                   guard=LOCAL))
     with pytest.raises(ProviderError) as info:
         await a.complete(ChatRequest(messages=MESSAGES))
     assert info.value.extra["upstream_status"] == 401
@@ -265,7 +267,8 @@ async def test_an_answer_that_stalls_midway_is_a_provider_timeout(vendor, stream
 async def test_unreachable_provider() -> None:
     a = adapter_for(
         AdapterConfig(
-            type="openai_compatible", name="gone", base_url="http://127.0.0.1:9/v1", max_retries=0
+            type="openai_compatible", name="gone", base_url="http://127.0.0.1:9/v1", max_retries=0,
+            guard=LOCAL,
         )
     )
     with pytest.raises(ProviderError, match="cannot reach provider gone"):

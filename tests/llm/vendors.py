@@ -13,7 +13,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agentplane.outbound import Guard, parse_networks
+
 KEY = "sk-test-0123456789abcdefSECRET"
+# What adapters made by hand may reach: these servers, on loopback (agentplane.outbound).
+LOCAL = Guard(parse_networks("127.0.0.0/8,::1"))
 
 
 def reply_text(messages: list[dict[str, Any]]) -> str:

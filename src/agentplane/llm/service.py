@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentplane import clock, crypto
+from agentplane import clock, crypto, outbound
 from agentplane.config import Settings
 from agentplane.db.errors import translate_errors
 from agentplane.db.pool import Connection
@@ -65,6 +65,15 @@ def options(config: dict[str, Any]) -> ProviderOptions:
         raise ValidationFailed(f"invalid provider config: {fields}") from None
 
 
+async def check_reachable(settings: Settings, base_url: str) -> None:
+    try:
+        await outbound.guard(settings).check_url(base_url)
+    except outbound.OutboundRefused as exc:
+        raise ValidationFailed.listing(
+            [{"field": "base_url", "value": base_url, "message": str(exc)}]
+        ) from None
+
+
 def _context(provider_id: UUID) -> str:
     return f"llm_providers:{provider_id}"
 
@@ -77,6 +86,7 @@ async def create_provider(conn: Connection, settings: Settings, body: ProviderCr
             raise ValidationFailed("an offline provider takes no base_url or api_key")
     else:
         base_url = base_url or DEFAULT_BASE_URLS[body.type]
+        await check_reachable(settings, base_url)
     provider_id = uuid.uuid4()
     key = body.api_key.get_secret_value() if body.api_key else None
     ciphertext = crypto.encrypt(settings, key, _context(provider_id)) if key else None
@@ -126,6 +136,8 @@ async def update_provider(
             raise ValidationFailed("an offline provider takes no base_url or api_key")
     elif "base_url" in values and values["base_url"] is None:
         values["base_url"] = DEFAULT_BASE_URLS[current.type]  # as on creation
+    if values.get("base_url"):
+        await check_reachable(settings, values["base_url"])
     if body.api_key is not None:
         secret = body.api_key.get_secret_value()
         values["api_key_ciphertext"] = (
@@ -209,6 +221,7 @@ def adapter_config(settings: Settings, row: dict[str, Any]) -> AdapterConfig:
         max_retry_wait=opts.max_retry_wait_s,
         headers=opts.headers,
         options={"latency_ms": opts.latency_ms},
+        guard=outbound.guard(settings),
     )
 
 

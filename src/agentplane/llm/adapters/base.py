@@ -25,6 +25,7 @@ from agentplane.llm.adapters.vendor_errors import (
     vendor_message,
 )
 from agentplane.llm.errors import ProviderError, ProviderTimeout
+from agentplane.outbound import Guard, OutboundRefused, PinnedTransport
 
 
 @functools.cache
@@ -61,14 +62,14 @@ class _Clients:
     def get(self, key: tuple[Any, ...]) -> httpx.AsyncClient:
         client = self.clients.get(key)
         if client is None or client.is_closed:
-            base_url, timeout, headers = key
+            base_url, timeout, headers, guard = key
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                  keepalive_expiry=30)
             client = self.clients[key] = httpx.AsyncClient(
                 base_url=base_url,
                 timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
                 headers=dict(headers),
-                verify=tls_context(),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
-                                    keepalive_expiry=30),
+                transport=PinnedTransport(guard, verify=tls_context(), limits=limits),
             )
             while len(self.clients) > self.MAX:  # the least recently made: closed when idle
                 _, old = self.clients.popitem(last=False)
@@ -219,6 +220,8 @@ class AdapterConfig:
     is not waited for, its error is raised at once (its fallback takes the call)."""
     headers: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    guard: Guard = field(default_factory=Guard)
+    """What base_url may resolve to (agentplane.outbound): public addresses unless told."""
 
     def __repr__(self) -> str:  # never print the key
         return f"AdapterConfig(type={self.type!r}, name={self.name!r}, base_url={self.base_url!r})"
@@ -261,7 +264,8 @@ class Adapter:
         calls, so that calls reuse their connections (and a TLS handshake is made once per
         connection, not once per call)."""
         config = self.config
-        key = (config.base_url or "", config.timeout, tuple(sorted(config.headers.items())))
+        key = (config.base_url or "", config.timeout, tuple(sorted(config.headers.items())),
+               config.guard)
         yield _Clients.of_loop().get(key)
 
     async def send(self, client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
@@ -270,6 +274,11 @@ class Adapter:
         while True:
             try:
                 resp = await client.send(req, stream=True)
+            except OutboundRefused as exc:
+                raise ProviderError(
+                    f"provider {self.config.name} is not reached: {exc}",
+                    provider=self.config.name,
+                ) from None
             except httpx.TimeoutException:
                 if attempt >= self.config.max_retries:
                     tries = attempt + 1
@@ -288,6 +297,14 @@ class Adapter:
                     ) from None
                 delay = None
             else:
+                if 300 <= resp.status_code < 400:
+                    await resp.aclose()  # a redirect may lead anywhere: it is not followed
+                    raise ProviderError(
+                        f"provider {self.config.name} answered a redirect "
+                        f"({resp.status_code}); redirects are not followed: set its base_url "
+                        "to the address that answers",
+                        provider=self.config.name, upstream_status=resp.status_code,
+                    )
                 if resp.status_code < 400:
                     return resp
                 await resp.aread()
