@@ -6,20 +6,14 @@ from __future__ import annotations
 from collections import Counter
 
 import openai
-import pytest
 
 from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, live_server, rows, settled
+from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, rows, settled
 from tests.llm.vendors import KEY, OpenAIHandler, serve
 
 ASK = [{"role": "user", "content": "Hello?"}]
 
-
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
 
 
 async def test_aliases_route_fall_over_and_are_listed(

@@ -8,18 +8,13 @@ import pytest
 
 from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, live_server, one, settled
+from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, one, settled
 from tests.llm.vendors import KEY, AnthropicHandler, OpenAIHandler, serve
 
 ASK = [{"role": "user", "content": "What is the capital of Norway?"}]
 TOOLS = [{"name": "search", "description": "Search the web",
           "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
 
-
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,10 @@ import pytest
 from agentplane.db.pool import Database
 from agentplane.sessions import service as sessions
 from agentplane.sessions.models import SessionCreate
-from tests.gateway.helpers import NO_HOLD, gateway_tenant, live_server, reservations, rows
+from tests.gateway.helpers import NO_HOLD, gateway_tenant, reservations, rows
 
 ASK = [{"role": "user", "content": "Hello?"}]
 
-
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
 
 
 async def nothing_left(db: Database, tenant_id) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, live_server, rows, settled
+from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, rows, settled
 from tests.llm.vendors import KEY, OpenAIHandler, serve
 
 ASK = [{"role": "user", "content": "Hello?"}]
@@ -25,11 +25,6 @@ POLICY = (400, {}, {"error": {"message": "Your request was rejected by our safet
 PLAIN_400 = (400, {}, {"error": {"message": "Unrecognized request argument: frobnicate",
                                  "type": "invalid_request_error", "code": None}})
 
-
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from tests.gateway.helpers import (
     rows,
     settled,
 )
-from tests.llm.vendors import KEY, OpenAIHandler, serve
+from tests.llm.vendors import KEY
 
 ASK = [{"role": "user", "content": "What is the capital of Norway?"}]
 TOOLS = [
@@ -38,16 +38,6 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def vendor():
-    with serve(OpenAIHandler) as server:
-        yield server
 
 
 @pytest.fixture

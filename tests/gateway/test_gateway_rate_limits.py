@@ -12,15 +12,10 @@ import pytest
 from agentplane.auth import keys as auth_keys
 from agentplane.auth.models import ApiKeyIn
 from agentplane.db.pool import Database
-from tests.gateway.helpers import NO_HOLD, gateway_tenant, live_server, rows, settled
+from tests.gateway.helpers import NO_HOLD, gateway_tenant, rows, settled
 
 ASK = [{"role": "user", "content": "Hello?"}]
 
-
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
 
 
 async def limited_key(db: Database, **limits: int) -> tuple[object, str]:

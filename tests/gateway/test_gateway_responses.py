@@ -10,24 +10,14 @@ import pytest
 
 from agentplane.config import Settings
 from agentplane.db.pool import Database
-from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, live_server, rows, settled
-from tests.llm.vendors import KEY, OpenAIHandler, serve
+from tests.gateway.helpers import NO_HOLD, add_provider, gateway_tenant, rows, settled
+from tests.llm.vendors import KEY
 
 TOOLS = [{"type": "function", "name": "search", "description": "Search the web",
           "parameters": {"type": "object", "properties": {"q": {"type": "string"}},
                          "required": ["q"]}}]
 
 
-@pytest.fixture(scope="module")
-def url(settings, endpoints):
-    with live_server(settings, endpoints) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def vendor():
-    with serve(OpenAIHandler) as server:
-        yield server
 
 
 @pytest.fixture

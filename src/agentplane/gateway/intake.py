@@ -4,6 +4,8 @@ the first item of a stream, and plain JSON answers with the overhead header."""
 
 from __future__ import annotations
 
+import re
+import time
 import weakref
 from typing import Annotated, Any
 from uuid import UUID
@@ -21,6 +23,7 @@ from agentplane.gateway.stream import Failed, Pump
 from agentplane.llm.calls import LLM
 from agentplane.llm.context import CallContext
 from agentplane.sessions import service as sessions
+from agentplane.tenancy import store as tenancy_store
 
 Invoker = Annotated[Principal, Depends(requires("llm:invoke"))]
 
@@ -79,18 +82,47 @@ def _where(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
+MAX_TAGS = 20
+# (tenant, project ref) -> (until, project id): as routes are, for ROUTE_TTL_S.
+_projects: dict[tuple[UUID, str], tuple[float, UUID]] = {}
+
+
+def tags_of(request: Request) -> tuple[str, ...]:
+    """x-agentplane-tags: comma-separated tags, each 1 to 64 letters, digits or _.:=/-."""
+    raw = request.headers.get("x-agentplane-tags")
+    if raw is None:
+        return ()
+    tags = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+    bad = next((t for t in tags if not TAG.match(t)), None)
+    if bad is not None or len(tags) > MAX_TAGS:
+        problem = (f"tag {bad[:80]!r} is not 1 to 64 letters, digits or _.:=/- starting with "
+                   "a letter or digit" if bad is not None else f"more than {MAX_TAGS} tags")
+        raise InvalidRequest(f"x-agentplane-tags: {problem}", param="x-agentplane-tags")
+    return tags
+
+
+def _cached_project(tenant_id: UUID, ref: str) -> UUID | None:
+    found = _projects.get((tenant_id, ref))
+    return found[1] if found is not None and found[0] > time.monotonic() else None
+
+
 async def context(
     request: Request, db: Database, principal: Principal, name: str, endpoint: str
 ) -> tuple[CallContext, routing.Route]:
     """The call's context and route, read in one transaction: the session named by
-    x-agentplane-session (its id or external id, in the caller's tenant) and the model."""
+    x-agentplane-session (its id or external id, in the caller's tenant), the project
+    named by x-agentplane-project (its id or slug) and the model."""
     ref = request.headers.get("x-agentplane-session")
+    project = (request.headers.get("x-agentplane-project") or "").strip() or None
+    tags = tags_of(request)
     session_id = None
     tenant_id = principal.tenant_id
-    if not ref and routing.cached(tenant_id, name) is not None:
+    project_id = _cached_project(tenant_id, project) if project else None
+    if not ref and (project_id or not project) and routing.cached(tenant_id, name) is not None:
         route = await routing.resolve(None, db.settings, name, tenant_id)
     else:
-        session_id, route = await _read_context(db, principal, name, ref)
+        session_id, project_id, route = await _read_context(db, principal, name, ref, project)
     ctx = CallContext(
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
@@ -99,15 +131,29 @@ async def context(
         endpoint=endpoint,
         request_id=getattr(request.state, "request_id", None),
         store_content=route.store_content,
+        project_id=project_id,
+        tags=tags,
     )
     return ctx, route
 
 
 async def _read_context(
-    db: Database, principal: Principal, name: str, ref: str | None
-) -> tuple[UUID | None, routing.Route]:
-    session_id = None
+    db: Database, principal: Principal, name: str, ref: str | None, project: str | None
+) -> tuple[UUID | None, UUID | None, routing.Route]:
+    session_id = project_id = None
     async with db.tenant_pipeline(principal.tenant_id) as conn:
+        if project:
+            project_id = await tenancy_store.project_id_of(conn, project)
+            if project_id is None:
+                raise NotFound(
+                    f"project {project} not found (x-agentplane-project names a project of "
+                    "this tenant by its id or slug)",
+                    param="x-agentplane-project", code="project_not_found",
+                )
+            if len(_projects) >= 4096:
+                _projects.clear()
+            _projects[(principal.tenant_id, project)] = (
+                time.monotonic() + routing.ROUTE_TTL_S, project_id)
         if ref:
             try:
                 session_id = (await sessions.get(conn, ref.strip(), principal.user_id)).id
@@ -119,7 +165,7 @@ async def _read_context(
                     code="session_not_found",
                 ) from None
         route = await routing.resolve(conn, db.settings, name, principal.tenant_id)
-    return session_id, route
+    return session_id, project_id, route
 
 
 def call_headers(request: Request, call_id: UUID | None = None) -> dict[str, str]:

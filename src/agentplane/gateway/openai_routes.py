@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from agentplane.auth.deps import DB
-from agentplane.gateway import responses, store
+from agentplane.gateway import cache, responses, store
 from agentplane.gateway.chat import Chunks, chat_request, completion
 from agentplane.gateway.errors import (
     GatewayRoute,
@@ -58,11 +58,24 @@ async def chat_completions(request: Request, principal: Invoker, db: DB) -> Resp
     request.state.timing = timing = Timing()
     llm = llm_for(db)
     if not body.stream:
+        read, fill = cache.policy(request, route)
+        if read or fill:
+            cache_key = cache.key("chat.completions", body.model_dump(by_alias=True))
+        if read and (hit := await cache.lookup(db, ctx, route, chat, cache_key, call_id)):
+            response = json_response(completion(name, created, route.model, hit),
+                                     request, call_id)
+            response.headers["x-agentplane-cache"] = "hit"
+            return response
         outcome = await llm.complete(
             ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing
         )
-        return json_response(completion(name, created, route.model, outcome.result),
-                             request, call_id)
+        if fill:
+            await cache.keep(db, ctx, route, cache_key, outcome.result)
+        response = json_response(completion(name, created, route.model, outcome.result),
+                                 request, call_id)
+        if read or fill:
+            response.headers["x-agentplane-cache"] = "miss"
+        return response
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     pump = Pump(llm.stream(ctx, chat, resolved=route.resolved, call_id=call_id, timing=timing))
     first = await first_item(request, pump)

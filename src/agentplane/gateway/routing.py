@@ -43,9 +43,12 @@ class Route:
     alias: str | None
     store_content: bool = True
     """False when the tenant's settings say `"llm_content": "drop"`."""
+    cache_ttl_s: float = 0.0
+    """How long the tenant's response cache keeps an answer (`"llm_cache_ttl_s"`); 0: off."""
 
 
 ROUTE_TTL_S = 2.0
+CACHE_TTL_MAX_S = 30 * 86400.0
 _MAX_CACHED = 4096
 # (tenant, name) -> (until, route rows, the attempts of each row: service.resolve's).
 _cache: dict[tuple[UUID, str], tuple[float, list[dict[str, Any]], list[list[Resolved]]]] = {}
@@ -108,6 +111,7 @@ async def resolve(
         context_window=head["context_window"],
         alias=head["alias"],
         store_content=head.get("llm_content") != "drop",
+        cache_ttl_s=min(max(head.get("llm_cache_ttl_s") or 0.0, 0.0), CACHE_TTL_MAX_S),
     )
 
 
@@ -129,7 +133,7 @@ def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 ROUTE_KEYS = ("routed_model", "alias", "deployment", "route_weight", "strategy",
-              "context_window", "llm_content", "route_price")
+              "context_window", "llm_content", "llm_cache_ttl_s", "route_price")
 
 
 def _provider(row: dict[str, Any]) -> dict[str, Any]:

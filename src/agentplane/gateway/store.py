@@ -14,15 +14,17 @@ from agentplane.llm.store import PRICE
 # Each deployment of a name, in the order to try, with its provider's row and the context
 # window of its model where one is known (the tenant's model of that provider first, then
 # the provider's vendor's, then any built-in one of that name), and whether the tenant
-# keeps the content of calls (its settings' llm_content: "drop" keeps none), and the
+# keeps the content of calls (its settings' llm_content: "drop" keeps none) and how long
+# it keeps answers in its response cache (llm_cache_ttl_s: none when unset), and the
 # price of a million tokens in and out now (for the strategy `cost`).
 _FAMILY = "CASE pr.type WHEN 'openai_compatible' THEN 'openai' ELSE pr.type END"
 ROUTE = """
     SELECT (price.input_per_mtok + price.output_per_mtok)::float8 AS route_price,
            r.model AS routed_model, r.alias, r.deployment, r.weight::float8 AS route_weight,
            r.strategy, w.context_window,
-           (SELECT t.settings->>'llm_content' FROM tenants t
-            WHERE t.id = app_current_tenant()) AS llm_content,
+           t.settings->>'llm_content' AS llm_content,
+           CASE WHEN jsonb_typeof(t.settings->'llm_cache_ttl_s') = 'number'
+                THEN (t.settings->>'llm_cache_ttl_s')::float8 END AS llm_cache_ttl_s,
            pr.id, pr.tenant_id, pr.tenant_id IS NULL AS builtin, pr.name, pr.type, pr.base_url,
            pr.api_key_ciphertext IS NOT NULL AS has_api_key, pr.model, pr.weight, pr.enabled,
            pr.config, pr.health_status, pr.response_time, pr.consecutive_failures, pr.last_error,
@@ -30,6 +32,7 @@ ROUTE = """
     FROM gateway_route(%s)
          WITH ORDINALITY AS r(provider_id, model, alias, deployment, weight, strategy, n)
     JOIN llm_providers pr ON pr.id = r.provider_id
+    LEFT JOIN tenants t ON t.id = app_current_tenant()
     LEFT JOIN LATERAL (
         SELECT m.context_window FROM llm_models m
         WHERE m.name = r.model AND m.context_window IS NOT NULL
@@ -84,3 +87,33 @@ async def get_alias(conn: Connection, name: str) -> dict[str, Any] | None:
 async def delete_alias(conn: Connection, alias_id: UUID) -> bool:
     cur = await conn.execute("DELETE FROM gateway_aliases WHERE id = %s", [alias_id])
     return cur.rowcount == 1
+
+
+# -- the response cache (gateway/sql/cache.sql) ---------------------------------------------
+
+
+async def cached_answer(conn: Connection, key: bytes) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        "SELECT response FROM gateway_cache WHERE tenant_id = app_current_tenant() "
+        "AND key = %s AND expires_at > now()",
+        [key], prepare=True,
+    )
+    row = await cur.fetchone()
+    return row["response"] if row else None
+
+
+async def keep_answer(
+    conn: Connection, key: bytes, model: str, response: dict[str, Any], ttl_s: float
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO gateway_cache (tenant_id, key, model, response, expires_at)
+        VALUES (app_current_tenant(), %(key)s, %(model)s, %(response)s,
+                now() + make_interval(secs => %(ttl)s))
+        ON CONFLICT (tenant_id, key) DO UPDATE
+            SET model = excluded.model, response = excluded.response,
+                created_at = now(), expires_at = excluded.expires_at
+        """,
+        {"key": key, "model": model, "response": Jsonb(response), "ttl": ttl_s},
+        prepare=True,
+    )

@@ -129,6 +129,10 @@ class CallFilters(BaseModel):
     status: Literal["pending", "running", "completed", "failed", "cancelled"] | None = None
     endpoint: str | None = Field(default=None, max_length=64)
     request_id: str | None = Field(default=None, max_length=128)
+    project: str | None = Field(default=None, max_length=100,
+                                description="A project's id or slug.")
+    tag: str | None = Field(default=None, max_length=64, description="Calls with this tag.")
+    cached: bool | None = Field(default=None, description="Answered from the response cache.")
     since: datetime | None = None
     until: datetime | None = None
     before: UUID | None = Field(default=None, description="A call id: the page after it.")

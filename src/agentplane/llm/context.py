@@ -35,6 +35,10 @@ class CallContext:
     store_content: bool = True
     """False: the call's messages and answer are not recorded (the tenant's privacy
     setting); its parameters, tokens and cost always are."""
+    project_id: UUID | None = None
+    tags: tuple[str, ...] = ()
+    """What the caller files the call under (the gateway's x-agentplane-project and
+    x-agentplane-tags), to find it by (GET /v1/llm-calls?project=&tag=)."""
 
 
 @dataclass

@@ -180,6 +180,10 @@ class LLMCall(BaseModel):
     its time to first token)."""
     chunk_gap_p50_ms: float | None = None
     chunk_gap_p99_ms: float | None = None
+    project_id: UUID | None = None
+    tags: list[str] = []
+    cached: bool = False
+    """Answered from the tenant's response cache: no provider was called, nothing spent."""
 
 
 class TestResult(BaseModel):

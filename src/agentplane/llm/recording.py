@@ -132,6 +132,9 @@ class Recorder:
             "stream_chunks": None,
             "chunk_gap_p50_ms": None,
             "chunk_gap_p99_ms": None,
+            "project_id": ctx.project_id,
+            "tags": list(ctx.tags),
+            "cached": False,
         }
 
     async def record(

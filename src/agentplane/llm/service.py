@@ -27,6 +27,7 @@ from agentplane.llm.models import (
     ProviderCreate,
     ProviderUpdate,
 )
+from agentplane.tenancy import store as tenancy_store
 
 DEFAULT_BASE_URLS = {
     "openai_compatible": "https://api.openai.com/v1",
@@ -307,6 +308,11 @@ async def delete_model(conn: Connection, model_id: UUID) -> None:
 
 async def list_calls(conn: Connection, filters: dict[str, Any], limit: int) -> list[LLMCall]:
     """Calls newest first, filtered (see store.CALL_FILTERS); `before` pages on."""
+    project = filters.pop("project", None)
+    if project is not None:
+        filters["project_id"] = await tenancy_store.project_id_of(conn, project)
+        if filters["project_id"] is None:
+            raise NotFound(f"project {project} not found", param="project")
     return [LLMCall.model_validate(r) for r in await store.list_calls(conn, filters, limit)]
 
 

@@ -309,7 +309,7 @@ async def insert_call(conn: Connection, call: dict[str, Any]) -> None:
             cached_tokens, cache_write_tokens, cost_usd, cost_source, reserved_tokens, stream,
             latency_ms, ttft_ms, status, error, created_at, completed_at, reasoning_tokens,
             tokens_estimated, endpoint, request_id, stream_chunks, chunk_gap_p50_ms,
-            chunk_gap_p99_ms)
+            chunk_gap_p99_ms, project_id, tags, cached)
         VALUES (%(id)s, app_current_tenant(), %(user_id)s, %(api_key_id)s, %(session_id)s,
             %(run_id)s, %(task_id)s, %(agent_execution_id)s, %(agent_id)s, %(provider_id)s,
             %(provider)s, %(model)s, %(request)s, %(response_content)s, %(tool_calls)s,
@@ -317,7 +317,8 @@ async def insert_call(conn: Connection, call: dict[str, Any]) -> None:
             %(cache_write_tokens)s, %(cost_usd)s, %(cost_source)s, %(reserved_tokens)s,
             %(stream)s, %(latency_ms)s, %(ttft_ms)s, %(status)s, %(error)s, %(created_at)s, now(),
             %(reasoning_tokens)s, %(tokens_estimated)s, %(endpoint)s, %(request_id)s,
-            %(stream_chunks)s, %(chunk_gap_p50_ms)s, %(chunk_gap_p99_ms)s)
+            %(stream_chunks)s, %(chunk_gap_p50_ms)s, %(chunk_gap_p99_ms)s, %(project_id)s,
+            %(tags)s, %(cached)s)
         """,
         {
             **call,
@@ -338,6 +339,10 @@ CALL_FILTERS = {
     "status": "status = %(status)s",
     "endpoint": "endpoint = %(endpoint)s",
     "request_id": "request_id = %(request_id)s",
+    "project_id": "project_id = %(project_id)s",
+    # `tags <> '{}'` lets the planner use the partial index of calls with tags.
+    "tag": "tags <> '{}' AND tags @> ARRAY[%(tag)s]::text[]",
+    "cached": "cached = %(cached)s",
     "since": "created_at >= %(since)s",
     "until": "created_at < %(until)s",
     "before": "(created_at, id) < (SELECT created_at, id FROM llm_calls WHERE id = %(before)s)",

@@ -41,11 +41,16 @@ async def _refresh_views(conn: Any) -> Any:
     return {"refreshed": await store.refresh_views(conn)}
 
 
+async def _gateway_cache(conn: Any) -> Any:
+    return {"expired": await store.expire_cached_answers(conn)}
+
+
 TASKS = {
     "partitions": _partitions,
     "billing_periods": _billing_periods,
     "retention": _retention,
     "refresh_views": _refresh_views,
+    "gateway_cache": _gateway_cache,
 }
 
 # Per database (a process may serve several): when to claim next, and whether this

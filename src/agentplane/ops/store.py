@@ -84,6 +84,12 @@ async def refresh_views(conn: Connection) -> list[str]:
     return rows[0]["views"]
 
 
+async def expire_cached_answers(conn: Connection) -> int:
+    """Every tenant's expired answers of the gateway's response cache, deleted."""
+    rows = await fetch(conn, "SELECT gateway_cache_expire() AS n")
+    return rows[0]["n"]
+
+
 async def table_sizes(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return await fetch(
         conn,

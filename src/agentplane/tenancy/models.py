@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agentplane.auth.models import Body, Email, Role, Scopes, Slug
 
@@ -48,7 +48,23 @@ class TenantPatch(Body):
         default=None, ge=0, description="tokens a month; null removes the limit"
     )
     rate_limit_per_hour: int | None = Field(default=None, ge=0, le=100_000_000)
-    settings: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = Field(default=None, description=(
+        "Free-form, but for the keys agentplane reads: `llm_content` (`keep` or `drop`: "
+        "whether gateway calls keep their messages and answers) and `llm_cache_ttl_s` "
+        "(seconds the gateway's response cache keeps an answer, up to 30 days; 0 or "
+        "unset: no cache)."))
+
+    @field_validator("settings", mode="after")
+    @classmethod
+    def _known_settings(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        if value.get("llm_content", "keep") not in ("keep", "drop"):
+            raise ValueError("llm_content must be keep or drop")
+        ttl = value.get("llm_cache_ttl_s", 0)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 30 * 86400:
+            raise ValueError("llm_cache_ttl_s must be a whole number of seconds, 0 to 2592000")
+        return value
 
 
 class MemberOut(BaseModel):

@@ -322,6 +322,16 @@ async def get_project(conn: Connection, project_id: UUID) -> dict[str, Any] | No
     return await _one(conn, f"SELECT {PROJECT_COLUMNS} FROM projects WHERE id = %s", [project_id])
 
 
+async def project_id_of(conn: Connection, ref: str) -> UUID | None:
+    """The id of the tenant's project whose id or slug `ref` is."""
+    cur = await conn.execute(
+        "SELECT id FROM projects WHERE id::text = %(ref)s OR slug = %(ref)s LIMIT 1",
+        {"ref": ref.strip().lower()}, prepare=True,
+    )
+    row = await cur.fetchone()
+    return row["id"] if row else None
+
+
 async def update_project(
     conn: Connection, project_id: UUID, changes: dict[str, Any]
 ) -> dict[str, Any] | None:
