@@ -15,7 +15,6 @@ from tests.llm.vendors import KEY, OpenAIHandler, serve
 ASK = [{"role": "user", "content": "Hello?"}]
 
 
-
 async def test_aliases_route_fall_over_and_are_listed(
     db: Database, settings: Settings, url: str, client
 ) -> None:

@@ -16,7 +16,6 @@ TOOLS = [{"name": "search", "description": "Search the web",
           "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
 
 
-
 @pytest.fixture(scope="module")
 def vendors():
     with serve(AnthropicHandler) as claude, serve(OpenAIHandler) as gpt:

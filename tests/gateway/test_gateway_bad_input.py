@@ -15,7 +15,6 @@ from tests.gateway.helpers import NO_HOLD, gateway_tenant, reservations, rows
 ASK = [{"role": "user", "content": "Hello?"}]
 
 
-
 async def nothing_left(db: Database, tenant_id) -> None:
     assert await rows(db, "SELECT 1 FROM llm_calls WHERE tenant_id = %s", tenant_id) == []
     assert await rows(db, "SELECT 1 FROM usage_records WHERE tenant_id = %s", tenant_id) == []

@@ -18,8 +18,6 @@ from tests.llm.vendors import KEY
 ASK = [{"role": "user", "content": "Name a river."}]
 
 
-
-
 def sdk(url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
 

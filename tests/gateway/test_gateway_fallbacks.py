@@ -26,7 +26,6 @@ PLAIN_400 = (400, {}, {"error": {"message": "Unrecognized request argument: frob
                                  "type": "invalid_request_error", "code": None}})
 
 
-
 @pytest.fixture
 def vendors():
     with serve(OpenAIHandler) as primary, serve(OpenAIHandler) as backup:

@@ -38,8 +38,6 @@ TOOLS = [
 ]
 
 
-
-
 @pytest.fixture
 def fresh(vendor):
     vendor.queue.clear()

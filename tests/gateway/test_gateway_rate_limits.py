@@ -17,7 +17,6 @@ from tests.gateway.helpers import NO_HOLD, gateway_tenant, rows, settled
 ASK = [{"role": "user", "content": "Hello?"}]
 
 
-
 async def limited_key(db: Database, **limits: int) -> tuple[object, str]:
     t = await gateway_tenant(db)
     row, key = await auth_keys.create_key(

@@ -18,8 +18,6 @@ TOOLS = [{"type": "function", "name": "search", "description": "Search the web",
                          "required": ["q"]}}]
 
 
-
-
 @pytest.fixture
 def client(url):
     made: list[openai.OpenAI] = []

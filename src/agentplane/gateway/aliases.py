@@ -27,7 +27,7 @@ class AliasIn(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
                       description="a model name of its own (no slash: provider/model names "
                       "a provider)")
-    strategy: Literal["weighted", "priority", "latency", "cost"] = "weighted"
+    strategy: Literal["weighted", "priority", "latency", "cost", "least_in_flight"] = "weighted"
     deployments: list[Deployment] = Field(min_length=1, max_length=32)
 
 

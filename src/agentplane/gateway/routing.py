@@ -27,7 +27,7 @@ from agentplane.config import Settings
 from agentplane.db.pool import Connection
 from agentplane.gateway import store
 from agentplane.gateway.errors import ModelNotFound
-from agentplane.llm import service
+from agentplane.llm import in_flight, service
 from agentplane.llm.context import Resolved
 
 
@@ -94,7 +94,7 @@ async def resolve(
         if tenant_id is not None:
             _keep(tenant_id, name, rows, attempts)
     by_id = {id(r): a for r, a in zip(rows, attempts, strict=True)}
-    rows = ordered(rows)
+    rows = ordered(rows, tenant_id)
     chain: list[Resolved] = []
     for row in rows:
         for attempt in by_id[id(row)]:
@@ -115,25 +115,31 @@ async def resolve(
     )
 
 
-def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ordered(rows: list[dict[str, Any]], tenant_id: UUID | None = None) -> list[dict[str, Any]]:
     """The order to try an alias's deployments in: `priority` as listed; `weighted`
     drawn by weight, each call anew (a deployment comes first with a chance in
     proportion to its weight, and so on for the rest); `latency` the provider that
     answered fastest lately first (its last observed latency; never observed: last);
     `cost` the cheapest now first (input and output price of a million tokens; no
-    price: last). Ties keep the listed order."""
+    price: last); `least_in_flight` the provider with the fewest calls in flight first
+    (this process's now, the others' as they last published them: llm/in_flight.py).
+    Ties keep the listed order."""
     strategy = rows[0]["strategy"]
     if strategy == "weighted":
         return sorted(rows, key=lambda r: -math.log(1 - random.random()) / r["route_weight"])
     if strategy == "latency":
         return sorted(rows, key=lambda r: (not r["response_time"], r["response_time"]))
+    if strategy == "least_in_flight":
+        return sorted(rows, key=lambda r: r["route_in_flight"] + (
+            in_flight.here(tenant_id, r["id"]) if tenant_id is not None else 0))
     if strategy == "cost":
         return sorted(rows, key=lambda r: (r["route_price"] is None, r["route_price"] or 0))
     return rows
 
 
 ROUTE_KEYS = ("routed_model", "alias", "deployment", "route_weight", "strategy",
-              "context_window", "llm_content", "llm_cache_ttl_s", "route_price")
+              "context_window", "llm_content", "llm_cache_ttl_s", "route_price",
+              "route_in_flight")
 
 
 def _provider(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,17 +9,23 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from agentplane.db.pool import Connection
-from agentplane.llm.store import PRICE
+from agentplane.llm import in_flight
+from agentplane.llm.store import IN_FLIGHT_FRESH_S, PRICE
 
 # Each deployment of a name, in the order to try, with its provider's row and the context
 # window of its model where one is known (the tenant's model of that provider first, then
 # the provider's vendor's, then any built-in one of that name), and whether the tenant
 # keeps the content of calls (its settings' llm_content: "drop" keeps none) and how long
 # it keeps answers in its response cache (llm_cache_ttl_s: none when unset), and the
-# price of a million tokens in and out now (for the strategy `cost`).
+# price of a million tokens in and out now (for the strategy `cost`), and the calls other
+# processes have in flight on the provider (for `least_in_flight`: llm/in_flight.py).
 _FAMILY = "CASE pr.type WHEN 'openai_compatible' THEN 'openai' ELSE pr.type END"
 ROUTE = """
     SELECT (price.input_per_mtok + price.output_per_mtok)::float8 AS route_price,
+           (SELECT coalesce(sum(f.calls), 0)::int FROM llm_in_flight f
+            WHERE f.tenant_id = app_current_tenant() AND f.provider_id = pr.id
+              AND f.process <> %(process)s
+              AND f.at > now() - make_interval(secs => %(fresh)s)) AS route_in_flight,
            r.model AS routed_model, r.alias, r.deployment, r.weight::float8 AS route_weight,
            r.strategy, w.context_window,
            t.settings->>'llm_content' AS llm_content,
@@ -29,7 +35,7 @@ ROUTE = """
            pr.api_key_ciphertext IS NOT NULL AS has_api_key, pr.model, pr.weight, pr.enabled,
            pr.config, pr.health_status, pr.response_time, pr.consecutive_failures, pr.last_error,
            pr.last_checked_at, pr.created_at, pr.updated_at, pr.api_key_ciphertext
-    FROM gateway_route(%s)
+    FROM gateway_route(%(name)s)
          WITH ORDINALITY AS r(provider_id, model, alias, deployment, weight, strategy, n)
     JOIN llm_providers pr ON pr.id = r.provider_id
     LEFT JOIN tenants t ON t.id = app_current_tenant()
@@ -48,7 +54,10 @@ ROUTE = """
 
 
 async def route(conn: Connection, name: str) -> list[dict[str, Any]]:
-    cur = await conn.execute(ROUTE, [name], prepare=True)
+    cur = await conn.execute(
+        ROUTE, {"name": name, "process": in_flight.PROCESS, "fresh": IN_FLIGHT_FRESH_S},
+        prepare=True,
+    )
     return await cur.fetchall()
 
 

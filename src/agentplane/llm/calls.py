@@ -20,7 +20,7 @@ from agentplane.auth.models import Principal
 from agentplane.config import Settings
 from agentplane.db.pool import Connection, Database
 from agentplane.errors import BudgetExceeded, ValidationFailed
-from agentplane.llm import service, streaming
+from agentplane.llm import in_flight, service, streaming
 from agentplane.llm.adapters import adapter_for
 from agentplane.llm.adapters.base import (
     ChatRequest,
@@ -168,11 +168,18 @@ class LLM:
         call_id: UUID | None = None,
         timing: Timing | None = None,
     ) -> CallOutcome:
-        row, adapter, sent, reservation = await self.prepare(ctx, request, None, enforce, resolved)
-        started, t0 = clock.now(), time.perf_counter()
-        try:
-            result = storable(await adapter.complete(sent))
-        except BaseException as exc:
+        failure: BaseException | None = None
+        # In flight from before its reservation: calls routed meanwhile count it.
+        with in_flight.call(self.db, ctx.tenant_id, resolved.row["id"]):
+            row, adapter, sent, reservation = await self.prepare(
+                ctx, request, None, enforce, resolved)
+            started, t0 = clock.now(), time.perf_counter()
+            try:
+                result = storable(await adapter.complete(sent))
+            except BaseException as exc:
+                failure = exc
+        if failure is not None:
+            exc = failure
             then = next_route(exc, resolved)
             last = then is None
             if timing is not None:
@@ -182,7 +189,7 @@ class LLM:
                 call_id if last else None,
             )
             if then is None:
-                raise
+                raise exc
             return await self._complete(ctx, request, then, enforce, call_id, timing)
         if timing is not None:
             timing.upstream_s += time.perf_counter() - t0
@@ -202,19 +209,24 @@ class LLM:
         (record_in, then settle after the commit): no transaction of its own when it
         succeeds. A failed call is recorded at once, as by complete(). `reserved`: the call's
         reservation from reserve_ahead, if the caller took it early."""
-        row, adapter, sent, reservation = await self.prepare(
-            ctx, request, None, True, resolved, reserved
-        )
-        started, t0 = clock.now(), time.perf_counter()
-        try:
-            result = storable(await adapter.complete(sent))
-        except BaseException as exc:
+        failure: BaseException | None = None
+        with in_flight.call(self.db, ctx.tenant_id, resolved.row["id"]):
+            row, adapter, sent, reservation = await self.prepare(
+                ctx, request, None, True, resolved, reserved
+            )
+            started, t0 = clock.now(), time.perf_counter()
+            try:
+                result = storable(await adapter.complete(sent))
+            except BaseException as exc:
+                failure = exc
+        if failure is not None:
+            exc = failure
             await self.recorder.record_failure(
                 ctx, row, sent, reservation, started, t0, exc, False, adapter.redact
             )
             then = next_route(exc, resolved)
             if then is None:
-                raise
+                raise exc
             return await self.call(ctx, request, resolved=then)
         latency = round((time.perf_counter() - t0) * 1000)
         return PendingCall(ctx, row, sent, reservation, started, latency, result)
@@ -279,7 +291,8 @@ class LLM:
         reservation = await self._reserve(ctx, tokens)
         started, t0 = clock.now(), time.perf_counter()
         try:
-            embedded = await adapter.embed(request)
+            with in_flight.call(self.db, ctx.tenant_id, row["id"]):
+                embedded = await adapter.embed(request)
         except BaseException as exc:
             if timing is not None:
                 timing.upstream_s += time.perf_counter() - t0

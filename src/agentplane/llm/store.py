@@ -365,3 +365,23 @@ async def list_calls(conn: Connection, filters: dict[str, Any], limit: int) -> l
 async def get_call(conn: Connection, call_id: UUID) -> dict[str, Any] | None:
     cur = await conn.execute("SELECT * FROM llm_calls WHERE id = %s", [call_id])
     return await cur.fetchone()
+
+
+# -- calls in flight (llm/sql/in_flight.sql) ------------------------------------------------
+
+IN_FLIGHT_FRESH_S = 10
+"""Rows written longer ago than this are of processes gone: not counted."""
+
+
+async def publish_in_flight(conn: Connection, process: UUID, rows: list[dict[str, Any]]) -> None:
+    """This process's counts, in place of those it wrote before (on the owner's
+    connection, for all tenants at once)."""
+    await conn.execute("DELETE FROM llm_in_flight WHERE process = %s", [process])
+    await conn.execute(
+        """
+        INSERT INTO llm_in_flight (tenant_id, provider_id, process, calls)
+        SELECT x.tenant_id, x.provider_id, %s, x.calls
+        FROM jsonb_to_recordset(%s) AS x(tenant_id uuid, provider_id uuid, calls integer)
+        """,
+        [process, Jsonb(rows)],
+    )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from agentplane import clock
+from agentplane.llm import in_flight
 from agentplane.llm.adapters.base import (
     ChatRequest,
     ChatResult,
@@ -50,69 +51,73 @@ async def stream(
             resolved = await llm.resolve_in(conn, provider)
     route: Resolved | None = resolved
     while route is not None:
-        row, adapter, sent, reservation = await llm.prepare(ctx, request, None, True, route)
-        started, t0 = clock.now(), time.perf_counter()
-        result: ChatResult | None = None
-        texts: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        items = adapter.stream(sent)
-        arrivals: list[float] = []
-        try:
-            while True:
-                waited = time.perf_counter()
-                try:
-                    item = await anext(items)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    timing.upstream_s += time.perf_counter() - waited
-                if timing.upstream_first_s is None:
-                    timing.upstream_first_s = time.perf_counter() - t0
-                if isinstance(item, ChatResult):
-                    result = storable(item)
-                    continue
-                arrivals.append(time.perf_counter())
-                if isinstance(item, TextDelta):
-                    texts.append(item.text)
-                else:
-                    call = calls.setdefault(item.index, {"id": "", "name": "", "args": ""})
-                    call["id"] = item.id or call["id"]
-                    call["name"] += item.name or ""
-                    call["args"] += item.arguments
-                yield item
-            assert result is not None, "an adapter stream ends with its result"
-        except BaseException as exc:  # includes the consumer closing the stream early
-            await items.aclose()
-            began = bool(texts or calls)
-            then = None if began else next_route(exc, route)
-            last = then is None
-            if began:
-                cut = partial(sent, texts, calls, row)
-                cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
-                status = "cancelled" if cancelled else "failed"
-                error = error_text(exc, adapter.redact)
-                # Shielded: the reservation must be settled even while the caller is cancelled.
-                await asyncio.shield(
-                    llm.recorder.record(
-                        ctx, row, sent, reservation, started, t0, cut, True,
-                        call_id=call_id, status=status, error=error,
-                        chunks=chunk_stats(arrivals),
+        # In flight from before its reservation (calls routed meanwhile count it) until
+        # the stream ends.
+        with in_flight.call(llm.db, ctx.tenant_id, route.row["id"]):
+            row, adapter, sent, reservation = await llm.prepare(ctx, request, None, True, route)
+            started, t0 = clock.now(), time.perf_counter()
+            result: ChatResult | None = None
+            texts: list[str] = []
+            calls: dict[int, dict[str, str]] = {}
+            items = adapter.stream(sent)
+            arrivals: list[float] = []
+            try:
+                while True:
+                    waited = time.perf_counter()
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        timing.upstream_s += time.perf_counter() - waited
+                    if timing.upstream_first_s is None:
+                        timing.upstream_first_s = time.perf_counter() - t0
+                    if isinstance(item, ChatResult):
+                        result = storable(item)
+                        continue
+                    arrivals.append(time.perf_counter())
+                    if isinstance(item, TextDelta):
+                        texts.append(item.text)
+                    else:
+                        call = calls.setdefault(item.index, {"id": "", "name": "", "args": ""})
+                        call["id"] = item.id or call["id"]
+                        call["name"] += item.name or ""
+                        call["args"] += item.arguments
+                    yield item
+                assert result is not None, "an adapter stream ends with its result"
+            except BaseException as exc:  # includes the consumer closing the stream early
+                await items.aclose()
+                began = bool(texts or calls)
+                then = None if began else next_route(exc, route)
+                last = then is None
+                if began:
+                    cut = partial(sent, texts, calls, row)
+                    cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+                    status = "cancelled" if cancelled else "failed"
+                    error = error_text(exc, adapter.redact)
+                    # Shielded: the reservation must be settled even while the caller is cancelled.
+                    await asyncio.shield(
+                        llm.recorder.record(
+                            ctx, row, sent, reservation, started, t0, cut, True,
+                            call_id=call_id, status=status, error=error,
+                            chunks=chunk_stats(arrivals),
+                        )
                     )
-                )
-            else:
-                await llm.recorder.record_failure(
-                    ctx, row, sent, reservation, started, t0, exc, True, adapter.redact,
-                    call_id if last else None,
-                )
-            if last:
-                raise
-            route = then
-            continue
+                else:
+                    await llm.recorder.record_failure(
+                        ctx, row, sent, reservation, started, t0, exc, True, adapter.redact,
+                        call_id if last else None,
+                    )
+                if last:
+                    raise
+                route = then
+                continue
         yield await llm.recorder.record(
             ctx, row, sent, reservation, started, t0, result, True, call_id=call_id,
             chunks=chunk_stats(arrivals),
         )
         return
+
 
 def partial(
     request: ChatRequest,
