@@ -18,14 +18,12 @@ import argparse
 import asyncio
 import logging
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
-from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.errors import BudgetExceeded
@@ -33,6 +31,7 @@ from agentplane.llm.adapters.base import ChatRequest
 from agentplane.llm.calls import LLM
 from agentplane.llm.context import CallContext
 from agentplane.llm.tokens import estimate_prompt
+from benchmarks import embedded
 
 SERVER = {"max_connections": "200", "shared_buffers": "256MB"}
 MESSAGES = [{"role": "user", "content": "Summarise the incident report in two sentences."}]
@@ -141,10 +140,7 @@ async def single_caller(llm: LLM, db: Database, n: int = 400) -> tuple[float, fl
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.ERROR)
-    home = Path(tempfile.mkdtemp(prefix="ap-budget-bench-"))
-    port = 55000 + (uuid.uuid4().int % 4000)
-    server = EmbeddedServer(home, listen="127.0.0.1", port=port, settings=SERVER)
-    server.acquire()
+    home, port, server = embedded.start("ap-budget-bench-", SERVER)
     try:
         db, conf = await setup(home, port)
         llm = LLM(db, conf)

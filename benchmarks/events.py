@@ -35,7 +35,6 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from array import array
@@ -46,11 +45,11 @@ import psycopg
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
-from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.events import NewEvent, append
 from agentplane.events import types as t
+from benchmarks import embedded
 
 SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
           "max_connections": "300", "shared_buffers": "256MB"}
@@ -326,10 +325,7 @@ async def bench_fanout(db: Database, tenant_id, key: str, runs, args, url: str,
 
 
 async def main(args: argparse.Namespace) -> None:
-    home = Path(tempfile.mkdtemp(prefix="ap-events-bench-"))
-    pg_port = 55000 + (uuid.uuid4().int % 4000)
-    server = EmbeddedServer(home, listen="127.0.0.1", port=pg_port, settings=SERVER)
-    server.acquire()
+    home, pg_port, server = embedded.start("ap-events-bench-", SERVER)
     api = None
     try:
         conf = settings(home, pg_port)

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,12 +27,12 @@ import psycopg
 
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
-from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.queue import JobQueue, Registry
 from agentplane.queue.service import make_spec
 from agentplane.queue.worker import Worker, WorkerOptions
+from benchmarks import embedded
 
 SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
           "max_connections": "200", "shared_buffers": "512MB"}
@@ -297,18 +296,9 @@ async def proc_run(conninfo: str, n: int, seconds: float) -> tuple[float, float]
 # -- main ---------------------------------------------------------------------------------------
 
 
-def create_db(server: EmbeddedServer, name: str) -> str:
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return server.conninfo(dbname=name)
-
-
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.ERROR)
-    home = Path(tempfile.mkdtemp(prefix="apq-bench-"))
-    port = 55000 + (uuid.uuid4().int % 4000)
-    server = EmbeddedServer(home, listen="127.0.0.1", port=port, settings=SERVER)
-    server.acquire()
+    home, port, server = embedded.start("apq-bench-", SERVER)
     rows: list[tuple[str, str, str]] = []
     try:
         db, endpoints, tenant = await ap_setup(home, port)
@@ -317,11 +307,11 @@ async def main(args: argparse.Namespace) -> None:
         p50, p99 = await ap_latency(db, endpoints, tenant)
         peers = {}
         if "pgqueuer" in args.peers:
-            peers["pgqueuer"] = await pgq_run(create_db(server, "bench_pgqueuer"),
+            peers["pgqueuer"] = await pgq_run(embedded.create_db(server, "bench_pgqueuer"),
                                               args.jobs, args.seconds)
         if "procrastinate" in args.peers:
-            peers["procrastinate"] = await proc_run(create_db(server, "bench_procrastinate"),
-                                                    args.jobs, args.seconds)
+            conninfo = embedded.create_db(server, "bench_procrastinate")
+            peers["procrastinate"] = await proc_run(conninfo, args.jobs, args.seconds)
         rows.append((f"drain {args.jobs:,} jobs (jobs/s)", f"{ap_d:,.0f}",
                      "  ".join(f"{k} {v[0]:,.0f} (x{ap_d / v[0]:.2f})" for k, v in peers.items())))
         rows.append(("steady state (jobs/s)", f"{ap_s:,.0f}",

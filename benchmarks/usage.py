@@ -21,7 +21,6 @@ import logging
 import random
 import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -30,11 +29,11 @@ from pathlib import Path
 from agentplane import clock
 from agentplane.config import Settings
 from agentplane.db import endpoints as ep
-from agentplane.db.embedded import EmbeddedServer
 from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.ops import service as ops
 from agentplane.usage import reports
+from benchmarks import embedded
 
 SERVER = {"shared_buffers": "512MB", "max_wal_size": "4GB", "maintenance_work_mem": "256MB",
           "work_mem": "32MB"}
@@ -304,10 +303,7 @@ async def retention(db: Database) -> list[tuple]:
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.ERROR)
-    home = Path(tempfile.mkdtemp(prefix="ap-usage-bench-"))
-    port = 55000 + (uuid.uuid4().int % 4000)
-    server = EmbeddedServer(home, listen="127.0.0.1", port=port, settings=SERVER)
-    server.acquire()
+    home, port, server = embedded.start("ap-usage-bench-", SERVER)
     try:
         db = await setup(home, port)
         tenants, people, rates = await load(db, args.rows, args.tenants, args.users)

@@ -26,7 +26,8 @@ REFS = {
     "/keys/": "key_id", "/members/invitations/": "invitation_id", "/members/": "member_id",
     "/sessions/": "session_id", "/llm-calls/": "call_id", "/providers/": "provider",
     "/queue/jobs/": "job_id", "/queue/dead-letters/": "dead_letter_id",
-    "/queue/schedules/": "schedule_id",
+    "/queue/schedules/": "schedule_id", "/messages/dead/": "delivery_id",
+    "/messages/": "message_id",
 }
 
 

@@ -83,3 +83,32 @@ async def test_llm_calls_by_endpoint_and_request_id_and_a_gateway_call(app, db) 
         assert f'id="call-request-id"><a href="/llm-calls?request_id={request_id}">' in one.text
         assert 'id="call-key"' in one.text
         assert f'href="/sessions/{session.id}"' in one.text
+
+
+async def test_llm_calls_by_project_and_tag(app, db) -> None:
+    owner = await person(db)
+    _, key = await auth_keys.create_key(
+        db, owner.tenant_id, ApiKeyIn(name="gw", scopes=["llm:invoke", "projects:write"],
+                                      user_id=owner.user_id, rate_limit_per_hour=1_000_000),
+        actor=None)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as api:
+        r = await api.post("/v1/projects", headers=headers, json={"name": "Ads", "slug": "ads"})
+        assert r.status_code == 201, r.text
+        for extra in ({"x-agentplane-project": "ads", "x-agentplane-tags": "exp:b,team=ads"},
+                      {}):
+            r = await api.post("/v1/chat/completions", headers={**headers, **extra},
+                               json={"model": "offline",
+                                     "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+    async with browser(app) as c:
+        await sign_in(c, owner)
+        assert len(CALL.findall((await c.get("/llm-calls")).text)) == 2
+        tagged = CALL.findall((await c.get("/llm-calls?tag=team%3Dads")).text)
+        assert len(tagged) == 1
+        assert CALL.findall((await c.get("/llm-calls?project=ads")).text) == tagged
+        ghost = await c.get("/llm-calls?project=ghost")
+        assert ghost.status_code == 422 and "no project of that id or slug" in ghost.text
+        one = await c.get(f"/llm-calls/{tagged[0]}")
+        assert 'id="call-tags"' in one.text and "exp:b" in one.text

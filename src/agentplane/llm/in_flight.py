@@ -81,5 +81,7 @@ async def _publish(db: Database) -> None:
                 await store.publish_in_flight(conn, PROCESS, rows)
         except Exception as exc:  # routing goes on with what it has; tried again next time
             log.debug("calls in flight not published: %s", exc)
+            if not now:  # nothing in flight: the rows left go stale and stop counting
+                return
             continue
         published, quiet = now, 0.0

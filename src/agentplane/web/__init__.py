@@ -20,6 +20,7 @@ from agentplane.web import (
     admin,
     catalogue,
     docs,
+    messages,
     overview,
     providers,
     queue,
@@ -64,6 +65,7 @@ def install(app: FastAPI) -> None:
     app.include_router(providers.router)
     app.include_router(usage.router)
     app.include_router(queue.router)
+    app.include_router(messages.router)
     app.include_router(admin.router)
     api_handler = app.exception_handlers[StarletteHTTPException]
 

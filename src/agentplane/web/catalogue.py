@@ -30,8 +30,8 @@ CALL_STATUSES = ("pending", "running", "completed", "failed")
 CALLS_PAGE = 50
 SESSIONS_PAGE = 50
 MAX_FILTER = 200
-FILTERS = ("provider", "model", "status", "endpoint", "request_id", "session", "key", "run",
-           "since", "until", "before")
+FILTERS = ("provider", "model", "status", "endpoint", "request_id", "project", "tag",
+           "session", "key", "run", "since", "until", "before")
 FIELDS = {"session_id": "session", "api_key_id": "key", "run_id": "run"}
 """The API's names of the filters whose form names differ."""
 
@@ -134,7 +134,8 @@ def call_filters(request: Request) -> tuple[dict[str, Any], dict[str, str], dict
     if shown["status"] and shown["status"] not in CALL_STATUSES:
         problems["status"] = "not a call status"
     values: dict[str, Any] = {k: shown[k] or None
-                              for k in ("provider", "model", "status", "endpoint", "request_id")}
+                              for k in ("provider", "model", "status", "endpoint", "request_id",
+                                        "project", "tag")}
     for field, name in (("session", "session_id"), ("key", "api_key_id"), ("run", "run_id"),
                         ("before", "before")):
         if shown[field]:
@@ -165,7 +166,10 @@ async def list_calls(request: Request, user: User) -> HTMLResponse:
     calls = []
     if not problems:
         async with http.db_of(request).tenant_connection(user.tenant_id) as conn:
-            calls = await llm.list_calls(conn, values, CALLS_PAGE + 1)
+            try:
+                calls = await llm.list_calls(conn, values, CALLS_PAGE + 1)
+            except NotFound:
+                problems["project"] = "no project of that id or slug"
     more = calls[CALLS_PAGE].id if len(calls) > CALLS_PAGE else None
     query = urlencode({k: v for k, v in shown.items() if v and k != "before"})
     return await page(request, user, "llm_calls.html", title="LLM calls",

@@ -133,6 +133,7 @@ NOTICES = {
     "member-changed": "The member's role is changed.",
     "member-removed": "The member is removed.",
     "switched": "You are now in this tenant.",
+    "message-requeued": "The message is due again: its attempts and time to live start afresh.",
 }
 
 
@@ -145,6 +146,8 @@ def nav(user: WebUser | None) -> list[tuple[str, str]]:
              ("/usage", "Usage")]
     if user.can("jobs:read"):
         items.append(("/queue", "Queue"))
+    if user.can("messages:read"):
+        items.append(("/messages", "Messages"))
     items.append(("/providers", "Providers"))
     if user.manages:
         items.append(("/keys", "API keys"))
