@@ -39,6 +39,30 @@ async def test_to_an_agent_received_once_then_acked(db, client):
     assert [m["id"] for m in page["items"]] == [sent["id"]]
 
 
+async def test_a_message_committed_while_a_receive_runs_is_returned_not_lost(db, client):
+    """A message whose transaction began before a receive's and committed while the
+    receive ran is leased by it and returned with it, not leased unseen (and delivered
+    only once that lease passed): the receive reads the messages it leased after it
+    leased them."""
+    ctx = await tenant(db)
+    (a,) = await instances(client, ctx, "racer")
+    async with db.admin_connection() as conn:  # the receive will refresh the heartbeat
+        await conn.execute("UPDATE agent_instances SET heartbeat_at = now() - interval '1 minute'"
+                           " WHERE id = %s", [a])
+    async with db.admin_connection() as holder:
+        # Holding the instance's row: the receive's statement starts, then waits on it.
+        await holder.execute("SELECT 1 FROM agent_instances WHERE id = %s FOR UPDATE", [a])
+        async with db.tenant_connection(ctx.tenant_id) as sender:
+            sent = await service.send(sender, ctx.tenant_id, [
+                MessageIn(to=Destination(agent="racer"), type="race")])
+            receiving = asyncio.create_task(receive(client, ctx, "racer", a))
+            await asyncio.sleep(0.5)
+            assert not receiving.done()
+        # The message is committed; then the receive goes on.
+    got = await asyncio.wait_for(receiving, 10)
+    assert [m["id"] for m in got] == [str(next(iter(sent)))]
+
+
 async def test_long_poll_wakes_when_a_message_is_sent(db, client):
     ctx = await tenant(db)
     (a,) = await instances(client, ctx, "waiter")

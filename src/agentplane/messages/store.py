@@ -128,18 +128,32 @@ async def receive(
     conn: Connection, agent_id: UUID, instance_id: UUID, limit: int, lease_s: float,
     correlation_id: str | None,
 ) -> list[dict[str, Any]]:
+    """The copies leased, with their messages, by priority then sending. Two statements:
+    the function leases copies of messages committed after the statement that calls it
+    began (its own statements see them), which that statement's snapshot could not
+    join with; the second statement's snapshot sees every message it leased."""
+    cur = await conn.execute(
+        "SELECT delivery_id, message_id, attempt, lease_until"
+        " FROM messages_receive(%s, %s, %s::integer, %s::real, %s::text)",
+        [agent_id, instance_id, limit, lease_s, correlation_id], prepare=True,
+    )
+    taken = await cur.fetchall()
+    if not taken:
+        return []
     cur = await conn.execute(
         """
-        SELECT r.message_id AS id, r.delivery_id, r.attempt, r.lease_until, m.type,
-               m.priority, m.payload, m.correlation_id, m.reply_to, m.from_instance_id AS
-               from_instance, (SELECT a.slug FROM agents a WHERE a.id = m.from_agent_id)
-               AS from_agent, m.run_id, m.task_id, m.created_at, m.from_agent_id, m.to_agent_id
-        FROM messages_receive(%s, %s, %s::integer, %s::real, %s::text) r
-        JOIN messages m ON m.tenant_id = app_current_tenant() AND m.id = r.message_id
+        SELECT m.id, m.type, m.priority, m.payload, m.correlation_id, m.reply_to,
+               m.from_instance_id AS from_instance,
+               (SELECT a.slug FROM agents a WHERE a.id = m.from_agent_id) AS from_agent,
+               m.run_id, m.task_id, m.created_at, m.from_agent_id, m.to_agent_id
+        FROM messages m WHERE m.tenant_id = app_current_tenant() AND m.id = ANY (%s)
         """,
-        [agent_id, instance_id, limit, lease_s, correlation_id],
+        [[t["message_id"] for t in taken]], prepare=True,
     )
-    return await cur.fetchall()
+    messages = {m["id"]: m for m in await cur.fetchall()}
+    rows = [{**messages[t["message_id"]], "delivery_id": t["delivery_id"],
+             "attempt": t["attempt"], "lease_until": t["lease_until"]} for t in taken]
+    return sorted(rows, key=lambda r: (-r["priority"], r["created_at"]))
 
 
 async def ack(conn: Connection, message_ids: list[UUID], instance_id: UUID) -> list[UUID]:
