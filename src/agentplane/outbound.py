@@ -14,6 +14,7 @@ import re
 import socket
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -161,6 +162,23 @@ def _guard(env: str, allow: str) -> Guard:
     # A developer's own machine runs its models on loopback; a server reachable by others
     # reaches its own host only when told to.
     return Guard(networks + LOOPBACK if env == "development" else networks)
+
+
+def proxied(url: str) -> bool:
+    """Whether the environment sends requests to `url` through a proxy (HTTPS_PROXY, ...):
+    then the proxy resolves and connects, and only what the URL names is checked here."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    return bool(parts.hostname and proxies.get(parts.scheme)
+                and not urllib.request.proxy_bypass(parts.hostname))
+
+
+async def check_named(guard: Guard, request: httpx.Request) -> None:
+    """For a proxied request: refuse a host that is an inner address by itself (a literal
+    address, a metadata name); names are the proxy's to resolve."""
+    host = request.url.host
+    if host.strip("[]").lower().rstrip(".") in METADATA_HOSTS or literal(host) is not None:
+        await guard.address(host, request.url.port)
 
 
 class PinnedTransport(httpx.AsyncBaseTransport):

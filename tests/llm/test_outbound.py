@@ -173,3 +173,25 @@ async def test_the_guard_reads_every_spelling() -> None:
             "169.254.169.254", 80)
     with pytest.raises(ValueError, match="not an IP address"):
         parse_networks("10.0.0.0/8,intranet")
+
+
+async def test_through_a_proxy_the_named_address_is_still_checked(monkeypatch) -> None:
+    """With HTTP(S)_PROXY set, the proxy connects (and resolves names); an inner address
+    named in the URL itself is refused before anything reaches the proxy."""
+    with serve(OpenAIHandler) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        inner = adapter_for(AdapterConfig(type="openai_compatible", name="inner", api_key=KEY,
+                                          base_url="http://10.9.8.7/v1", model="m",
+                                          max_retries=0))
+        with pytest.raises(ProviderError, match="not reached"):
+            await inner.complete(ChatRequest(messages=MESSAGES))
+        assert proxy.requests == []
+        public = adapter_for(AdapterConfig(type="openai_compatible", name="public",
+                                           api_key=KEY, base_url="http://llm.example.com/v1",
+                                           model="m", max_retries=0))
+        with pytest.raises(ProviderError):  # the stand-in proxy has no such route: a 404
+            await public.complete(ChatRequest(messages=MESSAGES))
+        assert [r["path"] for r in proxy.requests] == [
+            "http://llm.example.com/v1/chat/completions"]

@@ -81,7 +81,7 @@ async def test_send_list_show_and_tail(team, server) -> None:
     assert [m["id"] for m in to_reviewer["items"]] == ids[::-1]
     table = ok(await cli("list", "--status", "pending"))
     assert all(i in table for i in ids) and "review.request" in table and "author" in table
-    shown = json.loads(ok(await cli("show", ids[0])))
+    shown = json.loads(ok(await cli("show", ids[0][:8])))  # a unique start of its id
     assert (shown["payload"], shown["correlation_id"], shown["from_agent"]) == (
         {"pr": 7}, "pr-7", "author")
     assert [d["agent"] for d in shown["deliveries"]] == ["reviewer"]
@@ -100,8 +100,10 @@ async def test_a_dead_message_is_listed_and_requeued(team, server) -> None:
     assert [(d["message"]["id"], d["last_error"]) for d in dead] == [(sent, "bad input")]
     assert "bad input" in ok(await cli("dead"))
     delivery = dead[0]["delivery_id"]
-    assert ok(await cli("requeue", delivery)).strip() == f"message {sent} requeued (pending)"
+    assert ok(await cli("requeue", delivery[:8])).strip() == \
+        f"message {sent} requeued (pending)"
     one_line_error(await cli("requeue", delivery), "is pending, not dead")
+    one_line_error(await cli("requeue", delivery[:8]), "no dead message whose id starts with")
     assert json.loads(ok(await cli("dead", "--json")))["items"] == []
 
 

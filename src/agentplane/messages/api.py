@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Scope
 
-from agentplane.auth.deps import DB, Principal, conn_for, requires
+from agentplane.auth.deps import DB, IdPrefix, Principal, conn_for, requires
 from agentplane.messages import inbox, service
 from agentplane.messages.models import (
     Ack,
@@ -68,10 +68,11 @@ async def list_messages(
     correlation_id: Annotated[str | None, Query(max_length=255)] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    id_prefix: IdPrefix = None,
 ) -> MessagePage:
     return await service.list_(conn, agent=agent, sender=sender, recipient=recipient,
                                type_=type, status=status, correlation_id=correlation_id,
-                               cursor=cursor, limit=limit)
+                               cursor=cursor, limit=limit, id_prefix=id_prefix)
 
 
 @router.get("/v1/messages/counts")
@@ -106,8 +107,9 @@ async def dead_messages(
     conn: ReadConn,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    id_prefix: IdPrefix = None,
 ) -> DeadPage:
-    return await service.dead(conn, cursor, limit)
+    return await service.dead(conn, cursor, limit, id_prefix)
 
 
 @router.post("/v1/dead-messages/{delivery_id}/requeue")

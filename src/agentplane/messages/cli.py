@@ -62,13 +62,6 @@ def payload(text: str | None) -> Any:
         raise ValidationFailed(f"--payload: not valid JSON ({exc})") from None
 
 
-def whole_id(ref: str, noun: str) -> str:
-    found = ids.whole(ref)
-    if found is None:
-        raise ValidationFailed(f"{ref!r} is not a {noun} id (a whole UUID)")
-    return str(found)
-
-
 def addressee(to: dict[str, Any]) -> str:
     if to.get("broadcast"):
         return f"broadcast {to['project']}" if to.get("project") else "broadcast"
@@ -148,12 +141,11 @@ def list_(
 
 
 @messages_app.command("show")
-def show(message: Annotated[str, typer.Argument(help="The message's id.")],
+def show(message: Annotated[str, typer.Argument(help="The message's id, or a unique start of it.")],
          tenant: TenantRef = None) -> None:
     """A message with each copy (its receiver, status, attempts, history), as JSON."""
-    ref = whole_id(message, "message")
-
     async def go(api: client.Api) -> Any:
+        ref = await api.full_id("/v1/messages", message, "message")
         return await api.get(f"/v1/messages/{ref}")
 
     typer.echo(json.dumps(client.call(tenant, go), indent=2))
@@ -274,12 +266,16 @@ def _page(found: dict[str, Any], as_json: bool, rows: list[dict], columns: list[
 
 
 @messages_app.command("requeue")
-def requeue(delivery: Annotated[str, typer.Argument(help="The dead copy's delivery id.")],
+def requeue(delivery: Annotated[str, typer.Argument(
+                help="The dead copy's delivery id, or a unique start of it.")],
             tenant: TenantRef = None) -> None:
     """Deliver a dead copy again now, its attempts and time to live counted afresh."""
-    ref = whole_id(delivery, "delivery")
+    async def starting(api: client.Api, prefix: str) -> list[str]:
+        found = await api.get("/v1/dead-messages", id_prefix=prefix, limit=2)
+        return [d["delivery_id"] for d in found["items"]]
 
     async def go(api: client.Api) -> Any:
+        ref = await ids.resolve(delivery, "dead message", lambda p: starting(api, p))
         return await api.send("POST", f"/v1/dead-messages/{ref}/requeue")
 
     done = client.call(tenant, go)

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 from uuid import UUID
 
+from agentplane import ids as short_ids
 from agentplane import pagination
 from agentplane.agents import service as agents
 from agentplane.db.pool import Connection
@@ -103,6 +104,7 @@ async def list_(
     conn: Connection, *, agent: str | None = None, type_: str | None = None,
     status: str | None = None, correlation_id: str | None = None, cursor: str | None = None,
     limit: int = 50, sender: str | None = None, recipient: str | None = None,
+    id_prefix: str | None = None,
 ) -> MessagePage:
     """`agent`: sent by or to it; `sender`, `recipient`: by it, to it (each an agent's
     slug, an unknown one not found)."""
@@ -110,7 +112,8 @@ async def list_(
            for k, v in (("agent", agent), ("sender", sender), ("recipient", recipient))}
     after = pagination.decode(cursor) if cursor else None
     rows = await store.list_(conn, **ids, type_=type_, status=status,
-                             correlation_id=correlation_id, after=after, limit=limit + 1)
+                             correlation_id=correlation_id, after=after, limit=limit + 1,
+                             between=short_ids.optional_bounds(id_prefix, "message"))
     items = [Message.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
     return MessagePage(items=items, next_cursor=pagination.encode(
@@ -179,9 +182,12 @@ async def _not_leased(conn: Connection, message_id: UUID, instance_id: UUID) -> 
                    " (its lease passed and it went back, or another instance holds it)")
 
 
-async def dead(conn: Connection, cursor: str | None = None, limit: int = 50) -> DeadPage:
+async def dead(conn: Connection, cursor: str | None = None, limit: int = 50,
+               id_prefix: str | None = None) -> DeadPage:
+    """`id_prefix`: copies whose delivery id starts with it."""
     after = pagination.decode(cursor) if cursor else None
-    rows = await store.dead(conn, after, limit + 1)
+    rows = await store.dead(conn, after, limit + 1,
+                            short_ids.optional_bounds(id_prefix, "delivery"))
     items = [DeadMessage.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
     return DeadPage(items=items, next_cursor=pagination.encode(

@@ -89,6 +89,7 @@ async def list_(
     conn: Connection, *, agent: UUID | None, type_: str | None, status: str | None,
     correlation_id: str | None, after: tuple[datetime, UUID] | None, limit: int,
     sender: UUID | None = None, recipient: UUID | None = None,
+    between: tuple[UUID | None, UUID | None] = (None, None),
 ) -> list[dict[str, Any]]:
     """Newest first; `agent`: sent by it or to it (or one of its copies is for it);
     `sender` and `recipient` are each one side of that."""
@@ -108,10 +109,11 @@ async def list_(
                 SELECT 1 FROM message_deliveries d
                 WHERE d.message_id = m.id AND d.status = %(status)s))
           AND (%(at)s::timestamptz IS NULL OR (m.created_at, m.id) < (%(at)s, %(id)s::uuid))
+          AND (%(lo)s::uuid IS NULL OR m.id BETWEEN %(lo)s AND %(hi)s)
         ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s
         """,
         {"agent": agent, "sender": sender, "recipient": recipient, "type": type_,
-         "corr": correlation_id, "status": status,
+         "corr": correlation_id, "status": status, "lo": between[0], "hi": between[1],
          "at": after[0] if after else None, "id": after[1] if after else None, "limit": limit},
     )
     return await cur.fetchall()
@@ -178,7 +180,8 @@ async def copy_states(conn: Connection, message_id: UUID) -> list[dict[str, Any]
 
 
 async def dead(
-    conn: Connection, after: tuple[datetime, UUID] | None, limit: int
+    conn: Connection, after: tuple[datetime, UUID] | None, limit: int,
+    between: tuple[UUID | None, UUID | None] = (None, None),
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
         f"""
@@ -190,9 +193,11 @@ async def dead(
                             WHERE m.tenant_id = d.tenant_id AND m.id = d.message_id) x
         WHERE d.status = 'dead'
           AND (%(at)s::timestamptz IS NULL OR (d.created_at, d.id) < (%(at)s, %(id)s::uuid))
+          AND (%(lo)s::uuid IS NULL OR d.id BETWEEN %(lo)s AND %(hi)s)
         ORDER BY d.created_at DESC, d.id DESC LIMIT %(limit)s
         """,
-        {"at": after[0] if after else None, "id": after[1] if after else None, "limit": limit},
+        {"at": after[0] if after else None, "id": after[1] if after else None, "limit": limit,
+         "lo": between[0], "hi": between[1]},
     )
     return await cur.fetchall()
 

@@ -25,7 +25,7 @@ from agentplane.llm.adapters.vendor_errors import (
     vendor_message,
 )
 from agentplane.llm.errors import ProviderError, ProviderTimeout
-from agentplane.outbound import Guard, OutboundRefused, PinnedTransport
+from agentplane.outbound import Guard, OutboundRefused, PinnedTransport, check_named, proxied
 
 
 @functools.cache
@@ -65,12 +65,19 @@ class _Clients:
             base_url, timeout, headers, guard = key
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
                                   keepalive_expiry=30)
-            client = self.clients[key] = httpx.AsyncClient(
-                base_url=base_url,
-                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-                headers=dict(headers),
-                transport=PinnedTransport(guard, verify=tls_context(), limits=limits),
-            )
+            options: dict[str, Any] = {
+                "base_url": base_url, "headers": dict(headers),
+                "timeout": httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            }
+            if proxied(base_url):  # the environment's proxy connects: httpx's own transport
+                client = httpx.AsyncClient(
+                    **options, verify=tls_context(), limits=limits,
+                    event_hooks={"request": [functools.partial(check_named, guard)]})
+            else:
+                client = httpx.AsyncClient(
+                    **options, transport=PinnedTransport(guard, verify=tls_context(),
+                                                         limits=limits))
+            self.clients[key] = client
             while len(self.clients) > self.MAX:  # the least recently made: closed when idle
                 _, old = self.clients.popitem(last=False)
                 asyncio.get_running_loop().call_later(
