@@ -43,8 +43,6 @@ from agentplane.queue.registry import registry as default_registry
 
 log = logging.getLogger("agentplane.worker")
 CHANNEL = "agentplane_jobs"
-MAX_HELD = 10_000
-"""Held jobs remembered at most; beyond them the poll interval finds the rest."""
 RETRYABLE_DB = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, AgentplaneError)
 
 
@@ -99,10 +97,8 @@ class Worker:
         self._results: list[tuple[JobContext, str, Any, str | None]] = []
         self._write_lock = asyncio.Lock()
         self._to_flush = asyncio.Event()
-        self._held: dict[uuid.UUID, float] = {}
-        """Jobs a limit held back, each with the loop time it may run: claim again at the
-        earliest. Each is kept until a claim at or after its time: a later claim that
-        does not see it (not due yet) must not make the worker forget it."""
+        self._due = float("inf")
+        """Loop time when jobs held back by a limit may run: claim again then."""
         self._full = False
         """The last claim filled every free slot: a finished job should claim again."""
         self.processed = 0
@@ -183,18 +179,14 @@ class Worker:
                     if len(self.running) < self.opts.concurrency:
                         continue
             loop = asyncio.get_running_loop()
-            due = min(self._held.values(), default=float("inf"))
-            wait = min(self.opts.poll_interval, due - loop.time())
+            wait = min(self.opts.poll_interval, self._due - loop.time())
+            self._due = float("inf")
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wakeup.wait()
 
     async def _claim(self, n: int) -> int:
-        now = asyncio.get_running_loop().time()
-        # This claim looks at every held job whose time has come; those held again
-        # come back with their new time.
-        self._held = {job: at for job, at in self._held.items() if at > now}
         async with self.pool.connection() as conn:
             # Tuples, not dicts: at thousands of jobs a second the row shape shows.
             cur = conn.cursor(row_factory=tuple_row)
@@ -207,10 +199,8 @@ class Worker:
         started = 0
         for tenant_id, job_id, attempt, type_, queue, payload, timeout, due_in in rows:
             if due_in is not None:  # held back by a limit: claim again when it may run
-                if len(self._held) < MAX_HELD or job_id in self._held:
-                    self._held[job_id] = asyncio.get_running_loop().time() + max(due_in, 0.0)
+                self._due = min(self._due, asyncio.get_running_loop().time() + max(due_in, 0.0))
                 continue
-            self._held.pop(job_id, None)
             ctx = JobContext(tenant_id=tenant_id, job_id=job_id, attempt=attempt, type=type_,
                              queue=queue, payload_json=payload, worker_id=self.id)
             self.running[job_id] = Running(ctx, asyncio.create_task(self._execute(ctx, timeout)))
