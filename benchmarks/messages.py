@@ -31,9 +31,6 @@ import psycopg
 
 from agentplane.agents import service as agents
 from agentplane.agents.models import AgentIn, InstanceIn
-from agentplane.config import Settings
-from agentplane.db import endpoints as ep
-from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.messages import service
 from agentplane.messages.inbox import Inbox
@@ -50,18 +47,9 @@ RECEIVERS = (1, 4)
 
 
 async def ap_setup(home: Path, port: int, receivers: int) -> tuple[Database, uuid.UUID, list]:
-    conf = Settings(home=home, embedded_listen="127.0.0.1", embedded_port=port,
-                    database_name="bench_messages", env="test", pool_max_size=30,
-                    log_level="WARNING")
-    endpoints = ep.resolve(conf, start=False)
-    ep.bootstrap(conf, endpoints)
-    Migrator(endpoints.owner, conf.app_role).upgrade()
-    db = Database(conf, endpoints)
-    await db.open()
-    async with db.admin_connection() as conn:
-        cur = await conn.execute("INSERT INTO tenants (name, slug) VALUES ('bench', %s)"
-                                 " RETURNING id", [f"bench-{uuid.uuid4().hex[:8]}"])
-        tenant = (await cur.fetchone())["id"]
+    db, _ = await embedded.migrated(home, port, "bench_messages", pool_max_size=30,
+                                    log_level="WARNING")
+    tenant = await embedded.tenant(db)
     async with db.tenant_connection(tenant) as conn:
         await agents.create(conn, AgentIn(id="inbox", name="Inbox", role="receiver"))
         made = [await agents.start_instance(conn, "inbox", InstanceIn(instance_key=f"i{n}"))

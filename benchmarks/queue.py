@@ -25,9 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from agentplane.config import Settings
 from agentplane.db import endpoints as ep
-from agentplane.db.migrate import Migrator
 from agentplane.db.pool import Database
 from agentplane.queue import JobQueue, Registry
 from agentplane.queue.service import make_spec
@@ -44,18 +42,8 @@ BATCH = 500
 
 
 async def ap_setup(home: Path, port: int) -> tuple[Database, ep.Endpoints, uuid.UUID]:
-    conf = Settings(home=home, embedded_listen="127.0.0.1", embedded_port=port,
-                    database_name="bench_agentplane", env="test")
-    endpoints = ep.resolve(conf, start=False)
-    ep.bootstrap(conf, endpoints)
-    Migrator(endpoints.owner, conf.app_role).upgrade()
-    db = Database(conf, endpoints)
-    await db.open()
-    async with db.admin_connection() as conn:
-        cur = await conn.execute("INSERT INTO tenants (name, slug) VALUES ('bench', %s)"
-                                 " RETURNING id", [f"bench-{uuid.uuid4().hex[:8]}"])
-        tenant = (await cur.fetchone())["id"]
-    return db, endpoints, tenant
+    db, endpoints = await embedded.migrated(home, port, "bench_agentplane")
+    return db, endpoints, await embedded.tenant(db)
 
 
 def ap_registry(starts: list[float] | None = None) -> Registry:
